@@ -1,0 +1,397 @@
+// Package config turns the environment (and .env) into the lb's typed,
+// validated configuration. It is parsed once, in cmd/, and passed down.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Lookup reads one variable; os.LookupEnv fits.
+type Lookup func(key string) (string, bool)
+
+// Config is everything lb reads from the environment. DESIGN.md §4 names the
+// variables; .env.example documents each one.
+type Config struct {
+	NumberOfServers   int           // NUMBER_OF_SERVERS: base pool size N
+	MaxServers        int           // MAX_SERVERS: pool ceiling, default 2N
+	WorkerConcurrency int           // WORKER_CONCURRENCY: calls one worker runs at once
+	LoadBalancerPort  int           // LOAD_BALANCER_PORT
+	ListenHost        string        // LB_LISTEN_HOST: interface lb binds
+	LocalTimeout      time.Duration // LOCAL_TIMEOUT: local deadline before the cloud takes over
+	ElasticitySleep   time.Duration // ELASTICITY_SLEEP: autoscaler tick
+	ScaleDownDelay    time.Duration // SCALE_DOWN_DELAY
+	Scheduler         string        // SCHEDULER: round-robin | least-connections
+	OffloadPolicy     string        // OFFLOAD_POLICY
+	Autoscaler        string        // AUTOSCALER: predictive | reference
+	QueueTimeout      time.Duration // QUEUE_TIMEOUT: longest local wait before offloading (0: policy default)
+	CloudMaxRPS       float64       // CLOUD_MAX_RPS: offload budget, 0 = unbounded
+	CloudMaxCostHour  float64       // CLOUD_MAX_COST_PER_HOUR: USD, 0 = unbounded
+	MaxRequestBytes   int64         // LB_MAX_REQUEST_BYTES
+	DrainTimeout      time.Duration // DRAIN_TIMEOUT: how long SIGTERM waits for in-flight calls
+	FunctionName      string        // FAAS_FUNCTION_NAME
+	RedisAddr         string        // REDIS_ADDR
+	PoolName          string        // POOL_NAME
+	WorkerImage       string        // WORKER_IMAGE
+	DockerNetwork     string        // DOCKER_NETWORK
+	WorkerMemory      int64         // WORKER_MEMORY, bytes (accepts 256m, 1g)
+	WorkerCPUs        float64       // WORKER_CPUS
+	WorkerPids        int64         // WORKER_PIDS_LIMIT
+	WorkerAddress     string        // WORKER_ADDRESS: auto | ip | name
+	WorkerPort        int           // SERVER_PORT inside workers
+	AuthToken         string        // LB_AUTH_TOKEN (never logged)
+	LogLevel          string        // LOG_LEVEL: debug | info | warn | error
+	LogFormat         string        // LOG_FORMAT: text | json
+	Cloud             Cloud
+}
+
+// Cloud is the Lambda + API Gateway part.
+type Cloud struct {
+	Mode          string        // CLOUD: aws | local | off
+	Region        string        // AWS_REGION
+	Role          string        // AWS_ROLE: execution role ARN
+	Endpoint      string        // AWS_ENDPOINT_URL (localcloud in local mode)
+	LambdaName    string        // LAMBDA_NAME
+	LambdaMemory  int32         // LAMBDA_MEMORY, MB
+	LambdaTimeout time.Duration // LAMBDA_TIMEOUT
+	APIName       string        // API_NAME
+	APIStage      string        // API_STAGE
+	OffloadVia    string        // OFFLOAD_VIA: apigateway | invoke
+	ThrottleRPS   float64       // CLOUD_THROTTLE_RPS: usage plan rate
+	ThrottleBurst int32         // CLOUD_THROTTLE_BURST: usage plan burst
+}
+
+// Enabled reports whether offloading is possible at all.
+func (c Cloud) Enabled() bool { return c.Mode != "off" }
+
+// Choices for the enumerated variables.
+var (
+	Schedulers      = []string{"round-robin", "least-connections"}
+	OffloadPolicies = []string{"overflow", "never", "always", "latency-aware"}
+	Autoscalers     = []string{"predictive", "reference"}
+	CloudModes      = []string{"local", "aws", "off"}
+	OffloadVias     = []string{"apigateway", "invoke"}
+	WorkerAddresses = []string{"auto", "ip", "name"}
+	LogLevels       = []string{"debug", "info", "warn", "error"}
+	LogFormats      = []string{"text", "json"}
+)
+
+// Load parses and validates. Every error names the variable and the bad value;
+// all problems are reported at once.
+func Load(lookup Lookup) (Config, error) {
+	p := parser{lookup: lookup}
+	c := Config{
+		NumberOfServers:   p.int("NUMBER_OF_SERVERS", 2),
+		WorkerConcurrency: p.int("WORKER_CONCURRENCY", 1),
+		LoadBalancerPort:  p.int("LOAD_BALANCER_PORT", 8000),
+		ListenHost:        p.str("LB_LISTEN_HOST", "127.0.0.1"),
+		LocalTimeout:      p.duration("LOCAL_TIMEOUT", 5*time.Second),
+		ElasticitySleep:   p.duration("ELASTICITY_SLEEP", time.Second),
+		ScaleDownDelay:    p.duration("SCALE_DOWN_DELAY", 30*time.Second),
+		Scheduler:         p.choice("SCHEDULER", "round-robin", Schedulers),
+		OffloadPolicy:     p.choice("OFFLOAD_POLICY", "overflow", OffloadPolicies),
+		Autoscaler:        p.choice("AUTOSCALER", "predictive", Autoscalers),
+		QueueTimeout:      p.duration("QUEUE_TIMEOUT", 0),
+		CloudMaxRPS:       p.float("CLOUD_MAX_RPS", 0),
+		CloudMaxCostHour:  p.float("CLOUD_MAX_COST_PER_HOUR", 0),
+		MaxRequestBytes:   p.bytes("LB_MAX_REQUEST_BYTES", 1<<20),
+		DrainTimeout:      p.duration("DRAIN_TIMEOUT", 30*time.Second),
+		FunctionName:      p.str("FAAS_FUNCTION_NAME", "faas"),
+		RedisAddr:         p.str("REDIS_ADDR", "127.0.0.1:6379"),
+		PoolName:          p.str("POOL_NAME", "spillway"),
+		WorkerImage:       p.str("WORKER_IMAGE", "spillway-worker:latest"),
+		WorkerMemory:      p.bytes("WORKER_MEMORY", 256<<20),
+		WorkerCPUs:        p.float("WORKER_CPUS", 1),
+		WorkerPids:        int64(p.int("WORKER_PIDS_LIMIT", 128)),
+		WorkerAddress:     p.choice("WORKER_ADDRESS", "auto", WorkerAddresses),
+		WorkerPort:        p.int("SERVER_PORT", 8001),
+		AuthToken:         p.str("LB_AUTH_TOKEN", ""),
+		LogLevel:          p.choice("LOG_LEVEL", "info", LogLevels),
+		LogFormat:         p.choice("LOG_FORMAT", "text", LogFormats),
+	}
+	c.MaxServers = p.int("MAX_SERVERS", 2*c.NumberOfServers)
+	c.DockerNetwork = p.str("DOCKER_NETWORK", c.PoolName+"-workers")
+	c.Cloud = Cloud{
+		Mode:          p.choice("CLOUD", "local", CloudModes),
+		Region:        p.str("AWS_REGION", "us-east-1"),
+		Role:          p.str("AWS_ROLE", ""),
+		Endpoint:      p.str("AWS_ENDPOINT_URL", ""),
+		LambdaName:    p.str("LAMBDA_NAME", "spillway-"+c.FunctionName),
+		LambdaMemory:  int32(p.int("LAMBDA_MEMORY", 3008)),
+		LambdaTimeout: p.duration("LAMBDA_TIMEOUT", 30*time.Second),
+		APIName:       p.str("API_NAME", "spillway-"+c.FunctionName),
+		APIStage:      p.str("API_STAGE", "dev"),
+		OffloadVia:    p.choice("OFFLOAD_VIA", "apigateway", OffloadVias),
+		ThrottleRPS:   p.float("CLOUD_THROTTLE_RPS", 100),
+		ThrottleBurst: int32(p.int("CLOUD_THROTTLE_BURST", 200)),
+	}
+	if c.Cloud.Mode == "local" && c.Cloud.Endpoint == "" {
+		c.Cloud.Endpoint = "http://127.0.0.1:4566"
+	}
+	if c.Cloud.Mode == "local" && c.Cloud.Role == "" {
+		c.Cloud.Role = "arn:aws:iam::000000000000:role/spillway-lambda"
+	}
+	if len(p.errs) > 0 {
+		return Config{}, errors.Join(p.errs...)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate checks the ranges and relations between variables.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(name string, value any, why string) {
+		errs = append(errs, fmt.Errorf("%s=%v: %s", name, value, why))
+	}
+	if c.NumberOfServers < 1 {
+		bad("NUMBER_OF_SERVERS", c.NumberOfServers, "must be at least 1")
+	}
+	if c.MaxServers < c.NumberOfServers {
+		bad("MAX_SERVERS", c.MaxServers, fmt.Sprintf("must be at least NUMBER_OF_SERVERS (%d)", c.NumberOfServers))
+	}
+	if c.MaxServers > 1000 {
+		bad("MAX_SERVERS", c.MaxServers, "must be at most 1000")
+	}
+	if c.WorkerConcurrency < 1 || c.WorkerConcurrency > 256 {
+		bad("WORKER_CONCURRENCY", c.WorkerConcurrency, "must be between 1 and 256")
+	}
+	for name, port := range map[string]int{"LOAD_BALANCER_PORT": c.LoadBalancerPort, "SERVER_PORT": c.WorkerPort} {
+		if port < 1 || port > 65535 {
+			bad(name, port, "must be a TCP port between 1 and 65535")
+		}
+	}
+	positive := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"LOCAL_TIMEOUT", c.LocalTimeout},
+		{"ELASTICITY_SLEEP", c.ElasticitySleep},
+		{"DRAIN_TIMEOUT", c.DrainTimeout},
+		{"LAMBDA_TIMEOUT", c.Cloud.LambdaTimeout},
+	}
+	for _, p := range positive {
+		if p.d <= 0 {
+			bad(p.name, p.d, "must be positive")
+		}
+	}
+	if c.ScaleDownDelay < 0 {
+		bad("SCALE_DOWN_DELAY", c.ScaleDownDelay, "must not be negative")
+	}
+	if c.QueueTimeout < 0 {
+		bad("QUEUE_TIMEOUT", c.QueueTimeout, "must not be negative")
+	}
+	if c.Cloud.LambdaTimeout > 15*time.Minute {
+		bad("LAMBDA_TIMEOUT", c.Cloud.LambdaTimeout, "Lambda allows at most 15m")
+	}
+	if c.Cloud.LambdaMemory < 128 || c.Cloud.LambdaMemory > 10240 {
+		bad("LAMBDA_MEMORY", c.Cloud.LambdaMemory, "Lambda allows 128 to 10240 MB")
+	}
+	if c.CloudMaxRPS < 0 {
+		bad("CLOUD_MAX_RPS", c.CloudMaxRPS, "must not be negative")
+	}
+	if c.CloudMaxCostHour < 0 {
+		bad("CLOUD_MAX_COST_PER_HOUR", c.CloudMaxCostHour, "must not be negative")
+	}
+	if c.MaxRequestBytes < 1024 {
+		bad("LB_MAX_REQUEST_BYTES", c.MaxRequestBytes, "must be at least 1024")
+	}
+	if c.WorkerMemory != 0 && c.WorkerMemory < 32<<20 {
+		bad("WORKER_MEMORY", c.WorkerMemory, "must be at least 32m (0 for no limit)")
+	}
+	if c.WorkerCPUs < 0 {
+		bad("WORKER_CPUS", c.WorkerCPUs, "must not be negative (0 for no limit)")
+	}
+	if c.WorkerPids < 0 {
+		bad("WORKER_PIDS_LIMIT", c.WorkerPids, "must not be negative (0 for no limit)")
+	}
+	for name, v := range map[string]string{"FAAS_FUNCTION_NAME": c.FunctionName, "POOL_NAME": c.PoolName} {
+		if !validName(v) {
+			bad(name, quote(v), "must be 1-63 letters, digits, '-' or '_', starting with a letter or digit")
+		}
+	}
+	if c.RedisAddr == "" {
+		bad("REDIS_ADDR", `""`, "must be host:port")
+	}
+	if c.WorkerImage == "" {
+		bad("WORKER_IMAGE", `""`, "must name an image")
+	}
+	if c.Cloud.Mode == "local" {
+		if u, err := url.Parse(c.Cloud.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("AWS_ENDPOINT_URL", quote(c.Cloud.Endpoint), "must be an http(s) URL of localcloud")
+		}
+	}
+	if c.Cloud.Mode == "aws" && c.Cloud.Role == "" {
+		bad("AWS_ROLE", `""`, "CLOUD=aws needs the Lambda execution role ARN")
+	}
+	if c.Cloud.Enabled() && c.Cloud.APIStage == "" {
+		bad("API_STAGE", `""`, "must not be empty")
+	}
+	if c.Cloud.ThrottleRPS <= 0 {
+		bad("CLOUD_THROTTLE_RPS", c.Cloud.ThrottleRPS, "must be positive")
+	}
+	if c.Cloud.ThrottleBurst <= 0 {
+		bad("CLOUD_THROTTLE_BURST", c.Cloud.ThrottleBurst, "must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+// LocalSlots is MAX_SERVERS × WORKER_CONCURRENCY, the reference overflow bound.
+func (c Config) LocalSlots() int { return c.MaxServers * c.WorkerConcurrency }
+
+// ListenAddr is host:port for lb's server.
+func (c Config) ListenAddr() string {
+	return c.ListenHost + ":" + strconv.Itoa(c.LoadBalancerPort)
+}
+
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case (r == '-' || r == '_') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func quote(s string) string { return strconv.Quote(s) }
+
+// parser collects every error instead of stopping at the first.
+type parser struct {
+	lookup Lookup
+	errs   []error
+}
+
+func (p *parser) raw(name string) (string, bool) {
+	v, ok := p.lookup(name)
+	v = strings.TrimSpace(v)
+	return v, ok && v != ""
+}
+
+func (p *parser) fail(name, value, why string) {
+	p.errs = append(p.errs, fmt.Errorf("%s=%q: %s", name, value, why))
+}
+
+func (p *parser) str(name, def string) string {
+	if v, ok := p.raw(name); ok {
+		return v
+	}
+	return def
+}
+
+func (p *parser) int(name string, def int) int {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		p.fail(name, v, "not an integer")
+		return def
+	}
+	return n
+}
+
+func (p *parser) float(name string, def float64) float64 {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		p.fail(name, v, "not a number")
+		return def
+	}
+	return f
+}
+
+// duration accepts a bare number of seconds ("5", "0.5") or a Go duration ("5s", "300ms").
+func (p *parser) duration(name string, def time.Duration) time.Duration {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	d, err := ParseDuration(v)
+	if err != nil {
+		p.fail(name, v, err.Error())
+		return def
+	}
+	return d
+}
+
+// ParseDuration reads "5" as five seconds and anything else as time.ParseDuration.
+func ParseDuration(v string) (time.Duration, error) {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 1e9 {
+			return 0, errors.New("not a usable number of seconds")
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, errors.New(`not a duration (use seconds like "5" or a unit like "5s", "300ms")`)
+	}
+	return d, nil
+}
+
+// bytes accepts a plain byte count or a k/m/g suffix (Docker's style).
+func (p *parser) bytes(name string, def int64) int64 {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	n, err := ParseBytes(v)
+	if err != nil {
+		p.fail(name, v, err.Error())
+		return def
+	}
+	return n
+}
+
+// ParseBytes reads "1048576", "512k", "256m", "1g" (also "256MiB"-like suffixes).
+func ParseBytes(v string) (int64, error) {
+	s := strings.ToLower(strings.TrimSpace(v))
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "ib"), "b")
+	mult := int64(1)
+	if s != "" {
+		switch s[len(s)-1] {
+		case 'k':
+			mult, s = 1<<10, s[:len(s)-1]
+		case 'm':
+			mult, s = 1<<20, s[:len(s)-1]
+		case 'g':
+			mult, s = 1<<30, s[:len(s)-1]
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, errors.New(`not a size (use bytes or a k/m/g suffix like "256m")`)
+	}
+	return n * mult, nil
+}
+
+func (p *parser) choice(name, def string, choices []string) string {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	for _, c := range choices {
+		if v == c {
+			return v
+		}
+	}
+	p.fail(name, v, "must be one of "+strings.Join(choices, ", "))
+	return def
+}
