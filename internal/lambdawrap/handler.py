@@ -1,0 +1,441 @@
+"""Spillway's function shim: runs one user function, function.py, in either of
+two styles with the same event, result and error shapes everywhere.
+
+Styles
+  script   a program run as `python function.py ARG`; its stdout is the result.
+  handler  `def handler(event, context)`; its JSON-serialisable return value is
+           the result.
+
+Lambda mode (AWS Lambda, localcloud): the runtime imports this file as
+`handler` and calls handler(event, context). function.py and spillway.json
+({"style": ..., "handler": ...}) lie beside it. The event is
+{"parameter": <value>}, or an API Gateway proxy event whose body is that
+envelope as a JSON string. The return value is
+  {"statusCode": 200, "body": <result>, "coldStart": <bool>}
+  {"statusCode": 500, "errorType": "<Type>", "errorMessage": "<msg>", "coldStart": <bool>}
+and, for a proxy event, that object JSON-encoded as the body of
+  {"statusCode": ..., "headers": {"Content-Type": "application/json"}, "body": "..."}.
+
+Worker mode (Spillway's worker): `python3 handler.py --worker --function PATH
+--style STYLE [--handler NAME] [--in-fd 3] [--out-fd 4]` runs as one long-lived
+process. It speaks line-delimited JSON with its parent over two dedicated file
+descriptors, never stdout: the function's own stdout goes to stderr. First it
+writes {"ready": true, "pid": N, "initError": null|{type, message}}, then for each
+request line {"id": N, "param": <value>, "deadlineMs": <unix ms>} it writes one
+response line:
+  {"id": N, "ok": true, "result": <result>}
+  {"id": N, "ok": false, "error": {"type", "message", "traceback"}}
+  {"id": N, "ok": false, "crash": true, "error": {"type", "message"}}
+A handler that exits the process (sys.exit, os._exit, a crash) ends the stream;
+the parent treats that as a crashed runner.
+
+Script semantics, the same in both modes. The script is compiled once; each
+call forks the warm process, sets sys.argv = [<file name>, str(param)] (no
+argument when param is null), runs the code as __main__ with stdout captured,
+and exits the child with os._exit. Then:
+  - normal end, or SystemExit with any code, and some stdout: the result is
+    stdout exactly (a usage line printed before sys.exit(1) is a result);
+  - SystemExit with a non-zero code and no stdout: error SystemExit with the
+    exit message or code;
+  - an uncaught exception: error with its type and message (traceback on stderr);
+  - the child killed by a signal: a crash (error type Runtime.ExitError).
+
+Standard library only; Python 3.11+.
+"""
+
+import builtins
+import gc
+import importlib.util
+import io
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+import types
+
+STYLE_SCRIPT = "script"
+STYLE_HANDLER = "handler"
+
+# Limits on what travels back from a forked script child besides its stdout.
+_MAX_STATUS = 16 * 1024
+_MAX_TEXT = 4096
+
+# Modules imported once in the warm process so a forked script finds them loaded.
+_PREIMPORT = (
+    "argparse", "base64", "bisect", "collections", "copy", "csv", "dataclasses",
+    "datetime", "decimal", "fractions", "functools", "hashlib", "heapq", "itertools",
+    "json", "math", "operator", "random", "re", "statistics", "string", "struct",
+    "textwrap", "typing", "urllib.parse", "uuid",
+)
+
+
+def _error(exc, with_traceback=True):
+    """The error shape for an exception raised by the user's code."""
+    err = {"type": type(exc).__name__, "message": str(exc)[:_MAX_TEXT]}
+    if with_traceback:
+        err["traceback"] = "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__))[-_MAX_TEXT:]
+    return err
+
+
+def _argv_param(param):
+    if param is None:
+        return []
+    if isinstance(param, str):
+        return [param]
+    if isinstance(param, (dict, list)):
+        return [json.dumps(param)]
+    return [str(param)]
+
+
+class Function:
+    """One user function, loaded once, invoked many times."""
+
+    def __init__(self, path, style, handler_name="handler", close_fds=()):
+        self.path = os.path.abspath(path)
+        self.style = style
+        self.handler_name = handler_name or "handler"
+        self.close_fds = tuple(close_fds)  # closed in forked script children
+        self.init_error = None
+        self._code = None
+        self._handler = None
+        try:
+            self._load()
+        except Exception as exc:  # import or compile failed: every call reports it
+            traceback.print_exc(file=sys.stderr)
+            self.init_error = _error(exc)
+
+    def _load(self):
+        folder = os.path.dirname(self.path)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        if self.style == STYLE_SCRIPT:
+            with open(self.path, "rb") as f:
+                source = f.read()
+            self._code = compile(source, self.path, "exec", dont_inherit=True)
+            for name in _PREIMPORT:
+                try:
+                    importlib.import_module(name)
+                except Exception:
+                    pass
+        elif self.style == STYLE_HANDLER:
+            spec = importlib.util.spec_from_file_location("function", self.path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules["function"] = module
+            spec.loader.exec_module(module)
+            fn = getattr(module, self.handler_name, None)
+            if not callable(fn):
+                raise AttributeError(
+                    "function.py has no callable %r" % self.handler_name)
+            self._handler = fn
+        else:
+            raise ValueError("unknown function style %r" % self.style)
+
+    def invoke(self, param, context):
+        """Run one call. Returns ("ok", result), ("error", err) or ("crash", err).
+
+        A handler's SystemExit or KeyboardInterrupt is not caught: it ends the
+        process, as it would a Lambda execution environment."""
+        if self.init_error is not None:
+            return "error", dict(self.init_error)
+        if self.style == STYLE_HANDLER:
+            try:
+                return "ok", self._handler({"parameter": param}, context)
+            except Exception as exc:
+                traceback.print_exc(file=sys.stderr)
+                return "error", _error(exc)
+        return self._run_script(param)
+
+    def _run_script(self, param):
+        argv = [os.path.basename(self.path)] + _argv_param(param)
+        out_r, out_w = os.pipe()
+        st_r, st_w = os.pipe()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # child: never returns
+            code = 70
+            try:
+                os.close(out_r)
+                os.close(st_r)
+                code = self._child(argv, out_w, st_w)
+            finally:
+                os._exit(code)
+        os.close(out_w)
+        os.close(st_w)
+        out = _read_all(out_r)
+        status = _read_all(st_r, _MAX_STATUS)
+        _, wstatus = os.waitpid(pid, 0)
+        try:
+            st = json.loads(status) if status else {}
+        except ValueError:
+            st = {}
+        text = out.decode("utf-8", "replace")
+        if st.get("status") == "raised":
+            return "error", {k: st.get(k, "") for k in ("type", "message", "traceback")}
+        if os.WIFSIGNALED(wstatus):
+            sig = os.WTERMSIG(wstatus)
+            try:
+                signame = signal.Signals(sig).name
+            except ValueError:
+                signame = str(sig)
+            return "crash", {"type": "Runtime.ExitError",
+                             "message": "function killed by signal %s" % signame}
+        code = os.waitstatus_to_exitcode(wstatus)
+        if code == 0 or out:
+            return "ok", text
+        message = st.get("message") or "exit status %d" % code
+        return "error", {"type": "SystemExit", "message": message, "traceback": ""}
+
+    def _child(self, argv, out_w, st_w):
+        """Runs the script in the forked child; returns the exit code."""
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for fd in self.close_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        os.dup2(out_w, 1)
+        os.close(out_w)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        sys.stdin = open(0, "r", closefd=False)
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+        sys.__stdout__ = sys.stdout
+        sys.argv = argv
+        main = types.ModuleType("__main__")
+        main.__file__ = self.path
+        main.__builtins__ = builtins
+        sys.modules["__main__"] = main
+        status = {"status": "ok"}
+        code = 0
+        try:
+            exec(self._code, main.__dict__)
+        except SystemExit as exc:
+            if exc.code is None:
+                code = 0
+            elif isinstance(exc.code, int):
+                code = exc.code & 0xFF
+            else:
+                print(exc.code, file=sys.stderr)
+                code = 1
+            status = {"status": "exit", "code": code}
+            if exc.code is not None:
+                status["message"] = str(exc.code)[:_MAX_TEXT]
+        except BaseException as exc:
+            traceback.print_exc(file=sys.stderr)
+            status = dict(_error(exc), status="raised")
+            code = 1
+        try:
+            import atexit
+            atexit._run_exitfuncs()
+        except BaseException:
+            pass
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        data = json.dumps(status).encode()
+        if len(data) > _MAX_STATUS - 1:
+            data = json.dumps({"status": status["status"], "type": status.get("type", ""),
+                               "message": "(status too large)"}).encode()
+        try:
+            os.write(st_w, data)
+        except OSError:
+            pass
+        return code
+
+
+def _read_all(fd, limit=None):
+    chunks = []
+    size = 0
+    try:
+        while True:
+            b = os.read(fd, 65536)
+            if not b:
+                break
+            if limit is None or size < limit:
+                chunks.append(b)
+            size += len(b)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    return data if limit is None else data[:limit]
+
+
+# ---------------------------------------------------------------------------
+# Lambda mode
+
+_COLD = True
+_LAMBDA_FUNCTION = None
+
+
+def _lambda_function():
+    global _LAMBDA_FUNCTION
+    if _LAMBDA_FUNCTION is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        conf = {}
+        try:
+            with open(os.path.join(here, "spillway.json")) as f:
+                conf = json.load(f)
+        except (OSError, ValueError):
+            pass
+        _LAMBDA_FUNCTION = Function(os.path.join(here, "function.py"),
+                                    conf.get("style") or STYLE_SCRIPT,
+                                    conf.get("handler") or "handler")
+    return _LAMBDA_FUNCTION
+
+
+def _is_proxy(event):
+    return (isinstance(event, dict) and "parameter" not in event and "body" in event
+            and ("httpMethod" in event or "requestContext" in event
+                 or "headers" in event or "isBase64Encoded" in event))
+
+
+def _event_parameter(event, proxy):
+    if proxy:
+        body = event.get("body")
+        if body is None or body == "":
+            return None
+        if event.get("isBase64Encoded"):
+            import base64
+            body = base64.b64decode(body).decode("utf-8")
+        try:
+            envelope = json.loads(body)
+        except ValueError as exc:
+            raise ValueError("request body is not JSON: %s" % exc) from None
+        if not isinstance(envelope, dict):
+            return envelope
+        return envelope.get("parameter")
+    if isinstance(event, dict):
+        return event.get("parameter")
+    return event
+
+
+def handler(event, context):
+    """The Lambda entry point (handler string `handler.handler`)."""
+    global _COLD
+    cold, _COLD = _COLD, False
+    proxy = _is_proxy(event)
+    try:
+        param = _event_parameter(event, proxy)
+    except ValueError as exc:
+        out = {"statusCode": 400, "errorType": "InvalidEvent",
+               "errorMessage": str(exc), "coldStart": cold}
+    else:
+        kind, value = _lambda_function().invoke(param, context)
+        if kind == "ok":
+            try:
+                json.dumps(value, allow_nan=False)
+                out = {"statusCode": 200, "body": value, "coldStart": cold}
+            except (TypeError, ValueError) as exc:
+                out = {"statusCode": 500, "errorType": type(exc).__name__,
+                       "errorMessage": "result is not JSON-serialisable: %s" % exc,
+                       "coldStart": cold}
+        else:
+            out = {"statusCode": 500, "errorType": value["type"],
+                   "errorMessage": value["message"], "coldStart": cold}
+    if proxy:
+        return {"statusCode": out["statusCode"],
+                "headers": {"Content-Type": "application/json"},
+                "body": json.dumps(out)}
+    return out
+
+
+if __name__ != "__main__":
+    # Imported by a Lambda runtime: load the function during the init phase.
+    _lambda_function()
+
+
+# ---------------------------------------------------------------------------
+# Worker mode
+
+
+class _WorkerContext:
+    """The subset of Lambda's context object a handler may reasonably use."""
+
+    def __init__(self, request_id, deadline_ms, name, version):
+        self.aws_request_id = request_id
+        self.function_name = name
+        self.function_version = version
+        self.invoked_function_arn = ""
+        self.memory_limit_in_mb = 0
+        self.log_group_name = ""
+        self.log_stream_name = ""
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self):
+        if not self._deadline_ms:
+            return 0
+        return max(0, int(self._deadline_ms - time.time() * 1000))
+
+
+def _worker_main(args):
+    import argparse
+    p = argparse.ArgumentParser(prog="handler.py --worker")
+    p.add_argument("--worker", action="store_true")
+    p.add_argument("--function", required=True)
+    p.add_argument("--style", required=True, choices=(STYLE_SCRIPT, STYLE_HANDLER))
+    p.add_argument("--handler", default="handler")
+    p.add_argument("--name", default="function")
+    p.add_argument("--version", default="0")
+    p.add_argument("--in-fd", type=int, default=3)
+    p.add_argument("--out-fd", type=int, default=4)
+    opts = p.parse_args(args)
+
+    # The protocol has its own descriptors; anything the function prints goes
+    # to stderr, so it can never corrupt a response.
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    fn = Function(opts.function, opts.style, opts.handler,
+                  close_fds=(opts.in_fd, opts.out_fd))
+    requests = os.fdopen(opts.in_fd, "rb")
+    responses = os.fdopen(opts.out_fd, "wb")
+    gc.collect()
+    gc.freeze()  # keep forked children from copying the warm heap
+
+    def send(msg):
+        responses.write(json.dumps(msg).encode() + b"\n")
+        responses.flush()
+
+    send({"ready": True, "pid": os.getpid(), "python": sys.version.split()[0],
+          "initError": fn.init_error})
+    for line in requests:
+        try:
+            req = json.loads(line)
+        except ValueError as exc:
+            send({"id": None, "ok": False,
+                  "error": {"type": "ProtocolError", "message": str(exc)}})
+            continue
+        rid = req.get("id")
+        ctx = _WorkerContext(str(rid), req.get("deadlineMs"), opts.name, opts.version)
+        kind, value = fn.invoke(req.get("param"), ctx)
+        if kind == "ok":
+            try:
+                data = json.dumps({"id": rid, "ok": True, "result": value},
+                                  allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                data = json.dumps({"id": rid, "ok": False, "error": {
+                    "type": type(exc).__name__,
+                    "message": "result is not JSON-serialisable: %s" % exc}})
+        else:
+            msg = {"id": rid, "ok": False, "error": value}
+            if kind == "crash":
+                msg["crash"] = True
+            data = json.dumps(msg)
+        responses.write(data.encode() + b"\n")
+        responses.flush()
+
+
+if __name__ == "__main__":
+    if "--worker" in sys.argv[1:]:
+        _worker_main(sys.argv[1:])
+    else:
+        sys.stderr.write(__doc__)
+        sys.exit(2)

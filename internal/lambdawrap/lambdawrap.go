@@ -1,0 +1,129 @@
+// Package lambdawrap holds Spillway's one Python shim, handler.py, and builds
+// the deterministic Lambda deployment zip around a function.
+//
+// The same shim runs a function in three places: inside AWS Lambda, inside
+// localcloud's execution environments (both call handler.handler), and in the
+// worker's warm runners (worker mode, see internal/runner). So the event
+// envelope, the result and the error shapes are the same wherever a call runs.
+package lambdawrap
+
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+)
+
+// Shim is the source of handler.py.
+//
+//go:embed handler.py
+var Shim []byte
+
+// File names inside the zip and the Lambda handler string.
+const (
+	FunctionFile = "function.py"
+	ShimFile     = "handler.py"
+	ConfigFile   = "spillway.json"
+	// LambdaHandler is the Lambda Handler setting for a zip from BuildZip.
+	LambdaHandler = "handler.handler"
+)
+
+// zipTime is the modification time of every zip entry, so that the same
+// function always gives the same bytes (and the same CodeSha256).
+var zipTime = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Config is the content of spillway.json, which tells the shim in Lambda mode
+// how to run function.py.
+type Config struct {
+	Style   spillway.Style `json:"style"`
+	Handler string         `json:"handler"`
+}
+
+// ConfigFor returns the shim config of fn, validated. An empty style means
+// script (the reference's plain source).
+func ConfigFor(fn spillway.Function) (Config, error) {
+	style := fn.Style
+	if style == "" {
+		style = spillway.StyleScript
+	}
+	if _, err := spillway.ParseStyle(string(style)); err != nil {
+		return Config{}, fmt.Errorf("function %q: %w", fn.Name, err)
+	}
+	h := fn.HandlerName()
+	if !identifier.MatchString(h) {
+		return Config{}, fmt.Errorf("function %q: handler name %q is not a Python identifier", fn.Name, h)
+	}
+	return Config{Style: style, Handler: h}, nil
+}
+
+// BuildZip returns the Lambda deployment package of fn: function.py (the
+// user's code), handler.py (the shim) and spillway.json, in that order, with
+// fixed timestamps and modes. The same function gives the same bytes.
+func BuildZip(fn spillway.Function) ([]byte, error) {
+	if fn.Code == "" {
+		return nil, fmt.Errorf("build zip of function %q: empty code", fn.Name)
+	}
+	conf, err := ConfigFor(fn)
+	if err != nil {
+		return nil, fmt.Errorf("build zip: %w", err)
+	}
+	confJSON, err := json.Marshal(conf)
+	if err != nil {
+		return nil, fmt.Errorf("build zip of function %q: encode config: %w", fn.Name, err)
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	entries := []struct {
+		name string
+		data []byte
+	}{
+		{FunctionFile, []byte(fn.Code)},
+		{ShimFile, Shim},
+		{ConfigFile, confJSON},
+	}
+	for _, e := range entries {
+		h := &zip.FileHeader{Name: e.name, Method: zip.Deflate, Modified: zipTime}
+		h.SetMode(0o644)
+		w, err := zw.CreateHeader(h)
+		if err != nil {
+			return nil, fmt.Errorf("build zip of function %q: add %s: %w", fn.Name, e.name, err)
+		}
+		if _, err := w.Write(e.data); err != nil {
+			return nil, fmt.Errorf("build zip of function %q: write %s: %w", fn.Name, e.name, err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("build zip of function %q: %w", fn.Name, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// CodeSHA256 is what Lambda reports as CodeSha256 for a zip: the base64 of
+// its sha256.
+func CodeSHA256(zip []byte) string {
+	sum := sha256.Sum256(zip)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// WriteShim writes handler.py into dir (created if missing) and returns its path.
+func WriteShim(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("write shim: %w", err)
+	}
+	p := filepath.Join(dir, ShimFile)
+	if err := os.WriteFile(p, Shim, 0o644); err != nil {
+		return "", fmt.Errorf("write shim: %w", err)
+	}
+	return p, nil
+}

@@ -1,0 +1,274 @@
+package lambdawrap_test
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/lambdawrap"
+	"github.com/spillway-faas/spillway/internal/testutil"
+)
+
+const fibScript = `import sys
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+if len(sys.argv) < 2 or not sys.argv[1].lstrip("-").isdigit():
+    print("Usage: python function.py <integer>")
+    sys.exit(1)
+n = int(sys.argv[1])
+print("The Fibonacci number of %d is %d" % (n, fib(n)))
+`
+
+const dictHandler = `import os
+def handler(event, context):
+    p = event["parameter"]
+    if p == "boom":
+        raise ValueError("bad parameter: boom")
+    return {"echo": p, "n": 3, "pid": os.getpid()}
+`
+
+func TestBuildZipDeterministic(t *testing.T) {
+	fn := spillway.Function{Name: "faas", Code: fibScript, Style: spillway.StyleScript}
+	a, err := lambdawrap.BuildZip(fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // a wall-clock timestamp would now differ
+	b, err := lambdawrap.BuildZip(fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a, b) {
+		t.Fatal("two builds of the same function differ")
+	}
+	if got, want := lambdawrap.CodeSHA256(a), sha256b64(a); got != want {
+		t.Fatalf("CodeSHA256 = %s, want %s", got, want)
+	}
+
+	zr, err := zip.NewReader(bytes.NewReader(a), int64(len(a)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range zr.File {
+		names = append(names, f.Name)
+		if f.Mode() != 0o644 {
+			t.Errorf("%s mode = %v, want 0644", f.Name, f.Mode())
+		}
+	}
+	if want := []string{"function.py", "handler.py", "spillway.json"}; !reflect.DeepEqual(names, want) {
+		t.Fatalf("entries = %v, want %v", names, want)
+	}
+
+	other, err := lambdawrap.BuildZip(spillway.Function{Name: "faas", Code: fibScript + "\n", Style: spillway.StyleScript})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lambdawrap.CodeSHA256(other) == lambdawrap.CodeSHA256(a) {
+		t.Fatal("different code gave the same CodeSha256")
+	}
+}
+
+func TestBuildZipRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		fn   spillway.Function
+	}{
+		{"empty code", spillway.Function{Name: "f", Style: spillway.StyleScript}},
+		{"bad style", spillway.Function{Name: "f", Code: "x=1", Style: "lambda"}},
+		{"bad handler", spillway.Function{Name: "f", Code: "x=1", Style: spillway.StyleHandler, Handler: "a.b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := lambdawrap.BuildZip(tt.fn); err == nil {
+				t.Fatal("BuildZip succeeded, want an error")
+			}
+		})
+	}
+}
+
+func sha256b64(b []byte) string {
+	s := sha256.Sum256(b)
+	return base64.StdEncoding.EncodeToString(s[:])
+}
+
+// driver unpacks the zip with Python's zipfile, imports handler.py the way the
+// Lambda runtime does, calls handler(event, None) for each event on its stdin
+// (one JSON per line) and prints each return value as one JSON line.
+const driver = `import json, sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])
+sys.path.insert(0, sys.argv[2])
+import handler
+out = sys.stdout
+sys.stdout = sys.stderr
+for line in sys.stdin:
+    out.write(json.dumps(handler.handler(json.loads(line), None)) + "\n")
+`
+
+func runLambda(t *testing.T, fn spillway.Function, events ...any) []map[string]any {
+	t.Helper()
+	py := testutil.Python(t)
+	z, err := lambdawrap.BuildZip(fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	zipPath := filepath.Join(dir, "fn.zip")
+	if err := os.WriteFile(zipPath, z, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var in bytes.Buffer
+	for _, e := range events {
+		b, _ := json.Marshal(e)
+		in.Write(b)
+		in.WriteByte('\n')
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, py, "-c", driver, zipPath, filepath.Join(dir, "task"))
+	cmd.Stdin = &in
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python driver: %v\n%s", err, stderr.String())
+	}
+	var res []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("driver output %q: %v\nstderr: %s", line, err, stderr.String())
+		}
+		res = append(res, m)
+	}
+	if len(res) != len(events) {
+		t.Fatalf("got %d results for %d events\nstderr: %s", len(res), len(events), stderr.String())
+	}
+	return res
+}
+
+func proxyEvent(body string) map[string]any {
+	return map[string]any{
+		"resource": "/", "path": "/", "httpMethod": "POST",
+		"headers":        map[string]any{"Content-Type": "application/json"},
+		"requestContext": map[string]any{"stage": "dev"},
+		"body":           body, "isBase64Encoded": false,
+	}
+}
+
+func TestLambdaModeScript(t *testing.T) {
+	fn := spillway.Function{Name: "faas", Code: fibScript, Style: spillway.StyleScript}
+	got := runLambda(t, fn,
+		map[string]any{"parameter": "10"},
+		map[string]any{"parameter": 12},
+		map[string]any{"parameter": "abc"},
+		map[string]any{},
+		proxyEvent(`{"parameter": "7"}`),
+	)
+	want := []map[string]any{
+		{"statusCode": 200.0, "body": "The Fibonacci number of 10 is 55\n", "coldStart": true},
+		{"statusCode": 200.0, "body": "The Fibonacci number of 12 is 144\n", "coldStart": false},
+		{"statusCode": 200.0, "body": "Usage: python function.py <integer>\n", "coldStart": false},
+		{"statusCode": 200.0, "body": "Usage: python function.py <integer>\n", "coldStart": false},
+	}
+	for i, w := range want {
+		if !reflect.DeepEqual(got[i], w) {
+			t.Errorf("event %d: got %v, want %v", i, got[i], w)
+		}
+	}
+	proxy := got[4]
+	if proxy["statusCode"] != 200.0 || !reflect.DeepEqual(proxy["headers"], map[string]any{"Content-Type": "application/json"}) {
+		t.Fatalf("proxy response = %v", proxy)
+	}
+	var body map[string]any
+	if err := json.Unmarshal([]byte(proxy["body"].(string)), &body); err != nil {
+		t.Fatalf("proxy body: %v", err)
+	}
+	if w := (map[string]any{"statusCode": 200.0, "body": "The Fibonacci number of 7 is 13\n", "coldStart": false}); !reflect.DeepEqual(body, w) {
+		t.Fatalf("proxy body = %v, want %v", body, w)
+	}
+}
+
+func TestLambdaModeScriptErrors(t *testing.T) {
+	fn := spillway.Function{Name: "f", Style: spillway.StyleScript, Code: `import sys
+arg = sys.argv[1]
+if arg == "raise":
+    raise KeyError("missing")
+if arg == "exit":
+    sys.exit("no good")
+if arg == "exit3":
+    sys.exit(3)
+if arg == "segv":
+    import os, signal
+    os.kill(os.getpid(), signal.SIGSEGV)
+print(arg, end="")
+`}
+	got := runLambda(t, fn,
+		map[string]any{"parameter": "raise"},
+		map[string]any{"parameter": "exit"},
+		map[string]any{"parameter": "exit3"},
+		map[string]any{"parameter": "segv"},
+		map[string]any{"parameter": "fine"},
+	)
+	want := []map[string]any{
+		{"statusCode": 500.0, "errorType": "KeyError", "errorMessage": "'missing'", "coldStart": true},
+		{"statusCode": 500.0, "errorType": "SystemExit", "errorMessage": "no good", "coldStart": false},
+		{"statusCode": 500.0, "errorType": "SystemExit", "errorMessage": "3", "coldStart": false},
+		{"statusCode": 500.0, "errorType": "Runtime.ExitError", "errorMessage": "function killed by signal SIGSEGV", "coldStart": false},
+		{"statusCode": 200.0, "body": "fine", "coldStart": false},
+	}
+	for i, w := range want {
+		if !reflect.DeepEqual(got[i], w) {
+			t.Errorf("event %d: got %v, want %v", i, got[i], w)
+		}
+	}
+}
+
+func TestLambdaModeHandler(t *testing.T) {
+	fn := spillway.Function{Name: "h", Code: dictHandler, Style: spillway.StyleHandler}
+	got := runLambda(t, fn,
+		map[string]any{"parameter": "x"},
+		map[string]any{"parameter": "boom"},
+		proxyEvent(`{"parameter": [1, 2]}`),
+		proxyEvent(`not json`),
+	)
+	first := got[0]
+	body, _ := first["body"].(map[string]any)
+	if first["statusCode"] != 200.0 || first["coldStart"] != true || body["echo"] != "x" || body["n"] != 3.0 {
+		t.Errorf("call 1 = %v", first)
+	}
+	if w := (map[string]any{"statusCode": 500.0, "errorType": "ValueError", "errorMessage": "bad parameter: boom", "coldStart": false}); !reflect.DeepEqual(got[1], w) {
+		t.Errorf("call 2 = %v, want %v", got[1], w)
+	}
+	var pb map[string]any
+	if err := json.Unmarshal([]byte(got[2]["body"].(string)), &pb); err != nil {
+		t.Fatal(err)
+	}
+	if got[2]["statusCode"] != 200.0 || !reflect.DeepEqual(pb["body"].(map[string]any)["echo"], []any{1.0, 2.0}) {
+		t.Errorf("proxy call = %v", got[2])
+	}
+	if got[3]["statusCode"] != 400.0 {
+		t.Errorf("proxy call with a bad body = %v, want statusCode 400", got[3])
+	}
+}
+
+func TestLambdaModeImportError(t *testing.T) {
+	fn := spillway.Function{Name: "h", Code: "def handler(event, context):\n    return 1\nraise RuntimeError('init failed')\n", Style: spillway.StyleHandler}
+	got := runLambda(t, fn, map[string]any{"parameter": 1})
+	if w := (map[string]any{"statusCode": 500.0, "errorType": "RuntimeError", "errorMessage": "init failed", "coldStart": true}); !reflect.DeepEqual(got[0], w) {
+		t.Fatalf("got %v, want %v", got[0], w)
+	}
+}
