@@ -1,0 +1,437 @@
+package policy
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+)
+
+// Offload policy names accepted by NewOffloader (env OFFLOAD_POLICY).
+const (
+	OffloadOverflow     = "overflow"
+	OffloadNever        = "never"
+	OffloadAlways       = "always"
+	OffloadLatencyAware = "latency-aware"
+)
+
+// Lambda list prices (us-east-1, x86) used for the cost estimate and budget.
+const (
+	DefaultPricePerGBSecond = 0.0000166667
+	DefaultPricePerRequest  = 0.0000002
+	DefaultLambdaMemoryMB   = 3008
+)
+
+// OffloadConfig configures an Offloader. Zero values mean "off" or the
+// documented default.
+type OffloadConfig struct {
+	// QueueTimeout (QUEUE_TIMEOUT) bounds how long a call waits in the local
+	// queue before the policy is asked again; with the cloud available a
+	// re-asked overflow call then goes to the cloud. 0: overflow waits for a
+	// local slot (the reference), latency-aware re-decides after twice its
+	// estimated wait.
+	QueueTimeout time.Duration
+	// CloudMaxRPS (CLOUD_MAX_RPS) caps calls per second the policy sends to the
+	// cloud; 0 means no cap.
+	CloudMaxRPS float64
+	// CloudMaxCostPerHour (CLOUD_MAX_COST_PER_HOUR, USD) caps the estimated
+	// Lambda spend; 0 means no cap.
+	CloudMaxCostPerHour float64
+	// BudgetBurst (CLOUD_BUDGET_BURST) is how much of either budget may be
+	// spent at once: the token buckets hold this many seconds of their rate.
+	// Default 1s (at least one call).
+	BudgetBurst time.Duration
+	// LambdaMemoryMB (LAMBDA_MEMORY) sizes the GB-second cost. Default 3008.
+	LambdaMemoryMB int
+	// PricePerGBSecond and PricePerRequest default to the Lambda list prices.
+	PricePerGBSecond float64
+	PricePerRequest  float64
+}
+
+// Validate reports the first bad field by its environment variable.
+func (c OffloadConfig) Validate() error {
+	switch {
+	case c.QueueTimeout < 0:
+		return fmt.Errorf("QUEUE_TIMEOUT=%v: must not be negative", c.QueueTimeout)
+	case c.CloudMaxRPS < 0 || math.IsNaN(c.CloudMaxRPS) || math.IsInf(c.CloudMaxRPS, 0):
+		return fmt.Errorf("CLOUD_MAX_RPS=%v: want a number >= 0", c.CloudMaxRPS)
+	case c.CloudMaxCostPerHour < 0 || math.IsNaN(c.CloudMaxCostPerHour) || math.IsInf(c.CloudMaxCostPerHour, 0):
+		return fmt.Errorf("CLOUD_MAX_COST_PER_HOUR=%v: want a number >= 0", c.CloudMaxCostPerHour)
+	case c.BudgetBurst < 0:
+		return fmt.Errorf("CLOUD_BUDGET_BURST=%v: must not be negative", c.BudgetBurst)
+	case c.LambdaMemoryMB < 0 || c.LambdaMemoryMB > 10240:
+		return fmt.Errorf("LAMBDA_MEMORY=%d: want 128..10240 MB", c.LambdaMemoryMB)
+	case c.PricePerGBSecond < 0 || c.PricePerRequest < 0:
+		return fmt.Errorf("lambda prices must not be negative")
+	}
+	return nil
+}
+
+func (c OffloadConfig) withDefaults() OffloadConfig {
+	if c.BudgetBurst <= 0 {
+		c.BudgetBurst = time.Second
+	}
+	if c.LambdaMemoryMB <= 0 {
+		c.LambdaMemoryMB = DefaultLambdaMemoryMB
+	}
+	if c.PricePerGBSecond <= 0 {
+		c.PricePerGBSecond = DefaultPricePerGBSecond
+	}
+	if c.PricePerRequest <= 0 {
+		c.PricePerRequest = DefaultPricePerRequest
+	}
+	return c
+}
+
+// CallCost is the estimated Lambda cost in USD of one call billed for d at
+// memoryMB (GB-seconds plus the per-request price).
+func CallCost(d time.Duration, memoryMB int, perGBSecond, perRequest float64) float64 {
+	if d < 0 {
+		d = 0
+	}
+	return float64(memoryMB)/1024*d.Seconds()*perGBSecond + perRequest
+}
+
+// OffloadInput is what the lb knows when a call arrives (or when a queued
+// call's MaxWait ran out and it asks again).
+type OffloadInput struct {
+	Now time.Time
+	// InFlight is the number of calls running on local workers; Queued the
+	// number waiting for a local slot, not counting this call.
+	InFlight int
+	Queued   int
+	// CloudInFlight is the number of calls running in the cloud (informational).
+	CloudInFlight int
+	// MaxSlots is MAX_SERVERS × WORKER_CONCURRENCY; ReadySlots the slots of
+	// ready members; StartingSlots the slots of members still starting;
+	// FreeSlots the free slots of ready members.
+	MaxSlots      int
+	ReadySlots    int
+	StartingSlots int
+	FreeSlots     int
+	// CloudAvailable is false when CLOUD=off or the cloud's breaker is open.
+	CloudAvailable bool
+	// Waited is how long this call has already waited in the local queue (0 on
+	// arrival).
+	Waited time.Duration
+	// Estimates are the Estimator's numbers as of Now.
+	Estimates Estimates
+}
+
+// OffloadDecision says where a call runs.
+type OffloadDecision struct {
+	Route  spillway.Route  // RouteLocal or RouteCloud
+	Reason spillway.Reason // ReasonOverflow or ReasonPolicy for the cloud, ReasonNone locally
+	// MaxWait is, for a local call that finds no free slot, how long it may
+	// wait in the queue before the lb calls Decide again with Waited set.
+	// 0 means wait for a slot however long it takes.
+	MaxWait time.Duration
+}
+
+// Offloader decides where each call runs.
+type Offloader interface {
+	Decide(in OffloadInput) OffloadDecision
+}
+
+// NewOffloader returns the policy called name ("" means overflow). The result
+// is safe for concurrent use. Every policy stays local when the cloud is
+// unavailable; every policy but never is bounded by the cloud budget, if one is
+// configured, and stays local when it is spent.
+func NewOffloader(name string, cfg OffloadConfig) (Offloader, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	b := newBudget(cfg)
+	switch name {
+	case "", OffloadOverflow:
+		return &Overflow{cfg: cfg, budget: b}, nil
+	case OffloadNever:
+		return Never{}, nil
+	case OffloadAlways:
+		return &Always{cfg: cfg, budget: b}, nil
+	case OffloadLatencyAware:
+		return &LatencyAware{cfg: cfg, budget: b}, nil
+	}
+	return nil, fmt.Errorf("unknown OFFLOAD_POLICY %q (want %s, %s, %s or %s)", name,
+		OffloadOverflow, OffloadLatencyAware, OffloadNever, OffloadAlways)
+}
+
+var local = OffloadDecision{Route: spillway.RouteLocal}
+
+// Never runs every call locally, waiting as long as it takes.
+type Never struct{}
+
+var _ Offloader = Never{}
+
+// Decide implements Offloader.
+func (Never) Decide(OffloadInput) OffloadDecision { return local }
+
+// Always runs every call in the cloud while it is available and the budget
+// lasts.
+type Always struct {
+	cfg    OffloadConfig
+	budget *budget
+}
+
+var _ Offloader = (*Always)(nil)
+
+// Decide implements Offloader.
+func (a *Always) Decide(in OffloadInput) OffloadDecision {
+	if !in.CloudAvailable {
+		return local
+	}
+	cost := callCost(a.cfg, in.Estimates.CloudRoundTrip)
+	if a.budget.take(in.Now, cost) {
+		return OffloadDecision{Route: spillway.RouteCloud, Reason: spillway.ReasonPolicy}
+	}
+	return budgetSpent(in, a.cfg, a.budget, cost)
+}
+
+func callCost(cfg OffloadConfig, d time.Duration) float64 {
+	return CallCost(d, cfg.LambdaMemoryMB, cfg.PricePerGBSecond, cfg.PricePerRequest)
+}
+
+// budgetSpent keeps a call local because the cloud budget is spent. Without a
+// free slot it may wait until a call's worth of budget is back (or
+// QueueTimeout, whichever is sooner) and is then decided again.
+func budgetSpent(in OffloadInput, cfg OffloadConfig, b *budget, cost float64) OffloadDecision {
+	if in.FreeSlots > 0 {
+		return local
+	}
+	mw := b.refill(in.Now, cost)
+	if cfg.QueueTimeout > 0 && cfg.QueueTimeout < mw {
+		mw = cfg.QueueTimeout
+	}
+	return OffloadDecision{Route: spillway.RouteLocal, MaxWait: mw}
+}
+
+// Overflow is the reference rule: a call goes to the cloud once the calls
+// running and waiting locally reach MaxSlots (MAX_SERVERS ×
+// WORKER_CONCURRENCY); below that it waits for a local slot: indefinitely by
+// default (the reference), at most QueueTimeout when set, after which it goes
+// to the cloud.
+type Overflow struct {
+	cfg    OffloadConfig
+	budget *budget
+}
+
+var _ Offloader = (*Overflow)(nil)
+
+// Decide implements Offloader.
+func (o *Overflow) Decide(in OffloadInput) OffloadDecision {
+	if !in.CloudAvailable {
+		return local
+	}
+	full := in.InFlight+in.Queued >= in.MaxSlots
+	timedOut := o.cfg.QueueTimeout > 0 && in.Waited >= o.cfg.QueueTimeout && in.FreeSlots == 0
+	if full || timedOut {
+		cost := callCost(o.cfg, in.Estimates.CloudRoundTrip)
+		if o.budget.take(in.Now, cost) {
+			return OffloadDecision{Route: spillway.RouteCloud, Reason: spillway.ReasonOverflow}
+		}
+		return budgetSpent(in, o.cfg, o.budget, cost)
+	}
+	if in.FreeSlots > 0 {
+		return local
+	}
+	return OffloadDecision{Route: spillway.RouteLocal, MaxWait: o.cfg.QueueTimeout}
+}
+
+// LatencyAware sends a call where it is expected to finish sooner: locally
+// after its queue wait (queue position × service time per ready slot, or a
+// worker cold start when new workers will serve it sooner) plus the service
+// time, or in the cloud after the learned round trip (cold starts included).
+// Ties stay local. The cloud budget bounds it.
+type LatencyAware struct {
+	cfg    OffloadConfig
+	budget *budget
+}
+
+var _ Offloader = (*LatencyAware)(nil)
+
+// Decide implements Offloader.
+func (l *LatencyAware) Decide(in OffloadInput) OffloadDecision {
+	if in.FreeSlots > 0 && in.Queued == 0 {
+		return local // a slot is free now: nothing can beat it
+	}
+	wait := LocalWait(in)
+	if !in.CloudAvailable {
+		return local
+	}
+	est := in.Estimates
+	localDone := wait + est.LocalService
+	if wait < math.MaxInt64-est.LocalService && localDone <= est.CloudRoundTrip {
+		return OffloadDecision{Route: spillway.RouteLocal, MaxWait: l.maxWait(wait)}
+	}
+	cost := callCost(l.cfg, est.CloudRoundTrip)
+	if l.budget.take(in.Now, cost) {
+		return OffloadDecision{Route: spillway.RouteCloud, Reason: spillway.ReasonPolicy}
+	}
+	return budgetSpent(in, l.cfg, l.budget, cost)
+}
+
+// maxWait lets a local call wait twice its estimated wait (at least 10ms,
+// at most QueueTimeout when set) before it is decided again.
+func (l *LatencyAware) maxWait(wait time.Duration) time.Duration {
+	mw := 2 * wait
+	if mw < 10*time.Millisecond {
+		mw = 10 * time.Millisecond
+	}
+	if l.cfg.QueueTimeout > 0 && mw > l.cfg.QueueTimeout {
+		mw = l.cfg.QueueTimeout
+	}
+	return mw
+}
+
+// LocalWait estimates how long a call arriving with in would wait for a local
+// slot. The call is number p = Queued+1 in line (counting those already
+// running beyond the free slots). Ready slots free one every
+// LocalService/ReadySlots on average; the slots still missing up to MaxSlots
+// (starting members and those the autoscaler will add) are assumed to open all
+// at once after one WorkerColdStart and then serve at the same pace. Returns
+// math.MaxInt64 when no slot can ever serve the call.
+func LocalWait(in OffloadInput) time.Duration {
+	p := float64(in.Queued + 1 - in.FreeSlots)
+	if p <= 0 {
+		return 0
+	}
+	s := in.Estimates.LocalService.Seconds()
+	c := in.Estimates.WorkerColdStart.Seconds()
+	r := float64(in.ReadySlots)
+	extra := float64(in.MaxSlots - in.ReadySlots)
+	if extra < float64(in.StartingSlots) {
+		extra = float64(in.StartingSlots)
+	}
+	if extra < 0 {
+		extra = 0
+	}
+	if s <= 0 {
+		if r > 0 {
+			return 0
+		}
+		if extra > 0 {
+			return seconds(c)
+		}
+		return math.MaxInt64
+	}
+	// Served by ready slots before any new slot opens?
+	if r > 0 && p <= r*c/s {
+		return seconds(p * s / r)
+	}
+	if extra == 0 {
+		if r == 0 {
+			return math.MaxInt64
+		}
+		return seconds(p * s / r)
+	}
+	// At c, the ready slots have served r*c/s calls and extra slots open.
+	left := p - r*c/s - extra
+	if left <= 0 {
+		return seconds(c)
+	}
+	return seconds(c + left*s/(r+extra))
+}
+
+// budget is two token buckets: cloud calls per second and USD per hour. A nil
+// *budget allows everything.
+type budget struct {
+	mu    sync.Mutex // guards the buckets
+	calls bucket     // tokens are calls
+	cost  bucket     // tokens are USD
+}
+
+type bucket struct {
+	on    bool
+	rate  float64 // tokens per second
+	max   float64
+	level float64
+	last  time.Time
+}
+
+func newBudget(cfg OffloadConfig) *budget {
+	b := &budget{}
+	burst := cfg.BudgetBurst.Seconds()
+	if cfg.CloudMaxRPS > 0 {
+		b.calls = bucket{on: true, rate: cfg.CloudMaxRPS, max: math.Max(1, cfg.CloudMaxRPS*burst)}
+		b.calls.level = b.calls.max
+	}
+	if cfg.CloudMaxCostPerHour > 0 {
+		r := cfg.CloudMaxCostPerHour / 3600
+		b.cost = bucket{on: true, rate: r, max: r * burst}
+		b.cost.level = b.cost.max
+	}
+	if !b.calls.on && !b.cost.on {
+		return nil
+	}
+	return b
+}
+
+func (k *bucket) fill(now time.Time) {
+	if !k.last.IsZero() {
+		if dt := now.Sub(k.last).Seconds(); dt > 0 {
+			k.level = math.Min(k.max, k.level+dt*k.rate)
+		}
+	}
+	if now.After(k.last) {
+		k.last = now
+	}
+}
+
+// take spends one call costing usd if both buckets have it.
+func (b *budget) take(now time.Time, usd float64) bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.calls.on {
+		b.calls.fill(now)
+		if b.calls.level < 1 {
+			return false
+		}
+	}
+	if b.cost.on {
+		b.cost.fill(now)
+		// A single call dearer than the whole bucket may go when it is full.
+		if b.cost.level < math.Min(usd, b.cost.max) {
+			return false
+		}
+	}
+	if b.calls.on {
+		b.calls.level--
+	}
+	if b.cost.on {
+		b.cost.level -= usd
+	}
+	return true
+}
+
+// refill is how long until a call costing usd would be allowed (at least 1ms).
+func (b *budget) refill(now time.Time, usd float64) time.Duration {
+	if b == nil {
+		return time.Millisecond
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var d float64
+	if b.calls.on {
+		b.calls.fill(now)
+		if b.calls.level < 1 {
+			d = (1 - b.calls.level) / b.calls.rate
+		}
+	}
+	if b.cost.on {
+		b.cost.fill(now)
+		if need := math.Min(usd, b.cost.max); b.cost.level < need {
+			d = math.Max(d, (need-b.cost.level)/b.cost.rate)
+		}
+	}
+	w := seconds(d)
+	if w < time.Millisecond {
+		w = time.Millisecond
+	}
+	return w
+}
