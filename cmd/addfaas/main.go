@@ -1,0 +1,359 @@
+// Command addfaas publishes a function's Python source to Redis, where lb
+// reads it (and rolls its workers and its Lambda when it changes).
+//
+//	addfaas [--name NAME] [--redis ADDR] [--style auto|script|handler] [--handler NAME] SOURCE
+//	addfaas --list
+//	addfaas --show NAME
+//
+// SOURCE is a file path, - for stdin, or an http(s):// URL. The source is
+// validated before anything is written. Exit status: 0 done; 2 bad input or
+// usage (nothing written); 1 Redis or the Python checker failed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/joho/godotenv"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/pysource"
+	"github.com/spillway-faas/spillway/internal/registry"
+)
+
+const (
+	exitOK      = 0
+	exitFailure = 1 // Redis, Python checker or other environment failure
+	exitUsage   = 2 // bad input or usage: nothing was written
+
+	defaultRedis = "127.0.0.1:6379"
+	defaultName  = "faas"
+	urlTimeout   = 15 * time.Second
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// go-redis logs dial failures on its own; addfaas reports them once, itself.
+	redis.SetLogger(quietLogger{})
+	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.LookupEnv))
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// usageError is bad input: exit 2, nothing written.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+type config struct {
+	name      string
+	redisAddr string
+	style     string
+	handler   string
+	python    string
+	timeout   time.Duration
+	list      bool
+	show      string
+	source    string
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	cfg, err := parseArgs(args, stderr, lookupEnv)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err == nil {
+		err = execute(ctx, cfg, stdin, stdout)
+	}
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "addfaas: %s\n", oneLine(err.Error()))
+	var ue usageError
+	if errors.As(err, &ue) || errors.Is(err, pysource.ErrInvalid) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+func parseArgs(args []string, stderr io.Writer, lookupEnv func(string) (string, bool)) (config, error) {
+	env, err := envWithDotenv(lookupEnv)
+	if err != nil {
+		return config{}, usageError{err}
+	}
+	var cfg config
+	fs := flag.NewFlagSet("addfaas", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.name, "name", env("FAAS_FUNCTION_NAME", defaultName), "function name (env FAAS_FUNCTION_NAME)")
+	fs.StringVar(&cfg.redisAddr, "redis", env("REDIS_ADDR", defaultRedis), "Redis address host:port (env REDIS_ADDR)")
+	fs.StringVar(&cfg.style, "style", "auto", "auto, script or handler")
+	fs.StringVar(&cfg.handler, "handler", spillway.DefaultHandler, "handler function name (handler style)")
+	fs.StringVar(&cfg.python, "python", "", "Python interpreter used to validate the source (default python3 on PATH)")
+	fs.DurationVar(&cfg.timeout, "timeout", 5*time.Second, "how long to keep trying to reach Redis")
+	fs.BoolVar(&cfg.list, "list", false, "list published functions (name, version, style)")
+	fs.StringVar(&cfg.show, "show", "", "print the record and code of function `NAME`")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: addfaas [--name NAME] [--redis ADDR] [--style auto|script|handler] [--handler NAME] SOURCE\n"+
+			"       addfaas --list | --show NAME\n"+
+			"SOURCE is a file, - for stdin, or an http(s):// URL (at most %d bytes).\n"+
+			"Exit status: 0 published; 2 bad input, nothing written; 1 Redis or Python failed.\n\nFlags:\n", pysource.MaxSize)
+		fs.PrintDefaults()
+	}
+
+	// Flags may come before or after SOURCE.
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return config{}, err
+			}
+			return config{}, usageError{err}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+
+	switch {
+	case cfg.list && cfg.show != "":
+		return config{}, usagef("--list and --show are exclusive")
+	case (cfg.list || cfg.show != "") && len(positional) > 0:
+		return config{}, usagef("--list and --show take no SOURCE")
+	case !cfg.list && cfg.show == "" && len(positional) != 1:
+		return config{}, usagef("want exactly one SOURCE (a file, - for stdin, or an http(s):// URL); see --help")
+	case cfg.timeout <= 0:
+		return config{}, usagef("--timeout must be positive")
+	case strings.TrimSpace(cfg.redisAddr) == "":
+		return config{}, usagef("empty Redis address (--redis or REDIS_ADDR)")
+	}
+	if len(positional) == 1 {
+		cfg.source = positional[0]
+	}
+	if cfg.show != "" {
+		if err := registry.ValidateName(cfg.show); err != nil {
+			return config{}, usagef("--show: %v", err)
+		}
+	} else if !cfg.list {
+		if err := registry.ValidateName(cfg.name); err != nil {
+			return config{}, usagef("--name: %v", err)
+		}
+	}
+	return cfg, nil
+}
+
+// envWithDotenv returns a lookup of the environment, falling back to a .env
+// file in the working directory when there is one (the environment wins).
+func envWithDotenv(lookupEnv func(string) (string, bool)) (func(key, def string) string, error) {
+	dotenv := map[string]string{}
+	if _, err := os.Stat(".env"); err == nil {
+		m, err := godotenv.Read(".env")
+		if err != nil {
+			return nil, fmt.Errorf("read .env: %w", err)
+		}
+		dotenv = m
+	}
+	return func(key, def string) string {
+		if v, ok := lookupEnv(key); ok && v != "" {
+			return v
+		}
+		if v := dotenv[key]; v != "" {
+			return v
+		}
+		return def
+	}, nil
+}
+
+func execute(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer) error {
+	if cfg.list || cfg.show != "" {
+		store, err := dial(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		if cfg.list {
+			return list(ctx, store, stdout)
+		}
+		return show(ctx, store, cfg.show, stdout)
+	}
+
+	// Validate everything before touching Redis.
+	src, err := readSource(ctx, cfg.source, stdin, pysource.MaxSize)
+	if err != nil {
+		return err
+	}
+	checker := pysource.Checker{Python: cfg.python}
+	analysis, err := checker.Check(ctx, src, cfg.handler)
+	if err != nil {
+		return err
+	}
+	style, err := pysource.Resolve(analysis, cfg.style)
+	if err != nil {
+		return err
+	}
+	fn := spillway.Function{Name: cfg.name, Code: string(src), Style: style}
+	if style == spillway.StyleHandler {
+		fn.Handler = analysis.Handler
+	}
+
+	store, err := dial(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	pctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	fn, err = store.Publish(pctx, fn)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "name:    %s\nversion: %d\nstyle:   %s\n", fn.Name, fn.Version, fn.Style)
+	if fn.Style == spillway.StyleHandler {
+		fmt.Fprintf(stdout, "handler: %s\n", fn.Handler)
+	}
+	fmt.Fprintf(stdout, "sha256:  %s\n", fn.SHA256)
+	return nil
+}
+
+func dial(ctx context.Context, cfg config) (*registry.Store, error) {
+	return registry.Dial(ctx, cfg.redisAddr, registry.Options{
+		ConnectTimeout: cfg.timeout,
+		MaxBackoff:     time.Second,
+	})
+}
+
+// readSource reads SOURCE: a path, - for stdin, or an http(s) URL. At most
+// limit bytes are accepted; every failure is the input's fault (exit 2).
+func readSource(ctx context.Context, source string, stdin io.Reader, limit int) ([]byte, error) {
+	var (
+		r    io.Reader
+		what = source
+	)
+	switch {
+	case source == "-":
+		r, what = stdin, "stdin"
+	case strings.HasPrefix(source, "http://") || strings.HasPrefix(source, "https://"):
+		return fetch(ctx, source, limit)
+	case strings.Contains(source, "://"):
+		return nil, usagef("source %q: only http:// and https:// URLs are supported", source)
+	default:
+		f, err := os.Open(source)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("read source: %w", err)}
+		}
+		defer f.Close()
+		if st, err := f.Stat(); err == nil && st.IsDir() {
+			return nil, usagef("read source %s: is a directory", source)
+		}
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, usageError{fmt.Errorf("read source %s: %w", what, err)}
+	}
+	if len(b) > limit {
+		return nil, usagef("source %s is over the %d-byte limit", what, limit)
+	}
+	return b, nil
+}
+
+func fetch(ctx context.Context, url string, limit int) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, urlTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, usagef("source URL %q: %v", url, err)
+	}
+	client := &http.Client{
+		CheckRedirect: func(r *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("more than 5 redirects")
+			}
+			if r.URL.Scheme != "http" && r.URL.Scheme != "https" {
+				return fmt.Errorf("redirect to a %s URL", r.URL.Scheme)
+			}
+			return nil
+		},
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("fetch source: %w", err)}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, usagef("fetch source %s: HTTP %s", url, resp.Status)
+	}
+	if resp.ContentLength > int64(limit) {
+		return nil, usagef("source %s is %d bytes, over the %d-byte limit", url, resp.ContentLength, limit)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+	if err != nil {
+		return nil, usageError{fmt.Errorf("fetch source %s: %w", url, err)}
+	}
+	if len(b) > limit {
+		return nil, usagef("source %s is over the %d-byte limit", url, limit)
+	}
+	return b, nil
+}
+
+func list(ctx context.Context, store *registry.Store, stdout io.Writer) error {
+	fns, err := store.List(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVERSION\tSTYLE\tUPDATED\tSHA256")
+	for _, fn := range fns {
+		updated := "-"
+		if !fn.UpdatedAt.IsZero() {
+			updated = fn.UpdatedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%.12s\n", fn.Name, fn.Version, fn.Style, updated, fn.SHA256)
+	}
+	return tw.Flush()
+}
+
+func show(ctx context.Context, store *registry.Store, name string, stdout io.Writer) error {
+	fn, err := store.Get(ctx, name)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "name:       %s\nversion:    %d\nstyle:      %s\n", fn.Name, fn.Version, fn.Style)
+	if fn.Style == spillway.StyleHandler {
+		fmt.Fprintf(stdout, "handler:    %s\n", fn.HandlerName())
+	}
+	fmt.Fprintf(stdout, "runtime:    %s\nsha256:     %s\n", fn.Runtime, fn.SHA256)
+	if fn.UpdatedAt.IsZero() {
+		fmt.Fprintf(stdout, "updated_at: - (legacy plain key)\n")
+	} else {
+		fmt.Fprintf(stdout, "updated_at: %s\n", fn.UpdatedAt.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(stdout, "\n%s", fn.Code)
+	if !strings.HasSuffix(fn.Code, "\n") {
+		fmt.Fprintln(stdout)
+	}
+	return nil
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

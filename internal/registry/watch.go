@@ -1,0 +1,212 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/spillway-faas/spillway"
+)
+
+// Watcher follows one function's record and delivers each new version on
+// Updates. Pub/sub is at-most-once (a message sent while the subscription is
+// down is lost), so the watcher re-reads the record after every subscribe and
+// resubscribe, and every Options.ResyncInterval; what it delivers is
+// therefore the record as it is in Redis, never just what a message said.
+//
+// It survives Redis restarts: a lost subscription is retried with capped
+// backoff (Options.MinBackoff..MaxBackoff) for as long as the watcher runs.
+type Watcher struct {
+	store  *Store
+	name   string
+	out    chan spillway.Function
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+
+	last spillway.Function // owned by run: the record delivered (or given) last
+}
+
+// Watch starts a watcher of name's record. have is the record the caller
+// already runs (zero value for none): only records that differ from it in
+// version or sha256 are delivered, and after that only records that differ
+// from the last one delivered. A missing record is not delivered.
+//
+// The watcher stops when ctx ends or Close is called; either way Updates is
+// closed once it has stopped.
+func (s *Store) Watch(ctx context.Context, name string, have spillway.Function) *Watcher {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &Watcher{
+		store:  s,
+		name:   name,
+		out:    make(chan spillway.Function, 1),
+		cancel: cancel,
+		done:   make(chan struct{}),
+		last:   have,
+	}
+	go w.run(ctx)
+	return w
+}
+
+// Updates delivers new records. It holds at most one pending record: if the
+// reader is slow, a newer record replaces the one it has not taken yet, so the
+// reader always gets the latest and the watcher never blocks on it.
+func (w *Watcher) Updates() <-chan spillway.Function { return w.out }
+
+// Close stops the watcher and waits for it to finish.
+func (w *Watcher) Close() error {
+	w.once.Do(w.cancel)
+	<-w.done
+	return nil
+}
+
+func (w *Watcher) run(ctx context.Context) {
+	defer close(w.done)
+	defer close(w.out)
+	log := w.store.opts.Logger.With("function", w.name, "addr", w.store.addr)
+	failures := 0
+	for {
+		subscribed, err := w.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if subscribed {
+			failures = 0
+		}
+		wait := w.store.opts.backoff(failures)
+		failures++
+		if failures == 1 || failures%20 == 0 {
+			log.Warn("function watch lost its subscription; retrying", "err", err, "failures", failures, "retry_in", wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// session subscribes, re-reads the record, then follows messages until the
+// connection fails or ctx ends. subscribed reports whether it got as far as
+// a confirmed subscription.
+func (w *Watcher) session(ctx context.Context) (subscribed bool, err error) {
+	opts := w.store.opts
+	ps := w.store.client.Subscribe(ctx) // no channels yet: Subscribe below reports errors
+	defer ps.Close()
+	// Receive does not watch ctx; closing the PubSub unblocks it.
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
+
+	if err := ps.Subscribe(ctx, UpdatesChannel); err != nil {
+		return false, fmt.Errorf("subscribe to %s: %w", UpdatesChannel, err)
+	}
+	if err := awaitSubscription(ctx, ps, opts.DialTimeout+opts.ReadTimeout); err != nil {
+		return false, err
+	}
+	if err := w.resync(ctx); err != nil {
+		return true, err
+	}
+	lastSync := time.Now()
+	pingSent := false
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, opts.HealthInterval)
+		if err != nil {
+			if !isTimeout(err) || ctx.Err() != nil {
+				return true, fmt.Errorf("receive from %s: %w", UpdatesChannel, err)
+			}
+			if pingSent {
+				return true, fmt.Errorf("no answer to ping on %s within %s", UpdatesChannel, opts.HealthInterval)
+			}
+			if err := ps.Ping(ctx); err != nil {
+				return true, fmt.Errorf("ping on %s: %w", UpdatesChannel, err)
+			}
+			pingSent = true
+			if opts.ResyncInterval > 0 && time.Since(lastSync) >= opts.ResyncInterval {
+				if err := w.resync(ctx); err != nil {
+					return true, err
+				}
+				lastSync = time.Now()
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Pong:
+			pingSent = false
+		case *redis.Message:
+			if m.Payload != w.name {
+				continue
+			}
+			if err := w.resync(ctx); err != nil {
+				return true, err
+			}
+			lastSync = time.Now()
+		case *redis.Subscription:
+			// A resubscribe go-redis did by itself: messages may have been lost.
+			if err := w.resync(ctx); err != nil {
+				return true, err
+			}
+			lastSync = time.Now()
+		}
+	}
+}
+
+func awaitSubscription(ctx context.Context, ps *redis.PubSub, timeout time.Duration) error {
+	msg, err := ps.ReceiveTimeout(ctx, timeout)
+	if err != nil {
+		return fmt.Errorf("confirm subscription to %s: %w", UpdatesChannel, err)
+	}
+	if s, ok := msg.(*redis.Subscription); !ok || s.Kind != "subscribe" {
+		return fmt.Errorf("confirm subscription to %s: unexpected reply %v", UpdatesChannel, msg)
+	}
+	return nil
+}
+
+// resync reads the record and delivers it when it differs from the last one.
+// A missing or malformed record is not delivered and is not a connection
+// error; any other read error is returned so the session reconnects.
+func (w *Watcher) resync(ctx context.Context) error {
+	fn, err := w.store.Get(ctx, w.name)
+	if errors.Is(err, spillway.ErrFunctionNotFound) {
+		return nil
+	}
+	if errors.Is(err, ErrMalformedRecord) {
+		w.store.opts.Logger.Warn("function record unreadable; keeping the previous one", "function", w.name, "err", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fn.Version == w.last.Version && fn.SHA256 == w.last.SHA256 {
+		return nil
+	}
+	w.last = fn
+	w.deliver(fn)
+	return nil
+}
+
+// deliver puts fn in the one-slot channel, replacing a record the reader has
+// not taken yet. Only run sends, so after the drain the send cannot block.
+func (w *Watcher) deliver(fn spillway.Function) {
+	select {
+	case w.out <- fn:
+		return
+	default:
+	}
+	select {
+	case <-w.out:
+	default:
+	}
+	w.out <- fn
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
