@@ -1,0 +1,413 @@
+package docker
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/pool"
+	"github.com/spillway-faas/spillway/internal/testutil"
+)
+
+// RealWorkerImage is the image `make images` builds.
+const RealWorkerImage = "spillway-worker:latest"
+
+func TestParseAddressMode(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    AddressMode
+		wantErr bool
+	}{
+		{"", AddressAuto, false},
+		{"auto", AddressAuto, false},
+		{"IP", AddressIP, false},
+		{" name ", AddressName, false},
+		{"published", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseAddressMode(tt.in)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("ParseAddressMode(%q) = %q, %v; want %q, err=%v", tt.in, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := Config{Pool: "spillway", Image: "img", Network: "spillway-net"}
+	tests := []struct {
+		name    string
+		mutate  func(*Config)
+		wantVar string // "" means valid
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"empty pool", func(c *Config) { c.Pool = "" }, "POOL_NAME"},
+		{"pool with slash", func(c *Config) { c.Pool = "a/b" }, "POOL_NAME"},
+		{"no image", func(c *Config) { c.Image = "" }, "WORKER_IMAGE"},
+		{"no network", func(c *Config) { c.Network = "" }, "DOCKER_NETWORK"},
+		{"tiny memory", func(c *Config) { c.Memory = 1 << 20 }, "WORKER_MEMORY"},
+		{"negative cpus", func(c *Config) { c.NanoCPUs = -1 }, "WORKER_CPUS"},
+		{"bad address", func(c *Config) { c.Address = "x" }, "WORKER_ADDRESS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := good
+			tt.mutate(&c)
+			err := c.withDefaults().Validate()
+			if tt.wantVar == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantVar) {
+				t.Fatalf("Validate = %v; want an error naming %s", err, tt.wantVar)
+			}
+		})
+	}
+}
+
+func TestFunctionTar(t *testing.T) {
+	b, err := functionTar(spillway.Function{Code: "print(1)\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(bytes.NewReader(b))
+	hdr, err := tr.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(tr)
+	if hdr.Name != "function.py" || hdr.Uid != WorkerUID || hdr.Gid != WorkerGID || hdr.Mode != 0o444 || string(body) != "print(1)\n" {
+		t.Fatalf("got %+v %q", hdr, body)
+	}
+	if _, err := tr.Next(); err != io.EOF {
+		t.Fatalf("want one entry, next: %v", err)
+	}
+}
+
+// fakeWorkerImage builds testdata/fakeworker into a scratch image and
+// removes it when the test ends.
+func fakeWorkerImage(t *testing.T) string {
+	t.Helper()
+	testutil.Docker(t)
+	bin := filepath.Join(t.TempDir(), "fakeworker")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./testdata/fakeworker")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build fakeworker: %v\n%s", err, out)
+	}
+	exe, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rootfs bytes.Buffer
+	tw := tar.NewWriter(&rootfs)
+	for _, d := range []struct {
+		name string
+		uid  int
+	}{{"tmp/", 0}, {"var/", 0}, {"var/task/", WorkerUID}} {
+		_ = tw.WriteHeader(&tar.Header{Name: d.name, Typeflag: tar.TypeDir, Mode: 0o755, Uid: d.uid, Gid: d.uid})
+	}
+	_ = tw.WriteHeader(&tar.Header{Name: "fakeworker", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(exe))})
+	_, _ = tw.Write(exe)
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ref := "spillway-test-fakeworker:" + randomSuffix(t)
+	imp := exec.CommandContext(ctx, "docker", "import", "-c", `ENTRYPOINT ["/fakeworker"]`, "-", ref)
+	imp.Stdin = &rootfs
+	if out, err := imp.CombinedOutput(); err != nil {
+		t.Fatalf("docker import: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = exec.CommandContext(ctx, "docker", "rmi", "-f", ref).Run()
+	})
+	return ref
+}
+
+func randomSuffix(t *testing.T) string {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// openTestBackend opens a backend on a unique pool and network; cleanup
+// removes every container of the pool and the network.
+func openTestBackend(t *testing.T, image string, mutate func(*Config)) *Backend {
+	t.Helper()
+	name := "spwtest-" + randomSuffix(t)
+	cfg := Config{Pool: name, Image: image, Network: name + "-net", Memory: 128 << 20, NanoCPUs: 500_000_000}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := Open(ctx, cfg, nil)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		ws, err := b.List(ctx)
+		if err != nil {
+			t.Errorf("cleanup list: %v", err)
+		}
+		for _, w := range ws {
+			if err := b.Remove(ctx, w.ID); err != nil {
+				t.Errorf("cleanup remove %s: %v", w.Name, err)
+			}
+		}
+		if err := b.RemoveNetwork(ctx); err != nil {
+			t.Errorf("cleanup network: %v", err)
+		}
+		b.Close()
+	})
+	return b
+}
+
+type insideFacts struct {
+	UID          int      `json:"uid"`
+	GID          int      `json:"gid"`
+	SHA256       string   `json:"sha256"`
+	FileUID      int      `json:"file_uid"`
+	FileMode     string   `json:"file_mode"`
+	Env          []string `json:"env"`
+	RootWritable bool     `json:"root_writable"`
+	TmpWritable  bool     `json:"tmp_writable"`
+	DefaultRoute bool     `json:"default_route"`
+}
+
+// waitHealthz polls http://addr/healthz until 200 or the deadline; it
+// returns the body.
+func waitHealthz(t *testing.T, addr string, within time.Duration) []byte {
+	t.Helper()
+	hc := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(within)
+	var last error
+	for time.Now().Before(deadline) {
+		resp, err := hc.Get("http://" + addr + "/healthz")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return body
+			}
+			last = fmt.Errorf("status %d: %s", resp.StatusCode, body)
+		} else {
+			last = err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("worker at %s not healthy within %v: %v", addr, within, last)
+	return nil
+}
+
+func testFunction() spillway.Function {
+	code := "import sys\nprint('hello', sys.argv[1:])\n"
+	sum := sha256.Sum256([]byte(code))
+	return spillway.Function{Name: "faas", Code: code, Style: spillway.StyleScript, SHA256: hex.EncodeToString(sum[:]), Version: 7}
+}
+
+func TestStartHardenedWorker(t *testing.T) {
+	image := fakeWorkerImage(t)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "must-not-leak")
+	t.Setenv("AWS_ACCESS_KEY_ID", "must-not-leak")
+	b := openTestBackend(t, image, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	if b.AddressMode() != AddressIP && b.AddressMode() != AddressName {
+		t.Fatalf("address mode not resolved: %q", b.AddressMode())
+	}
+	if err := b.CheckImage(ctx); err != nil {
+		t.Fatalf("CheckImage: %v", err)
+	}
+	fn := testFunction()
+	w, err := b.Start(ctx, pool.WorkerSpec{Function: fn, Concurrency: 2, LocalTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if want := b.cfg.Pool + "-worker-7-"; !strings.HasPrefix(w.Name, want) {
+		t.Errorf("name %q, want prefix %q", w.Name, want)
+	}
+	if !w.Running || w.Addr == "" || w.SHA256 != fn.SHA256 || w.Version != 7 || w.Function != "faas" {
+		t.Errorf("worker %+v", w)
+	}
+
+	var f insideFacts
+	if err := json.Unmarshal(waitHealthz(t, w.Addr, 20*time.Second), &f); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("inside", func(t *testing.T) {
+		if f.UID != WorkerUID || f.GID != WorkerGID {
+			t.Errorf("runs as %d:%d, want %d:%d", f.UID, f.GID, WorkerUID, WorkerGID)
+		}
+		if f.SHA256 != fn.SHA256 {
+			t.Errorf("function sha256 inside = %q, want %q (copy-in failed?)", f.SHA256, fn.SHA256)
+		}
+		if f.FileUID != WorkerUID || f.FileMode != "-r--r--r--" {
+			t.Errorf("function.py owner %d mode %s", f.FileUID, f.FileMode)
+		}
+		if f.RootWritable {
+			t.Error("root filesystem is writable")
+		}
+		if !f.TmpWritable {
+			t.Error("/tmp is not writable")
+		}
+		wantEnv := []string{
+			"FUNCTION_HANDLER=handler", "FUNCTION_PATH=/var/task/function.py", "FUNCTION_STYLE=script",
+			"FUNCTION_VERSION=7", "LOCAL_TIMEOUT=3s", "SERVER_PORT=8001", "WORKER_CONCURRENCY=2",
+		}
+		for _, e := range f.Env {
+			if strings.HasPrefix(e, "AWS_") || strings.HasPrefix(e, "REDIS") {
+				t.Errorf("worker sees %s", e)
+			}
+		}
+		for _, e := range wantEnv {
+			if !slices.Contains(f.Env, e) {
+				t.Errorf("worker env lacks %s; has %v", e, f.Env)
+			}
+		}
+	})
+
+	t.Run("inspect", func(t *testing.T) {
+		ins, err := b.cli.ContainerInspect(ctx, w.ID, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := ins.Container
+		hc := c.HostConfig
+		checks := []struct {
+			what string
+			ok   bool
+		}{
+			{"label pool", c.Config.Labels[LabelPool] == b.cfg.Pool},
+			{"label function", c.Config.Labels[LabelFunction] == "faas"},
+			{"label version", c.Config.Labels[LabelVersion] == "7"},
+			{"label sha256", c.Config.Labels[LabelSHA256] == fn.SHA256},
+			{"user", c.Config.User == "10001:10001"},
+			{"read-only root", hc.ReadonlyRootfs},
+			{"cap drop ALL", slices.Equal(hc.CapDrop, []string{"ALL"})},
+			{"no-new-privileges", slices.Contains(hc.SecurityOpt, "no-new-privileges:true")},
+			{"pids limit", hc.PidsLimit != nil && *hc.PidsLimit == DefaultPidsLimit},
+			{"memory", hc.Memory == 128<<20},
+			{"cpus", hc.NanoCPUs == 500_000_000},
+			{"tmpfs", strings.Contains(hc.Tmpfs["/tmp"], "size=")},
+			{"restart no", string(hc.RestartPolicy.Name) == "no"},
+			{"no auto-remove", !hc.AutoRemove},
+			{"network", string(hc.NetworkMode) == b.cfg.Network},
+			{"no published ports", len(hc.PortBindings) == 0},
+		}
+		for _, ck := range checks {
+			if !ck.ok {
+				t.Errorf("%s: host config %+v", ck.what, hc)
+			}
+		}
+		net, err := b.cli.NetworkInspect(ctx, b.cfg.Network, client.NetworkInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !net.Network.Internal || net.Network.Labels[LabelPool] != b.cfg.Pool {
+			t.Errorf("network internal=%v labels=%v", net.Network.Internal, net.Network.Labels)
+		}
+	})
+
+	var volumes []string
+	ins, err := b.cli.ContainerInspect(ctx, w.ID, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ins.Container.Mounts {
+		if m.Destination == TaskDir {
+			volumes = append(volumes, m.Name)
+		}
+	}
+	if len(volumes) != 1 {
+		t.Fatalf("want one volume at %s, mounts %+v", TaskDir, ins.Container.Mounts)
+	}
+
+	list, err := b.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].ID != w.ID || list[0].Addr != w.Addr || list[0].SHA256 != fn.SHA256 || !list[0].Running {
+		t.Fatalf("List = %+v, want the one worker %+v", list, w)
+	}
+
+	if err := b.Remove(ctx, w.ID); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if err := b.Remove(ctx, w.ID); err != nil {
+		t.Fatalf("second Remove: %v", err)
+	}
+	if list, err := b.List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("after Remove, List = %+v, %v", list, err)
+	}
+	if _, err := b.cli.VolumeInspect(ctx, volumes[0], client.VolumeInspectOptions{}); !cerrdefs.IsNotFound(err) {
+		t.Fatalf("volume %s survives removal: %v", volumes[0], err)
+	}
+}
+
+func TestStartFailureLeavesNothing(t *testing.T) {
+	testutil.Docker(t)
+	b := openTestBackend(t, "spillway-test-no-such-image:never", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := b.CheckImage(ctx)
+	if err == nil || !strings.Contains(err.Error(), "make images") {
+		t.Fatalf("CheckImage = %v, want a hint to run make images", err)
+	}
+	if _, err := b.Start(ctx, pool.WorkerSpec{Function: testFunction()}); err == nil {
+		t.Fatal("Start with a missing image succeeded")
+	}
+	if list, err := b.List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("List = %+v, %v; want nothing left", list, err)
+	}
+}
+
+// TestRealWorkerImage starts the image `make images` builds and checks it
+// comes up healthy with the function copied in under the read-only root.
+func TestRealWorkerImage(t *testing.T) {
+	testutil.DockerImage(t, RealWorkerImage)
+	b := openTestBackend(t, RealWorkerImage, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	w, err := b.Start(ctx, pool.WorkerSpec{Function: testFunction(), Concurrency: 1, LocalTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	waitHealthz(t, w.Addr, 30*time.Second)
+	if err := b.Remove(ctx, w.ID); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if list, err := b.List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("List after Remove = %+v, %v", list, err)
+	}
+}

@@ -1,0 +1,41 @@
+package pool
+
+import (
+	"context"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+)
+
+// Backend is the part of a container engine the pool needs. internal/docker
+// implements it on the Docker Engine API; unit tests use a fake.
+type Backend interface {
+	// Start creates a worker for spec, copies the function in, starts it
+	// and returns where it listens. It does not wait for the worker to be
+	// healthy; the pool does that.
+	Start(ctx context.Context, spec WorkerSpec) (Worker, error)
+	// Remove stops a worker (short grace) and removes it with its volumes.
+	// Removing a worker that no longer exists is not an error.
+	Remove(ctx context.Context, id string) error
+	// List returns the workers of this pool, running or not, including
+	// those a previous run left behind.
+	List(ctx context.Context) ([]Worker, error)
+}
+
+// WorkerSpec is what a new worker runs.
+type WorkerSpec struct {
+	Function     spillway.Function
+	Concurrency  int           // WORKER_CONCURRENCY: calls one worker runs at once
+	LocalTimeout time.Duration // LOCAL_TIMEOUT: the worker kills a call past it
+}
+
+// Worker is one worker container as the backend sees it.
+type Worker struct {
+	ID       string // engine id, the key for Remove
+	Name     string // container name, <POOL_NAME>-worker-<version>-<random>
+	Addr     string // host:port the pool dials (XML-RPC at http://Addr/)
+	Function string // spillway.function label
+	Version  int64  // spillway.version label
+	SHA256   string // spillway.sha256 label
+	Running  bool
+}
