@@ -1,0 +1,144 @@
+package policy
+
+import (
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+)
+
+func near(a, b, tol time.Duration) bool { d := a - b; return d >= -tol && d <= tol }
+
+func TestEstimatorPriors(t *testing.T) {
+	e := NewEstimator(EstimatorConfig{})
+	got := e.Estimates(t0)
+	d := DefaultEstimatorConfig()
+	if got.LocalService != d.LocalService || got.WorkerColdStart != d.WorkerColdStart || got.ArrivalRate != 0 {
+		t.Fatalf("priors: %+v", got)
+	}
+	if got.CloudRoundTrip != d.CloudCold {
+		t.Fatalf("no cloud call yet: round trip %v, want the cold prior %v", got.CloudRoundTrip, d.CloudCold)
+	}
+}
+
+func TestEstimatorLearns(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		feed  func(e *Estimator)
+		at    time.Time
+		check func(t *testing.T, got Estimates)
+	}{
+		{"local mean", func(e *Estimator) {
+			for i := range 400 {
+				e.Observe(spillway.RouteLocal, time.Duration(40+20*(i%2))*ms, false, t0)
+			}
+		}, t0, func(t *testing.T, got Estimates) {
+			if !near(got.LocalService, 50*ms, 2*ms) || got.LocalSamples != 400 {
+				t.Fatalf("local %v (n=%d), want 50ms", got.LocalService, got.LocalSamples)
+			}
+		}},
+		{"first sample replaces the prior", func(e *Estimator) {
+			e.Observe(spillway.RouteLocal, 7*ms, false, t0)
+		}, t0, func(t *testing.T, got Estimates) {
+			if got.LocalService != 7*ms {
+				t.Fatalf("local %v, want 7ms", got.LocalService)
+			}
+		}},
+		{"cloud warm and cold", func(e *Estimator) {
+			for i := range 1000 {
+				cold := i%4 == 0
+				d := 200 * ms
+				if cold {
+					d = 1200 * ms
+				}
+				e.Observe(spillway.RouteCloud, d, cold, t0)
+			}
+		}, t0.Add(time.Second), func(t *testing.T, got Estimates) {
+			if !near(got.CloudWarm, 200*ms, ms) || !near(got.CloudCold, 1200*ms, ms) {
+				t.Fatalf("warm %v cold %v", got.CloudWarm, got.CloudCold)
+			}
+			if math.Abs(got.CloudColdFraction-0.25) > 0.1 || !near(got.CloudRoundTrip, 450*ms, 100*ms) {
+				t.Fatalf("cold fraction %v round trip %v, want about 0.25 and 450ms", got.CloudColdFraction, got.CloudRoundTrip)
+			}
+		}},
+		{"cloud idle past keep-alive is cold", func(e *Estimator) {
+			for range 100 {
+				e.Observe(spillway.RouteCloud, 200*ms, false, t0)
+			}
+			e.Observe(spillway.RouteCloud, 900*ms, true, t0)
+		}, t0.Add(6 * time.Minute), func(t *testing.T, got Estimates) {
+			if got.CloudRoundTrip != got.CloudCold || !near(got.CloudCold, 900*ms, ms) {
+				t.Fatalf("round trip %v, want the cold %v", got.CloudRoundTrip, got.CloudCold)
+			}
+		}},
+		{"worker start", func(e *Estimator) {
+			for range 50 {
+				e.ObserveWorkerStart(3*time.Second, t0)
+			}
+		}, t0, func(t *testing.T, got Estimates) {
+			if !near(got.WorkerColdStart, 3*time.Second, 10*ms) {
+				t.Fatalf("worker start %v", got.WorkerColdStart)
+			}
+		}},
+		{"steady arrivals", func(e *Estimator) {
+			for i := range 5000 { // 50/s for 100s
+				e.ObserveArrival(t0.Add(time.Duration(i) * 20 * ms))
+			}
+		}, t0.Add(100 * time.Second), func(t *testing.T, got Estimates) {
+			if math.Abs(got.ArrivalRate-50) > 2 {
+				t.Fatalf("rate %v, want 50", got.ArrivalRate)
+			}
+		}},
+		{"arrivals stop", func(e *Estimator) {
+			for i := range 500 {
+				e.ObserveArrival(t0.Add(time.Duration(i) * 20 * ms))
+			}
+		}, t0.Add(40 * time.Second), func(t *testing.T, got Estimates) {
+			if got.ArrivalRate > 0.01 {
+				t.Fatalf("rate %v after 30s of silence, want ~0", got.ArrivalRate)
+			}
+		}},
+		{"zero arrivals", func(e *Estimator) {}, t0.Add(time.Hour), func(t *testing.T, got Estimates) {
+			if got.ArrivalRate != 0 {
+				t.Fatalf("rate %v", got.ArrivalRate)
+			}
+		}},
+		{"negative and unknown ignored", func(e *Estimator) {
+			e.Observe(spillway.RouteLocal, -time.Second, false, t0)
+			e.Observe("elsewhere", time.Second, false, t0)
+			e.ObserveWorkerStart(-time.Second, t0)
+		}, t0, func(t *testing.T, got Estimates) {
+			if got.LocalSamples != 0 || got.CloudSamples != 0 || got.WorkerColdStart != 2*time.Second {
+				t.Fatalf("%+v", got)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEstimator(EstimatorConfig{})
+			tc.feed(e)
+			tc.check(t, e.Estimates(tc.at))
+		})
+	}
+}
+
+func TestEstimatorConcurrent(t *testing.T) {
+	e := NewEstimator(EstimatorConfig{})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				now := t0.Add(time.Duration(i) * ms)
+				e.ObserveArrival(now)
+				e.Observe(spillway.RouteLocal, 10*ms, false, now)
+				e.Observe(spillway.RouteCloud, 100*ms, g == 0, now)
+				_ = e.Estimates(now)
+			}
+		})
+	}
+	wg.Wait()
+	if got := e.Estimates(t0); got.LocalSamples != 4000 || got.CloudSamples != 4000 {
+		t.Fatalf("lost observations: %+v", got)
+	}
+}
