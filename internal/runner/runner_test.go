@@ -1,0 +1,408 @@
+package runner_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/lambdawrap"
+	"github.com/spillway-faas/spillway/internal/runner"
+	"github.com/spillway-faas/spillway/internal/testutil"
+)
+
+const fibScript = `import sys
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+if len(sys.argv) < 2 or not sys.argv[1].lstrip("-").isdigit():
+    print("Usage: python function.py <integer>")
+    sys.exit(1)
+n = int(sys.argv[1])
+print("The Fibonacci number of %d is %d" % (n, fib(n)))
+`
+
+const testHandler = `import os, sys, time
+
+def handler(event, context):
+    p = event["parameter"]
+    if p == "raise":
+        raise ZeroDivisionError("division by zero")
+    if p == "sleep":
+        time.sleep(30)
+    if p == "nap":
+        time.sleep(0.5)
+        return os.getpid()
+    if p == "exit":
+        os._exit(3)
+    if p == "sysexit":
+        sys.exit(0)
+    if p == "segv":
+        import ctypes
+        ctypes.string_at(0)
+    if p == "noise":
+        print("noise on stdout\n" * 2000)
+        sys.stdout.write("{\"id\": 0, \"ok\": true}\n")
+        sys.stdout.flush()
+        os.write(1, b"raw noise\n")
+        return "quiet"
+    if p == "set":
+        return {1, 2}
+    if p == "remaining":
+        return context.get_remaining_time_in_millis()
+    return {"echo": p, "int": 42, "big": 2**62, "huge": 2**70, "float": 1.5, "list": [1, "a", None, True]}
+`
+
+type fixture struct {
+	pool   *runner.Pool
+	output *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newPool(t *testing.T, style spillway.Style, code string, conc int, timeout time.Duration) *fixture {
+	t.Helper()
+	py := testutil.Python(t)
+	dir := t.TempDir()
+	shim, err := lambdawrap.WriteShim(filepath.Join(dir, "shim"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fnPath := filepath.Join(dir, "task", "function.py")
+	if err := os.MkdirAll(filepath.Dir(fnPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fnPath, []byte(code), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	p, err := runner.New(runner.Config{
+		Python: py, ShimPath: shim, FunctionPath: fnPath, Style: style,
+		Concurrency: conc, Timeout: timeout, Output: out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Open(ctx); err != nil {
+		t.Fatalf("open: %v\noutput:\n%s", err, out.String())
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return &fixture{pool: p, output: out}
+}
+
+func call(t *testing.T, p *runner.Pool, param any) (runner.Result, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return p.Call(ctx, param)
+}
+
+func TestScriptFib(t *testing.T) {
+	f := newPool(t, spillway.StyleScript, fibScript, 1, 10*time.Second)
+	tests := []struct {
+		param any
+		want  string
+	}{
+		{"20", "The Fibonacci number of 20 is 6765\n"},
+		{int64(10), "The Fibonacci number of 10 is 55\n"},
+		{"abc", "Usage: python function.py <integer>\n"},
+		{nil, "Usage: python function.py <integer>\n"},
+	}
+	for i, tt := range tests {
+		res, err := call(t, f.pool, tt.param)
+		if err != nil {
+			t.Fatalf("call(%v): %v", tt.param, err)
+		}
+		if res.Value != tt.want {
+			t.Errorf("call(%v) = %q, want %q", tt.param, res.Value, tt.want)
+		}
+		if res.ColdStart != (i == 0) {
+			t.Errorf("call %d: ColdStart = %v", i, res.ColdStart)
+		}
+	}
+	if s := f.pool.Stats(); s.Completed != 4 || s.ColdStarts != 1 || s.Runners != 1 || !s.Ready {
+		t.Errorf("stats = %+v", s)
+	}
+}
+
+func TestScriptOutcomes(t *testing.T) {
+	f := newPool(t, spillway.StyleScript, `import os, sys, time
+arg = sys.argv[1]
+if arg == "raise":
+    raise KeyError("nope")
+if arg == "exit2":
+    print("partial")
+    sys.exit(2)
+if arg == "exitmsg":
+    sys.exit("bad input")
+if arg == "segv":
+    import signal
+    os.kill(os.getpid(), signal.SIGSEGV)
+if arg == "sleep":
+    time.sleep(30)
+if arg == "stdin":
+    print(repr(sys.stdin.read()))
+    sys.exit()
+if arg == "main":
+    print(__name__, sys.argv, end="")
+`, 1, 700*time.Millisecond)
+	tests := []struct {
+		param   string
+		want    any
+		wantErr error
+		fnErr   *spillway.FunctionError
+	}{
+		{param: "main", want: "__main__ ['function.py', 'main']"},
+		{param: "raise", fnErr: &spillway.FunctionError{Type: "KeyError", Message: "'nope'"}},
+		{param: "exit2", want: "partial\n"},
+		{param: "exitmsg", fnErr: &spillway.FunctionError{Type: "SystemExit", Message: "bad input"}},
+		{param: "segv", wantErr: spillway.ErrRunnerCrashed},
+		{param: "stdin", want: "''\n"},
+		{param: "sleep", wantErr: spillway.ErrTimeout},
+		{param: "main", want: "__main__ ['function.py', 'main']"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.param, func(t *testing.T) {
+			res, err := call(t, f.pool, tt.param)
+			switch {
+			case tt.fnErr != nil:
+				var fe *spillway.FunctionError
+				if !errors.As(err, &fe) || fe.Type != tt.fnErr.Type || fe.Message != tt.fnErr.Message {
+					t.Fatalf("err = %v, want %v", err, tt.fnErr)
+				}
+			case tt.wantErr != nil:
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+			default:
+				if err != nil || res.Value != tt.want {
+					t.Fatalf("got %q, %v; want %q", res.Value, err, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestHandlerResults(t *testing.T) {
+	f := newPool(t, spillway.StyleHandler, testHandler, 1, 5*time.Second)
+	res, err := call(t, f.pool, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"echo": "x", "int": int64(42), "big": int64(1 << 62),
+		"huge": float64(1 << 70), "float": 1.5, "list": []any{int64(1), "a", nil, true}}
+	if !reflect.DeepEqual(res.Value, want) {
+		t.Fatalf("got %#v\nwant %#v", res.Value, want)
+	}
+	if !res.ColdStart {
+		t.Error("first call is not a cold start")
+	}
+
+	res, err = call(t, f.pool, map[string]any{"k": []any{int64(1), 2.5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Value.(map[string]any)["echo"]; !reflect.DeepEqual(got, map[string]any{"k": []any{int64(1), 2.5}}) {
+		t.Errorf("echo of a struct = %#v", got)
+	}
+	if res.ColdStart {
+		t.Error("second call is a cold start")
+	}
+
+	res, err = call(t, f.pool, "remaining")
+	if ms, ok := res.Value.(int64); err != nil || !ok || ms <= 0 || ms > 5000 {
+		t.Errorf("remaining time = %v, %v", res.Value, err)
+	}
+
+	_, err = call(t, f.pool, "raise")
+	var fe *spillway.FunctionError
+	if !errors.As(err, &fe) || fe.Type != "ZeroDivisionError" || fe.Message != "division by zero" {
+		t.Fatalf("raise: err = %v", err)
+	}
+	if !strings.Contains(fe.Traceback, "ZeroDivisionError") {
+		t.Errorf("traceback = %q", fe.Traceback)
+	}
+	if spillway.FaultCode(err) != spillway.FaultApplication {
+		t.Errorf("fault code = %d", spillway.FaultCode(err))
+	}
+
+	_, err = call(t, f.pool, "set")
+	if !errors.As(err, &fe) || fe.Type != "TypeError" {
+		t.Fatalf("unserialisable result: err = %v", err)
+	}
+}
+
+func TestHandlerStdoutNoise(t *testing.T) {
+	f := newPool(t, spillway.StyleHandler, testHandler, 1, 5*time.Second)
+	for range 3 {
+		res, err := call(t, f.pool, "noise")
+		if err != nil || res.Value != "quiet" {
+			t.Fatalf("got %v, %v", res.Value, err)
+		}
+	}
+	if out := f.output.String(); !strings.Contains(out, "noise on stdout") || !strings.Contains(out, "raw noise") {
+		t.Errorf("the function's prints did not reach the output (%d bytes)", len(out))
+	}
+}
+
+func TestTimeoutReplacesRunner(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	f := newPool(t, spillway.StyleHandler, testHandler, 1, timeout)
+	for i := range 2 {
+		begin := time.Now()
+		_, err := call(t, f.pool, "sleep")
+		took := time.Since(begin)
+		if !errors.Is(err, spillway.ErrTimeout) {
+			t.Fatalf("err = %v, want ErrTimeout", err)
+		}
+		if took > timeout+150*time.Millisecond {
+			t.Errorf("timeout %d answered after %s", i, took)
+		}
+		res, err := call(t, f.pool, "x")
+		if err != nil {
+			t.Fatalf("call after a timeout: %v", err)
+		}
+		if !res.ColdStart {
+			t.Error("call on the replacement runner is not a cold start")
+		}
+	}
+	if s := f.pool.Stats(); s.Failed != 2 || s.Runners != 1 {
+		t.Errorf("stats = %+v", s)
+	}
+}
+
+func TestCrashReplacesRunner(t *testing.T) {
+	f := newPool(t, spillway.StyleHandler, testHandler, 1, 5*time.Second)
+	for _, p := range []string{"exit", "sysexit", "segv"} {
+		t.Run(p, func(t *testing.T) {
+			_, err := call(t, f.pool, p)
+			if !errors.Is(err, spillway.ErrRunnerCrashed) {
+				t.Fatalf("err = %v, want ErrRunnerCrashed", err)
+			}
+			res, err := call(t, f.pool, "x")
+			if err != nil {
+				t.Fatalf("call after a crash: %v", err)
+			}
+			if m, _ := res.Value.(map[string]any); m["echo"] != "x" {
+				t.Fatalf("call after a crash = %v", res.Value)
+			}
+		})
+	}
+}
+
+func TestConcurrencyOverlaps(t *testing.T) {
+	const k = 4
+	f := newPool(t, spillway.StyleHandler, testHandler, k, 5*time.Second)
+	begin := time.Now()
+	var wg sync.WaitGroup
+	pids := make(chan any, k)
+	for range k {
+		wg.Go(func() {
+			res, err := call(t, f.pool, "nap")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			pids <- res.Value
+		})
+	}
+	wg.Wait()
+	close(pids)
+	took := time.Since(begin)
+	if took > 900*time.Millisecond {
+		t.Errorf("%d calls of 0.5 s took %s, want about 0.5 s", k, took)
+	}
+	seen := map[any]bool{}
+	for p := range pids {
+		seen[p] = true
+	}
+	if len(seen) != k {
+		t.Errorf("calls ran on %d distinct runners, want %d", len(seen), k)
+	}
+}
+
+func TestCloseWaitsForInFlight(t *testing.T) {
+	f := newPool(t, spillway.StyleHandler, testHandler, 1, 5*time.Second)
+	done := make(chan error, 1)
+	go func() {
+		_, err := call(t, f.pool, "nap")
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.pool.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("in-flight call: %v", err)
+	}
+	if _, err := call(t, f.pool, "x"); !errors.Is(err, spillway.ErrUnavailable) {
+		t.Fatalf("call after close: %v, want ErrUnavailable", err)
+	}
+	if s := f.pool.Stats(); s.Runners != 0 || s.Ready {
+		t.Errorf("stats after close = %+v", s)
+	}
+}
+
+func TestInitError(t *testing.T) {
+	f := newPool(t, spillway.StyleHandler, "def handler(event, context):\n  return 1\nimport no_such_module\n", 1, 5*time.Second)
+	_, err := call(t, f.pool, "x")
+	var fe *spillway.FunctionError
+	if !errors.As(err, &fe) || fe.Type != "ModuleNotFoundError" {
+		t.Fatalf("err = %v, want ModuleNotFoundError", err)
+	}
+	if f.pool.InitError() == nil {
+		t.Error("InitError() = nil")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  runner.Config
+	}{
+		{"no shim", runner.Config{FunctionPath: "f.py", Style: "script"}},
+		{"no function", runner.Config{ShimPath: "h.py", Style: "script"}},
+		{"bad style", runner.Config{ShimPath: "h.py", FunctionPath: "f.py", Style: "x"}},
+		{"bad concurrency", runner.Config{ShimPath: "h.py", FunctionPath: "f.py", Style: "script", Concurrency: -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := runner.New(tt.cfg); err == nil {
+				t.Fatal("New succeeded")
+			}
+		})
+	}
+}
