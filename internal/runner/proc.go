@@ -41,10 +41,10 @@ type proc struct {
 
 // ready is the first line a runner writes.
 type ready struct {
-	Ready     bool       `json:"ready"`
-	PID       int        `json:"pid"`
-	Python    string     `json:"python"`
-	InitError *pyError   `json:"initError"`
+	Ready     bool     `json:"ready"`
+	PID       int      `json:"pid"`
+	Python    string   `json:"python"`
+	InitError *pyError `json:"initError"`
 }
 
 type pyError struct {
