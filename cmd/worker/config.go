@@ -1,0 +1,120 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/config"
+)
+
+// workerConfig is what the worker reads from its environment (TEAM/DESIGN:
+// the Worker section). The lb sets these on each worker container.
+type workerConfig struct {
+	Port         int            // SERVER_PORT
+	Listen       string         // WORKER_LISTEN_HOST: interface to bind; empty means all
+	FunctionPath string         // FUNCTION_PATH
+	Style        spillway.Style // FUNCTION_STYLE
+	Handler      string         // FUNCTION_HANDLER
+	Version      int64          // FUNCTION_VERSION, reported by health()
+	Name         string         // FUNCTION_NAME, given to handlers as context.function_name
+	Concurrency  int            // WORKER_CONCURRENCY
+	Timeout      time.Duration  // LOCAL_TIMEOUT
+	Python       string         // PYTHON
+	MaxBodyBytes int64          // WORKER_MAX_REQUEST_BYTES
+	LogLevel     string         // LOG_LEVEL
+}
+
+// loadConfig parses the environment; every error names the variable and value.
+func loadConfig(lookup config.Lookup) (workerConfig, error) {
+	var errs []error
+	get := func(name, def string) string {
+		if v, ok := lookup(name); ok && v != "" {
+			return v
+		}
+		return def
+	}
+	integer := func(name string, def int64) int64 {
+		v := get(name, "")
+		if v == "" {
+			return def
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: not an integer", name, v))
+			return def
+		}
+		return n
+	}
+	c := workerConfig{
+		Port:         int(integer("SERVER_PORT", 8001)),
+		Listen:       get("WORKER_LISTEN_HOST", ""),
+		FunctionPath: get("FUNCTION_PATH", "/var/task/function.py"),
+		Handler:      get("FUNCTION_HANDLER", spillway.DefaultHandler),
+		Version:      integer("FUNCTION_VERSION", 0),
+		Name:         get("FUNCTION_NAME", "faas"),
+		Concurrency:  int(integer("WORKER_CONCURRENCY", 1)),
+		Python:       get("PYTHON", "/usr/bin/python3"),
+		MaxBodyBytes: integer("WORKER_MAX_REQUEST_BYTES", 1<<20),
+		LogLevel:     get("LOG_LEVEL", "info"),
+	}
+	styleText := get("FUNCTION_STYLE", string(spillway.StyleScript))
+	style, err := spillway.ParseStyle(styleText)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("FUNCTION_STYLE=%q: want script or handler", styleText))
+	}
+	c.Style = style
+	timeoutText := get("LOCAL_TIMEOUT", "5s")
+	c.Timeout, err = config.ParseDuration(timeoutText)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("LOCAL_TIMEOUT=%q: %v", timeoutText, err))
+	}
+	if len(errs) > 0 {
+		return workerConfig{}, errors.Join(errs...)
+	}
+	return c, c.Validate()
+}
+
+// Validate checks ranges.
+func (c workerConfig) Validate() error {
+	var errs []error
+	if c.Port < 1 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("SERVER_PORT=%d: want 1..65535", c.Port))
+	}
+	if c.Concurrency < 1 || c.Concurrency > 256 {
+		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY=%d: want 1..256", c.Concurrency))
+	}
+	if c.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("LOCAL_TIMEOUT=%s: must be positive", c.Timeout))
+	}
+	if c.Version < 0 {
+		errs = append(errs, fmt.Errorf("FUNCTION_VERSION=%d: must not be negative", c.Version))
+	}
+	if c.MaxBodyBytes < 1024 {
+		errs = append(errs, fmt.Errorf("WORKER_MAX_REQUEST_BYTES=%d: want at least 1024", c.MaxBodyBytes))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, fmt.Errorf("LOG_LEVEL=%q: %v", c.LogLevel, err))
+	}
+	if !validIdentifier(c.Handler) {
+		errs = append(errs, fmt.Errorf("FUNCTION_HANDLER=%q: not a Python identifier", c.Handler))
+	}
+	return errors.Join(errs...)
+}
+
+func validIdentifier(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case r == '_', r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z':
+		case i > 0 && r >= '0' && r <= '9':
+		default:
+			return false
+		}
+	}
+	return true
+}

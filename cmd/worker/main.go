@@ -1,0 +1,220 @@
+// Command worker serves one Python function over XML-RPC from a pool of warm
+// Python runners. It is the process inside each worker container.
+//
+//	call_function(param)  the function's result, or a fault
+//	health()              {in_flight, completed, cold_starts, failed, sha256,
+//	                       version, style, ready, runners, concurrency}
+//	GET /healthz          200 when the runners are warm, else 503
+//
+// Configuration comes from the environment (see config.go). SIGTERM or SIGINT
+// stops taking connections, lets calls in flight finish (bounded by
+// LOCAL_TIMEOUT plus a grace period), kills the runners and exits 0.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spillway-faas/spillway/internal/lambdawrap"
+	"github.com/spillway-faas/spillway/internal/runner"
+	"github.com/spillway-faas/spillway/internal/xmlrpc"
+)
+
+// shutdownGrace is added to LOCAL_TIMEOUT when draining calls at stop.
+const shutdownGrace = 2 * time.Second
+
+func main() {
+	if os.Getpid() == 1 {
+		// As PID 1 in a container the worker would inherit every orphaned
+		// script child; a minimal init reaps them and runs the worker below it.
+		os.Exit(runInit(os.Args))
+	}
+	os.Exit(run(os.LookupEnv, os.Stderr))
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, errors.New("want debug, info, warn or error")
+	}
+	return l, nil
+}
+
+// run is the worker: it returns the process exit code.
+func run(lookup func(string) (string, bool), stderr io.Writer) int {
+	cfg, err := loadConfig(lookup)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	level, _ := parseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, cfg, log, stderr); err != nil {
+		log.Error("worker stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs the worker until ctx ends, then stops gracefully.
+func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Writer) error {
+	code, err := os.ReadFile(cfg.FunctionPath)
+	if err != nil {
+		return fmt.Errorf("FUNCTION_PATH=%q: read function: %w", cfg.FunctionPath, err)
+	}
+	sum := sha256.Sum256(code)
+	shimDir, err := os.MkdirTemp("", "spillway-shim-")
+	if err != nil {
+		return fmt.Errorf("make shim folder: %w", err)
+	}
+	defer os.RemoveAll(shimDir)
+	shim, err := lambdawrap.WriteShim(shimDir)
+	if err != nil {
+		return err
+	}
+
+	pool, err := runner.New(runner.Config{
+		Python:       cfg.Python,
+		ShimPath:     shim,
+		FunctionPath: cfg.FunctionPath,
+		Style:        cfg.Style,
+		Handler:      cfg.Handler,
+		Name:         cfg.Name,
+		Version:      strconv.FormatInt(cfg.Version, 10),
+		Concurrency:  cfg.Concurrency,
+		Timeout:      cfg.Timeout,
+		Output:       output,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	openCtx, cancelOpen := context.WithTimeout(ctx, time.Minute)
+	err = pool.Open(openCtx)
+	cancelOpen()
+	if err != nil {
+		return fmt.Errorf("PYTHON=%q FUNCTION_PATH=%q: %w", cfg.Python, cfg.FunctionPath, err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if err := pool.Close(closeCtx); err != nil {
+			log.Warn("close runners", "err", err)
+		}
+	}()
+
+	svc := &service{pool: pool, cfg: cfg, sha256: hex.EncodeToString(sum[:])}
+	srv := &http.Server{
+		Handler:           svc.handler(log),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	addr := net.JoinHostPort(cfg.Listen, strconv.Itoa(cfg.Port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("SERVER_PORT=%d: listen: %w", cfg.Port, err)
+	}
+	log.Info("worker listening", "addr", ln.Addr().String(), "style", cfg.Style,
+		"version", cfg.Version, "sha256", svc.sha256, "runners", cfg.Concurrency,
+		"timeout", cfg.Timeout)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("worker stopping", "in_flight", pool.Stats().InFlight)
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.Timeout+shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(drainCtx); err != nil {
+		log.Warn("calls still running at the stop deadline", "err", err)
+		_ = srv.Close()
+	}
+	<-served
+	log.Info("worker stopped", "completed", pool.Stats().Completed)
+	return nil
+}
+
+// service is the worker's XML-RPC and HTTP surface.
+type service struct {
+	pool   *runner.Pool
+	cfg    workerConfig
+	sha256 string
+}
+
+func (s *service) handler(log *slog.Logger) http.Handler {
+	rpc := xmlrpc.NewServer()
+	rpc.MaxBodyBytes = s.cfg.MaxBodyBytes
+	rpc.Logger = log
+	rpc.Register("call_function", "call_function(param): run the function once with param; "+
+		"returns its result (script: stdout as a string; handler: its return value).", s.callFunction)
+	rpc.Register("health", "health(): struct of in_flight, completed, cold_starts, failed, "+
+		"sha256, version, style, ready, runners, concurrency.", s.health)
+
+	mux := http.NewServeMux()
+	mux.Handle("/", rpc)
+	mux.Handle("/RPC2", rpc)
+	mux.HandleFunc("GET /healthz", s.healthz)
+	return mux
+}
+
+func (s *service) callFunction(ctx context.Context, params []any) (any, error) {
+	p := xmlrpc.Params(params)
+	if err := p.Count(0, 1); err != nil {
+		return nil, err
+	}
+	var param any
+	if p.Has(0) {
+		param = params[0]
+	}
+	res, err := s.pool.Call(ctx, param)
+	if err != nil {
+		return nil, err
+	}
+	return res.Value, nil
+}
+
+func (s *service) health(ctx context.Context, params []any) (any, error) {
+	st := s.pool.Stats()
+	return map[string]any{
+		"in_flight":   st.InFlight,
+		"completed":   st.Completed,
+		"cold_starts": st.ColdStarts,
+		"failed":      st.Failed,
+		"sha256":      s.sha256,
+		"version":     s.cfg.Version,
+		"style":       string(s.cfg.Style),
+		"ready":       st.Ready,
+		"runners":     int64(st.Runners),
+		"concurrency": int64(s.cfg.Concurrency),
+	}, nil
+}
+
+func (s *service) healthz(w http.ResponseWriter, r *http.Request) {
+	st := s.pool.Stats()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !st.Ready || st.Runners == 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ready: %d runners\n", st.Runners)
+		return
+	}
+	fmt.Fprintf(w, "ok: %d runners, %d in flight\n", st.Runners, st.InFlight)
+}
