@@ -1,0 +1,164 @@
+package gateway
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/xmlrpc"
+)
+
+// Handler is lb's one port: XML-RPC at / and /RPC2, plus /healthz, /metrics
+// and /status as plain HTTP.
+func (g *Gateway) Handler() http.Handler {
+	rpc := xmlrpc.NewServer()
+	rpc.MaxBodyBytes = g.cfg.MaxRequestBytes
+	rpc.Logger = g.log
+	rpc.Register("call_faas",
+		"call_faas(param) -> the function's result (a script's stdout, a handler's return value).",
+		g.rpcCallFaas)
+	rpc.Register("invoke",
+		`invoke(param[, options]) -> {result, route, worker, reason, duration_ms, cold_start}. options {"route": "local"|"cloud"} forces the placement.`,
+		g.rpcInvoke)
+	rpc.Register("status", "status() -> pool members, in-flight calls and counters.",
+		func(ctx context.Context, params []any) (any, error) {
+			if len(params) != 0 {
+				return nil, fmt.Errorf("status takes no parameters, got %d: %w", len(params), spillway.ErrInvalidParams)
+			}
+			return g.Status().rpc(), nil
+		})
+
+	mux := http.NewServeMux()
+	mux.Handle("/", g.authorize(rpcOnly(rpc)))
+	mux.Handle("/RPC2", g.authorize(rpcOnly(rpc)))
+	mux.HandleFunc("GET /healthz", g.serveHealth)
+	mux.Handle("GET /metrics", g.authorize(promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{})))
+	mux.Handle("GET /status", g.authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(g.Status())
+	})))
+	return mux
+}
+
+// rpcOnly keeps the XML-RPC endpoint from answering other paths under "/".
+func rpcOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" && r.URL.Path != "/RPC2" {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	ready := g.Ready()
+	if !ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"ready": ready})
+}
+
+// authorize enforces LB_AUTH_TOKEN when set: HTTP basic (any user, the token as
+// password — what `http://user:TOKEN@host/` gives Python's xmlrpc.client) or a
+// bearer token. XML-RPC callers get a fault, as their clients expect; plain HTTP
+// callers get 401.
+func (g *Gateway) authorize(next http.Handler) http.Handler {
+	if g.cfg.AuthToken == "" {
+		return next
+	}
+	want := []byte(g.cfg.AuthToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var got string
+		if _, pass, ok := r.BasicAuth(); ok {
+			got = pass
+		} else if token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+			got = strings.TrimSpace(token)
+		}
+		if subtle.ConstantTimeCompare([]byte(got), want) == 1 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodPost {
+			w.Header().Set("Content-Type", "text/xml")
+			_, _ = w.Write(xmlrpc.AppendFault(nil, xmlrpc.Fault{Code: spillway.FaultUnauthorized, String: "unauthorized: send LB_AUTH_TOKEN as a bearer token or basic-auth password"}))
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="spillway"`)
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	})
+}
+
+func (g *Gateway) rpcCallFaas(ctx context.Context, params []any) (any, error) {
+	if len(params) != 1 {
+		return nil, fmt.Errorf("call_faas takes one parameter, got %d: %w", len(params), spillway.ErrInvalidParams)
+	}
+	inv, err := g.Invoke(ctx, params[0], InvokeOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return inv.Result, nil
+}
+
+func (g *Gateway) rpcInvoke(ctx context.Context, params []any) (any, error) {
+	if len(params) < 1 || len(params) > 2 {
+		return nil, fmt.Errorf("invoke takes a parameter and an optional options struct, got %d parameters: %w", len(params), spillway.ErrInvalidParams)
+	}
+	var opts InvokeOptions
+	if len(params) == 2 && params[1] != nil {
+		o, ok := params[1].(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("invoke options must be a struct, got %T: %w", params[1], spillway.ErrInvalidParams)
+		}
+		var err error
+		if opts, err = parseInvokeOptions(o); err != nil {
+			return nil, err
+		}
+	}
+	inv, err := g.Invoke(ctx, params[0], opts)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"result":      inv.Result,
+		"route":       string(inv.Route),
+		"worker":      inv.Worker,
+		"reason":      string(inv.Reason),
+		"duration_ms": float64(inv.Duration.Microseconds()) / 1000,
+		"cold_start":  inv.ColdStart,
+	}, nil
+}
+
+// InvokeOptions are the optional second argument of invoke.
+type InvokeOptions struct {
+	Route spillway.Route // "" lets the policy decide
+}
+
+func parseInvokeOptions(o map[string]any) (InvokeOptions, error) {
+	var opts InvokeOptions
+	for k, v := range o {
+		switch k {
+		case "route":
+			s, _ := v.(string)
+			switch spillway.Route(s) {
+			case spillway.RouteLocal, spillway.RouteCloud:
+				opts.Route = spillway.Route(s)
+			case "", "auto":
+			default:
+				return opts, fmt.Errorf(`invoke option route=%v: want "local", "cloud" or "auto": %w`, v, spillway.ErrInvalidParams)
+			}
+		default:
+			return opts, fmt.Errorf("unknown invoke option %q (known: route): %w", k, spillway.ErrInvalidParams)
+		}
+	}
+	return opts, nil
+}

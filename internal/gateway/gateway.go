@@ -1,0 +1,457 @@
+// Package gateway is lb's request path: it places each call on a local worker
+// or in the cloud through the policies, retries a call whose worker failed,
+// hands a call that ran past LOCAL_TIMEOUT to the cloud, keeps the counters and
+// metrics, and runs the elasticity loop that resizes the pool.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/cloud"
+	"github.com/spillway-faas/spillway/internal/config"
+	"github.com/spillway-faas/spillway/internal/policy"
+)
+
+// Pool is the part of the worker pool the gateway needs.
+type Pool interface {
+	// Acquire waits for a free slot on a ready worker, or for ctx to end.
+	Acquire(ctx context.Context) (Lease, error)
+	// TryAcquire takes a free slot if there is one now.
+	TryAcquire() (Lease, bool)
+	// Counts is a cheap snapshot of the pool's sizes and slots.
+	Counts() PoolCounts
+}
+
+// Lease is one slot on one worker, held for one call.
+type Lease interface {
+	Worker() string
+	// ColdStart reports whether this is the worker's first call.
+	ColdStart() bool
+	// Call runs the function; a worker that cannot be reached fails with an
+	// error wrapping spillway.ErrWorkerFailed.
+	Call(ctx context.Context, param any) (any, error)
+	// Release gives the slot back; it is called exactly once.
+	Release()
+}
+
+// PoolCounts are the numbers the policies read.
+type PoolCounts struct {
+	Members       int // all members, starting ones included
+	Ready         int
+	ReadySlots    int
+	StartingSlots int
+	FreeSlots     int
+	Desired       int
+}
+
+// Cloud is the offload client.
+type Cloud interface {
+	Invoke(ctx context.Context, param any) (cloud.Result, error)
+	// Ready is false when the cloud is off, not deployed, or its breaker is open.
+	Ready() bool
+}
+
+// Deps are the gateway's collaborators, built by cmd/lb.
+type Deps struct {
+	Pool       Pool
+	Cloud      Cloud // nil when CLOUD=off
+	Offloader  policy.Offloader
+	Autoscaler policy.Autoscaler
+	Estimator  *policy.Estimator
+	// Scale applies the autoscaler's decision; nil disables the elasticity loop.
+	Scale func(ctx context.Context, desired int)
+	// Details adds pool and cloud details to Status; nil adds nothing.
+	Details func() map[string]any
+	Log     *slog.Logger
+	Now     func() time.Time // nil means time.Now
+}
+
+// Gateway answers calls. Build it with New; Close stops its loops.
+type Gateway struct {
+	cfg     config.Config
+	d       Deps
+	log     *slog.Logger
+	now     func() time.Time
+	metrics *metrics
+
+	inFlight      atomic.Int64 // accepted, not yet answered
+	localInFlight atomic.Int64 // holding a worker slot
+	cloudInFlight atomic.Int64
+	queued        atomic.Int64 // waiting for a worker slot
+	closing       atomic.Bool
+	ready         atomic.Bool
+	started       time.Time
+
+	countsMu sync.Mutex // guards counts
+	counts   counters
+
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// counters are the totals status() reports.
+type counters struct {
+	Calls         int64            `json:"calls"`
+	Local         int64            `json:"local"`
+	Cloud         int64            `json:"cloud"`
+	Errors        int64            `json:"errors"`
+	ColdStarts    int64            `json:"cold_starts"`
+	Reasons       map[string]int64 `json:"reasons"`
+	ErrorsByFault map[string]int64 `json:"errors_by_fault"`
+	LastScale     string           `json:"last_scale"`
+}
+
+// timeoutMargin lets the worker's own timeout fault arrive before lb gives up
+// on the call, so a slow function is told apart from a hung worker.
+const timeoutMargin = 500 * time.Millisecond
+
+// maxLocalAttempts bounds retries of a call whose worker failed.
+const maxLocalAttempts = 3
+
+// New builds a gateway and starts its elasticity loop.
+func New(cfg config.Config, d Deps) *Gateway {
+	g := &Gateway{cfg: cfg, d: d, log: d.Log, now: d.Now, metrics: newMetrics()}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	g.started = g.now()
+	g.counts.Reasons = map[string]int64{}
+	g.counts.ErrorsByFault = map[string]int64{}
+	g.registerGauges()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	g.stop = cancel
+	if d.Scale != nil && d.Autoscaler != nil {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			g.elasticity(ctx)
+		}()
+	}
+	return g
+}
+
+// SetReady marks the gateway ready (or not) for /healthz.
+func (g *Gateway) SetReady(ok bool) { g.ready.Store(ok) }
+
+// Ready reports whether lb serves calls.
+func (g *Gateway) Ready() bool { return g.ready.Load() && !g.closing.Load() }
+
+// Drain refuses new calls and waits until in-flight ones finish or ctx ends.
+func (g *Gateway) Drain(ctx context.Context) error {
+	g.closing.Store(true)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for g.inFlight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drain with %d calls in flight: %w", g.inFlight.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Close stops the elasticity loop.
+func (g *Gateway) Close() {
+	g.stop()
+	g.wg.Wait()
+}
+
+// Invoke runs one call and reports where and how it ran.
+func (g *Gateway) Invoke(ctx context.Context, param any, opts InvokeOptions) (spillway.Invocation, error) {
+	if g.closing.Load() {
+		return spillway.Invocation{}, fmt.Errorf("lb is shutting down: %w", spillway.ErrUnavailable)
+	}
+	start := g.now()
+	g.inFlight.Add(1)
+	g.metrics.inFlight.Inc()
+	defer func() {
+		g.inFlight.Add(-1)
+		g.metrics.inFlight.Dec()
+	}()
+	if g.d.Estimator != nil {
+		g.d.Estimator.ObserveArrival(start)
+	}
+	// A call never outlives a local attempt plus a full cloud attempt.
+	budget := g.cfg.LocalTimeout + g.cfg.Cloud.LambdaTimeout + 5*time.Second
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+
+	inv, err := g.place(ctx, param, opts, start)
+	inv.Duration = g.now().Sub(start)
+	g.record(inv, err)
+	return inv, err
+}
+
+func (g *Gateway) place(ctx context.Context, param any, opts InvokeOptions, start time.Time) (spillway.Invocation, error) {
+	switch opts.Route {
+	case spillway.RouteLocal:
+		lease, err := g.acquire(ctx, 0)
+		if err != nil {
+			return spillway.Invocation{Route: spillway.RouteLocal, Reason: spillway.ReasonForced}, err
+		}
+		return g.runLocal(ctx, lease, param, spillway.ReasonForced, false)
+	case spillway.RouteCloud:
+		return g.runCloud(ctx, param, spillway.ReasonForced)
+	}
+
+	waited := time.Duration(0)
+	for {
+		dec := g.decide(waited)
+		if dec.Route == spillway.RouteCloud {
+			return g.runCloud(ctx, param, dec.Reason)
+		}
+		lease, err := g.acquire(ctx, dec.MaxWait)
+		if err == nil {
+			return g.runLocal(ctx, lease, param, spillway.ReasonNone, true)
+		}
+		if !errors.Is(err, errWaitExpired) {
+			return spillway.Invocation{Route: spillway.RouteLocal}, err
+		}
+		// The policy let the call wait this long: ask it again.
+		waited = g.now().Sub(start)
+	}
+}
+
+func (g *Gateway) decide(waited time.Duration) policy.OffloadDecision {
+	now := g.now()
+	pc := g.d.Pool.Counts()
+	in := policy.OffloadInput{
+		Now:            now,
+		InFlight:       int(g.localInFlight.Load()),
+		Queued:         int(g.queued.Load()),
+		CloudInFlight:  int(g.cloudInFlight.Load()),
+		MaxSlots:       g.cfg.LocalSlots(),
+		ReadySlots:     pc.ReadySlots,
+		StartingSlots:  pc.StartingSlots,
+		FreeSlots:      pc.FreeSlots,
+		CloudAvailable: g.d.Cloud != nil && g.d.Cloud.Ready(),
+		Waited:         waited,
+	}
+	if g.d.Estimator != nil {
+		in.Estimates = g.d.Estimator.Estimates(now)
+	}
+	return g.d.Offloader.Decide(in)
+}
+
+// errWaitExpired says a call waited its MaxWait for a slot without getting one.
+var errWaitExpired = errors.New("local wait expired")
+
+// acquire takes a worker slot, waiting at most maxWait (0: until ctx ends).
+func (g *Gateway) acquire(ctx context.Context, maxWait time.Duration) (Lease, error) {
+	if lease, ok := g.d.Pool.TryAcquire(); ok {
+		return lease, nil
+	}
+	g.queued.Add(1)
+	g.metrics.queued.Inc()
+	defer func() {
+		g.queued.Add(-1)
+		g.metrics.queued.Dec()
+	}()
+	wctx := ctx
+	if maxWait > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, maxWait)
+		defer cancel()
+	}
+	lease, err := g.d.Pool.Acquire(wctx)
+	if err == nil {
+		return lease, nil
+	}
+	if ctx.Err() == nil && wctx.Err() != nil {
+		return nil, errWaitExpired
+	}
+	return nil, fmt.Errorf("wait for a local worker: %w", err)
+}
+
+// runLocal runs the call on lease's worker. A failed worker is retried on
+// another one (or the cloud); a call past LOCAL_TIMEOUT goes to the cloud when
+// fallback is allowed.
+func (g *Gateway) runLocal(ctx context.Context, lease Lease, param any, reason spillway.Reason, fallback bool) (spillway.Invocation, error) {
+	for attempt := 1; ; attempt++ {
+		inv := spillway.Invocation{Route: spillway.RouteLocal, Worker: lease.Worker(), Reason: reason, ColdStart: lease.ColdStart()}
+		result, err := g.callWorker(ctx, lease, param)
+		if err == nil {
+			inv.Result = result
+			return inv, nil
+		}
+		switch {
+		case errors.Is(err, spillway.ErrTimeout):
+			if fallback && g.cloudReady() && ctx.Err() == nil {
+				return g.runCloud(ctx, param, spillway.ReasonTimeout)
+			}
+			return inv, err
+		case errors.Is(err, spillway.ErrWorkerFailed) && ctx.Err() == nil:
+			g.log.Warn("worker failed a call; retrying elsewhere", "worker", inv.Worker, "attempt", attempt, "err", err)
+			reason = spillway.ReasonRetry
+			if attempt >= maxLocalAttempts {
+				if fallback && g.cloudReady() {
+					return g.runCloud(ctx, param, spillway.ReasonRetry)
+				}
+				return inv, err
+			}
+			// Another worker, or the cloud if none frees up soon.
+			wait := time.Duration(0)
+			if fallback && g.cloudReady() {
+				wait = g.cfg.LocalTimeout
+			}
+			next, aerr := g.acquire(ctx, wait)
+			if aerr != nil {
+				if errors.Is(aerr, errWaitExpired) {
+					return g.runCloud(ctx, param, spillway.ReasonRetry)
+				}
+				return inv, err
+			}
+			lease = next
+		default:
+			return inv, err
+		}
+	}
+}
+
+// callWorker runs one attempt and releases the lease.
+func (g *Gateway) callWorker(ctx context.Context, lease Lease, param any) (any, error) {
+	g.localInFlight.Add(1)
+	start := g.now()
+	wctx, cancel := context.WithTimeout(ctx, g.cfg.LocalTimeout+timeoutMargin)
+	result, err := lease.Call(wctx, param)
+	cancel()
+	lease.Release()
+	g.localInFlight.Add(-1)
+	elapsed := g.now().Sub(start)
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil && !errors.Is(err, spillway.ErrTimeout) {
+		// The worker did not even answer with its timeout fault.
+		err = fmt.Errorf("worker %s did not answer within %v: %w", lease.Worker(), g.cfg.LocalTimeout, spillway.ErrTimeout)
+	}
+	if g.d.Estimator != nil && (err == nil || errors.Is(err, spillway.ErrTimeout) || isFunctionError(err)) {
+		g.d.Estimator.Observe(spillway.RouteLocal, elapsed, lease.ColdStart(), g.now())
+	}
+	return result, err
+}
+
+func (g *Gateway) cloudReady() bool { return g.d.Cloud != nil && g.d.Cloud.Ready() }
+
+func (g *Gateway) runCloud(ctx context.Context, param any, reason spillway.Reason) (spillway.Invocation, error) {
+	inv := spillway.Invocation{Route: spillway.RouteCloud, Reason: reason}
+	if g.d.Cloud == nil {
+		return inv, fmt.Errorf("call needs the cloud (%s) but CLOUD=off: %w", reasonText(reason), spillway.ErrCloudUnavailable)
+	}
+	g.cloudInFlight.Add(1)
+	res, err := g.d.Cloud.Invoke(ctx, param)
+	g.cloudInFlight.Add(-1)
+	if err != nil {
+		if reason == spillway.ReasonTimeout && errors.Is(err, spillway.ErrCloudUnavailable) {
+			err = fmt.Errorf("call passed LOCAL_TIMEOUT=%v and the cloud could not take it over (%v): %w", g.cfg.LocalTimeout, err, spillway.ErrTimeout)
+		}
+		return inv, err
+	}
+	if g.d.Estimator != nil {
+		g.d.Estimator.Observe(spillway.RouteCloud, res.Latency, res.ColdStart, g.now())
+	}
+	inv.Result = res.Value
+	inv.ColdStart = res.ColdStart
+	return inv, nil
+}
+
+func reasonText(r spillway.Reason) string {
+	if r == spillway.ReasonNone {
+		return "policy"
+	}
+	return string(r)
+}
+
+func isFunctionError(err error) bool {
+	var fe *spillway.FunctionError
+	return errors.As(err, &fe)
+}
+
+// record updates counters and metrics for one answered call.
+func (g *Gateway) record(inv spillway.Invocation, err error) {
+	route := string(inv.Route)
+	if route == "" {
+		route = string(spillway.RouteLocal)
+	}
+	outcome := "ok"
+	switch {
+	case err == nil:
+	case isFunctionError(err):
+		outcome = "function_error"
+	case errors.Is(err, spillway.ErrTimeout):
+		outcome = "timeout"
+	default:
+		outcome = "error"
+	}
+	g.metrics.calls.WithLabelValues(route, string(inv.Reason), outcome).Inc()
+	g.metrics.latency.WithLabelValues(route).Observe(inv.Duration.Seconds())
+	if inv.ColdStart {
+		g.metrics.coldStart.WithLabelValues(route).Inc()
+	}
+
+	g.countsMu.Lock()
+	defer g.countsMu.Unlock()
+	g.counts.Calls++
+	if inv.Route == spillway.RouteCloud {
+		g.counts.Cloud++
+	} else {
+		g.counts.Local++
+	}
+	if inv.Reason != spillway.ReasonNone {
+		g.counts.Reasons[string(inv.Reason)]++
+	}
+	if inv.ColdStart {
+		g.counts.ColdStarts++
+	}
+	if err != nil {
+		g.counts.Errors++
+		g.counts.ErrorsByFault[fmt.Sprint(spillway.FaultCode(err))]++
+	}
+}
+
+// elasticity is the collect–decide–act loop: every ELASTICITY_SLEEP it
+// snapshots the load, asks the autoscaler for a size and hands it to Scale.
+func (g *Gateway) elasticity(ctx context.Context) {
+	t := time.NewTicker(g.cfg.ElasticitySleep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := g.now()
+		pc := g.d.Pool.Counts()
+		snap := policy.ScaleSnapshot{
+			Now:      now,
+			Members:  pc.Members,
+			Ready:    pc.Ready,
+			InFlight: int(g.localInFlight.Load()),
+			Queued:   int(g.queued.Load()),
+		}
+		if g.d.Estimator != nil {
+			est := g.d.Estimator.Estimates(now)
+			snap.ArrivalRate = est.ArrivalRate
+			snap.ServiceTime = est.LocalService
+			snap.ColdStart = est.WorkerColdStart
+		}
+		dec := g.d.Autoscaler.Decide(snap)
+		if dec.Desired != pc.Desired {
+			g.log.Info("scale", "from", pc.Desired, "to", dec.Desired, "reason", dec.Reason,
+				"in_flight", snap.InFlight, "queued", snap.Queued, "rate", fmt.Sprintf("%.1f/s", snap.ArrivalRate))
+			g.countsMu.Lock()
+			g.counts.LastScale = fmt.Sprintf("%s %d->%d (%s)", now.UTC().Format(time.RFC3339), pc.Desired, dec.Desired, dec.Reason)
+			g.countsMu.Unlock()
+		}
+		g.d.Scale(ctx, dec.Desired)
+	}
+}

@@ -1,0 +1,60 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the lb's Prometheus instruments, on a registry of their own so
+// that tests can build many gateways in one process.
+type metrics struct {
+	registry  *prometheus.Registry
+	calls     *prometheus.CounterVec   // route, reason, outcome
+	latency   *prometheus.HistogramVec // route
+	coldStart *prometheus.CounterVec   // route
+	inFlight  prometheus.Gauge
+	queued    prometheus.Gauge
+}
+
+// latencyBuckets span a no-op call (sub-millisecond) to a Lambda timeout.
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_calls_total",
+			Help: "Calls answered, by route (local, cloud), offload reason and outcome (ok, function_error, timeout, error).",
+		}, []string{"route", "reason", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "spillway_call_duration_seconds",
+			Help:    "Time from accepting a call to its answer, by the route that answered it.",
+			Buckets: latencyBuckets,
+		}, []string{"route"}),
+		coldStart: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_cold_starts_total",
+			Help: "Calls that met a cold start, by route.",
+		}, []string{"route"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spillway_in_flight_calls",
+			Help: "Calls accepted and not yet answered.",
+		}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spillway_queued_calls",
+			Help: "Calls waiting for a free local worker slot.",
+		}),
+	}
+	m.registry.MustRegister(m.calls, m.latency, m.coldStart, m.inFlight, m.queued,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// gaugeFunc registers a gauge read from f at scrape time.
+func (m *metrics) gaugeFunc(name, help string, f func() float64) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+}
+
+// counterFunc registers a counter read from f at scrape time.
+func (m *metrics) counterFunc(name, help string, f func() float64) {
+	m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+}
