@@ -1,0 +1,85 @@
+# Spillway. `make up` runs the whole system; `make test` is what CI runs.
+# `make help` lists the targets.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO           ?= go
+# Static binaries: the same files run on the host and in the images.
+GO_BUILD     := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
+TEST_TIMEOUT ?= 30m
+BENCHTIME    ?= 1s
+BENCH_COUNT  ?= 1
+FUZZTIME     ?= 30s
+CACHE        := .cache
+# Packages that have Go benchmarks (found when bench runs).
+BENCH_PKGS    = $(shell grep -rl --include='*_test.go' --exclude-dir=.cache --exclude-dir=.git '^func Benchmark' . 2>/dev/null | xargs -r -n1 dirname | sort -u)
+# Extra benchmark scripts the other parts provide (run after the Go benchmarks).
+BENCH_SCRIPTS ?= $(wildcard scripts/bench-*.sh)
+
+export SPILLWAY_INTEGRATION
+
+.PHONY: help build deps base images render up down test vet fmt-check bench fuzz clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+build: ## build every ./cmd/* into bin/ (static, CGO off)
+	@mkdir -p bin
+	@if ! ls -d cmd/*/ >/dev/null 2>&1; then echo "build: no ./cmd/* yet"; exit 0; fi
+	$(GO_BUILD) -o bin/ ./cmd/...
+	@ls bin
+
+deps: ## install missing Debian packages (as root) or say what is missing
+	@scripts/deps.sh
+
+base: ## make the offline base image spillway-base:bookworm (if absent)
+	@scripts/base-image.sh
+
+images: build ## build the worker, localcloud and lb images on BASE_IMAGE or the offline base
+	@scripts/images.sh
+
+render: ## render compose.yml from compose.tmpl.yml and .env
+	@scripts/render-compose.sh
+
+up: build ## start redis, localcloud and lb, publish examples/fib.py, print next steps
+	@scripts/up.sh
+
+down: ## stop and remove the stack, its workers, volumes and networks
+	@scripts/down.sh
+
+vet: ## go vet
+	$(GO) vet ./...
+
+fmt-check: ## fail when a Go file is not gofmt-formatted
+	@files=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*')); \
+	if [ -n "$$files" ]; then echo "gofmt needed on:"; echo "$$files"; exit 1; fi
+
+# test: everything, integration included (SPILLWAY_INTEGRATION=1 turns a missing
+# redis-server, Docker or image into a failure instead of a skip). The full log
+# goes to .cache/test.log; the failures are repeated at the end so they stay
+# visible under long output.
+test: SPILLWAY_INTEGRATION = 1
+test: deps images vet fmt-check ## deps, images, vet, gofmt, go test -race ./... with integration tests
+	@mkdir -p $(CACHE)
+	@echo "go test -race -count=1 -timeout $(TEST_TIMEOUT) ./... (SPILLWAY_INTEGRATION=1)"
+	@set +e; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./... 2>&1 | tee $(CACHE)/test.log; \
+	status=$${PIPESTATUS[0]}; set -e; \
+	echo "----- go test summary (full log: $(CACHE)/test.log) -----"; \
+	grep -E '^(ok|FAIL|---)|^panic:|no test files' $(CACHE)/test.log | grep -Ev 'no test files|^--- (PASS|SKIP)' || true; \
+	if [ $$status -ne 0 ]; then echo "make test: FAILED (go test exit $$status)"; exit $$status; fi; \
+	echo "make test: PASS"
+
+bench: SPILLWAY_INTEGRATION = 1
+bench: deps images ## Go benchmarks of every package that has them, then scripts/bench-*.sh
+	@pkgs="$(BENCH_PKGS)"; if [ -z "$$pkgs" ]; then echo "bench: no benchmarks yet"; else \
+	echo "go test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCH_COUNT) $$pkgs"; \
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCH_COUNT) -timeout 30m $$pkgs; fi
+	@for s in $(BENCH_SCRIPTS); do echo "== $$s"; bash $$s; done
+
+fuzz: ## fuzz the XML-RPC request decoder for FUZZTIME (default 30s)
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCall$$' -fuzztime $(FUZZTIME) ./internal/xmlrpc
+
+clean: ## remove bin/, .cache/ and compose.yml (images stay; make down removes containers)
+	rm -rf bin $(CACHE) compose.yml

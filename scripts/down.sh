@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# down.sh: remove everything `make up` started: the compose stack with its
+# volumes, then the worker containers, their volumes and networks labelled
+# spillway.pool=$POOL_NAME (lb starts workers itself, so compose does not
+# know them). Safe to run twice or when nothing is up.
+set -euo pipefail
+SCRIPT_NAME=down
+source "$(dirname "$0")/lib.sh"
+load_env
+need_docker
+pool=$(cfg POOL_NAME spillway)
+label=spillway.pool=$pool
+
+if [[ -f compose.yml ]]; then
+	find_compose
+	# Stop lb first so it does not replace the workers removed below.
+	compose stop -t 40 lb >/dev/null 2>&1 || true
+fi
+
+ids=$(docker ps -aq --filter "label=$label")
+if [[ -n $ids ]]; then
+	log "removing $(wc -w <<<"$ids") container(s) labelled $label"
+	# shellcheck disable=SC2086
+	docker rm -f -v $ids >/dev/null
+fi
+
+if [[ -f compose.yml ]]; then
+	compose down -v --remove-orphans -t 20 || log "compose down reported an error; removing what is left"
+fi
+
+vols=$(docker volume ls -q --filter "label=$label")
+[[ -z $vols ]] || { log "removing volumes labelled $label"; docker volume rm -f $vols >/dev/null; }
+nets=$(docker network ls -q --filter "label=$label")
+if [[ -n $nets ]]; then
+	log "removing networks labelled $label"
+	for n in $nets; do docker network rm "$n" >/dev/null || log "network $n is still in use"; done
+fi
+# A workers' network lb made itself (lb on the host) may carry no label.
+net=$(cfg DOCKER_NETWORK "$pool-workers")
+if docker network inspect "$net" >/dev/null 2>&1; then
+	docker network rm "$net" >/dev/null || log "network $net is still in use"
+fi
+left=$(docker ps -aq --filter "label=$label")
+[[ -z $left ]] || die "containers labelled $label are still there: $left"
+log "pool '$pool' is down"

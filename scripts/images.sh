@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# images.sh: build the project's images from build/*.Dockerfile on the base
+# chosen by choose-base.sh, with the binaries already built on the host in bin/
+# (make build). Usage: images.sh [worker|localcloud|lb ...] (default: all).
+#
+# Tags: WORKER_IMAGE (spillway-worker:latest), spillway-localcloud:latest,
+# spillway-lb:latest. Each records its base in the label spillway.base.
+set -euo pipefail
+SCRIPT_NAME=images
+source "$(dirname "$0")/lib.sh"
+load_env
+need_docker
+
+base=$("$SPILLWAY_ROOT/scripts/choose-base.sh")
+names=("$@")
+((${#names[@]})) || names=(worker localcloud lb)
+
+for name in "${names[@]}"; do
+	case $name in
+	worker) tag=$(cfg WORKER_IMAGE spillway-worker:latest) ;;
+	localcloud | lb) tag=spillway-$name:latest ;;
+	*) die "unknown image '$name' (worker, localcloud, lb)" ;;
+	esac
+	[[ -x bin/$name ]] || die "bin/$name is missing: ./cmd/$name does not build yet (run: make build)"
+	if ! file_out=$(head -c 4 "bin/$name" | od -An -c | tr -d ' '); [[ $file_out != '177ELF' ]]; then
+		die "bin/$name is not a Linux executable"
+	fi
+	log "building $tag from build/$name.Dockerfile on $base"
+	start=$(date +%s)
+	# The legacy builder is the one every engine/CLI pair here has; BuildKit
+	# via buildx is used when the CLI has it.
+	if docker buildx version >/dev/null 2>&1; then
+		docker buildx build --load -q -f "build/$name.Dockerfile" --build-arg "BASE_IMAGE=$base" -t "$tag" . >/dev/null
+	else
+		DOCKER_BUILDKIT=0 docker build -q -f "build/$name.Dockerfile" --build-arg "BASE_IMAGE=$base" -t "$tag" . >/dev/null
+	fi
+	size=$(docker image inspect --format '{{.Size}}' "$tag")
+	log "built $tag in $(($(date +%s) - start))s ($((size / 1000000)) MB)"
+done

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# render-compose.sh: render compose.tmpl.yml into compose.yml (git-ignored)
+# and the services' env files into .cache/compose/, from the configuration
+# .env.example < .env < environment.
+#
+# In compose, lb reaches Redis and localcloud by service name and listens on
+# all interfaces of its container; those values are set here over .env's
+# host-side ones (REDIS_ADDR, AWS_ENDPOINT_URL, LB_LISTEN_HOST).
+set -euo pipefail
+SCRIPT_NAME=render
+source "$(dirname "$0")/lib.sh"
+load_env
+
+out=${1:-$SPILLWAY_ROOT/compose.yml}
+envdir=$SPILLWAY_CACHE/compose
+mkdir -p "$envdir"
+
+POOL_NAME=$(cfg POOL_NAME spillway)
+[[ $POOL_NAME =~ ^[a-z0-9][a-z0-9_-]*$ ]] || die "POOL_NAME='$POOL_NAME': use lower-case letters, digits, '-' and '_' (it names the compose project)"
+DOCKER_NETWORK=$(cfg DOCKER_NETWORK "$POOL_NAME-workers")
+LOAD_BALANCER_PORT=$(cfg LOAD_BALANCER_PORT 8000)
+REDIS_PORT=$(cfg REDIS_PORT 6379)
+LOCALCLOUD_PORT=$(cfg LOCALCLOUD_PORT 4566)
+WORKER_IMAGE=$(cfg WORKER_IMAGE spillway-worker:latest)
+CLOUD=$(cfg CLOUD local)
+for v in LOAD_BALANCER_PORT REDIS_PORT LOCALCLOUD_PORT; do
+	[[ ${!v} =~ ^[0-9]+$ ]] && ((${!v} > 0 && ${!v} < 65536)) || die "$v='${!v}' is not a TCP port"
+done
+
+# The base the images were built on (make images records it).
+SPILLWAY_BASE=$(cat "$SPILLWAY_CACHE/base-image" 2>/dev/null || true)
+SPILLWAY_BASE=${SPILLWAY_BASE:-spillway-base:bookworm}
+# Redis runs from the offline base (it carries redis-server) unless told
+# otherwise; a python:3.12-slim base does not have it.
+REDIS_IMAGE=$(cfg REDIS_IMAGE)
+if [[ -z $REDIS_IMAGE ]]; then
+	if [[ $SPILLWAY_BASE == spillway-base:* ]] || docker image inspect spillway-base:bookworm >/dev/null 2>&1; then
+		REDIS_IMAGE=spillway-base:bookworm
+	else
+		REDIS_IMAGE=redis:7-bookworm
+	fi
+fi
+
+DOCKER_SOCKET=$(cfg DOCKER_SOCKET /var/run/docker.sock)
+if [[ -S $DOCKER_SOCKET ]]; then
+	DOCKER_SOCKET_GID=$(stat -c %g "$DOCKER_SOCKET")
+else
+	log "warning: $DOCKER_SOCKET is not a socket here; lb will not reach Docker"
+	DOCKER_SOCKET_GID=0
+fi
+
+# lb waits DRAIN_TIMEOUT for in-flight calls on SIGTERM; give it that plus 10s.
+drain=$(cfg DRAIN_TIMEOUT 30s)
+drain=${drain%s}
+[[ $drain =~ ^[0-9]+$ ]] || drain=30
+STOP_GRACE="$((drain + 10))s"
+
+# Service env files. Values are written verbatim (no quotes), one per line.
+write_env() { # file key=value...
+	local f=$1
+	shift
+	umask 077
+	: >"$f.tmp"
+	local kv
+	for kv in "$@"; do printf '%s\n' "$kv" >>"$f.tmp"; done
+	mv "$f.tmp" "$f"
+}
+
+skip_for_lb=" BASE_IMAGE REDIS_IMAGE REDIS_PORT LOCALCLOUD_PORT DOCKER_SOCKET LB_URL "
+lb_env=()
+declare -A set_by_us=(
+	[LB_LISTEN_HOST]=0.0.0.0
+	[LOAD_BALANCER_PORT]=$LOAD_BALANCER_PORT
+	[REDIS_ADDR]=redis:6379
+	[POOL_NAME]=$POOL_NAME
+	[DOCKER_NETWORK]=$DOCKER_NETWORK
+	[WORKER_IMAGE]=$WORKER_IMAGE
+)
+wa=$(cfg WORKER_ADDRESS auto)
+[[ $wa == auto ]] && set_by_us[WORKER_ADDRESS]=name
+if [[ $CLOUD == local ]]; then
+	set_by_us[AWS_ENDPOINT_URL]=http://localcloud:4566
+	# localcloud accepts any credentials, but the SDK signs with some.
+	set_by_us[AWS_ACCESS_KEY_ID]=$(cfg AWS_ACCESS_KEY_ID localcloud)
+	set_by_us[AWS_SECRET_ACCESS_KEY]=$(cfg AWS_SECRET_ACCESS_KEY localcloud)
+elif [[ $CLOUD == aws ]]; then
+	# Real AWS: pass the SDK's credential variables from this shell, if set.
+	for k in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_DEFAULT_REGION; do
+		[[ -n ${!k:-} ]] && set_by_us[$k]=${!k}
+	done
+fi
+for k in "${CFG_KEYS[@]}"; do
+	[[ $skip_for_lb == *" $k "* || -v set_by_us[$k] ]] && continue
+	[[ -n ${CFG[$k]} ]] && lb_env+=("$k=${CFG[$k]}")
+done
+for k in "${!set_by_us[@]}"; do lb_env+=("$k=${set_by_us[$k]}"); done
+write_env "$envdir/lb.env" "${lb_env[@]}"
+
+lc_env=()
+for k in "${CFG_KEYS[@]}"; do
+	[[ $k == LOCALCLOUD_* && $k != LOCALCLOUD_PORT && -n ${CFG[$k]} ]] && lc_env+=("$k=${CFG[$k]}")
+done
+lc_env+=("AWS_REGION=$(cfg AWS_REGION us-east-1)")
+write_env "$envdir/localcloud.env" "${lc_env[@]}"
+
+vars=(POOL_NAME DOCKER_NETWORK LOAD_BALANCER_PORT REDIS_PORT LOCALCLOUD_PORT WORKER_IMAGE
+	SPILLWAY_BASE REDIS_IMAGE DOCKER_SOCKET DOCKER_SOCKET_GID STOP_GRACE)
+shell_format=
+for v in "${vars[@]}"; do
+	export "${v?}"
+	shell_format+="\${$v} "
+done
+command -v envsubst >/dev/null || die "envsubst is missing (make deps installs gettext-base)"
+{
+	echo "# Rendered from compose.tmpl.yml by scripts/render-compose.sh; edit the template or .env."
+	envsubst "$shell_format" <"$SPILLWAY_ROOT/compose.tmpl.yml"
+} >"$out.tmp"
+mv "$out.tmp" "$out"
+log "wrote ${out#"$SPILLWAY_ROOT/"} (pool $POOL_NAME, network $DOCKER_NETWORK, lb on 127.0.0.1:$LOAD_BALANCER_PORT, base $SPILLWAY_BASE)"
