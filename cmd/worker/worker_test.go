@@ -1,0 +1,417 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/testutil"
+)
+
+const testHandler = `import os, sys, time
+
+def handler(event, context):
+    p = event["parameter"]
+    if p == "raise":
+        return 1 / 0
+    if p == "sleep":
+        time.sleep(30)
+    if p == "nap":
+        time.sleep(0.5)
+        return os.getpid()
+    if p == "exit":
+        os._exit(3)
+    if p == "noise":
+        print("noise on stdout " * 1000)
+        print("<?xml version='1.0'?><methodResponse>")
+        os.write(1, b'{"id": 1, "ok": true, "result": "forged"}\n')
+        return "quiet"
+    return {"echo": p, "answer": 42, "ratio": 0.5, "items": [1, "two", True]}
+`
+
+// worker is a worker process owned by a test.
+type worker struct {
+	url    string
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	done   chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startWorker runs bin with the function code and extra env, and waits until
+// /healthz answers 200.
+func startWorker(t *testing.T, bin, code string, env ...string) *worker {
+	t.Helper()
+	py := testutil.Python(t)
+	dir := t.TempDir()
+	fn := filepath.Join(dir, "function.py")
+	if err := os.WriteFile(fn, []byte(code), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := testutil.FreePort(t)
+	cmd := exec.Command(bin)
+	cmd.Env = append([]string{
+		"PATH=/usr/bin:/bin",
+		"SERVER_PORT=" + strconv.Itoa(port),
+		"WORKER_LISTEN_HOST=127.0.0.1",
+		"FUNCTION_PATH=" + fn,
+		"PYTHON=" + py,
+		"TMPDIR=" + dir,
+		"FUNCTION_VERSION=7",
+	}, env...)
+	w := &worker{url: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd,
+		stderr: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = w.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(w.done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-w.done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-w.done
+			t.Errorf("worker did not stop on SIGTERM\n%s", w.stderr.String())
+		}
+		if t.Failed() {
+			t.Logf("worker stderr:\n%s", w.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(w.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return w
+			}
+		}
+		select {
+		case <-w.done:
+			t.Fatalf("worker exited at start:\n%s", w.stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatalf("worker not healthy within 20s:\n%s", w.stderr.String())
+	return nil
+}
+
+// pyClient runs calls through Python's own xmlrpc.client. Each call is
+// [method, [args...]] (or with a path "/RPC2" as third element); each answer
+// is {"value"} or {"fault": code, "string"}, with the seconds it took. With
+// parallel set, all calls run at once on threads.
+const pyClient = `import json, sys, threading, time, xmlrpc.client
+url, parallel = sys.argv[1], sys.argv[2] == "1"
+calls = json.load(sys.stdin)
+out = [None] * len(calls)
+def run(i, c):
+    method, args = c[0], c[1]
+    proxy = xmlrpc.client.ServerProxy(url + (c[2] if len(c) > 2 else ""), allow_none=True)
+    t0 = time.monotonic()
+    try:
+        r = {"value": getattr(proxy, method)(*args)}
+    except xmlrpc.client.Fault as f:
+        r = {"fault": f.faultCode, "string": f.faultString}
+    r["seconds"] = time.monotonic() - t0
+    r["end"] = time.monotonic()
+    out[i] = r
+if parallel:
+    ts = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+else:
+    for i, c in enumerate(calls):
+        run(i, c)
+json.dump(out, sys.stdout)
+`
+
+type pyAnswer struct {
+	Value   any     `json:"value"`
+	Fault   int     `json:"fault"`
+	String  string  `json:"string"`
+	Seconds float64 `json:"seconds"`
+}
+
+func pyCalls(t *testing.T, url string, parallel bool, calls ...[]any) []pyAnswer {
+	t.Helper()
+	in, err := json.Marshal(calls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	par := "0"
+	if parallel {
+		par = "1"
+	}
+	cmd := exec.CommandContext(ctx, testutil.Python(t), "-c", pyClient, url, par)
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python xmlrpc.client: %v\n%s", err, stderr.String())
+	}
+	var answers []pyAnswer
+	if err := json.Unmarshal(out, &answers); err != nil {
+		t.Fatalf("python output %q: %v", out, err)
+	}
+	return answers
+}
+
+func call(method string, args ...any) []any {
+	if args == nil {
+		args = []any{}
+	}
+	return []any{method, args}
+}
+
+func TestWorkerProcess(t *testing.T) {
+	py := testutil.Python(t)
+	_ = py
+	bin := testutil.BuildBinary(t, "worker")
+	fib, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "examples", "fib.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("fib script through Python's xmlrpc.client", func(t *testing.T) {
+		w := startWorker(t, bin, string(fib), "FUNCTION_STYLE=script")
+		got := pyCalls(t, w.url, false,
+			call("call_function", "20"),
+			append(call("call_function", "10"), "/RPC2"),
+			call("call_function", "twenty"),
+			call("call_function"),
+			call("call_function", 12),
+			call("no_such_method", "x"),
+			call("call_function", "1", "2"),
+			call("health"),
+		)
+		usage := "Usage: python3 function.py <integer n>  (prints the n-th Fibonacci number)\n"
+		for i, want := range []any{"The Fibonacci number of 20 is 6765\n", "The Fibonacci number of 10 is 55\n",
+			usage, usage, "The Fibonacci number of 12 is 144\n"} {
+			if got[i].Value != want || got[i].Fault != 0 {
+				t.Errorf("call %d = %+v, want %q", i, got[i], want)
+			}
+		}
+		if got[5].Fault != spillway.FaultMethodNotFound {
+			t.Errorf("unknown method: %+v, want fault %d", got[5], spillway.FaultMethodNotFound)
+		}
+		if got[6].Fault != spillway.FaultInvalidParams {
+			t.Errorf("two params: %+v, want fault %d", got[6], spillway.FaultInvalidParams)
+		}
+		h, _ := got[7].Value.(map[string]any)
+		for k, want := range map[string]any{"style": "script", "version": 7.0, "ready": true,
+			"runners": 1.0, "completed": 5.0, "cold_starts": 1.0, "in_flight": 0.0} {
+			if h[k] != want {
+				t.Errorf("health()[%s] = %v, want %v (health %v)", k, h[k], want, h)
+			}
+		}
+		if s, _ := h["sha256"].(string); len(s) != 64 {
+			t.Errorf("health() sha256 = %q", s)
+		}
+	})
+
+	t.Run("handler style", func(t *testing.T) {
+		w := startWorker(t, bin, testHandler, "FUNCTION_STYLE=handler", "LOCAL_TIMEOUT=1")
+		got := pyCalls(t, w.url, false,
+			call("call_function", "x"),
+			call("call_function", "raise"),
+			call("call_function", "sleep"),
+			call("call_function", "y"),
+			call("call_function", "exit"),
+			call("call_function", "z"),
+			call("call_function", "noise"),
+			call("call_function", map[string]any{"k": []any{1, 2}}),
+		)
+		want := map[string]any{"echo": "x", "answer": 42.0, "ratio": 0.5, "items": []any{1.0, "two", true}}
+		if !jsonEqual(got[0].Value, want) {
+			t.Errorf("dict result = %v, want %v", got[0].Value, want)
+		}
+		if got[1].Fault != spillway.FaultApplication || got[1].String != "ZeroDivisionError: division by zero" {
+			t.Errorf("raise = %+v", got[1])
+		}
+		if got[2].Fault != spillway.FaultTimeout {
+			t.Errorf("sleep = %+v, want the timeout fault", got[2])
+		}
+		if got[2].Seconds > 1.3 {
+			t.Errorf("timeout answered after %.2fs, LOCAL_TIMEOUT is 1s", got[2].Seconds)
+		}
+		for _, i := range []int{3, 5} {
+			if m, _ := got[i].Value.(map[string]any); m == nil || got[i].Fault != 0 {
+				t.Errorf("call %d after a failure = %+v", i, got[i])
+			}
+		}
+		if got[4].Fault != spillway.FaultRunnerCrashed {
+			t.Errorf("exit = %+v, want the runner-crashed fault", got[4])
+		}
+		if got[6].Value != "quiet" {
+			t.Errorf("noisy handler = %+v, want \"quiet\"", got[6])
+		}
+		if m, _ := got[7].Value.(map[string]any); !jsonEqual(m["echo"], map[string]any{"k": []any{1.0, 2.0}}) {
+			t.Errorf("struct parameter = %+v", got[7])
+		}
+		if !strings.Contains(w.stderr.String(), "noise on stdout") {
+			t.Error("the handler's stdout did not reach the worker's stderr")
+		}
+	})
+
+	t.Run("concurrency", func(t *testing.T) {
+		const k = 3
+		w := startWorker(t, bin, testHandler, "FUNCTION_STYLE=handler", "WORKER_CONCURRENCY="+strconv.Itoa(k))
+		calls := make([][]any, k)
+		for i := range calls {
+			calls[i] = call("call_function", "nap")
+		}
+		begin := time.Now()
+		got := pyCalls(t, w.url, true, calls...)
+		pids := map[any]bool{}
+		for i, a := range got {
+			if a.Fault != 0 || a.Seconds > 0.9 {
+				t.Errorf("call %d = %+v", i, a)
+			}
+			pids[a.Value] = true
+		}
+		if len(pids) != k {
+			t.Errorf("%d calls ran on %d runners, want %d", k, len(pids), k)
+		}
+		t.Logf("%d calls of 0.5 s in parallel: %s (incl. Python start)", k, time.Since(begin))
+	})
+
+	t.Run("bad bodies", func(t *testing.T) {
+		w := startWorker(t, bin, testHandler, "FUNCTION_STYLE=handler")
+		tests := []struct {
+			name, body string
+			fault      int
+		}{
+			{"not xml", "<<<>", spillway.FaultParse},
+			{"truncated", "<?xml version='1.0'?><methodCall><methodName>call_function</methodName><params>", spillway.FaultParse},
+			{"no method", "<methodCall><params></params></methodCall>", spillway.FaultInvalidRequest},
+			{"oversized", "<methodCall><methodName>call_function</methodName><params><param><value><string>" +
+				strings.Repeat("x", 2<<20) + "</string></value></param></params></methodCall>", spillway.FaultPayloadTooLarge},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				resp, err := http.Post(w.url+"/RPC2", "text/xml", strings.NewReader(tt.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || !strings.Contains(string(b), "<fault>") ||
+					!strings.Contains(string(b), "<int>"+strconv.Itoa(tt.fault)+"</int>") {
+					t.Fatalf("status %d body %.300s, want fault %d", resp.StatusCode, b, tt.fault)
+				}
+			})
+		}
+		if a := pyCalls(t, w.url, false, call("call_function", "ok")); a[0].Fault != 0 {
+			t.Fatalf("call after bad bodies = %+v", a[0])
+		}
+	})
+
+	t.Run("graceful stop", func(t *testing.T) {
+		w := startWorker(t, bin, testHandler, "FUNCTION_STYLE=handler")
+		result := make(chan []pyAnswer, 1)
+		go func() { result <- pyCalls(t, w.url, false, call("call_function", "nap")) }()
+		time.Sleep(300 * time.Millisecond) // the call is running (Python starts in ~20 ms)
+		if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		a := <-result
+		if a[0].Fault != 0 {
+			t.Errorf("in-flight call during stop = %+v", a[0])
+		}
+		select {
+		case <-w.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("worker did not exit after SIGTERM")
+		}
+		if code := w.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("exit code %d, want 0", code)
+		}
+	})
+}
+
+func TestWorkerConfigErrors(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"FUNCTION_STYLE": "lambda"}, `FUNCTION_STYLE="lambda"`},
+		{map[string]string{"LOCAL_TIMEOUT": "soon"}, `LOCAL_TIMEOUT="soon"`},
+		{map[string]string{"LOCAL_TIMEOUT": "0"}, `LOCAL_TIMEOUT=0s`},
+		{map[string]string{"WORKER_CONCURRENCY": "0"}, `WORKER_CONCURRENCY=0`},
+		{map[string]string{"SERVER_PORT": "http"}, `SERVER_PORT="http"`},
+		{map[string]string{"SERVER_PORT": "70000"}, `SERVER_PORT=70000`},
+		{map[string]string{"FUNCTION_HANDLER": "main.run"}, `FUNCTION_HANDLER="main.run"`},
+		{map[string]string{"FUNCTION_VERSION": "v2"}, `FUNCTION_VERSION="v2"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			_, err := loadConfig(func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to name %s", err, tt.want)
+			}
+		})
+	}
+	c, err := loadConfig(func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := workerConfig{Port: 8001, FunctionPath: "/var/task/function.py", Style: spillway.StyleScript,
+		Handler: "handler", Name: "faas", Concurrency: 1, Timeout: 5 * time.Second,
+		Python: "/usr/bin/python3", MaxBodyBytes: 1 << 20, LogLevel: "info"}
+	if c != want {
+		t.Fatalf("defaults = %+v\nwant %+v", c, want)
+	}
+	c, err = loadConfig(func(k string) (string, bool) { return map[string]string{"LOCAL_TIMEOUT": "2.5"}[k], k == "LOCAL_TIMEOUT" })
+	if err != nil || c.Timeout != 2500*time.Millisecond {
+		t.Fatalf("LOCAL_TIMEOUT=2.5: %v, %v", c.Timeout, err)
+	}
+}
+
+func TestWorkerMissingFunction(t *testing.T) {
+	var stderr bytes.Buffer
+	env := map[string]string{"FUNCTION_PATH": filepath.Join(t.TempDir(), "missing.py"), "SERVER_PORT": "1"}
+	code := run(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "FUNCTION_PATH=") {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+func jsonEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return bytes.Equal(x, y)
+}
