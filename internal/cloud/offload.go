@@ -365,6 +365,10 @@ func (o *Offloader) invokeErr(ctx context.Context, name string, err error) error
 	if errors.As(err, &tooBig) {
 		return fmt.Errorf("offload to Lambda %s: %v: %w", name, err, spillway.ErrPayloadTooLarge)
 	}
+	var resp *awshttp.ResponseError
+	if !errors.As(err, &resp) {
+		return fmt.Errorf("offload to Lambda %s: cannot reach the cloud: %v: %w", name, err, spillway.ErrCloudUnavailable)
+	}
 	return fmt.Errorf("offload to Lambda %s: %v: %w", name, err, spillway.ErrCloudUnavailable)
 }
 
