@@ -1,0 +1,5 @@
+package sim
+
+import "strings"
+
+func splitArgs(s string) []string { return strings.Fields(s) }
