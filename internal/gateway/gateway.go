@@ -326,11 +326,12 @@ func (g *Gateway) callWorker(ctx context.Context, lease Lease, param any) (any, 
 	start := g.now()
 	wctx, cancel := context.WithTimeout(ctx, g.cfg.LocalTimeout+timeoutMargin)
 	result, err := lease.Call(wctx, param)
+	hung := err != nil && ctx.Err() == nil && wctx.Err() != nil
 	cancel()
 	lease.Release()
 	g.localInFlight.Add(-1)
 	elapsed := g.now().Sub(start)
-	if err != nil && ctx.Err() == nil && wctx.Err() != nil && !errors.Is(err, spillway.ErrTimeout) {
+	if hung && !errors.Is(err, spillway.ErrTimeout) {
 		// The worker did not even answer with its timeout fault.
 		err = fmt.Errorf("worker %s did not answer within %v: %w", lease.Worker(), g.cfg.LocalTimeout, spillway.ErrTimeout)
 	}

@@ -1,0 +1,383 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/cloud"
+	"github.com/spillway-faas/spillway/internal/config"
+	"github.com/spillway-faas/spillway/internal/policy"
+)
+
+// fakePool is a pool of named slots whose calls run callFn.
+type fakePool struct {
+	mu      sync.Mutex
+	free    []string      // free slots, by worker name
+	slots   chan struct{} // one token per free slot
+	total   int
+	calls   atomic.Int64
+	leases  atomic.Int64 // outstanding leases
+	callFn  func(ctx context.Context, worker string, param any) (any, error)
+	desired atomic.Int64
+}
+
+func newFakePool(workers ...string) *fakePool {
+	p := &fakePool{slots: make(chan struct{}, len(workers)), total: len(workers)}
+	for _, w := range workers {
+		p.free = append(p.free, w)
+		p.slots <- struct{}{}
+	}
+	p.desired.Store(int64(len(workers)))
+	return p
+}
+
+func (p *fakePool) take() Lease {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := p.free[0]
+	p.free = p.free[1:]
+	p.leases.Add(1)
+	return &fakeLease{pool: p, worker: w}
+}
+
+func (p *fakePool) Acquire(ctx context.Context) (Lease, error) {
+	select {
+	case <-p.slots:
+		return p.take(), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *fakePool) TryAcquire() (Lease, bool) {
+	select {
+	case <-p.slots:
+		return p.take(), true
+	default:
+		return nil, false
+	}
+}
+
+func (p *fakePool) Counts() PoolCounts {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PoolCounts{Members: p.total, Ready: p.total, ReadySlots: p.total, FreeSlots: len(p.free), Desired: int(p.desired.Load())}
+}
+
+type fakeLease struct {
+	pool     *fakePool
+	worker   string
+	released atomic.Bool
+}
+
+func (l *fakeLease) Worker() string  { return l.worker }
+func (l *fakeLease) ColdStart() bool { return false }
+func (l *fakeLease) Call(ctx context.Context, param any) (any, error) {
+	l.pool.calls.Add(1)
+	return l.pool.callFn(ctx, l.worker, param)
+}
+func (l *fakeLease) Release() {
+	if l.released.Swap(true) {
+		panic("lease released twice")
+	}
+	l.pool.mu.Lock()
+	l.pool.free = append(l.pool.free, l.worker)
+	l.pool.mu.Unlock()
+	l.pool.leases.Add(-1)
+	l.pool.slots <- struct{}{}
+}
+
+type fakeCloud struct {
+	ready bool
+	calls atomic.Int64
+	fn    func(ctx context.Context, param any) (cloud.Result, error)
+}
+
+func (c *fakeCloud) Ready() bool { return c.ready }
+func (c *fakeCloud) Invoke(ctx context.Context, param any) (cloud.Result, error) {
+	c.calls.Add(1)
+	if c.fn != nil {
+		return c.fn(ctx, param)
+	}
+	return cloud.Result{Value: fmt.Sprint("cloud:", param), Latency: time.Millisecond}, nil
+}
+
+func testConfig(t *testing.T, env map[string]string) config.Config {
+	t.Helper()
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func newTestGateway(t *testing.T, cfg config.Config, p Pool, c Cloud) *Gateway {
+	t.Helper()
+	off, err := policy.NewOffloader(cfg.OffloadPolicy, policy.OffloadConfig{QueueTimeout: cfg.QueueTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Deps{Pool: p, Offloader: off, Estimator: policy.NewEstimator(policy.DefaultEstimatorConfig())}
+	if c != nil {
+		d.Cloud = c
+	}
+	g := New(cfg, d)
+	g.SetReady(true)
+	t.Cleanup(g.Close)
+	return g
+}
+
+func echo(ctx context.Context, worker string, param any) (any, error) {
+	return fmt.Sprint(worker, ":", param), nil
+}
+
+func TestLocalCallsSpreadAndReport(t *testing.T) {
+	p := newFakePool("w1", "w2")
+	p.callFn = echo
+	g := newTestGateway(t, testConfig(t, nil), p, &fakeCloud{ready: true})
+	inv, err := g.Invoke(context.Background(), "20", InvokeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv.Route != spillway.RouteLocal || inv.Reason != spillway.ReasonNone || inv.Worker == "" || inv.Result != inv.Worker+":20" {
+		t.Errorf("Invoke = %+v, want a local call on a named worker", inv)
+	}
+	if p.leases.Load() != 0 {
+		t.Errorf("%d leases still held after the call", p.leases.Load())
+	}
+}
+
+func TestOverflowGoesToCloudAtMaxSlots(t *testing.T) {
+	// MAX_SERVERS=2: two slow local calls fill every slot; the third overflows.
+	cfg := testConfig(t, map[string]string{"NUMBER_OF_SERVERS": "1", "MAX_SERVERS": "2"})
+	p := newFakePool("w1", "w2")
+	release := make(chan struct{})
+	p.callFn = func(ctx context.Context, w string, param any) (any, error) {
+		<-release
+		return "local", nil
+	}
+	c := &fakeCloud{ready: true}
+	g := newTestGateway(t, cfg, p, c)
+
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := g.Invoke(context.Background(), "x", InvokeOptions{}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	waitFor(t, func() bool { return p.calls.Load() == 2 })
+	inv, err := g.Invoke(context.Background(), "x", InvokeOptions{})
+	close(release)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv.Route != spillway.RouteCloud || inv.Reason != spillway.ReasonOverflow {
+		t.Errorf("third call = route %q reason %q, want cloud/overflow", inv.Route, inv.Reason)
+	}
+	st := g.Status()
+	if st.Counters.Calls != 3 || st.Counters.Cloud != 1 || st.Counters.Reasons["overflow"] != 1 {
+		t.Errorf("counters = %+v", st.Counters)
+	}
+}
+
+func TestBelowMaxSlotsWaitsForLocal(t *testing.T) {
+	// One ready worker but MAX_SERVERS=2: the second call waits (reference rule).
+	cfg := testConfig(t, map[string]string{"NUMBER_OF_SERVERS": "1", "MAX_SERVERS": "2"})
+	p := newFakePool("w1")
+	p.callFn = func(ctx context.Context, w string, param any) (any, error) {
+		time.Sleep(50 * time.Millisecond)
+		return "local", nil
+	}
+	c := &fakeCloud{ready: true}
+	g := newTestGateway(t, cfg, p, c)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inv, err := g.Invoke(context.Background(), "x", InvokeOptions{})
+			if err != nil || inv.Route != spillway.RouteLocal {
+				t.Errorf("Invoke = %+v, %v; want local", inv, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if c.calls.Load() != 0 {
+		t.Errorf("cloud got %d calls, want 0", c.calls.Load())
+	}
+}
+
+func TestTimeoutGoesToCloud(t *testing.T) {
+	tests := []struct {
+		name      string
+		cloud     *fakeCloud
+		wantRoute spillway.Route
+		wantErr   error
+	}{
+		{"cloud takes over", &fakeCloud{ready: true}, spillway.RouteCloud, nil},
+		{"cloud off", nil, spillway.RouteLocal, spillway.ErrTimeout},
+		{"cloud breaker open", &fakeCloud{ready: false}, spillway.RouteLocal, spillway.ErrTimeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newFakePool("w1")
+			p.callFn = func(ctx context.Context, w string, param any) (any, error) {
+				return nil, fmt.Errorf("worker says: %w", spillway.ErrTimeout)
+			}
+			var c Cloud
+			if tt.cloud != nil {
+				c = tt.cloud
+			}
+			g := newTestGateway(t, testConfig(t, nil), p, c)
+			inv, err := g.Invoke(context.Background(), "x", InvokeOptions{})
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if inv.Route != tt.wantRoute {
+				t.Errorf("route = %q, want %q", inv.Route, tt.wantRoute)
+			}
+			if err == nil && inv.Reason != spillway.ReasonTimeout {
+				t.Errorf("reason = %q, want timeout", inv.Reason)
+			}
+		})
+	}
+}
+
+func TestHungWorkerCountsAsTimeout(t *testing.T) {
+	cfg := testConfig(t, map[string]string{"LOCAL_TIMEOUT": "100ms", "CLOUD": "off"})
+	p := newFakePool("w1")
+	p.callFn = func(ctx context.Context, w string, param any) (any, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	g := newTestGateway(t, cfg, p, nil)
+	start := time.Now()
+	_, err := g.Invoke(context.Background(), "x", InvokeOptions{})
+	if !errors.Is(err, spillway.ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 100*time.Millisecond+timeoutMargin+200*time.Millisecond {
+		t.Errorf("took %v", d)
+	}
+}
+
+func TestFailedWorkerIsRetriedElsewhere(t *testing.T) {
+	p := newFakePool("dead", "alive")
+	p.callFn = func(ctx context.Context, w string, param any) (any, error) {
+		if w == "dead" {
+			return nil, fmt.Errorf("call worker dead: connection refused: %w", spillway.ErrWorkerFailed)
+		}
+		return "ok", nil
+	}
+	g := newTestGateway(t, testConfig(t, nil), p, &fakeCloud{ready: true})
+	for range 4 {
+		inv, err := g.Invoke(context.Background(), "x", InvokeOptions{})
+		if err != nil || inv.Result != "ok" || inv.Worker != "alive" {
+			t.Fatalf("Invoke = %+v, %v; want ok on alive", inv, err)
+		}
+	}
+	if p.leases.Load() != 0 {
+		t.Errorf("%d leases still held", p.leases.Load())
+	}
+}
+
+func TestFunctionErrorIsNotRetried(t *testing.T) {
+	p := newFakePool("w1", "w2")
+	p.callFn = func(ctx context.Context, w string, param any) (any, error) {
+		return nil, &spillway.FunctionError{Type: "ZeroDivisionError", Message: "division by zero"}
+	}
+	c := &fakeCloud{ready: true}
+	g := newTestGateway(t, testConfig(t, nil), p, c)
+	_, err := g.Invoke(context.Background(), "x", InvokeOptions{})
+	if spillway.FaultCode(err) != spillway.FaultApplication {
+		t.Fatalf("err = %v, want an application fault", err)
+	}
+	if p.calls.Load() != 1 || c.calls.Load() != 0 {
+		t.Errorf("local calls %d, cloud calls %d; want 1, 0", p.calls.Load(), c.calls.Load())
+	}
+}
+
+func TestForcedRoutes(t *testing.T) {
+	p := newFakePool("w1")
+	p.callFn = echo
+	g := newTestGateway(t, testConfig(t, map[string]string{"OFFLOAD_POLICY": "always"}), p, &fakeCloud{ready: true})
+	for _, route := range []spillway.Route{spillway.RouteLocal, spillway.RouteCloud} {
+		inv, err := g.Invoke(context.Background(), "x", InvokeOptions{Route: route})
+		if err != nil || inv.Route != route || inv.Reason != spillway.ReasonForced {
+			t.Errorf("forced %s: %+v, %v", route, inv, err)
+		}
+	}
+}
+
+func TestDrainRefusesNewCalls(t *testing.T) {
+	p := newFakePool("w1")
+	p.callFn = echo
+	g := newTestGateway(t, testConfig(t, nil), p, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := g.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Invoke(context.Background(), "x", InvokeOptions{}); !errors.Is(err, spillway.ErrUnavailable) {
+		t.Errorf("after Drain, err = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestAccountingUnderConcurrency: many callers, random outcomes; every lease
+// is released once and the gauges return to zero.
+func TestAccountingUnderConcurrency(t *testing.T) {
+	cfg := testConfig(t, map[string]string{"NUMBER_OF_SERVERS": "2", "MAX_SERVERS": "4", "WORKER_CONCURRENCY": "2"})
+	p := newFakePool("a1", "a2", "b1", "b2")
+	var n atomic.Int64
+	p.callFn = func(ctx context.Context, w string, param any) (any, error) {
+		switch n.Add(1) % 5 {
+		case 0:
+			return nil, fmt.Errorf("reset: %w", spillway.ErrWorkerFailed)
+		case 1:
+			return nil, &spillway.FunctionError{Type: "ValueError"}
+		}
+		time.Sleep(time.Millisecond)
+		return "ok", nil
+	}
+	g := newTestGateway(t, cfg, p, &fakeCloud{ready: true})
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				_, _ = g.Invoke(context.Background(), "x", InvokeOptions{})
+			}
+		}()
+	}
+	wg.Wait()
+	st := g.Status()
+	if p.leases.Load() != 0 || st.InFlight != 0 || st.LocalInFlight != 0 || st.Queued != 0 || st.CloudInFlight != 0 {
+		t.Errorf("after the storm: leases %d, status %+v", p.leases.Load(), st)
+	}
+	if st.Counters.Calls != 32*20 || st.Counters.Local+st.Counters.Cloud != st.Counters.Calls {
+		t.Errorf("counters do not add up: %+v", st.Counters)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
