@@ -102,7 +102,7 @@ func parseArgs(args []string, stderr io.Writer, lookupEnv func(string) (string, 
 	}
 	var cfg config
 	fs := flag.NewFlagSet("addfaas", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // errors are reported on one line by run; usage only on -h
 	fs.StringVar(&cfg.name, "name", env("FAAS_FUNCTION_NAME", defaultName), "function name (env FAAS_FUNCTION_NAME)")
 	fs.StringVar(&cfg.redisAddr, "redis", env("REDIS_ADDR", defaultRedis), "Redis address host:port (env REDIS_ADDR)")
 	fs.StringVar(&cfg.style, "style", "auto", "auto, script or handler")
@@ -124,9 +124,11 @@ func parseArgs(args []string, stderr io.Writer, lookupEnv func(string) (string, 
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(stderr)
+				fs.Usage()
 				return config{}, err
 			}
-			return config{}, usageError{err}
+			return config{}, usageError{fmt.Errorf("%w (see --help)", err)}
 		}
 		args = fs.Args()
 		if len(args) == 0 {
