@@ -504,3 +504,31 @@ func functionTar(fn spillway.Function) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+var _ pool.Watcher = (*Backend)(nil)
+
+// Watch calls died with the id of every container of this pool that
+// exits (Docker's "die" event), until ctx ends or the event stream fails.
+func (b *Backend) Watch(ctx context.Context, died func(id string)) error {
+	res := b.cli.Events(ctx, client.EventsListOptions{
+		Filters: make(client.Filters).
+			Add("type", "container").
+			Add("event", "die").
+			Add("label", LabelPool+"="+b.cfg.Pool),
+	})
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-res.Err:
+			return fmt.Errorf("docker events: %w", err)
+		case msg, ok := <-res.Messages:
+			if !ok {
+				return errors.New("docker events: stream closed")
+			}
+			if msg.Actor.ID != "" {
+				died(msg.Actor.ID)
+			}
+		}
+	}
+}

@@ -1,0 +1,202 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/policy"
+	"github.com/spillway-faas/spillway/internal/xmlrpc"
+)
+
+// Lease is one call slot on one member. Every lease from Acquire or
+// TryAcquire must be released exactly once; a second Release is a no-op
+// that logs the bug.
+type Lease struct {
+	p        *Pool
+	m        *member
+	released atomic.Bool
+}
+
+// Worker is the member's container name (invoke's `worker` field).
+func (l *Lease) Worker() string { return l.m.name }
+
+// Addr is the member's host:port.
+func (l *Lease) Addr() string { return l.m.addr }
+
+// errMemberGone cancels the calls of a member that failed or was removed.
+var errMemberGone = errors.New("worker taken out of the pool")
+
+// Call runs call_function(param) on the leased member. A fault comes back
+// as the domain error (spillway.ErrorFromFault: *spillway.FunctionError,
+// spillway.ErrTimeout, ...), and the member stays in rotation. A transport
+// failure (refused, reset, EOF, bad HTTP, container gone) ejects the member
+// at once and returns an error wrapping spillway.ErrWorkerFailed: retry the
+// call elsewhere. When ctx ends first, the error wraps ctx.Err().
+func (l *Lease) Call(ctx context.Context, param any) (any, error) {
+	m := l.m
+	if l.released.Load() {
+		return nil, fmt.Errorf("call on worker %s with a released lease", m.name)
+	}
+	callCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(m.ctx, func() { cancel(errMemberGone) })
+	defer stop()
+
+	var reply any
+	err := m.client.Call(callCtx, "call_function", []any{param}, &reply)
+	if err == nil {
+		return reply, nil
+	}
+	var f *xmlrpc.Fault
+	if errors.As(err, &f) {
+		return nil, spillway.ErrorFromFault(f.Code, f.String)
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("call worker %s: %w", m.name, context.Cause(ctx))
+	}
+	if m.ctx.Err() != nil {
+		return nil, fmt.Errorf("call worker %s: %w: it left the pool during the call", m.name, spillway.ErrWorkerFailed)
+	}
+	l.p.fail(m, err)
+	return nil, fmt.Errorf("call worker %s: %w: %w", m.name, spillway.ErrWorkerFailed, err)
+}
+
+// Release returns the slot. The next waiter (FIFO) gets it at once.
+func (l *Lease) Release() {
+	if !l.released.CompareAndSwap(false, true) {
+		if l.p.log != nil {
+			l.p.log.Error("bug: lease released twice", "worker", l.m.name)
+		}
+		return
+	}
+	p := l.p
+	m := l.m
+	p.mu.Lock()
+	m.inFlight--
+	if m.inFlight < 0 {
+		m.inFlight = 0
+		if p.log != nil {
+			p.log.Error("bug: negative in-flight count", "worker", m.name)
+		}
+	}
+	switch {
+	case m.state == StateReady:
+		p.grantLocked()
+	case m.inFlight == 0:
+		// A draining or failed member may now be removed; Close may be
+		// waiting for the last call.
+		p.notifyLocked()
+		p.poke()
+	}
+	p.mu.Unlock()
+}
+
+// Acquire waits, first come first served, for a free slot on a ready
+// member and leases it. It fails with ctx's error when ctx ends first and
+// with spillway.ErrUnavailable once the pool is closing.
+func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("acquire a worker: pool closed: %w", spillway.ErrUnavailable)
+	}
+	if len(p.waiters) == 0 {
+		if m := p.pickLocked(); m != nil {
+			l := p.leaseLocked(m)
+			p.mu.Unlock()
+			return l, nil
+		}
+	}
+	w := &waiter{ch: make(chan struct{})}
+	p.waiters = append(p.waiters, w)
+	p.mu.Unlock()
+
+	select {
+	case <-w.ch:
+		return w.lease, w.err
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	if w.done {
+		// Granted while ctx ended: hand the slot on.
+		p.mu.Unlock()
+		if w.lease != nil {
+			w.lease.Release()
+		}
+	} else {
+		if i := slices.Index(p.waiters, w); i >= 0 {
+			p.waiters = slices.Delete(p.waiters, i, i+1)
+		}
+		p.mu.Unlock()
+	}
+	return nil, fmt.Errorf("wait for a free worker: %w", context.Cause(ctx))
+}
+
+// TryAcquire leases a free slot if one is free now and nobody is waiting
+// for one; it never blocks.
+func (p *Pool) TryAcquire() (*Lease, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.waiters) > 0 {
+		return nil, false
+	}
+	m := p.pickLocked()
+	if m == nil {
+		return nil, false
+	}
+	return p.leaseLocked(m), true
+}
+
+func (p *Pool) leaseLocked(m *member) *Lease {
+	m.inFlight++
+	return &Lease{p: p, m: m}
+}
+
+// grantLocked hands free slots to waiters in arrival order.
+func (p *Pool) grantLocked() {
+	for len(p.waiters) > 0 {
+		m := p.pickLocked()
+		if m == nil {
+			return
+		}
+		w := p.waiters[0]
+		p.waiters[0] = nil
+		p.waiters = p.waiters[1:]
+		w.lease = p.leaseLocked(m)
+		w.done = true
+		close(w.ch)
+	}
+}
+
+// pickLocked asks the scheduler for a ready member with a free slot, in
+// the members' stable order; nil when all are full.
+func (p *Pool) pickLocked() *member {
+	p.candBuf = p.candBuf[:0]
+	p.candIdx = p.candIdx[:0]
+	for _, m := range p.members {
+		if m.state == StateReady {
+			p.candBuf = append(p.candBuf, policy.Member{Name: m.name, InFlight: m.inFlight, Capacity: m.capacity})
+			p.candIdx = append(p.candIdx, m)
+		}
+	}
+	if len(p.candIdx) == 0 {
+		return nil
+	}
+	i := -1
+	if p.Scheduler != nil {
+		i = p.Scheduler.Pick(p.candBuf)
+	}
+	if i >= 0 && i < len(p.candIdx) && p.candIdx[i].inFlight < p.candIdx[i].capacity {
+		return p.candIdx[i]
+	}
+	for _, m := range p.candIdx { // the scheduler erred or saw all full
+		if m.inFlight < m.capacity {
+			return m
+		}
+	}
+	return nil
+}

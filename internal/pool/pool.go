@@ -1,0 +1,420 @@
+// Package pool keeps the local workers of one function: it starts them
+// through a Backend, probes their health, hands out exact per-worker call
+// slots in FIFO order, takes failed workers out of rotation at once and
+// replaces them, scales with drain, and rolls to a new function version
+// without a failed call.
+//
+// Locking: one mutex (Pool.mu) guards the members, the waiters and the
+// counters; it is held only for bookkeeping. Backend calls and worker calls
+// happen outside it, in goroutines the pool owns (Close stops them) or on
+// the caller's goroutine with the caller's context.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/policy"
+	"github.com/spillway-faas/spillway/internal/xmlrpc"
+)
+
+// State is a member's place in its lifecycle.
+type State string
+
+const (
+	StateStarting State = "starting" // container starting, not yet healthy
+	StateReady    State = "ready"    // in rotation
+	StateDraining State = "draining" // out of rotation, finishing its calls, then removed
+	StateFailed   State = "failed"   // out of rotation, removed and replaced
+)
+
+// Config tunes a pool. Zero durations take the defaults below.
+type Config struct {
+	Min          int           // NUMBER_OF_SERVERS: Scale never goes below it
+	Max          int           // MAX_SERVERS: Scale never goes above it
+	Concurrency  int           // WORKER_CONCURRENCY: call slots per member
+	LocalTimeout time.Duration // LOCAL_TIMEOUT, passed to the workers
+
+	HealthInterval time.Duration // between health() probes of a member (1s)
+	HealthTimeout  time.Duration // deadline of one probe (800ms)
+	HealthFailures int           // consecutive failed probes that eject a member (2)
+	StartTimeout   time.Duration // container start + first healthy probe (30s)
+	RemoveTimeout  time.Duration // one backend Remove (30s)
+	DialTimeout    time.Duration // TCP connect to a worker (2s)
+}
+
+// Defaults for the zero values of Config.
+const (
+	DefaultHealthInterval = time.Second
+	DefaultHealthTimeout  = 800 * time.Millisecond
+	DefaultHealthFailures = 2
+	DefaultStartTimeout   = 30 * time.Second
+	DefaultRemoveTimeout  = 30 * time.Second
+	DefaultDialTimeout    = 2 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency < 1 {
+		c.Concurrency = 1
+	}
+	if c.Max < c.Min {
+		c.Max = c.Min
+	}
+	if c.HealthInterval <= 0 {
+		c.HealthInterval = DefaultHealthInterval
+	}
+	if c.HealthTimeout <= 0 {
+		c.HealthTimeout = DefaultHealthTimeout
+	}
+	if c.HealthFailures <= 0 {
+		c.HealthFailures = DefaultHealthFailures
+	}
+	if c.StartTimeout <= 0 {
+		c.StartTimeout = DefaultStartTimeout
+	}
+	if c.RemoveTimeout <= 0 {
+		c.RemoveTimeout = DefaultRemoveTimeout
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	return c
+}
+
+// Validate names the variable of the first bad value.
+func (c Config) Validate() error {
+	switch {
+	case c.Min < 0:
+		return fmt.Errorf("NUMBER_OF_SERVERS=%d: must not be negative", c.Min)
+	case c.Max < c.Min:
+		return fmt.Errorf("MAX_SERVERS=%d: must be at least NUMBER_OF_SERVERS=%d", c.Max, c.Min)
+	case c.Concurrency < 1:
+		return fmt.Errorf("WORKER_CONCURRENCY=%d: must be at least 1", c.Concurrency)
+	}
+	return nil
+}
+
+// member is one worker. All fields but the immutable ones are guarded by
+// Pool.mu.
+type member struct {
+	// set once Start returned (under mu), then immutable
+	id     string
+	name   string
+	addr   string
+	client *xmlrpc.Client
+	// immutable from creation
+	version  int64
+	sha256   string
+	capacity int
+	ctx      context.Context // cancelled when the member fails or is removed: aborts its calls
+	cancel   context.CancelFunc
+
+	state      State
+	since      time.Time
+	inFlight   int
+	healthFail int
+	completed  int64
+	coldStarts int64
+	removing   bool // taken off the list, backend removal under way
+}
+
+// waiter is one Acquire blocked for a slot. Guarded by Pool.mu.
+type waiter struct {
+	ch    chan struct{} // closed when lease or err is set
+	lease *Lease
+	err   error
+	done  bool
+}
+
+// Pool is the set of workers serving one function.
+type Pool struct {
+	// Scheduler chooses among ready members with a free slot; nil means
+	// round-robin. Set before Open.
+	Scheduler policy.Scheduler
+	// Logger gets one line per lifecycle event; nil means slog.Default().
+	Logger *slog.Logger
+
+	cfg     Config
+	backend Backend
+	log     *slog.Logger
+	hc      *http.Client
+
+	ctx    context.Context // the pool's own, cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the pool started
+	kick   chan struct{}  // wakes the reconciler (buffer 1)
+	opened atomic.Bool
+
+	mu       sync.Mutex // guards everything below
+	fn       spillway.Function
+	members  []*member // stable order: creation
+	waiters  []*waiter // FIFO
+	desired  int
+	closed   bool
+	notify   chan struct{} // closed and replaced on every state change
+	startErr int           // consecutive failed starts (backoff)
+	nextTry  time.Time     // no start before this after failures
+	counters Counters
+	candBuf  []policy.Member
+	candIdx  []*member
+}
+
+// Counters are totals since the pool was created.
+type Counters struct {
+	Started      uint64 // members that became ready after a start
+	Adopted      uint64 // members adopted from an earlier run
+	StartFailed  uint64 // starts that failed (backend error or never healthy)
+	Failed       uint64 // ready members ejected (call failure, health, container died)
+	Removed      uint64 // containers removed
+	Replacements uint64 // members started to replace a failed one
+}
+
+// New returns a pool on backend. Nothing runs until Open.
+func New(backend Backend, cfg Config) *Pool {
+	return &Pool{cfg: cfg.withDefaults(), backend: backend, kick: make(chan struct{}, 1), notify: make(chan struct{})}
+}
+
+// Open adopts what an earlier run left (see Adopt), starts the health and
+// reconcile loops, scales to Config.Min and waits until that many members
+// are ready or ctx ends.
+func (p *Pool) Open(ctx context.Context, fn spillway.Function) error {
+	if err := p.cfg.Validate(); err != nil {
+		return err
+	}
+	if !p.opened.CompareAndSwap(false, true) {
+		return errors.New("pool already opened")
+	}
+	p.log = p.Logger
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	p.log = p.log.With("component", "pool")
+	if p.Scheduler == nil {
+		p.Scheduler = &policy.RoundRobin{}
+	}
+	tr := xmlrpc.NewTransport()
+	tr.DialContext = dialer(p.cfg.DialTimeout)
+	tr.MaxIdleConnsPerHost = p.cfg.Concurrency + 2
+	p.hc = &http.Client{Transport: tr}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+
+	p.mu.Lock()
+	p.fn = fn
+	p.desired = p.cfg.Min
+	p.mu.Unlock()
+
+	if _, _, err := p.adopt(ctx, fn); err != nil {
+		p.log.Warn("adopt workers of an earlier run", "err", err)
+	}
+	p.wg.Add(2)
+	go p.reconcileLoop()
+	go p.healthLoop()
+	if w, ok := p.backend.(Watcher); ok {
+		p.wg.Add(1)
+		go p.watchLoop(w)
+	}
+	if err := p.WaitReady(ctx, p.cfg.Min); err != nil {
+		return fmt.Errorf("wait for %d ready workers: %w", p.cfg.Min, err)
+	}
+	return nil
+}
+
+// Function is the function version new members run.
+func (p *Pool) Function() spillway.Function {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fn
+}
+
+// Scale sets the desired number of members, clamped to [Min, Max], and
+// returns it. It does not wait: the reconciler starts members concurrently
+// (each waits for health with StartTimeout) or removes idle ones.
+func (p *Pool) Scale(desired int) int {
+	desired = max(p.cfg.Min, min(desired, p.cfg.Max))
+	p.mu.Lock()
+	changed := p.desired != desired
+	p.desired = desired
+	p.mu.Unlock()
+	if changed {
+		p.poke()
+	}
+	return desired
+}
+
+// WaitReady blocks until at least n members of the current version are
+// ready, or ctx ends.
+func (p *Pool) WaitReady(ctx context.Context, n int) error {
+	return p.waitFor(ctx, false, func() bool {
+		ready := 0
+		for _, m := range p.members {
+			if m.state == StateReady && m.sha256 == p.fn.SHA256 {
+				ready++
+			}
+		}
+		return ready >= n
+	})
+}
+
+// waitFor blocks until cond (called under mu) holds, the pool closes
+// (unless evenClosed) or ctx ends.
+func (p *Pool) waitFor(ctx context.Context, evenClosed bool, cond func() bool) error {
+	for {
+		p.mu.Lock()
+		if cond() {
+			p.mu.Unlock()
+			return nil
+		}
+		if p.closed && !evenClosed {
+			p.mu.Unlock()
+			return fmt.Errorf("pool closed: %w", spillway.ErrUnavailable)
+		}
+		ch := p.notify
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// notifyLocked wakes every waitFor.
+func (p *Pool) notifyLocked() {
+	close(p.notify)
+	p.notify = make(chan struct{})
+}
+
+// poke wakes the reconciler without blocking.
+func (p *Pool) poke() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Close takes every member out of rotation, fails blocked Acquires with
+// spillway.ErrUnavailable, waits (within ctx) for calls in flight to
+// finish, stops the pool's goroutines and removes every container of the
+// pool, also those it never adopted. It is safe to call more than once.
+func (p *Pool) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	for _, w := range p.waiters {
+		w.err = fmt.Errorf("pool closing: %w", spillway.ErrUnavailable)
+		w.done = true
+		close(w.ch)
+	}
+	p.waiters = nil
+	for _, m := range p.members {
+		if m.state == StateReady || m.state == StateStarting {
+			p.setStateLocked(m, StateDraining)
+		}
+	}
+	p.notifyLocked()
+	p.mu.Unlock()
+
+	drainErr := p.waitDrained(ctx)
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.wg.Wait()
+
+	// Remove whatever is left, with a fresh deadline if the drain used up
+	// ctx: containers must not outlive the pool.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.RemoveTimeout)
+	defer cancel()
+	ids := map[string]bool{}
+	p.mu.Lock()
+	for _, m := range p.members {
+		m.cancel()
+		if m.id != "" {
+			ids[m.id] = true
+		}
+	}
+	p.members = nil
+	p.mu.Unlock()
+	ws, listErr := p.backend.List(rctx)
+	for _, w := range ws {
+		ids[w.ID] = true
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for id := range ids {
+		wg.Go(func() {
+			if err := p.backend.Remove(rctx, id); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				return
+			}
+			p.mu.Lock()
+			p.counters.Removed++
+			p.mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if listErr != nil {
+		errs = append(errs, fmt.Errorf("list workers to remove: %w", listErr))
+	}
+	if drainErr != nil {
+		errs = append(errs, fmt.Errorf("drain calls in flight: %w", drainErr))
+	}
+	if p.log != nil {
+		p.log.Info("pool closed", "removed", len(ids))
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Pool) waitDrained(ctx context.Context) error {
+	return p.waitFor(ctx, true, func() bool {
+		for _, m := range p.members {
+			if m.inFlight > 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (p *Pool) setStateLocked(m *member, s State) {
+	m.state = s
+	m.since = time.Now()
+}
+
+// failLocked takes m out of rotation for good and aborts its calls; the
+// reconciler removes and replaces it.
+func (p *Pool) failLocked(m *member, cause error) {
+	if m.state == StateFailed || m.removing {
+		return
+	}
+	wasReady := m.state == StateReady
+	p.setStateLocked(m, StateFailed)
+	m.cancel()
+	if wasReady {
+		p.counters.Failed++
+	}
+	p.notifyLocked()
+	if p.log != nil {
+		p.log.Warn("worker failed, taking it out of rotation", "worker", m.name, "addr", m.addr, "err", cause)
+	}
+	p.poke()
+}
+
+// fail is failLocked for callers without the lock.
+func (p *Pool) fail(m *member, cause error) {
+	p.mu.Lock()
+	p.failLocked(m, cause)
+	p.mu.Unlock()
+}

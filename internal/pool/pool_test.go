@@ -1,0 +1,424 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/policy"
+)
+
+func call(t *testing.T, p *Pool, param string) (string, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := p.Acquire(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	defer l.Release()
+	v, err := l.Call(ctx, param)
+	s, _ := v.(string)
+	return s, l.Worker(), err
+}
+
+func TestAcquireCallRelease(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	p := openPool(t, b, c, testConfig(2, 4, 1), fnVersion(1))
+	seen := map[string]int{}
+	for i := range 10 {
+		got, worker, err := call(t, p, fmt.Sprint(i))
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if want := worker + ":" + fmt.Sprint(i) + ":sha-1"; got != want {
+			t.Fatalf("call %d = %q, want %q", i, got, want)
+		}
+		seen[worker]++
+	}
+	if len(seen) != 2 || seen[p.Snapshot().Members[0].Name] != 5 {
+		t.Errorf("round-robin spread = %v, want 5 and 5", seen)
+	}
+	s := p.Snapshot()
+	if s.Ready != 2 || s.InFlight != 0 || s.Desired != 2 || s.Capacity != 2 || s.Counters.Started != 2 {
+		t.Errorf("snapshot %+v", s)
+	}
+}
+
+func TestInFlightAccountingUnderConcurrency(t *testing.T) {
+	for _, sched := range []string{policy.SchedulerRoundRobin, policy.SchedulerLeastConnections} {
+		t.Run(sched, func(t *testing.T) {
+			c, b := newFakeCluster(t, 2)
+			p := New(b, testConfig(3, 3, 2))
+			p.Scheduler, _ = policy.NewScheduler(sched)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := p.Open(ctx, fnVersion(1)); err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close(ctx)
+			var failed atomic.Int64
+			var wg sync.WaitGroup
+			for range 40 {
+				wg.Go(func() {
+					for range 15 {
+						l, err := p.Acquire(ctx)
+						if err != nil {
+							failed.Add(1)
+							return
+						}
+						if _, err := l.Call(ctx, "sleep:1"); err != nil {
+							failed.Add(1)
+						}
+						l.Release()
+						l.Release() // a second release is a logged no-op
+					}
+				})
+			}
+			wg.Wait()
+			if failed.Load() != 0 {
+				t.Fatalf("%d calls failed", failed.Load())
+			}
+			s := p.Snapshot()
+			if s.InFlight != 0 || s.Waiting != 0 || s.Ready != 3 {
+				t.Fatalf("after the storm: %+v", s)
+			}
+			var total int64
+			for _, m := range s.Members {
+				w := c.byName(m.Name)
+				if w.maxSeen.Load() > 2 {
+					t.Errorf("worker %s saw %d calls at once, capacity 2", m.Name, w.maxSeen.Load())
+				}
+				total += w.calls.Load()
+			}
+			if total != 40*15 {
+				t.Errorf("workers ran %d calls, want %d", total, 40*15)
+			}
+		})
+	}
+}
+
+func TestAcquireIsFIFO(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	p := openPool(t, b, c, testConfig(1, 1, 1), fnVersion(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.TryAcquire(); ok {
+		t.Fatal("TryAcquire got a slot from a full pool")
+	}
+	var mu sync.Mutex
+	var order []int
+	var wg sync.WaitGroup
+	for i := range 5 {
+		wg.Go(func() {
+			l, err := p.Acquire(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+			l.Release()
+		})
+		eventually(t, 5*time.Second, "waiter queued", func() bool { return p.Snapshot().Waiting == i+1 })
+	}
+	if _, ok := p.TryAcquire(); ok {
+		t.Fatal("TryAcquire jumped the queue")
+	}
+	first.Release()
+	wg.Wait()
+	if fmt.Sprint(order) != "[0 1 2 3 4]" {
+		t.Fatalf("grant order %v, want arrival order", order)
+	}
+	l, ok := p.TryAcquire()
+	if !ok {
+		t.Fatal("TryAcquire on an idle pool failed")
+	}
+	l.Release()
+}
+
+func TestAcquireHonoursContext(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	p := openPool(t, b, c, testConfig(1, 1, 1), fnVersion(1))
+	held, ok := p.TryAcquire()
+	if !ok {
+		t.Fatal("TryAcquire failed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := p.Acquire(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
+		t.Fatalf("Acquire = %v after %v; want deadline exceeded soon", err, time.Since(start))
+	}
+	if s := p.Snapshot(); s.Waiting != 0 || s.InFlight != 1 {
+		t.Fatalf("after a cancelled wait: %+v", s)
+	}
+	held.Release()
+	if s := p.Snapshot(); s.InFlight != 0 {
+		t.Fatalf("slot leaked: %+v", s)
+	}
+}
+
+func TestFaultsKeepTheMember(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	p := openPool(t, b, c, testConfig(1, 1, 1), fnVersion(1))
+	tests := []struct {
+		param string
+		check func(error) bool
+	}{
+		{"timeout", func(err error) bool { return errors.Is(err, spillway.ErrTimeout) }},
+		{"raise", func(err error) bool {
+			var fe *spillway.FunctionError
+			return errors.As(err, &fe) && fe.Type == "ZeroDivisionError" && fe.Message == "division by zero"
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.param, func(t *testing.T) {
+			_, _, err := call(t, p, tt.param)
+			if !tt.check(err) {
+				t.Fatalf("err = %v", err)
+			}
+			if errors.Is(err, spillway.ErrWorkerFailed) {
+				t.Fatalf("a fault counted as a worker failure: %v", err)
+			}
+			if s := p.Snapshot(); s.Ready != 1 || s.Counters.Failed != 0 {
+				t.Fatalf("member left rotation after a fault: %+v", s)
+			}
+		})
+	}
+}
+
+func TestTransportFailureEjectsAndReplaces(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	cfg := testConfig(2, 2, 1)
+	cfg.HealthInterval = time.Hour // only the call may notice
+	p := openPool(t, b, c, cfg, fnVersion(1))
+	victim := p.Snapshot().Members[0].Name
+	c.byName(victim).kill()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var failedOn string
+	for range 2 {
+		l, err := p.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = l.Call(ctx, "x")
+		l.Release()
+		if err != nil {
+			if !errors.Is(err, spillway.ErrWorkerFailed) {
+				t.Fatalf("err = %v, want ErrWorkerFailed", err)
+			}
+			failedOn = l.Worker()
+		}
+	}
+	if failedOn != victim {
+		t.Fatalf("failure seen on %q, want %q", failedOn, victim)
+	}
+	for _, m := range p.Snapshot().Members {
+		if m.Name == victim && m.State == StateReady {
+			t.Fatal("dead member still in rotation")
+		}
+	}
+	// The retry goes elsewhere and succeeds.
+	if _, w, err := call(t, p, "retry"); err != nil || w == victim {
+		t.Fatalf("retry on %s: %v", w, err)
+	}
+	eventually(t, 5*time.Second, "replacement ready", func() bool {
+		s := p.Snapshot()
+		return s.Ready == 2 && len(s.Members) == 2 && s.Counters.Replacements == 1
+	})
+	if s := p.Snapshot(); s.Counters.Failed != 1 || s.Counters.Removed != 1 {
+		t.Fatalf("counters %+v", s.Counters)
+	}
+}
+
+func TestHealthEjectsSilentMemberAndAbortsItsCalls(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	p := openPool(t, b, c, testConfig(1, 1, 1), fnVersion(1))
+	victim := p.Snapshot().Members[0].Name
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.byName(victim).silent.Store(true)
+	start := time.Now()
+	_, err = l.Call(ctx, "sleep:8000") // hangs like a call to a vanished container
+	l.Release()
+	if !errors.Is(err, spillway.ErrWorkerFailed) {
+		t.Fatalf("err = %v, want ErrWorkerFailed", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("hung call released after %v", d)
+	}
+	eventually(t, 5*time.Second, "replacement ready", func() bool {
+		s := p.Snapshot()
+		return s.Ready == 1 && len(s.Members) == 1 && s.Members[0].Name != victim
+	})
+}
+
+func TestScaleUpAndDownWithDrain(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	p := openPool(t, b, c, testConfig(1, 4, 1), fnVersion(1))
+	if got := p.Scale(10); got != 4 {
+		t.Fatalf("Scale(10) = %d, want the ceiling 4", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.WaitReady(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	// Hold one slot on each of two members, then scale to the floor.
+	l1, _ := p.TryAcquire()
+	l2, _ := p.TryAcquire()
+	if got := p.Scale(0); got != 1 {
+		t.Fatalf("Scale(0) = %d, want the floor 1", got)
+	}
+	eventually(t, 5*time.Second, "idle members removed", func() bool { return c.count() == 2 })
+	s := p.Snapshot()
+	if s.InFlight != 2 {
+		t.Fatalf("busy members touched: %+v", s)
+	}
+	l1.Release()
+	eventually(t, 5*time.Second, "scaled to 1", func() bool { return c.count() == 1 && len(p.Snapshot().Members) == 1 })
+	if got := p.Snapshot().Members[0].Name; got != l2.Worker() {
+		t.Fatalf("kept %s, want the busy %s", got, l2.Worker())
+	}
+	l2.Release()
+	if _, _, err := call(t, p, "after"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRollWithoutFailedCalls(t *testing.T) {
+	c, b := newFakeCluster(t, 2)
+	p := openPool(t, b, c, testConfig(2, 4, 2), fnVersion(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stop := make(chan struct{})
+	var calls, failures atomic.Int64
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, _, err := call(t, p, "sleep:20"); err != nil {
+					t.Errorf("call during roll: %v", err)
+					failures.Add(1)
+				}
+				calls.Add(1)
+			}
+		})
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := p.Roll(ctx, fnVersion(2)); err != nil {
+		t.Fatalf("Roll: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if failures.Load() != 0 || calls.Load() < 20 {
+		t.Fatalf("%d of %d calls failed", failures.Load(), calls.Load())
+	}
+	eventually(t, 5*time.Second, "old workers removed", func() bool { return c.count() == 2 })
+	s := p.Snapshot()
+	for _, m := range s.Members {
+		if m.SHA256 != "sha-2" || m.State != StateReady {
+			t.Errorf("after roll: %+v", m)
+		}
+	}
+	if got, _, err := call(t, p, "v"); err != nil || !strings.HasSuffix(got, ":sha-2") {
+		t.Fatalf("call after roll = %q, %v", got, err)
+	}
+}
+
+func TestAdoptKeepsHealthyCurrentAndRemovesTheRest(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	// An earlier run left: two healthy current, one old version, one
+	// current that does not answer.
+	for _, v := range []int64{1, 1, 0, 1} {
+		if _, err := b.StartFn(context.Background(), WorkerSpec{Function: fnVersion(v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.byName("w4-v1").silent.Store(true)
+	p := openPool(t, b, c, testConfig(2, 4, 1), fnVersion(1))
+	s := p.Snapshot()
+	if s.Counters.Adopted != 2 || s.Ready != 2 || c.starts.Load() != 4 {
+		t.Fatalf("adopted %d, ready %d, starts %d; want 2, 2, 4 (no new start)", s.Counters.Adopted, s.Ready, c.starts.Load())
+	}
+	if c.count() != 2 || c.byName("w3-v0") != nil || c.byName("w4-v1") != nil {
+		t.Fatalf("leftovers not removed: %d workers", c.count())
+	}
+	if _, _, err := call(t, p, "x"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStartFailuresBackOffAndRecover(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	c.failNext.Store(2)
+	p := openPool(t, b, c, testConfig(1, 1, 1), fnVersion(1))
+	if s := p.Snapshot(); s.Ready != 1 || s.Counters.StartFailed != 2 {
+		t.Fatalf("snapshot %+v", s)
+	}
+}
+
+func TestCloseFailsWaitersAndRemovesAll(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	p := New(b, testConfig(2, 2, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Open(ctx, fnVersion(1)); err != nil {
+		t.Fatal(err)
+	}
+	l1, _ := p.TryAcquire()
+	l2, _ := p.TryAcquire()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.Acquire(ctx)
+		errc <- err
+	}()
+	eventually(t, 5*time.Second, "waiter queued", func() bool { return p.Snapshot().Waiting == 1 })
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close(ctx) }()
+	if err := <-errc; !errors.Is(err, spillway.ErrUnavailable) {
+		t.Fatalf("waiter got %v, want ErrUnavailable", err)
+	}
+	select {
+	case <-closed:
+		t.Fatal("Close returned with calls in flight")
+	case <-time.After(50 * time.Millisecond):
+	}
+	l1.Release()
+	l2.Release()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if c.count() != 0 {
+		t.Fatalf("%d workers left", c.count())
+	}
+	if _, err := p.Acquire(ctx); !errors.Is(err, spillway.ErrUnavailable) {
+		t.Fatalf("Acquire after Close = %v", err)
+	}
+}

@@ -1,0 +1,66 @@
+package pool
+
+import "time"
+
+// MemberInfo is one member as Snapshot reports it.
+type MemberInfo struct {
+	ID         string
+	Name       string
+	Addr       string
+	State      State
+	Since      time.Time // when it entered State
+	InFlight   int
+	Capacity   int
+	Version    int64
+	SHA256     string
+	Completed  int64 // from its last health() answer
+	ColdStarts int64
+}
+
+// Snapshot is the pool at one moment, for status, metrics and the
+// autoscaler.
+type Snapshot struct {
+	Members  []MemberInfo
+	Desired  int
+	Starting int
+	Ready    int
+	Draining int
+	InFlight int // calls holding a lease
+	Capacity int // slots of ready members
+	Waiting  int // Acquires blocked for a slot
+	Version  int64
+	SHA256   string
+	Counters Counters
+}
+
+// Snapshot copies the pool's state under a short lock.
+func (p *Pool) Snapshot() Snapshot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := Snapshot{
+		Members:  make([]MemberInfo, 0, len(p.members)),
+		Desired:  p.desired,
+		Waiting:  len(p.waiters),
+		Version:  p.fn.Version,
+		SHA256:   p.fn.SHA256,
+		Counters: p.counters,
+	}
+	for _, m := range p.members {
+		s.Members = append(s.Members, MemberInfo{
+			ID: m.id, Name: m.name, Addr: m.addr, State: m.state, Since: m.since,
+			InFlight: m.inFlight, Capacity: m.capacity, Version: m.version, SHA256: m.sha256,
+			Completed: m.completed, ColdStarts: m.coldStarts,
+		})
+		s.InFlight += m.inFlight
+		switch m.state {
+		case StateStarting:
+			s.Starting++
+		case StateReady:
+			s.Ready++
+			s.Capacity += m.capacity
+		case StateDraining:
+			s.Draining++
+		}
+	}
+	return s
+}
