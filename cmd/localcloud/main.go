@@ -1,0 +1,104 @@
+// Command localcloud is an offline, wire-compatible stand-in for the AWS
+// Lambda and API Gateway REST APIs that really runs Python functions.
+//
+//	localcloud [--listen 127.0.0.1:4566]
+//
+// Environment: LOCALCLOUD_LISTEN, LOCALCLOUD_CONCURRENCY (10),
+// LOCALCLOUD_PYTHON (/usr/bin/python3), LOCALCLOUD_IDLE_TIMEOUT (5m),
+// LOCALCLOUD_DIR (a temporary directory), AWS_REGION (us-east-1),
+// LOG_LEVEL (info).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spillway-faas/spillway/internal/localcloud"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "localcloud:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("localcloud", flag.ContinueOnError)
+	listenDefault := os.Getenv("LOCALCLOUD_LISTEN")
+	if listenDefault == "" {
+		listenDefault = localcloud.DefaultListen
+	}
+	listen := fs.String("listen", listenDefault, "address to listen on (LOCALCLOUD_LISTEN)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if v := os.Getenv("LOG_LEVEL"); v != "" {
+		if err := level.UnmarshalText([]byte(v)); err != nil {
+			return fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", v)
+		}
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg, err := localcloud.LoadConfig(os.Getenv)
+	if err != nil {
+		return err
+	}
+	cfg.Dir = os.Getenv("LOCALCLOUD_DIR")
+	cfg.Logger = logger
+	srv, err := localcloud.New(cfg)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Close(closeCtx)
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	logger.Info("localcloud: listening", "addr", ln.Addr().String())
+
+	select {
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("localcloud: serve failed", "err", err)
+		}
+	case <-ctx.Done():
+		logger.Info("localcloud: shutting down")
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Stop taking requests, give in-flight ones a moment, then stop every
+	// environment (which ends invocations still running).
+	drainCtx, cancelDrain := context.WithTimeout(shutdownCtx, 5*time.Second)
+	defer cancelDrain()
+	shutErr := hs.Shutdown(drainCtx)
+	if err := srv.Close(shutdownCtx); err != nil {
+		return err
+	}
+	if shutErr != nil && !errors.Is(shutErr, context.DeadlineExceeded) {
+		return fmt.Errorf("shut down http server: %w", shutErr)
+	}
+	return nil
+}

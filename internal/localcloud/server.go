@@ -1,0 +1,346 @@
+// Package localcloud is an offline, wire-compatible stand-in for the AWS
+// Lambda and API Gateway (REST v1) APIs that really runs functions.
+//
+// It speaks what aws-sdk-go-v2, botocore and the AWS CLI send (REST-JSON,
+// SigV4 headers accepted and ignored) and runs each function's zip with Python
+// through a Runtime-API bootstrap: one process per execution environment, one
+// invocation per environment at a time, environments kept warm and reused, a
+// concurrency limit answered with 429 TooManyRequestsException, the function's
+// timeout enforced. API Gateway stages serve their deployment's snapshot at
+// /_aws/execute-api/{apiId}/{stage}/{path} and on the Host
+// {apiId}.execute-api.localhost, honouring API keys and usage plan throttles.
+package localcloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "embed"
+)
+
+//go:embed bootstrap.py
+var bootstrapPy []byte
+
+// Defaults of Config.
+const (
+	DefaultListen          = "127.0.0.1:4566"
+	DefaultRegion          = "us-east-1"
+	DefaultAccountID       = "000000000000"
+	DefaultConcurrency     = 10
+	DefaultIdleTimeout     = 5 * time.Minute
+	DefaultTransitionDelay = 250 * time.Millisecond
+	DefaultInitTimeout     = 10 * time.Second
+)
+
+// Config is localcloud's configuration. Zero fields take the defaults above.
+type Config struct {
+	Region    string // region in ARNs and URIs (us-east-1)
+	AccountID string // account in ARNs (000000000000)
+	// Concurrency is the account's concurrent-execution limit
+	// (LOCALCLOUD_CONCURRENCY, 10): invocations beyond it get 429.
+	Concurrency int
+	// Python is the interpreter that runs the bootstrap (LOCALCLOUD_PYTHON;
+	// default /usr/bin/python3 when present, else python3 on PATH).
+	Python string
+	// Dir holds unzipped code and per-environment /tmp dirs; default a new
+	// temporary directory removed by Close.
+	Dir string
+	// IdleTimeout is how long a warm environment may sit unused before it is
+	// stopped (5m).
+	IdleTimeout time.Duration
+	// TransitionDelay is how long a new function stays Pending and an updated
+	// one InProgress (250ms), so SDK waiters see real transitions; negative
+	// means transitions are instant.
+	TransitionDelay time.Duration
+	// InitTimeout bounds an environment's start until it asks for work (10s).
+	InitTimeout time.Duration
+	// Logger receives one line per lifecycle event; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock for state transitions and throttles; nil is time.Now.
+	Now func() time.Time
+}
+
+// LoadConfig reads LOCALCLOUD_CONCURRENCY, LOCALCLOUD_PYTHON,
+// LOCALCLOUD_IDLE_TIMEOUT and AWS_REGION through getenv.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	var c Config
+	if v := getenv("LOCALCLOUD_CONCURRENCY"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return c, fmt.Errorf("LOCALCLOUD_CONCURRENCY=%q: want an integer ≥ 1", v)
+		}
+		c.Concurrency = n
+	}
+	c.Python = getenv("LOCALCLOUD_PYTHON")
+	if v := getenv("LOCALCLOUD_IDLE_TIMEOUT"); v != "" {
+		d, err := parseSeconds(v)
+		if err != nil || d <= 0 {
+			return c, fmt.Errorf("LOCALCLOUD_IDLE_TIMEOUT=%q: want a positive duration (300 or 5m)", v)
+		}
+		c.IdleTimeout = d
+	}
+	c.Region = getenv("AWS_REGION")
+	return c, nil
+}
+
+func parseSeconds(v string) (time.Duration, error) {
+	if n, err := strconv.ParseFloat(v, 64); err == nil {
+		return time.Duration(n * float64(time.Second)), nil
+	}
+	return time.ParseDuration(v)
+}
+
+func (c *Config) setDefaults() {
+	if c.Region == "" {
+		c.Region = DefaultRegion
+	}
+	if c.AccountID == "" {
+		c.AccountID = DefaultAccountID
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Python == "" {
+		c.Python = "python3"
+		if _, err := os.Stat("/usr/bin/python3"); err == nil {
+			c.Python = "/usr/bin/python3"
+		}
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.TransitionDelay == 0 {
+		c.TransitionDelay = DefaultTransitionDelay
+	} else if c.TransitionDelay < 0 {
+		c.TransitionDelay = 0
+	}
+	if c.InitTimeout <= 0 {
+		c.InitTimeout = DefaultInitTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Server is the emulator: an http.Handler for the Lambda and API Gateway
+// control planes, execute-api, /health and /_localcloud/stats. Close stops
+// every Python process it started.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	mux       *http.ServeMux
+	dir       string
+	ownDir    bool
+	bootstrap string
+
+	// bg is the owner context of background work (Event invocations, the
+	// reaper); cancelled by Close, which then waits on wg.
+	bg     context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu sync.Mutex // guards lambda state: functions, environments, counters
+	lm lambdaState
+
+	gwMu sync.Mutex // guards API Gateway state
+	gw   gatewayState
+}
+
+// New prepares a Server: it checks the Python interpreter, writes the
+// bootstrap and starts the idle-environment reaper.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if _, err := exec.LookPath(cfg.Python); err != nil {
+		return nil, fmt.Errorf("find python interpreter %q (LOCALCLOUD_PYTHON): %w", cfg.Python, err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	if cfg.Dir == "" {
+		d, err := os.MkdirTemp("", "localcloud-")
+		if err != nil {
+			return nil, fmt.Errorf("create work dir: %w", err)
+		}
+		s.dir, s.ownDir = d, true
+	} else {
+		if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create work dir %s: %w", cfg.Dir, err)
+		}
+		s.dir = cfg.Dir
+	}
+	rt := filepath.Join(s.dir, "runtime")
+	if err := os.MkdirAll(rt, 0o755); err != nil {
+		return nil, fmt.Errorf("create runtime dir: %w", err)
+	}
+	s.bootstrap = filepath.Join(rt, "bootstrap.py")
+	if err := os.WriteFile(s.bootstrap, bootstrapPy, 0o644); err != nil {
+		return nil, fmt.Errorf("write bootstrap: %w", err)
+	}
+	s.lm.init()
+	s.gw.init()
+	s.mux = http.NewServeMux()
+	s.routes()
+	s.bg, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(1)
+	go s.reap()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /health", s.handleHealth)
+	m.HandleFunc("GET /_localcloud/health", s.handleHealth)
+	m.HandleFunc("GET /_localcloud/stats", s.handleStats)
+	s.lambdaRoutes(m)
+	s.gatewayRoutes(m)
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errorf(http.StatusNotFound, "UnknownOperationException",
+			"localcloud does not implement %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// ServeHTTP routes execute-api calls (by path prefix or by Host) to the
+// stage they name and everything else to the control planes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if apiID, ok := executeAPIHost(r.Host); ok {
+		s.serveExecuteAPI(w, r, apiID, r.URL.Path)
+		return
+	}
+	if rest, ok := strings.CutPrefix(r.URL.Path, executeAPIPrefix); ok {
+		apiID, path, _ := strings.Cut(rest, "/")
+		s.serveExecuteAPI(w, r, apiID, "/"+path)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// Close stops all environments and background work and removes the work
+// dir it created. It waits for the processes to exit or ctx to end.
+func (s *Server) Close(ctx context.Context) error {
+	s.cancel()
+	envs := s.lm.closeAll(&s.mu)
+	var wg sync.WaitGroup
+	for _, e := range envs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.stop()
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("close localcloud: %w", ctx.Err())
+	}
+	if s.ownDir {
+		if err := os.RemoveAll(s.dir); err != nil {
+			return fmt.Errorf("remove work dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// Stats is what /_localcloud/stats reports.
+type Stats struct {
+	Functions    int                      `json:"functions"`
+	Environments int                      `json:"environments"`
+	Busy         int                      `json:"busy"`
+	InFlight     int                      `json:"in_flight"`
+	Concurrency  int                      `json:"concurrency"`
+	Invocations  int64                    `json:"invocations"`
+	ColdStarts   int64                    `json:"cold_starts"`
+	Throttles    int64                    `json:"throttles"`
+	Timeouts     int64                    `json:"timeouts"`
+	Errors       int64                    `json:"errors"`
+	PerFunction  map[string]FunctionStats `json:"per_function"`
+	RestAPIs     int                      `json:"rest_apis"`
+}
+
+// FunctionStats are one function's counters.
+type FunctionStats struct {
+	Environments int   `json:"environments"`
+	Idle         int   `json:"idle"`
+	InFlight     int   `json:"in_flight"`
+	Invocations  int64 `json:"invocations"`
+	ColdStarts   int64 `json:"cold_starts"`
+	Throttles    int64 `json:"throttles"`
+	Timeouts     int64 `json:"timeouts"`
+	Errors       int64 `json:"errors"`
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	st := s.lm.statsLocked()
+	s.mu.Unlock()
+	st.Concurrency = s.cfg.Concurrency
+	s.gwMu.Lock()
+	st.RestAPIs = len(s.gw.apis)
+	s.gwMu.Unlock()
+	return st
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	st := s.Stats()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"status":       "ok",
+		"functions":    st.Functions,
+		"environments": st.Environments,
+		"in_flight":    st.InFlight,
+		"invocations":  st.Invocations,
+		"cold_starts":  st.ColdStarts,
+		"throttles":    st.Throttles,
+		"timeouts":     st.Timeouts,
+	})
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Stats())
+}
+
+// reap stops environments idle for longer than IdleTimeout.
+func (s *Server) reap() {
+	defer s.wg.Done()
+	every := s.cfg.IdleTimeout / 4
+	if every < 100*time.Millisecond {
+		every = 100 * time.Millisecond
+	}
+	if every > 30*time.Second {
+		every = 30 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.bg.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		idle := s.lm.takeIdleLocked(s.cfg.Now().Add(-s.cfg.IdleTimeout))
+		s.mu.Unlock()
+		for _, e := range idle {
+			s.log.Debug("localcloud: reaping idle environment", "function", e.snap.name, "env", e.id)
+			s.stopEnv(e)
+		}
+	}
+}
+
+var errClosed = errors.New("localcloud is closed")
