@@ -395,7 +395,9 @@ func TestWorkerConfigErrors(t *testing.T) {
 	if c != want {
 		t.Fatalf("defaults = %+v\nwant %+v", c, want)
 	}
-	c, err = loadConfig(func(k string) (string, bool) { return map[string]string{"LOCAL_TIMEOUT": "2.5"}[k], k == "LOCAL_TIMEOUT" })
+	c, err = loadConfig(func(k string) (string, bool) {
+		return map[string]string{"LOCAL_TIMEOUT": "2.5"}[k], k == "LOCAL_TIMEOUT"
+	})
 	if err != nil || c.Timeout != 2500*time.Millisecond {
 		t.Fatalf("LOCAL_TIMEOUT=2.5: %v, %v", c.Timeout, err)
 	}
