@@ -32,7 +32,9 @@ for name in "${names[@]}"; do
 	if docker buildx version >/dev/null 2>&1; then
 		docker buildx build --load -q -f "build/$name.Dockerfile" --build-arg "BASE_IMAGE=$base" -t "$tag" . >/dev/null
 	else
-		DOCKER_BUILDKIT=0 docker build -q -f "build/$name.Dockerfile" --build-arg "BASE_IMAGE=$base" -t "$tag" . >/dev/null
+		# (The CLI's banner about the legacy builder is dropped; errors stay.)
+		DOCKER_BUILDKIT=0 docker build -q -f "build/$name.Dockerfile" --build-arg "BASE_IMAGE=$base" -t "$tag" . \
+			2> >(grep -Ev 'DEPRECATED: The legacy builder|BuildKit is currently disabled|environment-variable\.$|^$' >&2) >/dev/null
 	fi
 	size=$(docker image inspect --format '{{.Size}}' "$tag")
 	log "built $tag in $(($(date +%s) - start))s ($((size / 1000000)) MB)"
