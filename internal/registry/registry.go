@@ -205,6 +205,9 @@ func Dial(ctx context.Context, addr string, opts Options) (*Store, error) {
 			}
 		}
 		client.Close()
+		if errors.Is(cause, context.DeadlineExceeded) || isTimeout(cause) {
+			cause = fmt.Errorf("no answer to PING: %w", cause)
+		}
 		return nil, fmt.Errorf("connect to redis at %s: gave up after %s: %w",
 			addr, time.Since(start).Round(100*time.Millisecond), cause)
 	}

@@ -1,8 +1,12 @@
 package registry_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,9 +60,37 @@ func watchOpts() registry.Options {
 	}
 }
 
+// logBuffer collects log output from the watcher's goroutine.
+type logBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func TestWatchDeliversNewVersions(t *testing.T) {
 	r := testutil.StartRedis(t)
-	s := mustDial(t, r, watchOpts())
+	opts := watchOpts()
+	logs := &logBuffer{}
+	opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := mustDial(t, r, opts)
+	// Quiet stretches below are longer than HealthInterval: the watcher must
+	// ping through them, not drop and re-make its subscription.
+	defer func() {
+		if strings.Contains(logs.String(), "lost") {
+			t.Errorf("the subscription was lost on a healthy server:\n%s", logs)
+		}
+	}()
 	v1 := publish(t, s, "f", "print(1)\n")
 
 	t.Run("current record first when the caller has none", func(t *testing.T) {
@@ -91,7 +123,15 @@ func TestWatchDeliversNewVersions(t *testing.T) {
 
 func TestWatchSurvivesRedisRestart(t *testing.T) {
 	r := testutil.StartRedis(t)
-	s := mustDial(t, r, watchOpts())
+	opts := watchOpts()
+	logs := &logBuffer{}
+	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	s := mustDial(t, r, opts)
+	defer func() {
+		if !strings.Contains(logs.String(), "lost its subscription") {
+			t.Errorf("the restart was not logged:\n%s", logs)
+		}
+	}()
 	v1 := publish(t, s, "f", "print(1)\n")
 	w := s.Watch(context.Background(), "f", v1)
 	defer w.Close()
