@@ -18,11 +18,16 @@ import (
 type Lease struct {
 	p        *Pool
 	m        *member
+	cold     bool
 	released atomic.Bool
 }
 
 // Worker is the member's container name (invoke's `worker` field).
 func (l *Lease) Worker() string { return l.m.name }
+
+// ColdStart reports whether this is the member's first call since it
+// started (or was adopted without having served any).
+func (l *Lease) ColdStart() bool { return l.cold }
 
 // Addr is the member's host:port.
 func (l *Lease) Addr() string { return l.m.addr }
@@ -153,7 +158,8 @@ func (p *Pool) TryAcquire() (*Lease, bool) {
 
 func (p *Pool) leaseLocked(m *member) *Lease {
 	m.inFlight++
-	return &Lease{p: p, m: m}
+	m.leases++
+	return &Lease{p: p, m: m, cold: m.leases == 1 && m.completed == 0}
 }
 
 // grantLocked hands free slots to waiters in arrival order.

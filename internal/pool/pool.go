@@ -119,6 +119,7 @@ type member struct {
 	state      State
 	since      time.Time
 	inFlight   int
+	leases     int64 // leases ever handed out
 	healthFail int
 	completed  int64
 	coldStarts int64

@@ -55,7 +55,9 @@ func TestInFlightAccountingUnderConcurrency(t *testing.T) {
 	for _, sched := range []string{policy.SchedulerRoundRobin, policy.SchedulerLeastConnections} {
 		t.Run(sched, func(t *testing.T) {
 			c, b := newFakeCluster(t, 2)
-			p := New(b, testConfig(3, 3, 2))
+			cfg := testConfig(3, 3, 2)
+			cfg.HealthTimeout = 2 * time.Second // -race on 2 shared cores: no spurious ejection
+			p := New(b, cfg)
 			p.Scheduler, _ = policy.NewScheduler(sched)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -74,6 +76,7 @@ func TestInFlightAccountingUnderConcurrency(t *testing.T) {
 							return
 						}
 						if _, err := l.Call(ctx, "sleep:1"); err != nil {
+							t.Errorf("call on %s: %v", l.Worker(), err)
 							failed.Add(1)
 						}
 						l.Release()

@@ -64,3 +64,34 @@ func (p *Pool) Snapshot() Snapshot {
 	}
 	return s
 }
+
+// Counts are the sizes the policies read, cheap to take on every call.
+// Its fields match gateway.PoolCounts, so one converts to the other.
+type Counts struct {
+	Members       int // all members, starting ones included, draining ones not
+	Ready         int
+	ReadySlots    int // slots of ready members
+	StartingSlots int // slots of members still starting
+	FreeSlots     int // free slots of ready members
+	Desired       int
+}
+
+// Counts takes the sizes under a short lock without allocating.
+func (p *Pool) Counts() Counts {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := Counts{Desired: p.desired}
+	for _, m := range p.members {
+		switch m.state {
+		case StateStarting:
+			c.Members++
+			c.StartingSlots += m.capacity
+		case StateReady:
+			c.Members++
+			c.Ready++
+			c.ReadySlots += m.capacity
+			c.FreeSlots += max(0, m.capacity-m.inFlight)
+		}
+	}
+	return c
+}
