@@ -1,0 +1,397 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/cloud"
+	"github.com/spillway-faas/spillway/internal/config"
+	"github.com/spillway-faas/spillway/internal/docker"
+	"github.com/spillway-faas/spillway/internal/gateway"
+	"github.com/spillway-faas/spillway/internal/policy"
+	"github.com/spillway-faas/spillway/internal/pool"
+	"github.com/spillway-faas/spillway/internal/registry"
+	"github.com/spillway-faas/spillway/internal/xmlrpc"
+)
+
+// serve runs the daemon until ctx ends (SIGTERM), then drains and removes
+// the workers. lb's port answers from the first moment: /healthz says 503 and
+// calls get a "starting" fault until the pool is ready.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	var handler atomic.Pointer[http.Handler]
+	starting := startingHandler()
+	handler.Store(&starting)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			(*handler.Load()).ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddr())
+	if err != nil {
+		return fmt.Errorf("listen on %s (LB_LISTEN_HOST, LOAD_BALANCER_PORT): %w", cfg.ListenAddr(), err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-serveErr
+	}()
+	log.Info("lb listening", "addr", ln.Addr().String(), "function", cfg.FunctionName,
+		"servers", cfg.NumberOfServers, "max", cfg.MaxServers, "offload", cfg.OffloadPolicy, "cloud", cfg.Cloud.Mode)
+
+	d, err := start(ctx, cfg, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped while starting")
+			return nil
+		}
+		return err
+	}
+	h := d.gw.Handler()
+	handler.Store(&h)
+	d.gw.SetReady(true)
+	log.Info("lb ready", "function", d.fn.Name, "version", d.fn.Version, "sha256", short(d.fn.SHA256), "style", d.fn.Style)
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		serveErr <- err
+		log.Error("http server stopped", "err", err)
+	}
+	log.Info("shutting down: draining calls in flight", "timeout", cfg.DrainTimeout)
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer cancel()
+	if err := d.gw.Drain(dctx); err != nil {
+		log.Warn("drain incomplete", "err", err)
+	}
+	return d.close(dctx)
+}
+
+func startingHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			w.Header().Set("Content-Type", "text/xml")
+			_, _ = w.Write(xmlrpc.AppendFault(nil, xmlrpc.Fault{Code: spillway.FaultUnavailable,
+				String: "lb is starting: waiting for the function and the worker pool"}))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"ready": false, "state": "starting"}` + "\n"))
+	})
+}
+
+// daemon owns everything lb started; close releases it in reverse order.
+type daemon struct {
+	log     *slog.Logger
+	store   *registry.Store
+	watcher *registry.Watcher
+	backend *docker.Backend
+	pool    *pool.Pool
+	offload *cloud.Offloader
+	deploy  *cloud.Deployer
+	gw      *gateway.Gateway
+	fn      spillway.Function
+
+	cancel context.CancelFunc // stops the loops below
+	wg     sync.WaitGroup
+
+	deployMu sync.Mutex // serialises deploys (start-up retry and updates)
+}
+
+func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *daemon, err error) {
+	d := &daemon{log: log}
+	loopCtx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	defer func() {
+		if err != nil {
+			cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer ccancel()
+			_ = d.close(cctx)
+		}
+	}()
+
+	d.store, err = registry.Dial(ctx, cfg.RedisAddr, registry.Options{ConnectTimeout: time.Minute, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("connect to Redis at %s (REDIS_ADDR): %w", cfg.RedisAddr, err)
+	}
+	// One watcher delivers the current record and every later version.
+	d.watcher = d.store.Watch(loopCtx, cfg.FunctionName, spillway.Function{})
+	d.fn, err = firstFunction(ctx, d.store, d.watcher, cfg.FunctionName, log)
+	if err != nil {
+		return nil, err
+	}
+
+	// Policies.
+	sched, err := policy.NewScheduler(cfg.Scheduler)
+	if err != nil {
+		return nil, fmt.Errorf("SCHEDULER: %w", err)
+	}
+	offloader, err := policy.NewOffloader(cfg.OffloadPolicy, policy.OffloadConfig{
+		QueueTimeout:        cfg.QueueTimeout,
+		CloudMaxRPS:         cfg.CloudMaxRPS,
+		CloudMaxCostPerHour: cfg.CloudMaxCostHour,
+		LambdaMemoryMB:      int(cfg.Cloud.LambdaMemory),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("OFFLOAD_POLICY: %w", err)
+	}
+	autoscaler, err := policy.NewAutoscaler(cfg.Autoscaler, policy.ScaleConfig{
+		N: cfg.NumberOfServers, Max: cfg.MaxServers, Concurrency: cfg.WorkerConcurrency,
+		ScaleDownDelay: cfg.ScaleDownDelay, Tick: cfg.ElasticitySleep,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("AUTOSCALER: %w", err)
+	}
+
+	// Cloud: deployed in the background so a slow or absent cloud never keeps
+	// the local pool from serving; until it is deployed the offloader is not
+	// Ready and every policy stays local.
+	ccfg := cloudConfig(cfg)
+	if ccfg.Enabled() {
+		awsCfg, err := cloud.LoadAWSConfig(ctx, ccfg)
+		if err != nil {
+			return nil, fmt.Errorf("load AWS configuration: %w", err)
+		}
+		d.deploy = cloud.NewDeployer(awsCfg, ccfg, log)
+		d.offload = cloud.NewOffloader(awsCfg, ccfg, log)
+		fn := d.fn
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.deployWithRetry(loopCtx, fn)
+		}()
+	}
+
+	// Local pool.
+	d.backend, err = docker.Open(ctx, docker.Config{
+		Pool: cfg.PoolName, Image: cfg.WorkerImage, Network: cfg.DockerNetwork,
+		Address: docker.AddressMode(cfg.WorkerAddress), ServerPort: cfg.WorkerPort,
+		Memory: cfg.WorkerMemory, NanoCPUs: int64(cfg.WorkerCPUs * 1e9), PidsLimit: cfg.WorkerPids,
+	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the Docker engine: %w", err)
+	}
+	if err := d.backend.CheckImage(ctx); err != nil {
+		return nil, err
+	}
+	d.pool = pool.New(d.backend, pool.Config{
+		Min: cfg.NumberOfServers, Max: cfg.MaxServers, Concurrency: cfg.WorkerConcurrency,
+		LocalTimeout: cfg.LocalTimeout,
+	})
+	d.pool.Scheduler = sched
+	d.pool.Logger = log
+	if err := d.pool.Open(ctx, d.fn); err != nil {
+		return nil, fmt.Errorf("start %d workers of %s: %w", cfg.NumberOfServers, cfg.WorkerImage, err)
+	}
+
+	deps := gateway.Deps{
+		Pool:       gateway.PoolOf(d.pool),
+		Offloader:  offloader,
+		Autoscaler: autoscaler,
+		Estimator:  policy.NewEstimator(policy.DefaultEstimatorConfig()),
+		Scale:      func(_ context.Context, n int) { d.pool.Scale(n) },
+		Details:    d.details,
+		Log:        log,
+	}
+	if d.offload != nil {
+		deps.Cloud = d.offload
+	}
+	d.gw = gateway.New(cfg, deps)
+
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.followUpdates(loopCtx)
+	}()
+	return d, nil
+}
+
+// firstFunction waits for the function record: a fresh stack starts lb before
+// anyone has published.
+func firstFunction(ctx context.Context, store *registry.Store, w *registry.Watcher, name string, log *slog.Logger) (spillway.Function, error) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	fn, err := store.Get(rctx, name)
+	cancel()
+	if err == nil {
+		return fn, nil
+	}
+	if !errors.Is(err, spillway.ErrFunctionNotFound) {
+		return fn, fmt.Errorf("read function %q: %w", name, err)
+	}
+	log.Warn("no function published yet; waiting for it", "name", name,
+		"hint", fmt.Sprintf("bin/addfaas --name %s examples/fib.py", name))
+	select {
+	case fn, ok := <-w.Updates():
+		if !ok {
+			return fn, fmt.Errorf("watch function %q: watcher stopped", name)
+		}
+		return fn, nil
+	case <-ctx.Done():
+		return spillway.Function{}, ctx.Err()
+	}
+}
+
+// deployWithRetry deploys fn to the cloud, retrying with capped backoff until
+// it succeeds or ctx ends.
+func (d *daemon) deployWithRetry(ctx context.Context, fn spillway.Function) {
+	backoff := time.Second
+	for {
+		err := d.deployOnce(ctx, fn)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		d.log.Warn("cloud deploy failed; offloading waits for it", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func (d *daemon) deployOnce(ctx context.Context, fn spillway.Function) error {
+	d.deployMu.Lock()
+	defer d.deployMu.Unlock()
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	ep, err := d.deploy.Deploy(dctx, fn)
+	if err != nil {
+		return fmt.Errorf("deploy %s v%d: %w", fn.Name, fn.Version, err)
+	}
+	d.offload.SetEndpoint(ep)
+	d.log.Info("cloud deployed", "function", fn.Name, "version", fn.Version, "endpoint", ep,
+		"took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// followUpdates rolls the pool and redeploys the Lambda for each new version.
+func (d *daemon) followUpdates(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case fn, ok := <-d.watcher.Updates():
+			if !ok {
+				return
+			}
+			if fn.SHA256 == d.pool.Function().SHA256 && fn.Style == d.pool.Function().Style && fn.Handler == d.pool.Function().Handler {
+				continue
+			}
+			d.log.Info("function updated; rolling the pool", "version", fn.Version, "sha256", short(fn.SHA256))
+			var wg sync.WaitGroup
+			if d.deploy != nil {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					d.deployWithRetry(ctx, fn)
+				}()
+			}
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			if err := d.pool.Roll(rctx, fn); err != nil {
+				d.log.Error("roll to the new version incomplete", "version", fn.Version, "err", err)
+			} else {
+				d.log.Info("pool rolled", "version", fn.Version)
+			}
+			cancel()
+			wg.Wait()
+		}
+	}
+}
+
+func (d *daemon) details() map[string]any {
+	s := d.pool.Snapshot()
+	members := make([]any, 0, len(s.Members))
+	for _, m := range s.Members {
+		members = append(members, map[string]any{
+			"name": m.Name, "state": string(m.State), "in_flight": m.InFlight, "capacity": m.Capacity,
+			"version": m.Version, "sha256": m.SHA256, "completed": m.Completed, "cold_starts": m.ColdStarts,
+		})
+	}
+	fn := d.pool.Function()
+	out := map[string]any{
+		"members":  members,
+		"function": map[string]any{"name": fn.Name, "version": fn.Version, "sha256": fn.SHA256, "style": string(fn.Style)},
+		"pool": map[string]any{
+			"starting": s.Starting, "draining": s.Draining, "waiting": s.Waiting,
+			"started": s.Counters.Started, "adopted": s.Counters.Adopted, "failed": s.Counters.Failed,
+			"replacements": s.Counters.Replacements, "removed": s.Counters.Removed, "start_failed": s.Counters.StartFailed,
+		},
+	}
+	if d.offload != nil {
+		st := d.offload.Stats()
+		out["cloud"] = map[string]any{
+			"ready": d.offload.Ready(), "breaker": st.Breaker.String(), "calls": st.Calls,
+			"succeeded": st.Succeeded, "failed": st.Failed, "retries": st.Retries,
+			"throttled": st.Throttled, "rejected": st.Rejected, "cold_starts": st.ColdStarts,
+		}
+	}
+	return out
+}
+
+// close stops the loops and removes the workers.
+func (d *daemon) close(ctx context.Context) error {
+	d.cancel()
+	var errs []error
+	if d.gw != nil {
+		d.gw.Close()
+	}
+	d.wg.Wait()
+	if d.pool != nil {
+		if err := d.pool.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close the pool: %w", err))
+		}
+	}
+	if d.backend != nil {
+		_ = d.backend.Close()
+	}
+	if d.offload != nil {
+		d.offload.Close()
+	}
+	if d.watcher != nil {
+		_ = d.watcher.Close()
+	}
+	if d.store != nil {
+		_ = d.store.Close()
+	}
+	return errors.Join(errs...)
+}
+
+func cloudConfig(c config.Config) cloud.Config {
+	cc := cloud.Defaults(c.FunctionName)
+	cc.Mode = cloud.Mode(c.Cloud.Mode)
+	cc.Region = c.Cloud.Region
+	cc.Role = c.Cloud.Role
+	cc.Endpoint = c.Cloud.Endpoint
+	cc.LambdaName = c.Cloud.LambdaName
+	cc.MemoryMB = c.Cloud.LambdaMemory
+	cc.Timeout = c.Cloud.LambdaTimeout
+	cc.APIName = c.Cloud.APIName
+	cc.Stage = c.Cloud.APIStage
+	cc.ThrottleRPS = c.Cloud.ThrottleRPS
+	cc.ThrottleBurst = c.Cloud.ThrottleBurst
+	cc.OffloadVia = cloud.Via(c.Cloud.OffloadVia)
+	return cc
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
