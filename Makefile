@@ -67,7 +67,7 @@ test: deps images vet fmt-check ## deps, images, vet, gofmt, go test -race ./...
 	@set +e; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./... 2>&1 | tee $(CACHE)/test.log; \
 	status=$${PIPESTATUS[0]}; set -e; \
 	echo "----- go test summary (full log: $(CACHE)/test.log) -----"; \
-	grep -E '^(ok|FAIL|---)|^panic:|no test files' $(CACHE)/test.log | grep -Ev 'no test files|^--- (PASS|SKIP)' || true; \
+	grep -E '^(ok |FAIL|panic:)|^[[:space:]]*--- FAIL' $(CACHE)/test.log || true; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED (go test exit $$status)"; exit $$status; fi; \
 	echo "make test: PASS"
 

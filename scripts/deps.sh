@@ -9,7 +9,8 @@ set -euo pipefail
 missing=()      # Debian packages to install
 problems=()     # things apt cannot fix
 
-have() { command -v "$1" >/dev/null 2>&1; }
+# have NAME: on PATH, or in an sbin directory a non-root PATH may lack.
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]; }
 
 # redis-server: tests start private servers on loopback ports.
 have redis-server || missing+=(redis-server)
@@ -49,6 +50,7 @@ if ((${#missing[@]})); then
 		echo "deps: missing Debian packages: ${missing[*]}" >&2
 		echo "deps: install them with:  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
 		echo "deps: (or run 'sudo make deps')" >&2
+		for p in "${problems[@]}"; do echo "deps: $p" >&2; done
 		exit 1
 	fi
 fi
