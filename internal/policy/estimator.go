@@ -85,6 +85,10 @@ type Estimates struct {
 	WorkerColdStart time.Duration
 	// ArrivalRate is the recent arrival rate in calls per second.
 	ArrivalRate float64
+	// CloudEnvs is how many cloud execution environments are likely warm (the
+	// most cloud calls in flight at once within the keep-alive); 0 when
+	// unknown (ObserveCloudStart never called, or the cloud idle too long).
+	CloudEnvs int
 	// LocalSamples and CloudSamples count the observations behind the numbers
 	// (0 means the value is the prior).
 	LocalSamples int64
@@ -98,12 +102,20 @@ type Estimator struct {
 	cfg EstimatorConfig
 	tau float64 // ArrivalWindow in seconds
 
-	mu                                                 sync.Mutex // guards everything below
-	local, cloudWarm, cloudCold, coldFrac, workerStart float64    // seconds / fraction
+	mu sync.Mutex // guards everything below
+
+	// Moving averages in seconds (coldFrac is a fraction) and their counts.
+	local, cloudWarm, cloudCold, coldFrac, workerStart float64
 	localN, cloudN, warmN, coldN, startN               int64
 	lastCloud                                          time.Time
-	arrivals                                           float64 // decayed count as of lastArrival
-	lastArrival                                        time.Time
+
+	arrivals    float64 // decayed arrival count as of lastArrival
+	lastArrival time.Time
+
+	// Windowed maximum of cloud concurrency: the largest in-flight count seen
+	// in the current and the previous half keep-alive.
+	envCur, envPrev int
+	envStart        time.Time
 }
 
 // NewEstimator returns an Estimator seeded with cfg's priors.
@@ -164,6 +176,30 @@ func (e *Estimator) Observe(route spillway.Route, latency time.Duration, coldSta
 	}
 }
 
+// ObserveCloudStart records a call starting in the cloud; inFlight is the
+// number of cloud calls running, this one included. From it the Estimator
+// learns how many execution environments the cloud keeps warm (the most calls
+// it ran at once within the keep-alive), so the latency-aware policy can tell
+// a call that will find a warm environment from one that will cold-start.
+func (e *Estimator) ObserveCloudStart(inFlight int, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.rollEnvsLocked(now)
+	e.envCur = max(e.envCur, inFlight)
+}
+
+// rollEnvsLocked moves the concurrency window to now (e.mu held).
+func (e *Estimator) rollEnvsLocked(now time.Time) {
+	half := e.cfg.CloudKeepAlive / 2
+	switch el := now.Sub(e.envStart); {
+	case el < half:
+	case el < 2*half:
+		e.envPrev, e.envCur, e.envStart = e.envCur, 0, e.envStart.Add(half)
+	default:
+		e.envPrev, e.envCur, e.envStart = 0, 0, now
+	}
+}
+
 // ObserveWorkerStart records how long a new worker took from start to ready.
 func (e *Estimator) ObserveWorkerStart(d time.Duration, now time.Time) {
 	if d < 0 {
@@ -210,7 +246,16 @@ func (e *Estimator) Estimates(now time.Time) Estimates {
 		// Nothing warm is left (or nothing was ever called): expect a cold start.
 		rtt = cold
 	}
+	// Read the window as it would be at now, without moving it.
+	envs := 0
+	switch el, half := now.Sub(e.envStart), e.cfg.CloudKeepAlive/2; {
+	case el < half:
+		envs = max(e.envCur, e.envPrev)
+	case el < 2*half:
+		envs = e.envCur
+	}
 	return Estimates{
+		CloudEnvs:         envs,
 		LocalService:      seconds(e.local),
 		CloudRoundTrip:    seconds(rtt),
 		CloudWarm:         seconds(warm),

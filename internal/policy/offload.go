@@ -262,11 +262,12 @@ func (l *LatencyAware) Decide(in OffloadInput) OffloadDecision {
 		return local
 	}
 	est := in.Estimates
+	cloud := CloudRoundTrip(in)
 	localDone := wait + est.LocalService
-	if wait < math.MaxInt64-est.LocalService && localDone <= est.CloudRoundTrip {
+	if wait < math.MaxInt64-est.LocalService && localDone <= cloud {
 		return OffloadDecision{Route: spillway.RouteLocal, MaxWait: l.maxWait(wait)}
 	}
-	cost := callCost(l.cfg, est.CloudRoundTrip)
+	cost := callCost(l.cfg, cloud)
 	if l.budget.take(in.Now, cost) {
 		return OffloadDecision{Route: spillway.RouteCloud, Reason: spillway.ReasonPolicy}
 	}
@@ -284,6 +285,21 @@ func (l *LatencyAware) maxWait(wait time.Duration) time.Duration {
 		mw = l.cfg.QueueTimeout
 	}
 	return mw
+}
+
+// CloudRoundTrip is the expected round trip of a call sent to the cloud now:
+// the warm round trip while fewer calls are in flight there than it keeps
+// environments for, the cold one beyond that, and the blended
+// Estimates.CloudRoundTrip when the environment count is unknown.
+func CloudRoundTrip(in OffloadInput) time.Duration {
+	est := in.Estimates
+	switch {
+	case est.CloudEnvs <= 0:
+		return est.CloudRoundTrip
+	case in.CloudInFlight < est.CloudEnvs:
+		return est.CloudWarm
+	}
+	return max(est.CloudCold, est.CloudWarm)
 }
 
 // LocalWait estimates how long a call arriving with in would wait for a local

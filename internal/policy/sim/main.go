@@ -35,7 +35,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.Trace.Peak, "peak", cfg.Trace.Peak, "burst/peak arrival rate, calls/s (bursts, diurnal, step)")
 	fs.DurationVar(&cfg.Trace.Period, "period", cfg.Trace.Period, "bursts/diurnal cycle")
 	fs.DurationVar(&cfg.Trace.On, "on", cfg.Trace.On, "bursts: burst length")
-	fs.DurationVar(&cfg.Trace.StepAt, "step-at", 30*time.Second, "step: when the rate jumps to --peak")
+	fs.DurationVar(&cfg.Trace.StepAt, "step-at", cfg.Trace.StepAt, "step: when the rate jumps to --peak")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long arrivals come")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed")
 	policies := fs.String("policies", "overflow,latency-aware,never", "comma-separated offload[/autoscaler[/scheduler]] to compare")

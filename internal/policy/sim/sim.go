@@ -51,14 +51,17 @@ type Config struct {
 	CloudMaxCostPerHour float64
 }
 
-// DefaultConfig is a small pool in front of a 100ms function.
+// DefaultConfig is an elastic pool (N=2, MAX=16) in front of a 100ms
+// function, hit by 20s bursts of 200 calls/s every 2 minutes over a base of
+// 5 calls/s: longer gaps than SCALE_DOWN_DELAY, so each burst meets a pool
+// shrunk back to N.
 func DefaultConfig() Config {
 	return Config{
 		Seed:     1,
-		Duration: 10 * time.Minute,
-		Trace:    Trace{Kind: TraceBursts, Rate: 20, Peak: 250, Period: time.Minute, On: 10 * time.Second},
+		Duration: 30 * time.Minute,
+		Trace:    Trace{Kind: TraceBursts, Rate: 5, Peak: 200, Period: 2 * time.Minute, On: 20 * time.Second, StepAt: 30 * time.Second},
 
-		Servers: 4, Max: 16, Concurrency: 1,
+		Servers: 2, Max: 16, Concurrency: 1,
 		Tick: time.Second, ScaleDownDelay: 30 * time.Second, LocalTimeout: 5 * time.Second,
 
 		Service: 100 * time.Millisecond, ServiceCV: 0.5,
@@ -226,6 +229,7 @@ type engine struct {
 	lastPool int64 // time of the last pool-size change
 	done     bool  // arrivals are over
 
+	err    error // an engine invariant broke; the run stops
 	hist   *hdrhistogram.Histogram
 	res    Result
 	ticks  []int
@@ -273,7 +277,7 @@ func Run(cfg Config, p Policy) (Result, error) {
 	}
 	e.scheduleArrival()
 	e.h.push(event{t: cfg.Tick.Nanoseconds(), kind: evTick})
-	for e.h.len() > 0 {
+	for e.h.len() > 0 && e.err == nil {
 		ev := e.h.pop()
 		e.now = ev.t
 		e.res.Events++
@@ -297,6 +301,9 @@ func Run(cfg Config, p Policy) (Result, error) {
 		case evRedecide:
 			e.redecide(ev.a, uint32(ev.b))
 		}
+	}
+	if e.err != nil {
+		return Result{}, e.err
 	}
 	e.poolChange()
 	e.finish()
@@ -410,8 +417,9 @@ func (e *engine) drainQueue() {
 
 func (e *engine) dispatch(id int32) {
 	i := e.sched.Pick(e.members)
-	if i < 0 {
-		panic("sim: scheduler found no free member while free slots are counted") // engine bug, not input
+	if i < 0 || i >= len(e.members) || e.members[i].InFlight >= e.members[i].Capacity {
+		e.err = fmt.Errorf("scheduler %s picked %d of %d members with %d free slots counted", e.pol.Scheduler, i, len(e.members), e.freeSlots)
+		return
 	}
 	w := e.memberW[i]
 	e.members[i].InFlight++
@@ -466,6 +474,7 @@ func (e *engine) record(id int32) {
 
 func (e *engine) startCloud(id int32, reason spillway.Reason) {
 	e.cloudIn++
+	e.est.ObserveCloudStart(e.cloudIn, e.at())
 	e.res.Reasons[string(reason)]++
 	cold := true
 	if n := len(e.envs); n > 0 {

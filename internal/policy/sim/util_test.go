@@ -1,5 +1,0 @@
-package sim
-
-import "strings"
-
-func splitArgs(s string) []string { return strings.Fields(s) }
