@@ -26,6 +26,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/pool"
 )
 
@@ -89,7 +90,7 @@ type Config struct {
 	ServerPort int           // SERVER_PORT inside the worker; 0 means 8001
 	Memory     int64         // WORKER_MEMORY in bytes; 0 means no limit
 	NanoCPUs   int64         // WORKER_CPUS × 1e9; 0 means no limit
-	PidsLimit  int64         // processes per worker; 0 means DefaultPidsLimit
+	PidsLimit  int64         // WORKER_PIDS_LIMIT: processes per worker; 0 means DefaultPidsLimit, < 0 no limit
 	TmpfsSize  int64         // size of the /tmp tmpfs in bytes; 0 means DefaultTmpfsSize
 	StopGrace  time.Duration // SIGTERM grace before SIGKILL on Remove; 0 means 1s
 }
@@ -132,13 +133,30 @@ func (c Config) Validate() error {
 		return fmt.Errorf("WORKER_MEMORY=%d: Docker needs at least 6 MiB", c.Memory)
 	case c.NanoCPUs < 0:
 		return fmt.Errorf("WORKER_CPUS: negative")
-	case c.PidsLimit < 0:
-		return fmt.Errorf("worker pids limit %d: negative", c.PidsLimit)
 	}
 	if _, err := ParseAddressMode(string(c.Address)); err != nil {
 		return err
 	}
 	return nil
+}
+
+// ConfigFrom takes the worker-container settings of lb's configuration.
+// WORKER_PIDS_LIMIT=0 means no limit there, as it does in Docker.
+func ConfigFrom(c config.Config) Config {
+	pids := c.WorkerPids
+	if pids == 0 {
+		pids = -1
+	}
+	return Config{
+		Pool:       c.PoolName,
+		Image:      c.WorkerImage,
+		Network:    c.DockerNetwork,
+		Address:    AddressMode(c.WorkerAddress),
+		ServerPort: c.WorkerPort,
+		Memory:     c.WorkerMemory,
+		NanoCPUs:   int64(c.WorkerCPUs * 1e9),
+		PidsLimit:  pids,
+	}
 }
 
 // Backend is pool.Backend on the Docker Engine API.
@@ -445,6 +463,9 @@ func (b *Backend) containerConfig(spec pool.WorkerSpec, labels map[string]string
 // gain, pids/memory/CPU limits, the internal pool network, no restarts.
 func (b *Backend) hostConfig() *container.HostConfig {
 	pids := b.cfg.PidsLimit
+	if pids < 0 {
+		pids = -1 // Docker's "unlimited"
+	}
 	hc := &container.HostConfig{
 		NetworkMode:    container.NetworkMode(b.cfg.Network),
 		RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled},

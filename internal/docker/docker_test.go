@@ -396,6 +396,7 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 // comes up healthy with the function copied in under the read-only root.
 func TestRealWorkerImage(t *testing.T) {
 	testutil.DockerImage(t, RealWorkerImage)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "must-not-leak")
 	b := openTestBackend(t, RealWorkerImage, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -404,6 +405,36 @@ func TestRealWorkerImage(t *testing.T) {
 		t.Fatalf("Start: %v", err)
 	}
 	waitHealthz(t, w.Addr, 30*time.Second)
+	exec1 := func(script string) (string, error) {
+		out, err := exec.CommandContext(ctx, "docker", "exec", w.ID, "sh", "-c", script).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	checks := []struct {
+		script  string
+		want    string // exact output; "" with wantErr
+		wantErr bool
+	}{
+		{script: "id -u; id -g", want: "10001\n10001"},
+		{script: "stat -c '%u %a' /var/task/function.py", want: "10001 444"},
+		{script: "touch /should-fail", wantErr: true},
+		{script: "touch /tmp/ok && echo ok", want: "ok"},
+		{script: "env | grep -c -E '^(AWS_|REDIS)' || true", want: "0"},
+		{script: "grep -c . /var/task/function.py", want: "2"},
+	}
+	for _, ck := range checks {
+		t.Run(ck.script, func(t *testing.T) {
+			out, err := exec1(ck.script)
+			if ck.wantErr {
+				if err == nil {
+					t.Fatalf("succeeded: %s", out)
+				}
+				return
+			}
+			if err != nil || out != ck.want {
+				t.Fatalf("= %q, %v; want %q", out, err, ck.want)
+			}
+		})
+	}
 	if err := b.Remove(ctx, w.ID); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}

@@ -94,6 +94,9 @@ func (l *Lease) Release() {
 	case m.inFlight == 0:
 		// A draining or failed member may now be removed; Close may be
 		// waiting for the last call.
+		if m.state == StateFailed || m.removing {
+			m.closeConns()
+		}
 		p.notifyLocked()
 		p.poke()
 	}

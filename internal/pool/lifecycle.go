@@ -138,6 +138,7 @@ func (p *Pool) drainLocked(m *member, why string) {
 // removeAsync removes m's container in an owned goroutine.
 func (p *Pool) removeAsync(m *member) {
 	m.cancel()
+	m.closeConns()
 	p.notifyLocked()
 	p.wg.Add(1)
 	go func() {
@@ -192,9 +193,9 @@ func (p *Pool) start(m *member, spec WorkerSpec) {
 		p.log.Error("start worker", "version", spec.Function.Version, "err", err)
 		return
 	}
-	client := xmlrpc.NewClient("http://"+w.Addr+"/", p.hc)
+	client, tr := p.newClient(w.Addr)
 	p.mu.Lock()
-	m.id, m.name, m.addr, m.client = w.ID, w.Name, w.Addr, client
+	m.id, m.name, m.addr, m.client, m.tr = w.ID, w.Name, w.Addr, client, tr
 	orphan := m.removing || m.state == StateFailed
 	p.mu.Unlock()
 	if orphan {
@@ -405,6 +406,7 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function) (kept, removed i
 		keep bool
 		h    health
 		c    *xmlrpc.Client
+		tr   *http.Transport
 	}
 	vs := make([]verdict, 0, len(ws))
 	var wg sync.WaitGroup
@@ -416,9 +418,12 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function) (kept, removed i
 		wg.Go(func() {
 			v := verdict{w: w}
 			if w.Running && w.Addr != "" && w.SHA256 == fn.SHA256 && w.Function == fn.Name {
-				v.c = xmlrpc.NewClient("http://"+w.Addr+"/", p.httpClient())
+				v.c, v.tr = p.newClient(w.Addr)
 				h, err := p.probe(ctx, v.c)
 				v.keep, v.h = err == nil && h.ready, h
+				if !v.keep {
+					v.tr.CloseIdleConnections()
+				}
 			}
 			mu.Lock()
 			vs = append(vs, v)
@@ -436,7 +441,7 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function) (kept, removed i
 		}
 		mctx, cancel := context.WithCancel(p.baseCtx())
 		m := &member{
-			id: v.w.ID, name: v.w.Name, addr: v.w.Addr, client: v.c,
+			id: v.w.ID, name: v.w.Name, addr: v.w.Addr, client: v.c, tr: v.tr,
 			version: v.w.Version, sha256: v.w.SHA256, capacity: p.cfg.Concurrency,
 			ctx: mctx, cancel: cancel, completed: v.h.completed, coldStarts: v.h.coldStarts,
 		}
@@ -474,11 +479,14 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function) (kept, removed i
 	return kept, removed, errors.Join(errs...)
 }
 
-func (p *Pool) httpClient() *http.Client {
-	if p.hc == nil {
-		return http.DefaultClient
-	}
-	return p.hc
+// newClient returns an XML-RPC client to one worker on a transport of its
+// own: keep-alive, no proxy, a short connect timeout.
+func (p *Pool) newClient(addr string) (*xmlrpc.Client, *http.Transport) {
+	tr := xmlrpc.NewTransport()
+	tr.DialContext = dialer(p.cfg.DialTimeout)
+	tr.MaxIdleConns = p.cfg.Concurrency + 2
+	tr.MaxIdleConnsPerHost = p.cfg.Concurrency + 2
+	return xmlrpc.NewClient("http://"+addr+"/", &http.Client{Transport: tr}), tr
 }
 
 func (p *Pool) baseCtx() context.Context {

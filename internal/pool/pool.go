@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/policy"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
@@ -48,6 +49,17 @@ type Config struct {
 	StartTimeout   time.Duration // container start + first healthy probe (30s)
 	RemoveTimeout  time.Duration // one backend Remove (30s)
 	DialTimeout    time.Duration // TCP connect to a worker (2s)
+}
+
+// ConfigFrom takes the pool's sizes from lb's configuration; the health
+// and start timings keep their defaults.
+func ConfigFrom(c config.Config) Config {
+	return Config{
+		Min:          c.NumberOfServers,
+		Max:          c.MaxServers,
+		Concurrency:  c.WorkerConcurrency,
+		LocalTimeout: c.LocalTimeout,
+	}
 }
 
 // Defaults for the zero values of Config.
@@ -109,6 +121,7 @@ type member struct {
 	name   string
 	addr   string
 	client *xmlrpc.Client
+	tr     *http.Transport // this member's own connections, closed when it goes
 	// immutable from creation
 	version  int64
 	sha256   string
@@ -124,6 +137,15 @@ type member struct {
 	completed  int64
 	coldStarts int64
 	removing   bool // taken off the list, backend removal under way
+}
+
+// closeConns drops the member's idle connections. A new container may get
+// the same IP: it must never be sent a stale connection of the old one,
+// which is why each member has its own transport.
+func (m *member) closeConns() {
+	if m.tr != nil {
+		m.tr.CloseIdleConnections()
+	}
 }
 
 // waiter is one Acquire blocked for a slot. Guarded by Pool.mu.
@@ -145,7 +167,6 @@ type Pool struct {
 	cfg     Config
 	backend Backend
 	log     *slog.Logger
-	hc      *http.Client
 
 	ctx    context.Context // the pool's own, cancelled by Close
 	cancel context.CancelFunc
@@ -200,10 +221,6 @@ func (p *Pool) Open(ctx context.Context, fn spillway.Function) error {
 	if p.Scheduler == nil {
 		p.Scheduler = &policy.RoundRobin{}
 	}
-	tr := xmlrpc.NewTransport()
-	tr.DialContext = dialer(p.cfg.DialTimeout)
-	tr.MaxIdleConnsPerHost = p.cfg.Concurrency + 2
-	p.hc = &http.Client{Transport: tr}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 
 	p.mu.Lock()
@@ -339,6 +356,7 @@ func (p *Pool) Close(ctx context.Context) error {
 	p.mu.Lock()
 	for _, m := range p.members {
 		m.cancel()
+		m.closeConns()
 		if m.id != "" {
 			ids[m.id] = true
 		}
@@ -403,6 +421,7 @@ func (p *Pool) failLocked(m *member, cause error) {
 	wasReady := m.state == StateReady
 	p.setStateLocked(m, StateFailed)
 	m.cancel()
+	m.closeConns()
 	if wasReady {
 		p.counters.Failed++
 	}
