@@ -142,3 +142,49 @@ func TestEstimatorConcurrent(t *testing.T) {
 		t.Fatalf("lost observations: %+v", got)
 	}
 }
+
+func TestEstimatorCloudEnvs(t *testing.T) {
+	e := NewEstimator(EstimatorConfig{CloudKeepAlive: 10 * time.Minute})
+	if got := e.Estimates(t0).CloudEnvs; got != 0 {
+		t.Fatalf("envs before any call: %d", got)
+	}
+	for _, n := range []int{1, 2, 3, 2, 1} {
+		e.ObserveCloudStart(n, t0)
+	}
+	for _, tc := range []struct {
+		at   time.Duration
+		want int
+	}{
+		{0, 3}, {4 * time.Minute, 3}, {9 * time.Minute, 3}, {10 * time.Minute, 0}, {time.Hour, 0},
+	} {
+		if got := e.Estimates(t0.Add(tc.at)).CloudEnvs; got != tc.want {
+			t.Errorf("envs at +%v: %d, want %d", tc.at, got, tc.want)
+		}
+	}
+	// A call 6 minutes in keeps its own count alive for another window.
+	e.ObserveCloudStart(1, t0.Add(6*time.Minute))
+	if got := e.Estimates(t0.Add(12 * time.Minute)).CloudEnvs; got != 1 {
+		t.Errorf("envs after the window moved: %d, want 1", got)
+	}
+}
+
+func TestCloudRoundTrip(t *testing.T) {
+	est := Estimates{CloudRoundTrip: 400 * ms, CloudWarm: 200 * ms, CloudCold: 1200 * ms}
+	for _, tc := range []struct {
+		name          string
+		envs, inCloud int
+		want          time.Duration
+	}{
+		{"envs unknown: blended", 0, 5, 400 * ms},
+		{"a warm environment is free", 4, 3, 200 * ms},
+		{"all environments busy: cold", 4, 4, 1200 * ms},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := est
+			e.CloudEnvs = tc.envs
+			if got := CloudRoundTrip(OffloadInput{CloudInFlight: tc.inCloud, Estimates: e}); got != tc.want {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -195,13 +195,14 @@ func callCost(cfg OffloadConfig, d time.Duration) float64 {
 }
 
 // budgetSpent keeps a call local because the cloud budget is spent. Without a
-// free slot it may wait until a call's worth of budget is back (or
-// QueueTimeout, whichever is sooner) and is then decided again.
+// free slot it may wait until enough budget is back for it and the calls
+// queued ahead of it (or QueueTimeout, whichever is sooner) and is then
+// decided again, so waiters do not all wake for the same token.
 func budgetSpent(in OffloadInput, cfg OffloadConfig, b *budget, cost float64) OffloadDecision {
 	if in.FreeSlots > 0 {
 		return local
 	}
-	mw := b.refill(in.Now, cost)
+	mw := b.refill(in.Now, cost, max(0, in.Queued)+1)
 	if cfg.QueueTimeout > 0 && cfg.QueueTimeout < mw {
 		mw = cfg.QueueTimeout
 	}
@@ -425,8 +426,9 @@ func (b *budget) take(now time.Time, usd float64) bool {
 	return true
 }
 
-// refill is how long until a call costing usd would be allowed (at least 1ms).
-func (b *budget) refill(now time.Time, usd float64) time.Duration {
+// refill is how long until n calls costing usd each would be allowed (at
+// least 1ms).
+func (b *budget) refill(now time.Time, usd float64, n int) time.Duration {
 	if b == nil {
 		return time.Millisecond
 	}
@@ -435,13 +437,13 @@ func (b *budget) refill(now time.Time, usd float64) time.Duration {
 	var d float64
 	if b.calls.on {
 		b.calls.fill(now)
-		if b.calls.level < 1 {
-			d = (1 - b.calls.level) / b.calls.rate
+		if need := float64(n); b.calls.level < need {
+			d = (need - b.calls.level) / b.calls.rate
 		}
 	}
 	if b.cost.on {
 		b.cost.fill(now)
-		if need := math.Min(usd, b.cost.max); b.cost.level < need {
+		if need := math.Min(usd, b.cost.max) * float64(n); b.cost.level < need {
 			d = math.Max(d, (need-b.cost.level)/b.cost.rate)
 		}
 	}
