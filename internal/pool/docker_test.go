@@ -286,3 +286,37 @@ func TestDockerRollWithoutFailedCalls(t *testing.T) {
 	}
 	t.Logf("%d calls during the roll, none failed", calls.Load())
 }
+
+// TestDockerDeathWatch: with health probes off and no calls, a killed
+// container still leaves rotation at once (Docker's die event) and is
+// replaced.
+func TestDockerDeathWatch(t *testing.T) {
+	b := openDocker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p := pool.New(b, pool.Config{Min: 1, Max: 1, Concurrency: 1, HealthInterval: time.Hour})
+	if err := p.Open(ctx, scriptFunction(1, "print('x')\n")); err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer p.Close(ctx)
+	victim := p.Snapshot().Members[0]
+	killed := time.Now()
+	if out, err := exec.CommandContext(ctx, "docker", "kill", victim.ID).CombinedOutput(); err != nil {
+		t.Fatalf("docker kill: %v %s", err, out)
+	}
+	for {
+		s := p.Snapshot()
+		if len(s.Members) == 0 || s.Members[0].ID != victim.ID || s.Members[0].State != pool.StateReady {
+			break
+		}
+		if time.Since(killed) > 3*time.Second {
+			t.Fatalf("killed member still ready after 3s: %+v", s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ejected := time.Since(killed)
+	if err := p.WaitReady(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ejected %v after the kill, replaced after %v", ejected.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+}

@@ -102,7 +102,7 @@ func (w *fakeWorker) kill() {
 
 // fakeCluster starts fake workers for a fakeBackend.
 type fakeCluster struct {
-	t        *testing.T
+	t        testing.TB
 	capacity int
 	mu       sync.Mutex
 	workers  map[string]*fakeWorker // by id
@@ -113,7 +113,7 @@ type fakeCluster struct {
 	delay    time.Duration
 }
 
-func newFakeCluster(t *testing.T, capacity int) (*fakeCluster, *fakeBackend) {
+func newFakeCluster(t testing.TB, capacity int) (*fakeCluster, *fakeBackend) {
 	c := &fakeCluster{t: t, capacity: capacity, workers: map[string]*fakeWorker{}}
 	t.Cleanup(func() {
 		c.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/policy"
@@ -54,10 +55,12 @@ func (l *Lease) Call(ctx context.Context, param any) (any, error) {
 	var reply any
 	err := m.client.Call(callCtx, "call_function", []any{param}, &reply)
 	if err == nil {
+		m.lastOK.Store(time.Now().UnixNano())
 		return reply, nil
 	}
 	var f *xmlrpc.Fault
 	if errors.As(err, &f) {
+		m.lastOK.Store(time.Now().UnixNano())
 		return nil, spillway.ErrorFromFault(f.Code, f.String)
 	}
 	if ctx.Err() != nil {

@@ -346,6 +346,11 @@ func (p *Pool) healthLoop() {
 				m.completed, m.coldStarts = hs[i].completed, hs[i].coldStarts
 				continue
 			}
+			if time.Since(time.Unix(0, m.lastOK.Load())) < p.cfg.HealthInterval {
+				// It answered a call just now: busy (a starved probe on a
+				// saturated machine), not dead.
+				continue
+			}
 			m.healthFail++
 			if m.healthFail >= p.cfg.HealthFailures {
 				p.failLocked(m, fmt.Errorf("missed %d health probes: %w", m.healthFail, results[i]))

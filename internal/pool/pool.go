@@ -128,6 +128,7 @@ type member struct {
 	capacity int
 	ctx      context.Context // cancelled when the member fails or is removed: aborts its calls
 	cancel   context.CancelFunc
+	lastOK   atomic.Int64 // unix nanos of the last call the worker answered (result or fault)
 
 	state      State
 	since      time.Time
