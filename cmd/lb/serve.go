@@ -358,6 +358,10 @@ func (d *daemon) close(ctx context.Context) error {
 		}
 	}
 	if d.backend != nil {
+		// The network goes too unless something else (compose's lb) still uses it.
+		if err := d.backend.RemoveNetwork(ctx); err != nil {
+			d.log.Debug("pool network kept", "err", err)
+		}
 		_ = d.backend.Close()
 	}
 	if d.offload != nil {

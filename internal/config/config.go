@@ -214,7 +214,7 @@ func (c Config) Validate() error {
 	}
 	for name, v := range map[string]string{"FAAS_FUNCTION_NAME": c.FunctionName, "POOL_NAME": c.PoolName} {
 		if !validName(v) {
-			bad(name, quote(v), "must be 1-63 letters, digits, '-' or '_', starting with a letter or digit")
+			bad(name, quote(v), "must be 1-48 letters, digits, '-' or '_', starting with a letter or digit")
 		}
 	}
 	if c.RedisAddr == "" {
@@ -252,7 +252,7 @@ func (c Config) ListenAddr() string {
 }
 
 func validName(s string) bool {
-	if len(s) == 0 || len(s) > 63 {
+	if len(s) == 0 || len(s) > 48 {
 		return false
 	}
 	for i, r := range s {
