@@ -93,5 +93,3 @@ func (g *Gateway) registerGauges() {
 	m.gaugeFunc("spillway_pool_desired_workers", "Pool size the autoscaler asked for.",
 		func() float64 { return float64(g.d.Pool.Counts().Desired) })
 }
-
-
