@@ -344,7 +344,7 @@ func (o *Offloader) invokeErrClass(ctx context.Context, err error) class {
 		return classFinal
 	case errors.As(err, &notF):
 		return classUnavailable
-	case errors.As(err, &resp):
+	case errors.As(err, &resp) && resp.HTTPStatusCode() != 0:
 		switch code := resp.HTTPStatusCode(); {
 		case code == http.StatusTooManyRequests:
 			return classThrottled
@@ -354,7 +354,7 @@ func (o *Offloader) invokeErrClass(ctx context.Context, err error) class {
 			return classUnavailable
 		}
 	}
-	return classRetry // no HTTP response: connection error
+	return classRetry // no HTTP response (the SDK reports status 0): connection error
 }
 
 func (o *Offloader) invokeErr(ctx context.Context, name string, err error) error {
@@ -366,7 +366,7 @@ func (o *Offloader) invokeErr(ctx context.Context, name string, err error) error
 		return fmt.Errorf("offload to Lambda %s: %v: %w", name, err, spillway.ErrPayloadTooLarge)
 	}
 	var resp *awshttp.ResponseError
-	if !errors.As(err, &resp) {
+	if !errors.As(err, &resp) || resp.HTTPStatusCode() == 0 {
 		return fmt.Errorf("offload to Lambda %s: cannot reach the cloud: %v: %w", name, err, spillway.ErrCloudUnavailable)
 	}
 	return fmt.Errorf("offload to Lambda %s: %v: %w", name, err, spillway.ErrCloudUnavailable)

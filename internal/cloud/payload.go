@@ -48,7 +48,7 @@ func parsePayloadDepth(data []byte, functionError string, depth int) (any, bool,
 		return nil, false, fmt.Errorf("decode Lambda payload %q: %w", clip(data), err)
 	}
 	if isTimeout(r.ErrorMessage) {
-		return nil, r.ColdStart, fmt.Errorf("cloud: %s: %w", r.ErrorMessage, spillway.ErrTimeout)
+		return nil, r.ColdStart, fmt.Errorf("Lambda: %s: %w", r.ErrorMessage, spillway.ErrTimeout)
 	}
 	if r.StatusCode == nil {
 		if functionError != "" || r.ErrorType != "" || r.ErrorMessage != "" {

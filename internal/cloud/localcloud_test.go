@@ -1,0 +1,598 @@
+package cloud_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/apigateway"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/cloud"
+	"github.com/spillway-faas/spillway/internal/localcloud"
+	"github.com/spillway-faas/spillway/internal/testutil"
+)
+
+// Functions the tests deploy.
+var (
+	scriptFn = spillway.Function{Name: "fib", Style: spillway.StyleScript, Code: `import sys
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+if len(sys.argv) < 2 or not sys.argv[1].lstrip("-").isdigit():
+    print("usage: function.py N")
+else:
+    n = int(sys.argv[1])
+    print("fib(%d) = %d" % (n, fib(n)))
+`}
+	handlerFn = spillway.Function{Name: "echo", Style: spillway.StyleHandler, Code: `import time
+
+def handler(event, context):
+    p = event["parameter"]
+    if isinstance(p, dict):
+        if "sleep" in p:
+            time.sleep(p["sleep"])
+        if p.get("raise"):
+            raise ValueError(p["raise"])
+    return {"echo": p, "n": 42, "pi": 3.5}
+`}
+	noopFn = spillway.Function{Name: "noop", Style: spillway.StyleHandler, Code: "def handler(event, context):\n    return None\n"}
+)
+
+// cloudEnv is localcloud served by httptest plus the SDK clients a test uses
+// to look at its state.
+type cloudEnv struct {
+	srv    *localcloud.Server
+	hs     *httptest.Server
+	url    string
+	awsCfg aws.Config
+	lambda *lambda.Client
+	apigw  *apigateway.Client
+}
+
+func startLocalcloud(t testing.TB, lc localcloud.Config) *cloudEnv {
+	t.Helper()
+	lc.Python = testutil.Python(t)
+	lc.Logger = slog.New(slog.DiscardHandler)
+	if lc.TransitionDelay == 0 {
+		lc.TransitionDelay = 50 * time.Millisecond
+	}
+	srv, err := localcloud.New(lc)
+	if err != nil {
+		t.Fatalf("localcloud.New: %v", err)
+	}
+	hs := httptest.NewServer(srv)
+	env := newCloudEnv(t, srv, hs, hs.URL)
+	t.Cleanup(func() {
+		env.hs.Close() // the current server: a test may have restarted it
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Close(ctx); err != nil {
+			t.Errorf("close localcloud: %v", err)
+		}
+	})
+	return env
+}
+
+func newCloudEnv(t testing.TB, srv *localcloud.Server, hs *httptest.Server, url string) *cloudEnv {
+	t.Helper()
+	ac, err := cloud.LoadAWSConfig(context.Background(), testConfig(url, "x"))
+	if err != nil {
+		t.Fatalf("LoadAWSConfig: %v", err)
+	}
+	return &cloudEnv{srv: srv, hs: hs, url: url, awsCfg: ac, lambda: lambda.NewFromConfig(ac), apigw: apigateway.NewFromConfig(ac)}
+}
+
+func testConfig(endpoint, function string) cloud.Config {
+	c := cloud.Defaults(function)
+	c.Mode = cloud.ModeLocal
+	c.Endpoint = endpoint
+	c.Timeout = 2 * time.Second
+	c.MemoryMB = 256
+	c.WaitTimeout = 20 * time.Second
+	c.BackoffBase = 20 * time.Millisecond
+	c.BackoffMax = 200 * time.Millisecond
+	return c
+}
+
+func deploy(t testing.TB, env *cloudEnv, cfg cloud.Config, fn spillway.Function) cloud.Endpoint {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ep, err := cloud.NewDeployer(env.awsCfg, cfg, nil).Deploy(ctx, fn)
+	if err != nil {
+		t.Fatalf("Deploy %s: %v", fn.Name, err)
+	}
+	return ep
+}
+
+func offloader(t testing.TB, env *cloudEnv, cfg cloud.Config, ep cloud.Endpoint) *cloud.Offloader {
+	t.Helper()
+	o := cloud.NewOffloader(env.awsCfg, cfg, nil)
+	o.SetEndpoint(ep)
+	t.Cleanup(o.Close)
+	return o
+}
+
+func invoke(t testing.TB, o *cloud.Offloader, param any) cloud.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := o.Invoke(ctx, param)
+	if err != nil {
+		t.Fatalf("Invoke(%v): %v", param, err)
+	}
+	return res
+}
+
+// counts is what the control planes hold, to prove a deploy created nothing.
+type counts struct {
+	apis, resources, keys, plans int
+	sha, lastModified            string
+}
+
+func (e *cloudEnv) counts(t *testing.T, cfg cloud.Config) counts {
+	t.Helper()
+	ctx := context.Background()
+	var c counts
+	apis, err := e.apigw.GetRestApis(ctx, &apigateway.GetRestApisInput{})
+	if err != nil {
+		t.Fatalf("GetRestApis: %v", err)
+	}
+	for _, a := range apis.Items {
+		if aws.ToString(a.Name) != cfg.APIName {
+			continue
+		}
+		c.apis++
+		res, err := e.apigw.GetResources(ctx, &apigateway.GetResourcesInput{RestApiId: a.Id})
+		if err != nil {
+			t.Fatalf("GetResources: %v", err)
+		}
+		c.resources += len(res.Items)
+	}
+	keys, err := e.apigw.GetApiKeys(ctx, &apigateway.GetApiKeysInput{})
+	if err != nil {
+		t.Fatalf("GetApiKeys: %v", err)
+	}
+	c.keys = len(keys.Items)
+	plans, err := e.apigw.GetUsagePlans(ctx, &apigateway.GetUsagePlansInput{})
+	if err != nil {
+		t.Fatalf("GetUsagePlans: %v", err)
+	}
+	c.plans = len(plans.Items)
+	fn, err := e.lambda.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(cfg.LambdaName)})
+	if err != nil {
+		t.Fatalf("GetFunction: %v", err)
+	}
+	c.sha, c.lastModified = aws.ToString(fn.Configuration.CodeSha256), aws.ToString(fn.Configuration.LastModified)
+	return c
+}
+
+func TestDeployIsIdempotent(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{})
+	cfg := testConfig(env.url, "fib")
+
+	first := deploy(t, env, cfg, scriptFn)
+	for _, want := range []string{"create-function", "create-rest-api", "create-resource", "create-deployment",
+		"add-permission", "create-api-key", "create-usage-plan", "create-usage-plan-key"} {
+		if !slices.Contains(first.Changes, want) {
+			t.Errorf("first deploy changes %v lack %q", first.Changes, want)
+		}
+	}
+	wantURL := fmt.Sprintf("%s/_aws/execute-api/%s/dev/invoke", env.url, first.APIID)
+	if first.InvokeURL != wantURL || first.APIKey == "" || first.FunctionARN == "" {
+		t.Fatalf("endpoint %+v, want URL %s and a key", first, wantURL)
+	}
+	before := env.counts(t, cfg)
+
+	second := deploy(t, env, cfg, scriptFn)
+	if len(second.Changes) != 0 {
+		t.Errorf("unchanged deploy changed %v", second.Changes)
+	}
+	if after := env.counts(t, cfg); after != before {
+		t.Errorf("unchanged deploy: state %+v, was %+v", after, before)
+	}
+	if second.InvokeURL != first.InvokeURL || second.APIKey != first.APIKey || second.CodeSHA256 != first.CodeSHA256 {
+		t.Errorf("unchanged deploy endpoint %+v, was %+v", second, first)
+	}
+
+	o := offloader(t, env, cfg, second)
+	if got := invoke(t, o, "10").Value; got != "fib(10) = 55\n" {
+		t.Fatalf("result %q", got)
+	}
+
+	changed := scriptFn
+	changed.Code = strings.Replace(changed.Code, `"fib(%d) = %d"`, `"F(%d)=%d"`, 1)
+	third := deploy(t, env, cfg, changed)
+	if !slices.Equal(third.Changes, []string{"update-code"}) {
+		t.Errorf("changed code: changes %v, want [update-code]", third.Changes)
+	}
+	after := env.counts(t, cfg)
+	if after.sha == before.sha || after.sha != third.CodeSHA256 || after.apis != 1 || after.keys != before.keys || after.plans != before.plans {
+		t.Errorf("changed code: state %+v, was %+v", after, before)
+	}
+	res := invoke(t, o, "10")
+	if res.Value != "F(10)=55\n" || !res.ColdStart {
+		t.Fatalf("after update: %+v, want the new code on a cold start", res)
+	}
+
+	cfg.MemoryMB = 512
+	fourth := deploy(t, env, cfg, changed)
+	if !slices.Equal(fourth.Changes, []string{"update-configuration"}) {
+		t.Errorf("changed memory: changes %v, want [update-configuration]", fourth.Changes)
+	}
+}
+
+func TestOffloadRunsBothStyles(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{})
+	scriptCfg, handlerCfg := testConfig(env.url, "fib"), testConfig(env.url, "echo")
+	scriptEp, handlerEp := deploy(t, env, scriptCfg, scriptFn), deploy(t, env, handlerCfg, handlerFn)
+
+	for _, via := range []cloud.Via{cloud.ViaAPIGateway, cloud.ViaInvoke} {
+		t.Run(string(via), func(t *testing.T) {
+			scriptCfg.OffloadVia, handlerCfg.OffloadVia = via, via
+			so, ho := offloader(t, env, scriptCfg, scriptEp), offloader(t, env, handlerCfg, handlerEp)
+			tests := []struct {
+				name  string
+				o     *cloud.Offloader
+				param any
+				want  any
+			}{
+				{"script", so, "20", "fib(20) = 6765\n"},
+				{"script usage line", so, "x", "usage: function.py N\n"},
+				{"handler string", ho, "hi", map[string]any{"echo": "hi", "n": int64(42), "pi": 3.5}},
+				{"handler int", ho, 7, map[string]any{"echo": int64(7), "n": int64(42), "pi": 3.5}},
+				{"handler struct", ho, map[string]any{"a": []any{1, "b"}}, map[string]any{"echo": map[string]any{"a": []any{int64(1), "b"}}, "n": int64(42), "pi": 3.5}},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					res := invoke(t, tt.o, tt.param)
+					if fmt.Sprintf("%#v", res.Value) != fmt.Sprintf("%#v", tt.want) {
+						t.Fatalf("result\n got %#v\nwant %#v", res.Value, tt.want)
+					}
+					if res.Attempts != 1 || res.Latency <= 0 {
+						t.Errorf("attempts %d latency %s", res.Attempts, res.Latency)
+					}
+				})
+			}
+			if st := ho.Stats(); st.Succeeded != 3 || st.Breaker != cloud.BreakerClosed {
+				t.Errorf("stats %+v", st)
+			}
+		})
+	}
+}
+
+func TestOffloadColdStart(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{})
+	cfg := testConfig(env.url, "noop")
+	o := offloader(t, env, cfg, deploy(t, env, cfg, noopFn))
+	if r := invoke(t, o, nil); !r.ColdStart || r.Value != nil {
+		t.Fatalf("first call %+v, want a cold start returning nil", r)
+	}
+	if r := invoke(t, o, nil); r.ColdStart {
+		t.Fatalf("second call %+v, want warm", r)
+	}
+}
+
+func TestOffloadErrors(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{})
+	cfg := testConfig(env.url, "echo")
+	cfg.Timeout = time.Second
+	ep := deploy(t, env, cfg, handlerFn)
+
+	for _, via := range []cloud.Via{cloud.ViaAPIGateway, cloud.ViaInvoke} {
+		t.Run(string(via), func(t *testing.T) {
+			cfg.OffloadVia = via
+			o := offloader(t, env, cfg, ep)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+
+			t.Run("exception", func(t *testing.T) {
+				res, err := o.Invoke(ctx, map[string]any{"raise": "bad input"})
+				var fe *spillway.FunctionError
+				if !errors.As(err, &fe) || fe.Type != "ValueError" || fe.Message != "bad input" {
+					t.Fatalf("error %v, want ValueError: bad input", err)
+				}
+				if res.Attempts != 1 {
+					t.Errorf("a function error was retried: %d attempts", res.Attempts)
+				}
+			})
+			t.Run("Lambda timeout", func(t *testing.T) {
+				res, err := o.Invoke(ctx, map[string]any{"sleep": 3})
+				if !errors.Is(err, spillway.ErrTimeout) {
+					t.Fatalf("error %v, want ErrTimeout", err)
+				}
+				if res.Attempts != 1 {
+					t.Errorf("a timeout was retried: %d attempts", res.Attempts)
+				}
+			})
+			t.Run("caller deadline", func(t *testing.T) {
+				short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+				defer cancel()
+				start := time.Now()
+				_, err := o.Invoke(short, map[string]any{"sleep": 0.9})
+				if !errors.Is(err, spillway.ErrTimeout) || time.Since(start) > 700*time.Millisecond {
+					t.Fatalf("error %v after %s, want ErrTimeout at the caller's deadline", err, time.Since(start))
+				}
+			})
+			if st := o.State(); st != cloud.BreakerClosed {
+				t.Errorf("function errors and timeouts moved the breaker to %s", st)
+			}
+		})
+	}
+
+	t.Run("without the key", func(t *testing.T) {
+		cfg.OffloadVia = cloud.ViaAPIGateway
+		for _, key := range []string{"", "not-the-key"} {
+			bad := ep
+			bad.APIKey = key
+			o := offloader(t, env, cfg, bad)
+			res, err := o.Invoke(context.Background(), "x")
+			if !errors.Is(err, spillway.ErrCloudUnavailable) || !strings.Contains(err.Error(), "API key rejected") {
+				t.Fatalf("key %q: error %v, want ErrCloudUnavailable: API key rejected", key, err)
+			}
+			if res.Attempts != 1 {
+				t.Errorf("a 403 was retried: %d attempts", res.Attempts)
+			}
+		}
+		// The raw answer is AWS's.
+		resp, err := http.Post(ep.InvokeURL, "application/json", strings.NewReader(`{"parameter":"x"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("POST without key: %d, want 403", resp.StatusCode)
+		}
+	})
+}
+
+func TestOffloadThrottledBurst(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{Concurrency: 2})
+	cfg := testConfig(env.url, "echo")
+	ep := deploy(t, env, cfg, handlerFn)
+
+	burst := func(t *testing.T, cfg cloud.Config, n int) (ok int, errs []error, st cloud.Stats) {
+		o := offloader(t, env, cfg, ep)
+		var (
+			wg sync.WaitGroup
+			mu sync.Mutex
+		)
+		for range n {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				_, err := o.Invoke(ctx, map[string]any{"sleep": 0.2})
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					ok++
+				}
+			})
+		}
+		wg.Wait()
+		return ok, errs, o.Stats()
+	}
+
+	for _, via := range []cloud.Via{cloud.ViaAPIGateway, cloud.ViaInvoke} {
+		t.Run(string(via)+"/no retries: clear error", func(t *testing.T) {
+			c := cfg
+			c.OffloadVia, c.MaxAttempts = via, 1
+			ok, errs, st := burst(t, c, 8)
+			if len(errs) == 0 || ok == 0 {
+				t.Fatalf("burst of 8 against concurrency 2: %d ok, errors %v", ok, errs)
+			}
+			for _, err := range errs {
+				if !errors.Is(err, spillway.ErrCloudUnavailable) {
+					t.Errorf("error %v, want ErrCloudUnavailable", err)
+				}
+			}
+			if st.Throttled == 0 {
+				t.Errorf("no 429 counted: %+v (errors %v)", st, errs)
+			}
+			if st.Breaker != cloud.BreakerClosed {
+				t.Errorf("throttling opened the breaker: %+v", st)
+			}
+		})
+		t.Run(string(via)+"/retries: all succeed", func(t *testing.T) {
+			c := cfg
+			c.OffloadVia, c.MaxAttempts, c.BackoffBase, c.BackoffMax = via, 12, 50*time.Millisecond, 400*time.Millisecond
+			ok, errs, st := burst(t, c, 8)
+			if ok != 8 {
+				t.Fatalf("%d ok, errors %v", ok, errs)
+			}
+			if st.Retries == 0 || st.Throttled == 0 {
+				t.Errorf("no retry was needed: %+v", st)
+			}
+		})
+	}
+}
+
+func TestBreakerAgainstStoppedCloud(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{})
+	cfg := testConfig(env.url, "noop")
+	cfg.BreakerThreshold, cfg.BreakerCooldown = 3, 300*time.Millisecond
+	ep := deploy(t, env, cfg, noopFn)
+	addr := env.hs.Listener.Addr().String()
+
+	for _, via := range []cloud.Via{cloud.ViaAPIGateway, cloud.ViaInvoke} {
+		t.Run(string(via), func(t *testing.T) {
+			c := cfg
+			c.OffloadVia = via
+			o := offloader(t, env, c, ep)
+			invoke(t, o, nil)
+
+			stopped := stopServer(t, env)
+			for i := range c.BreakerThreshold {
+				_, err := o.Invoke(context.Background(), nil)
+				if !errors.Is(err, spillway.ErrCloudUnavailable) || !strings.Contains(err.Error(), "cannot reach") {
+					t.Fatalf("call %d against a stopped cloud: %v", i, err)
+				}
+			}
+			if o.State() != cloud.BreakerOpen || o.Ready() {
+				t.Fatalf("breaker %s ready %v after %d failures, want open", o.State(), o.Ready(), c.BreakerThreshold)
+			}
+			start := time.Now()
+			_, err := o.Invoke(context.Background(), nil)
+			if took := time.Since(start); took > 50*time.Millisecond {
+				t.Errorf("open breaker took %s to answer, want < 50ms", took)
+			}
+			if !errors.Is(err, spillway.ErrCloudUnavailable) || !strings.Contains(err.Error(), "circuit breaker open") {
+				t.Fatalf("open breaker: %v", err)
+			}
+
+			// The cloud comes back; after the cool-down one probe closes the breaker.
+			restartServer(t, env, stopped, addr)
+			time.Sleep(c.BreakerCooldown)
+			if o.State() != cloud.BreakerHalfOpen || !o.Ready() {
+				t.Fatalf("after cool-down: %s, want half-open", o.State())
+			}
+			invoke(t, o, nil)
+			if o.State() != cloud.BreakerClosed {
+				t.Fatalf("after a good probe: %s, want closed", o.State())
+			}
+		})
+	}
+}
+
+// stopServer closes localcloud's listener (the emulator itself keeps its state).
+func stopServer(t *testing.T, env *cloudEnv) *httptest.Server {
+	t.Helper()
+	env.hs.CloseClientConnections()
+	env.hs.Close()
+	return env.hs
+}
+
+// restartServer serves env's localcloud again on the same address.
+func restartServer(t *testing.T, env *cloudEnv, _ *httptest.Server, addr string) {
+	t.Helper()
+	var l net.Listener
+	var err error
+	for range 50 {
+		if l, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("listen again on %s: %v", addr, err)
+	}
+	hs := &httptest.Server{Listener: l, Config: &http.Server{Handler: env.srv}}
+	hs.Start()
+	env.hs = hs
+}
+
+func TestCloudOff(t *testing.T) {
+	cfg := cloud.Config{Mode: cloud.ModeOff}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	ac, err := cloud.LoadAWSConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("LoadAWSConfig: %v", err)
+	}
+	d := cloud.NewDeployer(ac, cfg, nil)
+	if d.Enabled() {
+		t.Error("deployer enabled with CLOUD=off")
+	}
+	if _, err := d.Deploy(context.Background(), noopFn); !errors.Is(err, spillway.ErrCloudUnavailable) {
+		t.Errorf("Deploy: %v, want ErrCloudUnavailable", err)
+	}
+	o := cloud.NewOffloader(ac, cfg, nil)
+	o.SetEndpoint(cloud.Endpoint{InvokeURL: "http://127.0.0.1:1/"})
+	if o.Enabled() || o.Ready() {
+		t.Error("offloader enabled with CLOUD=off")
+	}
+	_, err = o.Invoke(context.Background(), "x")
+	if !errors.Is(err, spillway.ErrCloudUnavailable) || !strings.Contains(err.Error(), "cloud is off") {
+		t.Errorf("Invoke: %v, want ErrCloudUnavailable: cloud is off", err)
+	}
+	if got := spillway.FaultCode(err); got != spillway.FaultCloudUnavailable {
+		t.Errorf("fault code %d", got)
+	}
+}
+
+func TestNotDeployedYet(t *testing.T) {
+	o := cloud.NewOffloader(aws.Config{}, testConfig("http://127.0.0.1:1", "x"), nil)
+	if o.Ready() {
+		t.Fatal("ready before SetEndpoint")
+	}
+	if _, err := o.Invoke(context.Background(), 1); !errors.Is(err, spillway.ErrCloudUnavailable) {
+		t.Fatalf("Invoke before SetEndpoint: %v", err)
+	}
+}
+
+// TestLocalcloudBinary deploys and offloads against the built localcloud
+// binary, the way make up runs it.
+func TestLocalcloudBinary(t *testing.T) {
+	python := testutil.Python(t)
+	bin := testutil.BuildBinary(t, "localcloud")
+	port := testutil.FreePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, "--listen", "127.0.0.1:"+strconv.Itoa(port))
+	cmd.Env = append(os.Environ(), "LOCALCLOUD_PYTHON="+python, "LOCALCLOUD_CONCURRENCY=4")
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start localcloud: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cancel()
+			<-done
+		}
+		cancel()
+	})
+	url := "http://127.0.0.1:" + strconv.Itoa(port)
+	waitHealthy(t, url+"/health")
+
+	env := newCloudEnv(t, nil, nil, url)
+	cfg := testConfig(url, "fib")
+	first := deploy(t, env, cfg, scriptFn)
+	if second := deploy(t, env, cfg, scriptFn); len(second.Changes) != 0 || second.APIID != first.APIID {
+		t.Fatalf("second deploy: %+v (first %+v)", second, first)
+	}
+	for _, via := range []cloud.Via{cloud.ViaAPIGateway, cloud.ViaInvoke} {
+		cfg.OffloadVia = via
+		if got := invoke(t, offloader(t, env, cfg, first), "12").Value; got != "fib(12) = 144\n" {
+			t.Fatalf("%s: result %q", via, got)
+		}
+	}
+}
+
+func waitHealthy(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s not healthy within 15s", url)
+}
