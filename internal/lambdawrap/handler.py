@@ -30,9 +30,11 @@ A handler that exits the process (sys.exit, os._exit, a crash) ends the stream;
 the parent treats that as a crashed runner.
 
 Script semantics, the same in both modes. The script is compiled once; each
-call forks the warm process, sets sys.argv = [<file name>, str(param)] (no
-argument when param is null), runs the code as __main__ with stdout captured,
-and exits the child with os._exit. Then:
+call runs in a child forked from the warm process (in worker mode the child is
+forked after the previous call and waits, prepared, for its argv), with
+sys.argv = [<file name>, str(param)] (no argument when param is null), stdin
+/dev/null and stdout captured in an in-memory file, runs the code as __main__
+and leaves with os._exit. Then:
   - normal end, or SystemExit with any code, and some stdout: the result is
     stdout exactly (a usage line printed before sys.exit(1) is a result);
   - SystemExit with a non-zero code and no stdout: error SystemExit with the
@@ -63,11 +65,11 @@ _MAX_STATUS = 16 * 1024
 _MAX_TEXT = 4096
 
 # Modules imported once in the warm process so a forked script finds them loaded.
+# Kept short: every module makes the process larger and each fork slower.
 _PREIMPORT = (
-    "argparse", "base64", "bisect", "collections", "copy", "csv", "dataclasses",
-    "datetime", "decimal", "fractions", "functools", "hashlib", "heapq", "itertools",
-    "json", "math", "operator", "random", "re", "statistics", "string", "struct",
-    "textwrap", "typing", "urllib.parse", "uuid",
+    "base64", "bisect", "collections", "copy", "datetime", "functools", "hashlib",
+    "heapq", "itertools", "json", "math", "operator", "random", "re", "string",
+    "struct", "time",
 )
 
 
@@ -93,8 +95,11 @@ def _argv_param(param):
 class Function:
     """One user function, loaded once, invoked many times."""
 
-    def __init__(self, path, style, handler_name="handler", close_fds=()):
+    def __init__(self, path, style, handler_name="handler", close_fds=(), prefork=False):
         self.path = os.path.abspath(path)
+        self.prefork = prefork  # keep a forked script child ready (worker mode)
+        self._spare = None
+        self._zombies = []
         self.style = style
         self.handler_name = handler_name or "handler"
         self.close_fds = tuple(close_fds)  # closed in forked script children
@@ -148,48 +153,93 @@ class Function:
                 return "error", _error(exc)
         return self._run_script(param)
 
-    def _run_script(self, param):
-        argv = [os.path.basename(self.path)] + _argv_param(param)
-        out_r, out_w = os.pipe()
+    def _fork_child(self):
+        """Forks a child that prepares itself and then waits for its argv.
+
+        Returns (pid, argv pipe, stdout file, status pipe) of the parent's side.
+        The child's stdout is an in-memory file the parent reads afterwards, so
+        the parent wakes up once per call, when the status line arrives."""
+        arg_r, arg_w = os.pipe()
         st_r, st_w = os.pipe()
+        out_fd = _memfile()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # child: never returns
             code = 70
             try:
-                os.close(out_r)
+                os.close(arg_w)
                 os.close(st_r)
-                code = self._child(argv, out_w, st_w)
+                code = self._child(arg_r, out_fd, st_w)
             finally:
                 os._exit(code)
-        os.close(out_w)
+        os.close(arg_r)
         os.close(st_w)
-        out = _read_all(out_r)
-        status = _read_all(st_r, _MAX_STATUS)
-        _, wstatus = os.waitpid(pid, 0)
+        return pid, arg_w, out_fd, st_r
+
+    def after_call(self):
+        """Forks the spare child for the next call (worker mode), off the next
+        call's path, and reaps finished script children. In worker mode it
+        does not wait for a child still tearing down; a later call reaps it."""
+        if (self.prefork and self._spare is None and self.init_error is None
+                and self.style == STYLE_SCRIPT):
+            self._spare = self._fork_child()
+        flags = os.WNOHANG if self.prefork else 0
+        pending = []
+        for pid in self._zombies:
+            try:
+                done, _ = os.waitpid(pid, flags)
+            except ChildProcessError:
+                continue
+            if done == 0:
+                pending.append(pid)
+        self._zombies = pending
+
+    def _run_script(self, param):
+        argv = [os.path.basename(self.path)] + _argv_param(param)
+        child, self._spare = self._spare or self._fork_child(), None
+        pid, arg_w, out_fd, st_r = child
         try:
-            st = json.loads(status) if status else {}
-        except ValueError:
-            st = {}
-        text = out.decode("utf-8", "replace")
+            try:
+                _write_all(arg_w, json.dumps(argv).encode())
+            except OSError:
+                pass  # the child is gone; its wait status tells how
+            os.close(arg_w)
+            status = _read_line(st_r, _MAX_STATUS)
+            try:
+                st = json.loads(status) if status else {}
+            except ValueError:
+                st = {}
+            if "code" in st:
+                # The child has finished and is exiting with this code.
+                code = st["code"]
+                self._zombies.append(pid)
+                if not self.prefork:
+                    self.after_call()
+            else:
+                # It ended without a word (os._exit, a signal): ask the kernel.
+                _, wstatus = os.waitpid(pid, 0)
+                if os.WIFSIGNALED(wstatus):
+                    sig = os.WTERMSIG(wstatus)
+                    try:
+                        signame = signal.Signals(sig).name
+                    except ValueError:
+                        signame = str(sig)
+                    return "crash", {"type": "Runtime.ExitError",
+                                     "message": "function killed by signal %s" % signame}
+                code = os.waitstatus_to_exitcode(wstatus)
+            out = _read_file(out_fd)
+        finally:
+            os.close(out_fd)
         if st.get("status") == "raised":
             return "error", {k: st.get(k, "") for k in ("type", "message", "traceback")}
-        if os.WIFSIGNALED(wstatus):
-            sig = os.WTERMSIG(wstatus)
-            try:
-                signame = signal.Signals(sig).name
-            except ValueError:
-                signame = str(sig)
-            return "crash", {"type": "Runtime.ExitError",
-                             "message": "function killed by signal %s" % signame}
-        code = os.waitstatus_to_exitcode(wstatus)
         if code == 0 or out:
-            return "ok", text
+            return "ok", out.decode("utf-8", "replace")
         message = st.get("message") or "exit status %d" % code
         return "error", {"type": "SystemExit", "message": message, "traceback": ""}
 
-    def _child(self, argv, out_w, st_w):
-        """Runs the script in the forked child; returns the exit code."""
+    def _child(self, arg_r, out_w, st_w):
+        """Runs in the forked child: prepares, waits for argv, runs the script
+        as __main__ and returns the exit code."""
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in self.close_fds:
@@ -205,13 +255,24 @@ class Function:
         sys.stdin = open(0, "r", closefd=False)
         sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
         sys.__stdout__ = sys.stdout
-        sys.argv = argv
         main = types.ModuleType("__main__")
         main.__file__ = self.path
         main.__builtins__ = builtins
         sys.modules["__main__"] = main
-        status = {"status": "ok"}
-        code = 0
+
+        # Touch now, before the call, what every call touches: copy-on-write
+        # page faults are most of a forked call's cost.
+        import atexit  # noqa: F401  (used at the end of the call)
+        json.loads(json.dumps([{"status": "ok", "code": 0}, "x"]))
+        print("", end="")
+        sys.stdout.flush()
+        exec(compile("import sys\nlen(sys.argv)", "<warm>", "exec"), {"__name__": "__warm__"})
+
+        data = _read_all(arg_r)
+        if not data:
+            return 0  # the runner went away before a call came
+        sys.argv = json.loads(data)
+        status = {"status": "ok", "code": 0}
         try:
             exec(self._code, main.__dict__)
         except SystemExit as exc:
@@ -227,8 +288,7 @@ class Function:
                 status["message"] = str(exc.code)[:_MAX_TEXT]
         except BaseException as exc:
             traceback.print_exc(file=sys.stderr)
-            status = dict(_error(exc), status="raised")
-            code = 1
+            status = dict(_error(exc), status="raised", code=1)
         try:
             import atexit
             atexit._run_exitfuncs()
@@ -241,13 +301,63 @@ class Function:
                 pass
         data = json.dumps(status).encode()
         if len(data) > _MAX_STATUS - 1:
-            data = json.dumps({"status": status["status"], "type": status.get("type", ""),
+            data = json.dumps({"status": status["status"], "code": status["code"],
+                               "type": status.get("type", ""),
                                "message": "(status too large)"}).encode()
         try:
-            os.write(st_w, data)
+            _write_all(st_w, data + b"\n")
         except OSError:
             pass
-        return code
+        return status["code"]
+
+
+def _memfile():
+    """An anonymous in-memory file for a child's stdout."""
+    try:
+        return os.memfd_create("spillway-stdout", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        import tempfile
+        f = tempfile.TemporaryFile()
+        fd = os.dup(f.fileno())
+        f.close()
+        return fd
+
+
+def _read_file(fd):
+    """Everything written to fd from its start."""
+    chunks = []
+    offset = 0
+    while True:
+        b = os.pread(fd, 1 << 20, offset)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+        offset += len(b)
+
+
+def _read_line(fd, limit):
+    """Reads up to a newline (not included), EOF or limit bytes; closes fd."""
+    chunks = []
+    size = 0
+    try:
+        while size < limit:
+            b = os.read(fd, 65536)
+            if not b:
+                break
+            chunks.append(b)
+            size += len(b)
+            if b.endswith(b"\n"):
+                break
+    finally:
+        os.close(fd)
+    return b"".join(chunks).split(b"\n", 1)[0]
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 def _read_all(fd, limit=None):
@@ -394,11 +504,12 @@ def _worker_main(args):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     fn = Function(opts.function, opts.style, opts.handler,
-                  close_fds=(opts.in_fd, opts.out_fd))
+                  close_fds=(opts.in_fd, opts.out_fd), prefork=True)
     requests = os.fdopen(opts.in_fd, "rb")
     responses = os.fdopen(opts.out_fd, "wb")
     gc.collect()
     gc.freeze()  # keep forked children from copying the warm heap
+    fn.after_call()
 
     def send(msg):
         responses.write(json.dumps(msg).encode() + b"\n")
@@ -431,6 +542,7 @@ def _worker_main(args):
             data = json.dumps(msg)
         responses.write(data.encode() + b"\n")
         responses.flush()
+        fn.after_call()
 
 
 if __name__ == "__main__":
