@@ -20,6 +20,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/apigateway"
+	agtypes "github.com/aws/aws-sdk-go-v2/service/apigateway/types"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/cloud"
@@ -595,4 +596,69 @@ func waitHealthy(t *testing.T, url string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("%s not healthy within 15s", url)
+}
+
+// TestDeployRepairsDrift changes what an earlier deploy set up, the way a
+// person at the console might, and checks the next deploy puts it back
+// without creating a second API.
+func TestDeployRepairsDrift(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{})
+	cfg := testConfig(env.url, "echo")
+	first := deploy(t, env, cfg, handlerFn)
+	ctx := context.Background()
+
+	res, err := env.apigw.GetResources(ctx, &apigateway.GetResourcesInput{RestApiId: aws.String(first.APIID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var invokeRes string
+	for _, r := range res.Items {
+		if aws.ToString(r.Path) == "/invoke" {
+			invokeRes = aws.ToString(r.Id)
+		}
+	}
+	_, err = env.apigw.UpdateMethod(ctx, &apigateway.UpdateMethodInput{
+		RestApiId: aws.String(first.APIID), ResourceId: aws.String(invokeRes), HttpMethod: aws.String("ANY"),
+		PatchOperations: []agtypes.PatchOperation{{Op: agtypes.OpReplace, Path: aws.String("/apiKeyRequired"), Value: aws.String("false")}},
+	})
+	if err != nil {
+		t.Fatalf("UpdateMethod: %v", err)
+	}
+	cfg.ThrottleRPS, cfg.ThrottleBurst = 7, 3
+
+	second := deploy(t, env, cfg, handlerFn)
+	for _, want := range []string{"put-method /invoke", "create-deployment", "update-usage-plan"} {
+		if !slices.Contains(second.Changes, want) {
+			t.Errorf("repair deploy changes %v lack %q", second.Changes, want)
+		}
+	}
+	if second.APIID != first.APIID || second.APIKey != first.APIKey {
+		t.Fatalf("repair made a new API or key: %+v, was %+v", second, first)
+	}
+	if c := env.counts(t, cfg); c.apis != 1 || c.plans != 1 || c.keys != 1 {
+		t.Errorf("after repair: %+v", c)
+	}
+	plans, err := env.apigw.GetUsagePlans(ctx, &apigateway.GetUsagePlansInput{})
+	if err != nil || len(plans.Items) != 1 || plans.Items[0].Throttle == nil ||
+		plans.Items[0].Throttle.RateLimit != 7 || plans.Items[0].Throttle.BurstLimit != 3 {
+		t.Errorf("usage plan after repair: %+v %v", plans, err)
+	}
+	o := offloader(t, env, cfg, second)
+	bad := second
+	bad.APIKey = ""
+	o2 := offloader(t, env, cfg, bad)
+	if _, err := o2.Invoke(ctx, "x"); !strings.Contains(fmt.Sprint(err), "API key rejected") {
+		t.Fatalf("without key after repair: %v", err)
+	}
+	invoke(t, o, "x")
+}
+
+func TestEndpointLogHidesKey(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	ep := cloud.Endpoint{InvokeURL: "http://x/dev/invoke", APIKey: "s3cr3t-key-value", FunctionName: "f"}
+	log.Info("deployed", "endpoint", ep)
+	if strings.Contains(buf.String(), "s3cr3t") || !strings.Contains(buf.String(), "http://x/dev/invoke") {
+		t.Fatalf("log line %q", buf.String())
+	}
 }
