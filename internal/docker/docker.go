@@ -73,6 +73,10 @@ func ParseAddressMode(s string) (AddressMode, error) {
 	return "", fmt.Errorf("WORKER_ADDRESS=%q: want auto, ip or name", s)
 }
 
+// OptionInhibitIPv4 is the bridge driver option that leaves the host
+// without an address on the network.
+const OptionInhibitIPv4 = "com.docker.network.bridge.inhibit_ipv4"
+
 // Defaults for the zero values of Config.
 const (
 	DefaultServerPort = 8001
@@ -234,11 +238,19 @@ func (b *Backend) EnsureNetwork(ctx context.Context) error {
 	if !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("inspect network %s: %w", b.cfg.Network, err)
 	}
-	_, err = b.cli.NetworkCreate(ctx, b.cfg.Network, client.NetworkCreateOptions{
+	opts := client.NetworkCreateOptions{
 		Driver:   "bridge",
 		Internal: true,
 		Labels:   map[string]string{LabelPool: b.cfg.Pool},
-	})
+	}
+	if b.cfg.Address == AddressName {
+		// lb reaches workers over the bridge from its own container, so the
+		// host needs no address on it. Without one, workers cannot reach
+		// the host either (an internal bridge still lets them reach host
+		// services listening on all addresses through its gateway).
+		opts.Options = map[string]string{OptionInhibitIPv4: "true"}
+	}
+	_, err = b.cli.NetworkCreate(ctx, b.cfg.Network, opts)
 	if err != nil && !cerrdefs.IsConflict(err) {
 		return fmt.Errorf("create internal network %s: %w", b.cfg.Network, err)
 	}

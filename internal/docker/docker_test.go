@@ -442,3 +442,29 @@ func TestRealWorkerImage(t *testing.T) {
 		t.Fatalf("List after Remove = %+v, %v", list, err)
 	}
 }
+
+// TestNameModeIsolatesTheHost: with WORKER_ADDRESS=name the pool network is
+// created without a host address, and workers are addressed by name.
+func TestNameModeIsolatesTheHost(t *testing.T) {
+	image := fakeWorkerImage(t)
+	b := openTestBackend(t, image, func(c *Config) { c.Address = AddressName })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if b.AddressMode() != AddressName {
+		t.Fatalf("mode %q", b.AddressMode())
+	}
+	net, err := b.cli.NetworkInspect(ctx, b.cfg.Network, client.NetworkInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !net.Network.Internal || net.Network.Options[OptionInhibitIPv4] != "true" {
+		t.Fatalf("network internal=%v options=%v", net.Network.Internal, net.Network.Options)
+	}
+	w, err := b.Start(ctx, pool.WorkerSpec{Function: testFunction()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Addr != w.Name+":8001" {
+		t.Fatalf("addr %q, want %s:8001", w.Addr, w.Name)
+	}
+}
