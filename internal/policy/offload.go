@@ -43,6 +43,14 @@ type OffloadConfig struct {
 	// spent at once: the token buckets hold this many seconds of their rate.
 	// Default 1s (at least one call).
 	BudgetBurst time.Duration
+	// WaitWeight (OFFLOAD_WAIT_WEIGHT, default 4) is how many seconds of
+	// latency-aware's comparison one estimated second of local queue wait
+	// counts for. 1 compares plain expected completion times; above 1 the
+	// policy queues only where the wait is clearly short, because the wait is
+	// the least certain part of the estimate and its misses make the tail
+	// (the simulator's comparison in BENCHMARKS.md chose 4: lower p99 than
+	// overflow on every trace tried, still with fewer calls offloaded).
+	WaitWeight float64
 	// LambdaMemoryMB (LAMBDA_MEMORY) sizes the GB-second cost. Default 3008.
 	LambdaMemoryMB int
 	// PricePerGBSecond and PricePerRequest default to the Lambda list prices.
@@ -59,6 +67,8 @@ func (c OffloadConfig) Validate() error {
 		return fmt.Errorf("CLOUD_MAX_RPS=%v: want a number >= 0", c.CloudMaxRPS)
 	case c.CloudMaxCostPerHour < 0 || math.IsNaN(c.CloudMaxCostPerHour) || math.IsInf(c.CloudMaxCostPerHour, 0):
 		return fmt.Errorf("CLOUD_MAX_COST_PER_HOUR=%v: want a number >= 0", c.CloudMaxCostPerHour)
+	case c.WaitWeight < 0 || math.IsNaN(c.WaitWeight) || math.IsInf(c.WaitWeight, 0):
+		return fmt.Errorf("OFFLOAD_WAIT_WEIGHT=%v: want a number > 0", c.WaitWeight)
 	case c.BudgetBurst < 0:
 		return fmt.Errorf("CLOUD_BUDGET_BURST=%v: must not be negative", c.BudgetBurst)
 	case c.LambdaMemoryMB < 0 || c.LambdaMemoryMB > 10240:
@@ -69,7 +79,13 @@ func (c OffloadConfig) Validate() error {
 	return nil
 }
 
+// DefaultWaitWeight is OffloadConfig.WaitWeight's default.
+const DefaultWaitWeight = 4
+
 func (c OffloadConfig) withDefaults() OffloadConfig {
+	if c.WaitWeight == 0 {
+		c.WaitWeight = DefaultWaitWeight
+	}
 	if c.BudgetBurst <= 0 {
 		c.BudgetBurst = time.Second
 	}
@@ -243,9 +259,10 @@ func (o *Overflow) Decide(in OffloadInput) OffloadDecision {
 
 // LatencyAware sends a call where it is expected to finish sooner: locally
 // after its queue wait (queue position × service time per ready slot, or a
-// worker cold start when new workers will serve it sooner) plus the service
-// time, or in the cloud after the learned round trip (cold starts included).
-// Ties stay local. The cloud budget bounds it.
+// worker cold start when new workers will serve it sooner; weighted by
+// WaitWeight) plus the service time, or in the cloud after the learned round
+// trip (cold starts included, see CloudRoundTrip). Ties stay local. The cloud
+// budget bounds it.
 type LatencyAware struct {
 	cfg    OffloadConfig
 	budget *budget
@@ -264,8 +281,7 @@ func (l *LatencyAware) Decide(in OffloadInput) OffloadDecision {
 	}
 	est := in.Estimates
 	cloud := CloudRoundTrip(in)
-	localDone := wait + est.LocalService
-	if wait < math.MaxInt64-est.LocalService && localDone <= cloud {
+	if w := float64(wait) * l.cfg.WaitWeight; w < float64(cloud) && time.Duration(w)+est.LocalService <= cloud {
 		return OffloadDecision{Route: spillway.RouteLocal, MaxWait: l.maxWait(wait)}
 	}
 	cost := callCost(l.cfg, cloud)

@@ -50,6 +50,8 @@ func TestNewOffloader(t *testing.T) {
 		{"overflow", OffloadConfig{CloudMaxRPS: -1}, true},
 		{"overflow", OffloadConfig{CloudMaxCostPerHour: math.NaN()}, true},
 		{"overflow", OffloadConfig{LambdaMemoryMB: 20000}, true},
+		{"latency-aware", OffloadConfig{WaitWeight: -1}, true},
+		{"latency-aware", OffloadConfig{WaitWeight: math.Inf(1)}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := NewOffloader(tc.name, tc.cfg)
@@ -68,6 +70,7 @@ func TestOffloadDecide(t *testing.T) {
 	}
 	with := func(i OffloadInput, f func(*OffloadInput)) OffloadInput { f(&i); return i }
 	cloudOff := func(i *OffloadInput) { i.CloudAvailable = false }
+	pure := OffloadConfig{WaitWeight: 1} // compare plain expected completion times
 
 	for _, tc := range []struct {
 		name   string
@@ -100,29 +103,34 @@ func TestOffloadDecide(t *testing.T) {
 
 		// latency-aware: wait = position × 100ms / 2 ready slots (new slots
 		// open after the 2s cold start); local done = wait + 100ms vs 300ms.
-		{"latency/free slot", "latency-aware", OffloadConfig{}, in(1, 0, 1), goLocal},
-		{"latency/short queue stays", "latency-aware", OffloadConfig{}, in(2, 1, 0), waitLocally(200 * ms)}, // wait 100ms: 200ms < 300ms
-		{"latency/at max still stays", "latency-aware", OffloadConfig{},
+		{"latency/free slot", "latency-aware", pure, in(1, 0, 1), goLocal},
+		{"latency/short queue stays", "latency-aware", pure, in(2, 1, 0), waitLocally(200 * ms)}, // wait 100ms: 200ms < 300ms
+		{"latency/at max still stays", "latency-aware", pure,
 			with(in(4, 0, 0), func(i *OffloadInput) { i.ReadySlots = 4 }), waitLocally(50 * ms)}, // wait 25ms
-		{"latency/long queue goes", "latency-aware", OffloadConfig{}, in(2, 4, 0), goPolicy},        // wait 250ms
-		{"latency/tie stays", "latency-aware", OffloadConfig{}, in(2, 3, 0), waitLocally(400 * ms)}, // wait 200ms: 300 = 300
-		{"latency/cloud off", "latency-aware", OffloadConfig{}, with(in(2, 9, 0), cloudOff), goLocal},
-		{"latency/slow cloud keeps queue", "latency-aware", OffloadConfig{},
+		{"latency/long queue goes", "latency-aware", pure, in(2, 4, 0), goPolicy},        // wait 250ms
+		{"latency/tie stays", "latency-aware", pure, in(2, 3, 0), waitLocally(400 * ms)}, // wait 200ms: 300 = 300
+		{"latency/cloud off", "latency-aware", pure, with(in(2, 9, 0), cloudOff), goLocal},
+		{"latency/slow cloud keeps queue", "latency-aware", pure,
 			with(in(2, 6, 0), func(i *OffloadInput) { i.Estimates.CloudRoundTrip = 3 * time.Second }), waitLocally(700 * ms)},
-		{"latency/no ready slot, cold start beats slow cloud", "latency-aware", OffloadConfig{},
+		{"latency/no ready slot, cold start beats slow cloud", "latency-aware", pure,
 			with(in(0, 0, 0), func(i *OffloadInput) {
 				i.ReadySlots, i.StartingSlots = 0, 2
 				i.Estimates.CloudRoundTrip = 3 * time.Second
 			}),
 			waitLocally(4 * time.Second)},
-		{"latency/no ready slot, cloud beats cold start", "latency-aware", OffloadConfig{},
+		{"latency/no ready slot, cloud beats cold start", "latency-aware", pure,
 			with(in(0, 0, 0), func(i *OffloadInput) { i.ReadySlots, i.StartingSlots = 0, 2 }), goPolicy},
-		{"latency/queue time timeout caps wait", "latency-aware", OffloadConfig{QueueTimeout: 20 * ms}, in(2, 1, 0), waitLocally(20 * ms)},
-		{"latency/MAX=N=1 busy", "latency-aware", OffloadConfig{},
+		{"latency/queue time timeout caps wait", "latency-aware", OffloadConfig{QueueTimeout: 20 * ms, WaitWeight: 1}, in(2, 1, 0), waitLocally(20 * ms)},
+		{"latency/MAX=N=1 busy", "latency-aware", pure,
 			with(in(1, 0, 0), func(i *OffloadInput) { i.MaxSlots, i.ReadySlots = 1, 1 }), waitLocally(200 * ms)},
-		{"latency/MAX=N=1 queued", "latency-aware", OffloadConfig{},
+		{"latency/MAX=N=1 queued", "latency-aware", pure,
 			with(in(1, 2, 0), func(i *OffloadInput) { i.MaxSlots, i.ReadySlots = 1, 1 }), goPolicy},
-		{"latency/zero slots, cloud off", "latency-aware", OffloadConfig{},
+		// The default WaitWeight 4 counts each second of queue wait four times.
+		{"latency/weighted: short wait stays", "latency-aware", OffloadConfig{},
+			with(in(4, 0, 0), func(i *OffloadInput) { i.ReadySlots = 4 }), waitLocally(50 * ms)}, // 4×25ms+100ms <= 300ms
+		{"latency/weighted: longer wait goes", "latency-aware", OffloadConfig{}, in(2, 1, 0), goPolicy},       // 4×100ms+100ms > 300ms
+		{"latency/weighted: tie stays", "latency-aware", OffloadConfig{}, in(2, 0, 0), waitLocally(100 * ms)}, // 4×50ms+100ms = 300ms
+		{"latency/zero slots, cloud off", "latency-aware", pure,
 			with(in(0, 0, 0), func(i *OffloadInput) { i.MaxSlots, i.ReadySlots = 0, 0; cloudOff(i) }), goLocal},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -124,20 +124,42 @@ func TestInvariants(t *testing.T) {
 // CloudCost is a helper for messages.
 func (r Result) CloudCost() float64 { return r.CloudCostUSD }
 
-// TestLatencyAwareBeatsOverflowOnBursts is the goal: on the bursty
-// trace, latency-aware has a lower p99 than overflow while offloading no more
-// calls, for several seeds.
-func TestLatencyAwareBeatsOverflowOnBursts(t *testing.T) {
-	for seed := uint64(1); seed <= 3; seed++ {
-		c := short()
-		c.Seed = seed
-		over, lat := mustRun(t, c, "overflow"), mustRun(t, c, "latency-aware")
-		t.Logf("seed %d: overflow p99 %.0fms offloaded %.1f%%; latency-aware p99 %.0fms offloaded %.1f%%",
-			seed, over.P99Ms, 100*over.Offloaded, lat.P99Ms, 100*lat.Offloaded)
-		if lat.P99Ms >= over.P99Ms || lat.Cloud > over.Cloud {
-			t.Errorf("seed %d: latency-aware p99 %.0fms / %d cloud calls, overflow %.0fms / %d",
-				seed, lat.P99Ms, lat.Cloud, over.P99Ms, over.Cloud)
-		}
+// TestLatencyAwareBeatsOverflow is the goal: on bursty traces
+// latency-aware has a lower p99 than overflow while offloading no more calls.
+// It also holds on the step and diurnal traces; with MAX=2N (little room to
+// queue) the p99s are within a few percent.
+func TestLatencyAwareBeatsOverflow(t *testing.T) {
+	diurnal := DefaultConfig()
+	diurnal.Duration = 20 * time.Minute
+	diurnal.Trace = Trace{Kind: TraceDiurnal, Rate: 5, Peak: 200, Period: 10 * time.Minute}
+	step := DefaultConfig()
+	step.Duration = 5 * time.Minute
+	step.Trace = Trace{Kind: TraceStep, Rate: 10, Peak: 150, StepAt: 30 * time.Second}
+	twoN := short()
+	twoN.Servers, twoN.Max, twoN.Trace.Rate, twoN.Trace.Peak = 4, 8, 10, 120
+	seeded := func(c Config, seed uint64) Config { c.Seed = seed; return c }
+	for _, tc := range []struct {
+		name     string
+		cfg      Config
+		p99Slack float64 // latency-aware's p99 may exceed overflow's by this factor
+	}{
+		{"bursts seed 1", seeded(short(), 1), 1},
+		{"bursts seed 2", seeded(short(), 2), 1},
+		{"bursts seed 3", seeded(short(), 3), 1},
+		{"step", step, 1},
+		{"diurnal", diurnal, 1},
+		{"bursts MAX=2N", twoN, 1.05},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			over, lat := mustRun(t, tc.cfg, "overflow"), mustRun(t, tc.cfg, "latency-aware")
+			t.Logf("overflow p99 %.0fms offloaded %.1f%%; latency-aware p99 %.0fms offloaded %.1f%%",
+				over.P99Ms, 100*over.Offloaded, lat.P99Ms, 100*lat.Offloaded)
+			worse := lat.P99Ms > over.P99Ms*tc.p99Slack || tc.p99Slack == 1 && lat.P99Ms == over.P99Ms
+			if worse || lat.Cloud > over.Cloud {
+				t.Errorf("latency-aware p99 %.0fms / %d cloud calls, overflow %.0fms / %d",
+					lat.P99Ms, lat.Cloud, over.P99Ms, over.Cloud)
+			}
+		})
 	}
 }
 
