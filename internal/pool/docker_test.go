@@ -320,3 +320,60 @@ func TestDockerDeathWatch(t *testing.T) {
 	}
 	t.Logf("ejected %v after the kill, replaced after %v", ejected.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
 }
+
+// TestDockerContainsHostileFunction: a call that fork-bombs or allocates
+// without bound fails (or times out) inside its hardened worker, and the
+// pool keeps serving normal calls.
+func TestDockerContainsHostileFunction(t *testing.T) {
+	b := openDocker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	code := `import os, sys
+arg = sys.argv[1]
+if arg == "forkbomb":
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+elif arg == "hog":
+    blocks = []
+    while True:
+        blocks.append(bytearray(16 << 20))
+print("fine", arg)
+`
+	p := pool.New(b, pool.Config{Min: 2, Max: 2, Concurrency: 1, LocalTimeout: 2 * time.Second})
+	if err := p.Open(ctx, scriptFunction(1, code)); err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer p.Close(ctx)
+	for _, hostile := range []string{"hog", "forkbomb"} {
+		t.Run(hostile, func(t *testing.T) {
+			cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
+			_, err := callWithRetry(cctx, p, hostile)
+			ccancel()
+			if err == nil {
+				t.Fatalf("hostile call %s succeeded", hostile)
+			}
+			t.Logf("hostile call %s: %v", hostile, err)
+			// Normal calls work again within a few seconds.
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+				v, err := callWithRetry(cctx, p, "ok")
+				ccancel()
+				if err == nil && v == "fine ok\n" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("pool not serving 20s after %s: %v, %v; %+v", hostile, v, err, p.Snapshot())
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if err := p.WaitReady(ctx, 2); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("after %s: counters %+v", hostile, p.Snapshot().Counters)
+		})
+	}
+}
