@@ -27,7 +27,7 @@ import (
 // clock is a settable clock for throttle tests: real time plus an offset.
 type clock struct{ offset atomic.Int64 }
 
-func (c *clock) Now() time.Time           { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // gwFixture is a deployed REST API in front of a shim-wrapped function.
