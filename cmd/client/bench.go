@@ -123,7 +123,7 @@ func cmdBench(ctx context.Context, args []string, e *env) error {
 		PollEvery:      f.poll,
 	}
 	if err := cfg.Validate(); err != nil {
-		return usageError{err.Error()}
+		return usageError{msg: err.Error()}
 	}
 	param, err := paramValue(f.param, f.paramJSON)
 	if err != nil {
@@ -139,7 +139,7 @@ func cmdBench(ctx context.Context, args []string, e *env) error {
 	}
 	if !f.allowRemote {
 		if err := loadgen.CheckLoopback(target); err != nil {
-			return usageError{err.Error()}
+			return usageError{msg: err.Error()}
 		}
 	}
 
@@ -171,7 +171,7 @@ func cmdBench(ctx context.Context, args []string, e *env) error {
 		res, err := r.Run(ctx, cfg)
 		stopBar()
 		if err != nil {
-			return usageError{err.Error()}
+			return usageError{msg: err.Error()}
 		}
 		rep := res.Report
 		rep.Label = m.label

@@ -105,7 +105,9 @@ func run(ctx context.Context, args []string, e *env) int {
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(e.stderr, "client %s: %v\n", args[0], err)
+		if !ue.printed {
+			fmt.Fprintf(e.stderr, "client %s: %v\n", args[0], err)
+		}
 		return exitUsage
 	default:
 		fmt.Fprintf(e.stderr, "client %s: %v\n", args[0], describe(err))
@@ -113,11 +115,16 @@ func run(ctx context.Context, args []string, e *env) int {
 	}
 }
 
-type usageError struct{ msg string }
+// usageError is a mistake on the command line (exit 2); printed is set
+// when the flag package has already said so.
+type usageError struct {
+	msg     string
+	printed bool
+}
 
 func (u usageError) Error() string { return u.msg }
 
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+func usagef(format string, args ...any) error { return usageError{msg: fmt.Sprintf(format, args...)} }
 
 // describe names a fault's code for people.
 func describe(err error) string {
@@ -142,7 +149,7 @@ func (c *common) register(fs *flag.FlagSet, timeout time.Duration) {
 func (c *common) client(e *env, conns int) (*xmlrpc.Client, string, error) {
 	target, err := loadgen.Target(c.lb, e.getenv)
 	if err != nil {
-		return nil, "", usageError{err.Error()}
+		return nil, "", usageError{msg: err.Error()}
 	}
 	tr := xmlrpc.NewTransport()
 	if conns > tr.MaxIdleConnsPerHost {
@@ -160,7 +167,10 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, err
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{msg: err.Error(), printed: true}
 		}
 		args = fs.Args()
 		if len(args) == 0 {

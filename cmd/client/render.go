@@ -36,7 +36,7 @@ func renderValue(b *strings.Builder, v any, indent int) {
 		sort.Strings(keys)
 		for _, k := range keys {
 			if isScalar(x[k]) {
-				fmt.Fprintf(b, "%s%-*s  %s\n", pad, width, k+":", scalar(x[k]))
+				fmt.Fprintf(b, "%s%-*s  %s\n", pad, width+1, k+":", scalar(x[k]))
 				continue
 			}
 			fmt.Fprintf(b, "%s%s:\n", pad, k)

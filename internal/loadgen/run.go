@@ -69,8 +69,6 @@ const (
 // Validate checks that the run is bounded and sane.
 func (c Config) Validate() error {
 	switch {
-	case c.Requests <= 0 && c.Duration <= 0:
-		return errors.New("give a count (-n) or a duration (-d): a run must be bounded")
 	case c.Requests < 0 || c.Requests > MaxRequests:
 		return fmt.Errorf("count %d out of range 1..%d", c.Requests, MaxRequests)
 	case c.Duration < 0 || c.Duration > MaxDuration:
@@ -85,6 +83,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("warm-up duration %v out of range", c.WarmupDuration)
 	case c.Timeout < 0:
 		return fmt.Errorf("timeout %v is negative", c.Timeout)
+	case c.Requests == 0 && c.Duration == 0:
+		return errors.New("give a count (-n) or a duration (-d): a run must be bounded")
 	}
 	return nil
 }

@@ -111,6 +111,12 @@ func (lb *LB) invoke(ctx context.Context, params []any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	switch opts["route"] {
+	case "local":
+		lb.forcedLocal.Add(1)
+	case "cloud":
+		lb.forcedCloud.Add(1)
+	}
 	start := time.Now()
 	n, err := lb.work(ctx)
 	if err != nil {
@@ -123,10 +129,8 @@ func (lb *LB) invoke(ctx context.Context, params []any) (any, error) {
 	switch opts["route"] {
 	case "local":
 		route, reason = spillway.RouteLocal, spillway.ReasonForced
-		lb.forcedLocal.Add(1)
 	case "cloud":
 		route, reason = spillway.RouteCloud, spillway.ReasonForced
-		lb.forcedCloud.Add(1)
 	}
 	worker := ""
 	if route == spillway.RouteLocal {

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway/internal/loadgen"
+	"github.com/spillway-faas/spillway/internal/loadgen/fakelb"
+)
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// runClient runs the command in-process with its own env.
+func runClient(t *testing.T, vars map[string]string, stdin string, args ...string) result {
+	t.Helper()
+	var out, errb strings.Builder
+	e := &env{
+		stdin:  strings.NewReader(stdin),
+		stdout: &out,
+		stderr: &errb,
+		getenv: func(k string) string { return vars[k] },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code := run(ctx, args, e)
+	return result{code, out.String(), errb.String()}
+}
+
+func TestCall(t *testing.T) {
+	lb := fakelb.Start(t, fakelb.Options{FaultEvery: 3, FaultCode: -32500})
+	vars := map[string]string{"LB_URL": lb.URL}
+	tests := []struct {
+		name string
+		args []string
+		code int
+		out  []string
+		err  string
+	}{
+		{"plain", []string{"call", "30"}, 0, []string{"result(30)\n"}, ""},
+		{"verbose after param", []string{"call", "30", "-v"}, 0,
+			[]string{"result(30)\n", "route       ", "worker      ", "reason      ", "duration    ", "cold start  yes"}, ""},
+		{"fault", []string{"call", "7"}, 1, nil, "fault -32500 function raised: fake fault on call 3"},
+		{"json param", []string{"call", "--param-json", `{"n": 3}`}, 0, []string{"result(map[n:3])"}, ""},
+		{"no param", []string{"call"}, 2, nil, "want exactly one PARAM"},
+		{"bad flag", []string{"call", "--nope", "1"}, 2, nil, "flag provided but not defined"},
+		{"unknown command", []string{"fly"}, 2, nil, `unknown command "fly"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runClient(t, vars, "", tt.args...)
+			if r.code != tt.code {
+				t.Fatalf("exit %d, want %d\nstdout %s\nstderr %s", r.code, tt.code, r.stdout, r.stderr)
+			}
+			for _, w := range tt.out {
+				if !strings.Contains(r.stdout, w) {
+					t.Errorf("stdout lacks %q:\n%s", w, r.stdout)
+				}
+			}
+			if tt.err != "" && !strings.Contains(r.stderr, tt.err) {
+				t.Errorf("stderr lacks %q:\n%s", tt.err, r.stderr)
+			}
+		})
+	}
+}
+
+func TestCallTargetAndAuth(t *testing.T) {
+	lb := fakelb.Start(t, fakelb.Options{})
+	port := strings.TrimSuffix(lb.URL[strings.LastIndex(lb.URL, ":")+1:], "/")
+	r := runClient(t, map[string]string{"LOAD_BALANCER_PORT": port, "LB_AUTH_TOKEN": "s3cret"}, "", "call", "5")
+	if r.code != 0 || r.stdout != "result(5)\n" {
+		t.Errorf("via LOAD_BALANCER_PORT: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = runClient(t, map[string]string{"LB_URL": "http://127.0.0.1:1/"}, "", "call", "--lb", lb.URL, "5")
+	if r.code != 0 {
+		t.Errorf("--lb should win over LB_URL: %q", r.stderr)
+	}
+	r = runClient(t, map[string]string{"LB_URL": "http://127.0.0.1:1/"}, "", "call", "5")
+	if r.code != 1 || !strings.Contains(r.stderr, "xmlrpc call call_faas: send to http://127.0.0.1:1/") {
+		t.Errorf("unreachable lb: exit %d %q", r.code, r.stderr)
+	}
+}
+
+func TestRepl(t *testing.T) {
+	lb := fakelb.Start(t, fakelb.Options{FaultEvery: 2})
+	r := runClient(t, map[string]string{"LB_URL": lb.URL}, "1\n2\n\n3\nquit\n4\n", "repl")
+	want := "result(1)\nerror: fault -32000 timeout: fake fault on call 2\nresult(3)\n"
+	if r.code != 0 || r.stdout != want {
+		t.Errorf("exit %d\n-want %q\n+got  %q\nstderr %s", r.code, want, r.stdout, r.stderr)
+	}
+}
+
+func TestStatus(t *testing.T) {
+	lb := fakelb.Start(t, fakelb.Options{})
+	vars := map[string]string{"LB_URL": lb.URL}
+	r := runClient(t, vars, "", "status")
+	want := "lb " + lb.URL + `
+counters:
+  calls:  0
+  cloud:  0
+members:
+  -
+    healthy:    yes
+    in_flight:  0
+    name:       fake-w1
+  -
+    healthy:    yes
+    in_flight:  1
+    name:       fake-w2
+pool_size:  2
+`
+	if r.code != 0 || r.stdout != want {
+		t.Errorf("exit %d\n-want\n%s\n+got\n%s\nstderr %s", r.code, want, r.stdout, r.stderr)
+	}
+	r = runClient(t, vars, "", "status", "--json")
+	var st map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st["pool_size"] != 2.0 {
+		t.Errorf("status --json: %v %q", err, r.stdout)
+	}
+}
+
+func TestBench(t *testing.T) {
+	lb := fakelb.Start(t, fakelb.Options{Delay: time.Millisecond, FaultEvery: 10})
+	vars := map[string]string{"LB_URL": lb.URL}
+
+	t.Run("text", func(t *testing.T) {
+		r := runClient(t, vars, "", "bench", "-c", "3", "-n", "60", "--warmup", "6", "--param", "12")
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		for _, w := range []string{"calls       60 sent", "(+6 warm-up, not counted)", "-32000 timeout:", "latency ms",
+			"p50", "p99.9", "local", "cloud", "cold starts", "offloaded   overflow:", "pool size   "} {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("report lacks %q:\n%s", w, r.stdout)
+			}
+		}
+		if r.stderr != "" {
+			t.Errorf("stderr not quiet off a terminal: %q", r.stderr)
+		}
+	})
+	t.Run("json open model", func(t *testing.T) {
+		r := runClient(t, vars, "", "bench", "--rate", "300", "-n", "50", "--json")
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		var rep loadgen.Report
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatalf("JSON: %v\n%s", err, r.stdout)
+		}
+		if rep.Model != "open" || rep.Rate != 300 || rep.Sent != 50 || rep.OK+rep.Errors != 50 {
+			t.Errorf("report %+v", rep)
+		}
+		l := rep.Latency
+		if !(l.Min <= l.P50 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max) {
+			t.Errorf("percentiles out of order: %+v", l)
+		}
+	})
+	t.Run("compare and png", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "chart.png")
+		r := runClient(t, vars, "", "bench", "--compare", "-c", "2", "-n", "20", "--out", out)
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		for _, w := range []string{"== local ==", "== cloud ==", "== hybrid ==", "local p50 ms", "cloud p99 ms"} {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("compare output lacks %q:\n%s", w, r.stdout)
+			}
+		}
+		for _, label := range []string{"local", "cloud", "hybrid"} {
+			f, err := os.Open(filepath.Join(filepath.Dir(out), "chart-"+label+".png"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := png.Decode(f)
+			f.Close()
+			if err != nil {
+				t.Fatalf("%s png: %v", label, err)
+			}
+			if b := img.Bounds(); b.Dx() != loadgen.ChartWidth || b.Dy() != loadgen.ChartHeight {
+				t.Errorf("%s png %v", label, b)
+			}
+		}
+	})
+	t.Run("compare json", func(t *testing.T) {
+		before, _ := lb.Forced()
+		r := runClient(t, vars, "", "bench", "--compare", "-n", "10", "--json")
+		var got struct{ Compare []loadgen.Report }
+		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || len(got.Compare) != 3 {
+			t.Fatalf("JSON %v: %s", err, r.stdout)
+		}
+		if got.Compare[0].Routes["local"].Count+got.Compare[0].Errors != 10 || got.Compare[1].Routes["cloud"].Count+got.Compare[1].Errors != 10 {
+			t.Errorf("forced runs did not stay on their route: %+v", got.Compare)
+		}
+		if after, _ := lb.Forced(); after-before != 10 {
+			t.Errorf("forced-local calls %d, want 10", after-before)
+		}
+	})
+}
+
+func TestBenchRefuses(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		err  string
+	}{
+		{"remote target", []string{"bench", "--lb", "http://192.0.2.1:8000/", "-n", "1"}, "not loopback"},
+		{"bad route", []string{"bench", "--route", "moon", "-n", "1"}, "want local or cloud"},
+		{"negative count", []string{"bench", "-n", "-5"}, "out of range"},
+		{"bad warmup", []string{"bench", "--warmup", "soon"}, "want a count"},
+		{"stray argument", []string{"bench", "now"}, "takes no arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runClient(t, nil, "", tt.args...)
+			if r.code != 2 || !strings.Contains(r.stderr, tt.err) {
+				t.Errorf("exit %d stderr %q, want 2 and %q", r.code, r.stderr, tt.err)
+			}
+		})
+	}
+}
+
+func TestBenchAllFailed(t *testing.T) {
+	r := runClient(t, map[string]string{"LB_URL": "http://127.0.0.1:1/"}, "", "bench", "-n", "3", "-c", "1")
+	if r.code != 1 || !strings.Contains(r.stderr, "every call failed (transport error ×3)") {
+		t.Errorf("exit %d stderr %q", r.code, r.stderr)
+	}
+}
