@@ -2,7 +2,7 @@
 # down.sh: remove everything `make up` started: the compose stack with its
 # volumes, then the worker containers, their volumes and networks labelled
 # spillway.pool=$POOL_NAME (lb starts workers itself, so compose does not
-# know them). Safe to run twice or when nothing is up.
+# know them), and networks labelled spillway.stack=$POOL_NAME. Safe to run twice or when nothing is up.
 set -euo pipefail
 SCRIPT_NAME=down
 source "$(dirname "$0")/lib.sh"
@@ -11,6 +11,9 @@ need_docker
 pool=$(cfg POOL_NAME spillway)
 label=spillway.pool=$pool
 
+# Render for this configuration (pool name, network): compose.yml may be
+# missing or from another one.
+"$SPILLWAY_ROOT/scripts/render-compose.sh" 2>/dev/null || true
 if [[ -f compose.yml ]]; then
 	find_compose
 	# Stop lb first so it does not replace the workers removed below.
@@ -28,13 +31,15 @@ if [[ -f compose.yml ]]; then
 	compose down -v --remove-orphans -t 20 || log "compose down reported an error; removing what is left"
 fi
 
-vols=$(docker volume ls -q --filter "label=$label")
-[[ -z $vols ]] || { log "removing volumes labelled $label"; docker volume rm -f $vols >/dev/null; }
-nets=$(docker network ls -q --filter "label=$label")
-if [[ -n $nets ]]; then
-	log "removing networks labelled $label"
-	for n in $nets; do docker network rm "$n" >/dev/null || log "network $n is still in use"; done
-fi
+for l in "$label" "spillway.stack=$pool"; do
+	vols=$(docker volume ls -q --filter "label=$l")
+	[[ -z $vols ]] || { log "removing volumes labelled $l"; docker volume rm -f $vols >/dev/null; }
+	nets=$(docker network ls -q --filter "label=$l")
+	for n in $nets; do
+		log "removing network $n labelled $l"
+		docker network rm "$n" >/dev/null || log "network $n is still in use"
+	done
+done
 # A workers' network lb made itself (lb on the host) may carry no label.
 net=$(cfg DOCKER_NETWORK "$pool-workers")
 if docker network inspect "$net" >/dev/null 2>&1; then

@@ -18,7 +18,7 @@ need_docker
 find_compose
 timeout_s=${UP_TIMEOUT:-180}
 
-for b in lb localcloud worker addfaas client; do
+for b in lb localcloud worker addfaas; do
 	[[ -x bin/$b ]] || die "bin/$b is missing: ./cmd/$b does not build yet (run: make build)"
 done
 
@@ -63,15 +63,19 @@ fi
 
 wait_for "lb (http://127.0.0.1:$port/healthz)" curl -fsS --max-time 2 "http://127.0.0.1:$port/healthz"
 
+pool=$(cfg POOL_NAME spillway)
+lb_hint=
+[[ $port == 8000 ]] || lb_hint="export LB_URL=http://127.0.0.1:$port/   # bin/client's target
+  "
 cat <<MSG
 
-Spillway is up: lb on http://127.0.0.1:$port/ serving '$name' (pool '$(cfg POOL_NAME spillway)').
+Spillway is up: lb on http://127.0.0.1:$port/ serving '$name' (pool '$pool').
 Next:
-  bin/client call 20                       # one call through lb
-  bin/client bench -c 8 -d 20s --param 25  # load; overflow goes to localcloud
-  bin/client status                        # pool members and counters
+  ${lb_hint}bin/client call 20                        # one call through lb
+  bin/client bench -c 8 -d 20s --param 25   # load: the pool grows, overflow goes to localcloud
+  bin/client status                         # pool members and counters
   python3 -c 'import xmlrpc.client as x; print(x.ServerProxy("http://127.0.0.1:$port/").call_faas("20"))'
   bin/addfaas --redis 127.0.0.1:$redis_port --name $name my_function.py   # publish a new version
-  ${COMPOSE[*]} -p $(cfg POOL_NAME spillway) logs -f lb                  # follow lb's log
-  make down                                # stop and remove everything
+  ${COMPOSE[*]} -p $pool -f compose.yml logs -f lb       # follow lb's log
+  make down                                 # stop and remove everything
 MSG
