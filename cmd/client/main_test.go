@@ -137,7 +137,7 @@ func TestBench(t *testing.T) {
 			t.Fatalf("exit %d: %s", r.code, r.stderr)
 		}
 		for _, w := range []string{"calls       60 sent", "(+6 warm-up, not counted)", "-32000 timeout:", "latency ms",
-			"p50", "p99.9", "local", "cloud", "cold starts", "offloaded   overflow:", "pool size   "} {
+			"p50", "p99.9", "local", "cloud", "cold starts", "reasons     overflow:", "pool size   "} {
 			if !strings.Contains(r.stdout, w) {
 				t.Errorf("report lacks %q:\n%s", w, r.stdout)
 			}

@@ -93,7 +93,7 @@ func WriteText(w io.Writer, rep Report) error {
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "cold starts %d\n", rep.ColdStarts)
-	b.WriteString("offloaded  ")
+	b.WriteString("reasons    ")
 	if len(rep.Reasons) == 0 {
 		b.WriteString(" none")
 	}
@@ -102,12 +102,19 @@ func WriteText(w io.Writer, rep Report) error {
 	}
 	b.WriteString("\n")
 	if rep.Pool != nil {
-		fmt.Fprintf(&b, "pool size   %d..%d (%d samples)\n", rep.Pool.Min, rep.Pool.Max, rep.Pool.Samples)
+		fmt.Fprintf(&b, "pool size   %d..%d (%s)\n", rep.Pool.Min, rep.Pool.Max, plural(rep.Pool.Samples, "sample"))
 	} else {
 		b.WriteString("pool size   not reported\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.Itoa(n) + " " + word + "s"
 }
 
 // WriteCompare writes reports side by side, one column each.
@@ -152,7 +159,7 @@ func WriteCompare(w io.Writer, reps []Report) error {
 		})
 	}
 	cells("cold starts", func(r Report) string { return strconv.FormatInt(r.ColdStarts, 10) })
-	cells("offloaded", func(r Report) string {
+	cells("reasons", func(r Report) string {
 		var parts []string
 		for _, k := range sortedKeys(r.Reasons) {
 			parts = append(parts, k+":"+strconv.FormatInt(r.Reasons[k], 10))
