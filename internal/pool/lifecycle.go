@@ -188,6 +188,7 @@ func (p *Pool) start(m *member, spec WorkerSpec) {
 	w, err := p.backend.Start(ctx, spec)
 	if err != nil {
 		p.mu.Lock()
+		p.lastStartErr = err
 		p.startFailedLocked(m)
 		p.mu.Unlock()
 		p.log.Error("start worker", "version", spec.Function.Version, "err", err)
@@ -212,6 +213,7 @@ func (p *Pool) start(m *member, spec WorkerSpec) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
+		p.lastStartErr = fmt.Errorf("worker %s never became healthy: %w", m.name, err)
 		p.startFailedLocked(m)
 		p.log.Error("worker never became healthy", "worker", m.name, "after", time.Since(began).Round(time.Millisecond), "err", err)
 		return
@@ -523,7 +525,12 @@ func (p *Pool) Roll(ctx context.Context, fn spillway.Function) error {
 	p.mu.Unlock()
 	p.log.Info("rolling workers to a new function version", "version", fn.Version, "sha256", fn.SHA256)
 	p.poke()
+	superseded := false
 	err := p.waitFor(ctx, false, func() bool {
+		if p.fn.SHA256 != fn.SHA256 {
+			superseded = true
+			return true
+		}
 		ready := 0
 		for _, m := range p.members {
 			if m.sha256 != fn.SHA256 {
@@ -536,7 +543,17 @@ func (p *Pool) Roll(ctx context.Context, fn spillway.Function) error {
 		return ready >= p.desired
 	})
 	if err != nil {
-		return fmt.Errorf("roll to version %d: %w", fn.Version, err)
+		return fmt.Errorf("roll to version %d: %w (last start error: %v)", fn.Version, err, p.lastStartError())
+	}
+	if superseded {
+		return fmt.Errorf("roll to version %d: superseded by a newer roll", fn.Version)
 	}
 	return nil
+}
+
+// lastStartError is the error of the last failed start, or nil.
+func (p *Pool) lastStartError() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastStartErr
 }

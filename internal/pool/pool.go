@@ -175,18 +175,19 @@ type Pool struct {
 	kick   chan struct{}  // wakes the reconciler (buffer 1)
 	opened atomic.Bool
 
-	mu       sync.Mutex // guards everything below
-	fn       spillway.Function
-	members  []*member // stable order: creation
-	waiters  []*waiter // FIFO
-	desired  int
-	closed   bool
-	notify   chan struct{} // closed and replaced on every state change
-	startErr int           // consecutive failed starts (backoff)
-	nextTry  time.Time     // no start before this after failures
-	counters Counters
-	candBuf  []policy.Member
-	candIdx  []*member
+	mu           sync.Mutex // guards everything below
+	fn           spillway.Function
+	members      []*member // stable order: creation
+	waiters      []*waiter // FIFO
+	desired      int
+	closed       bool
+	notify       chan struct{} // closed and replaced on every state change
+	startErr     int           // consecutive failed starts (backoff)
+	lastStartErr error         // why the last start failed
+	nextTry      time.Time     // no start before this after failures
+	counters     Counters
+	candBuf      []policy.Member
+	candIdx      []*member
 }
 
 // Counters are totals since the pool was created.
@@ -240,6 +241,9 @@ func (p *Pool) Open(ctx context.Context, fn spillway.Function) error {
 		go p.watchLoop(w)
 	}
 	if err := p.WaitReady(ctx, p.cfg.Min); err != nil {
+		if last := p.lastStartError(); last != nil {
+			return fmt.Errorf("wait for %d ready workers: %w (last start error: %v)", p.cfg.Min, err, last)
+		}
 		return fmt.Errorf("wait for %d ready workers: %w", p.cfg.Min, err)
 	}
 	return nil

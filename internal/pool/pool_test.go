@@ -425,3 +425,39 @@ func TestCloseFailsWaitersAndRemovesAll(t *testing.T) {
 		t.Fatalf("Acquire after Close = %v", err)
 	}
 }
+
+func TestOpenReportsWhyWorkersDoNotStart(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	c.failNext.Store(1 << 30)
+	p := New(b, testConfig(1, 1, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	err := p.Open(ctx, fnVersion(1))
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "fake start failure") {
+		t.Fatalf("Open = %v; want the deadline and the start error", err)
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRollSupersededByNewerRoll(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	c.delay = 200 * time.Millisecond
+	p := openPool(t, b, c, testConfig(1, 2, 1), fnVersion(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- p.Roll(ctx, fnVersion(2)) }()
+	time.Sleep(20 * time.Millisecond)
+	if err := p.Roll(ctx, fnVersion(3)); err != nil {
+		t.Fatalf("Roll(3): %v", err)
+	}
+	if err := <-errc; err == nil || !strings.Contains(err.Error(), "superseded") {
+		t.Fatalf("Roll(2) = %v, want superseded", err)
+	}
+	eventually(t, 5*time.Second, "only version 3 left", func() bool {
+		s := p.Snapshot()
+		return len(s.Members) == 1 && s.Members[0].SHA256 == "sha-3" && s.Ready == 1
+	})
+}
