@@ -152,7 +152,7 @@ func (s *Server) acquire(label string) (*environment, *function, bool, error) {
 		remove := snap.code.retired && snap.code.refs == 0
 		s.mu.Unlock()
 		if remove {
-			os.RemoveAll(snap.code.dir)
+			snap.code.remove()
 		}
 		return nil, nil, false, err
 	}
@@ -160,7 +160,18 @@ func (s *Server) acquire(label string) (*environment, *function, bool, error) {
 	e.busy = true
 	f.envs[e] = struct{}{}
 	f.counters.coldStarts++
+	closed := s.lm.closed
+	if closed {
+		e.dead = true
+		f.inflight--
+		s.lm.inflight--
+	}
 	s.mu.Unlock()
+	if closed {
+		// Close ran while this environment started and could not see it.
+		s.stopEnv(e)
+		return nil, nil, false, errorf(http.StatusServiceUnavailable, "ServiceException", "localcloud is shutting down")
+	}
 	return e, f, true, nil
 }
 
@@ -228,7 +239,7 @@ func (s *Server) stopEnv(e *environment) {
 	remove := code.retired && code.refs == 0
 	s.mu.Unlock()
 	if remove {
-		os.RemoveAll(code.dir)
+		code.remove()
 	}
 }
 
@@ -328,7 +339,16 @@ func (s *Server) invokeHandler(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		req.tail = false
-		s.wg.Add(1)
+		s.mu.Lock()
+		closed := s.lm.closed
+		if !closed {
+			s.wg.Add(1) // under mu, so Close (which sets closed under mu) waits for it
+		}
+		s.mu.Unlock()
+		if closed {
+			writeError(w, errorf(http.StatusServiceUnavailable, "ServiceException", "localcloud is shutting down"))
+			return
+		}
 		go func() {
 			defer s.wg.Done()
 			if _, err := s.invoke(s.bg, req); err != nil {

@@ -27,6 +27,12 @@ type codeVersion struct {
 	retired bool // guarded by Server.mu
 }
 
+// remove deletes the unzipped package and its zip.
+func (c *codeVersion) remove() {
+	_ = os.RemoveAll(c.dir)
+	_ = os.Remove(c.dir + ".zip")
+}
+
 // function is one Lambda function ($LATEST only). Guarded by Server.mu.
 type function struct {
 	name         string
@@ -362,6 +368,10 @@ func (s *Server) storeCode(name string, zipBytes []byte) (*codeVersion, error) {
 		os.RemoveAll(dir)
 		return nil, errLambdaInvalid("Could not unzip uploaded file. Please check your file, then try to upload again. (%v)", err)
 	}
+	if err := os.WriteFile(dir+".zip", zipBytes, 0o644); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("keep the package of %s: %w", name, err)
+	}
 	return &codeVersion{id: id, dir: dir, sha256: codeSha256(zipBytes), size: int64(len(zipBytes))}, nil
 }
 
@@ -465,7 +475,7 @@ func (s *Server) createFunction(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	if _, exists := s.lm.functions[f.name]; exists || s.lm.closed {
 		s.mu.Unlock()
-		os.RemoveAll(code.dir)
+		code.remove()
 		writeError(w, errLambdaConflict("Function already exist: %s", in.FunctionName))
 		return
 	}
@@ -499,7 +509,7 @@ func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) {
 		"Configuration": s.configurationLocked(f),
 		"Code": map[string]string{
 			"RepositoryType": "S3",
-			"Location":       "http://" + r.Host + "/_localcloud/code/" + f.name,
+			"Location":       "http://" + r.Host + "/_localcloud/code/" + f.name + ".zip",
 		},
 	}
 	if len(f.tags) > 0 {
@@ -537,8 +547,13 @@ func (s *Server) deleteFunction(w http.ResponseWriter, r *http.Request) {
 	f.deleted = true
 	s.lm.gone.add(f.counters)
 	stop := s.retireLocked(f)
+	f.code.retired = true
+	removeCode := f.code.refs == 0
 	s.mu.Unlock()
 	s.stopAll(stop)
+	if removeCode {
+		f.code.remove()
+	}
 	s.log.Info("localcloud: function deleted", "function", f.name)
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -616,7 +631,7 @@ func (s *Server) updateFunctionCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if in.DryRun {
-		os.RemoveAll(code.dir)
+		code.remove()
 		s.mu.Lock()
 		out := s.configurationLocked(f)
 		s.mu.Unlock()
@@ -627,7 +642,7 @@ func (s *Server) updateFunctionCode(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	if err := s.updateGuardLocked(f, in.RevisionID); err != nil || f.deleted {
 		s.mu.Unlock()
-		os.RemoveAll(code.dir)
+		code.remove()
 		if err == nil {
 			err = errLambdaNotFound("Function not found: %s", f.arn)
 		}
@@ -644,7 +659,7 @@ func (s *Server) updateFunctionCode(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	s.stopAll(stop)
 	if removeOld {
-		os.RemoveAll(old.dir)
+		old.remove()
 	}
 	s.log.Info("localcloud: function code updated", "function", f.name, "sha256", code.sha256)
 	writeJSON(w, http.StatusOK, out)

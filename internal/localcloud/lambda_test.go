@@ -336,3 +336,5 @@ func TestConcurrencyLimit(t *testing.T) {
 		t.Errorf("reserved concurrency 1: %d ok, %d throttled", ok, throttled)
 	}
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -202,6 +202,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /health", s.handleHealth)
 	m.HandleFunc("GET /_localcloud/health", s.handleHealth)
 	m.HandleFunc("GET /_localcloud/stats", s.handleStats)
+	m.HandleFunc("GET /_localcloud/code/{file}", s.handleCode)
 	s.lambdaRoutes(m)
 	s.gatewayRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -344,3 +345,26 @@ func (s *Server) reap() {
 }
 
 var errClosed = errors.New("localcloud is closed")
+
+// handleCode serves a function's current deployment package, where
+// GetFunction's Code.Location points.
+func (s *Server) handleCode(w http.ResponseWriter, r *http.Request) {
+	name, ok := strings.CutSuffix(r.PathValue("file"), ".zip")
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	s.mu.Lock()
+	f, exists := s.lm.functions[name]
+	var path string
+	if exists {
+		path = f.code.dir + ".zip"
+	}
+	s.mu.Unlock()
+	if !exists {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/zip")
+	http.ServeFile(w, r, path)
+}
