@@ -319,7 +319,7 @@ func (d *daemon) details() map[string]any {
 	members := make([]any, 0, len(s.Members))
 	for _, m := range s.Members {
 		members = append(members, map[string]any{
-			"name": m.Name, "state": string(m.State), "in_flight": m.InFlight, "capacity": m.Capacity,
+			"name": m.Name, "addr": m.Addr, "state": string(m.State), "in_flight": m.InFlight, "capacity": m.Capacity,
 			"version": m.Version, "sha256": m.SHA256, "completed": m.Completed, "cold_starts": m.ColdStarts,
 		})
 	}

@@ -47,6 +47,7 @@ type Config struct {
 	AuthToken         string        // LB_AUTH_TOKEN (never logged)
 	LogLevel          string        // LOG_LEVEL: debug | info | warn | error
 	LogFormat         string        // LOG_FORMAT: text | json
+	Pprof             bool          // LB_PPROF: serve /debug/pprof/ (behind LB_AUTH_TOKEN when set)
 	Cloud             Cloud
 }
 
@@ -113,6 +114,7 @@ func Load(lookup Lookup) (Config, error) {
 		AuthToken:         p.str("LB_AUTH_TOKEN", ""),
 		LogLevel:          p.choice("LOG_LEVEL", "info", LogLevels),
 		LogFormat:         p.choice("LOG_FORMAT", "text", LogFormats),
+		Pprof:             p.bool("LB_PPROF", false),
 	}
 	c.MaxServers = p.int("MAX_SERVERS", 2*c.NumberOfServers)
 	c.DockerNetwork = p.str("DOCKER_NETWORK", c.PoolName+"-workers")
@@ -302,6 +304,19 @@ func (p *parser) int(name string, def int) int {
 		return def
 	}
 	return n
+}
+
+func (p *parser) bool(name string, def bool) bool {
+	v, ok := p.raw(name)
+	if !ok {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.fail(name, v, "not a boolean (true/false, 1/0)")
+		return def
+	}
+	return b
 }
 
 func (p *parser) float(name string, def float64) float64 {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -45,6 +46,10 @@ func (g *Gateway) Handler() http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(g.Status())
 	})))
+	if g.cfg.Pprof {
+		mux.Handle("GET /debug/pprof/", g.authorize(http.HandlerFunc(pprof.Index)))
+		mux.Handle("GET /debug/pprof/profile", g.authorize(http.HandlerFunc(pprof.Profile)))
+	}
 	return mux
 }
 

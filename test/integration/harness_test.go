@@ -33,7 +33,7 @@ var (
 	binBuilt = map[string]error{}
 )
 
-func binary(t *testing.T, name string) string {
+func binary(t testing.TB, name string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
@@ -94,7 +94,7 @@ type proc struct {
 	done chan error
 }
 
-func startProc(t *testing.T, env []string, name string, args ...string) *proc {
+func startProc(t testing.TB, env []string, name string, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(name, args...), out: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
@@ -122,7 +122,7 @@ func (p *proc) stop(sig syscall.Signal, d time.Duration) (error, bool) {
 
 // stack is redis + localcloud + lb for one test, with a pool name of its own.
 type stack struct {
-	t        *testing.T
+	t        testing.TB
 	redis    *testutil.Redis
 	store    *registry.Store
 	pool     string
@@ -140,7 +140,7 @@ type stackOptions struct {
 	env   map[string]string // extra lb environment
 }
 
-func newStack(t *testing.T, opts stackOptions) *stack {
+func newStack(t testing.TB, opts stackOptions) *stack {
 	t.Helper()
 	testutil.DockerImage(t, workerImage)
 	s := &stack{t: t, redis: testutil.StartRedis(t), name: "faas"}
@@ -309,7 +309,7 @@ func (s *stack) cleanupContainers() {
 	}
 }
 
-func dockerLines(t *testing.T, args ...string) []string {
+func dockerLines(t testing.TB, args ...string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -326,7 +326,7 @@ func dockerLines(t *testing.T, args ...string) []string {
 	return lines
 }
 
-func waitHTTP(t *testing.T, url string, d time.Duration) {
+func waitHTTP(t testing.TB, url string, d time.Duration) {
 	t.Helper()
 	waitUntil(t, d, url, func() bool {
 		resp, err := http.Get(url)
@@ -338,7 +338,7 @@ func waitHTTP(t *testing.T, url string, d time.Duration) {
 	})
 }
 
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -358,7 +358,7 @@ func tail(s string, n int) string {
 }
 
 // python runs a Python snippet with Python's own xmlrpc.client and returns stdout.
-func python(t *testing.T, script string, args ...string) string {
+func python(t testing.TB, script string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -370,7 +370,7 @@ func python(t *testing.T, script string, args ...string) string {
 	return string(out)
 }
 
-func readExample(t *testing.T, name string) string {
+func readExample(t testing.TB, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "examples", name))
 	if err != nil {

@@ -1,0 +1,79 @@
+package integration
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/xmlrpc"
+)
+
+// BenchmarkLBOverhead compares, in one run, a no-op handler-style function
+// called through lb with the same worker called directly: one worker with
+// WORKER_CONCURRENCY=4, so both paths reach the same Python runners.
+// "serial" reports per-call latency (p50/p99 in µs); "parallel" throughput
+// with 4 callers. The difference of the serial p50s is what lb adds.
+func BenchmarkLBOverhead(b *testing.B) {
+	s := newStack(b, stackOptions{env: map[string]string{
+		"NUMBER_OF_SERVERS": "1", "MAX_SERVERS": "1", "WORKER_CONCURRENCY": "4",
+		"OFFLOAD_POLICY": "never", "LOG_LEVEL": "warn",
+	}})
+	s.publish(readExample(b, "noop_handler.py"), spillway.StyleHandler)
+	s.startLB()
+	ms := s.members()
+	if len(ms) != 1 {
+		b.Fatalf("members = %v, want 1", ms)
+	}
+	workerURL := "http://" + str(ms[0]["addr"]) + "/"
+
+	hc := &http.Client{Transport: xmlrpc.NewTransport(), Timeout: 10 * time.Second}
+	targets := []struct {
+		name   string
+		url    string
+		method string
+	}{
+		{"direct", workerURL, "call_function"},
+		{"lb", s.lbURL, "call_faas"},
+	}
+	for _, tt := range targets {
+		c := xmlrpc.NewClient(tt.url, hc)
+		call := func() error {
+			var reply any
+			return c.Call(context.Background(), tt.method, []any{"x"}, &reply)
+		}
+		for range 200 { // warm connections and runners
+			if err := call(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(tt.name+"/serial", func(b *testing.B) {
+			lat := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				start := time.Now()
+				if err := call(); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+		b.Run(tt.name+"/parallel", func(b *testing.B) {
+			b.SetParallelism(2) // 2 × GOMAXPROCS(2) = 4 callers, one per runner
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := call(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
+		})
+	}
+}
