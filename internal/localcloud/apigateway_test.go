@@ -40,7 +40,7 @@ type gwFixture struct {
 	planID string
 }
 
-func mustBuildZip(t *testing.T, fn spillway.Function) []byte {
+func mustBuildZip(t testing.TB, fn spillway.Function) []byte {
 	t.Helper()
 	b, err := lambdawrap.BuildZip(fn)
 	if err != nil {
@@ -52,7 +52,7 @@ func mustBuildZip(t *testing.T, fn spillway.Function) []byte {
 // deployAPI creates what Spillway's deployer creates: ANY on / and /invoke
 // (API key required, AWS non-proxy integration), ANY on /proxy/{proxy+}
 // (AWS_PROXY), the invoke permission, stage dev, a key and a usage plan.
-func deployAPI(t *testing.T, ctx context.Context, cloud *localcloudtest.Cloud, fnName string, throttle *agtypes.ThrottleSettings) *gwFixture {
+func deployAPI(t testing.TB, ctx context.Context, cloud *localcloudtest.Cloud, fnName string, throttle *agtypes.ThrottleSettings) *gwFixture {
 	t.Helper()
 	fx := &gwFixture{cloud: cloud, lc: cloud.Lambda(), gw: cloud.APIGateway()}
 	gw := fx.gw
@@ -151,7 +151,7 @@ func deployAPI(t *testing.T, ctx context.Context, cloud *localcloudtest.Cloud, f
 }
 
 // post sends body to url with optional host and API key headers.
-func post(t *testing.T, ctx context.Context, url, host, key, body string) (int, string) {
+func post(t testing.TB, ctx context.Context, url, host, key, body string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
