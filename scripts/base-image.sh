@@ -11,6 +11,7 @@
 #   SPILLWAY_BASE_TAG   image tag to make (default spillway-base:bookworm)
 #   DEBIAN_MIRROR       mirror URL to use instead of the one in the apt sources
 #   DEBIAN_SUITE        suite (default bookworm)
+#   BASE_UPDATES=0      skip applying bookworm-updates / bookworm-security
 #   FORCE=1             rebuild even when the image exists
 set -euo pipefail
 
@@ -67,8 +68,14 @@ mirror_from_sources() {
 
 mirror=${DEBIAN_MIRROR:-$(mirror_from_sources | head -n1)}
 [[ -n $mirror ]] || die "no Debian mirror for '$suite' in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list; set DEBIAN_MIRROR=http://your.mirror/debian"
-command -v debootstrap >/dev/null || die "debootstrap is not installed (run: make deps)"
 [[ $(id -u) -eq 0 ]] || die "debootstrap needs root (run: sudo make base)"
+if ! command -v debootstrap >/dev/null && [[ ! -x /usr/sbin/debootstrap ]]; then
+	log "installing debootstrap"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null 2>&1 ||
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; } ||
+		die "debootstrap is not installed and could not be (run: make deps)"
+fi
+export PATH=$PATH:/usr/sbin:/sbin
 
 keyring_args=()
 for k in /usr/share/keyrings/debian-archive-keyring.gpg; do
@@ -95,8 +102,27 @@ if ! debootstrap --variant=minbase --include="$packages" "${keyring_args[@]}" \
 	die "debootstrap failed"
 fi
 
-# Trim what an image does not need: apt lists and caches, man pages, logs.
+# Updates: bookworm-updates on the same mirror and bookworm-security from
+# the machine's sources, when they name one. Best effort: the image is
+# usable without them, and a warning says so.
 root=$work/root
+security=$(suite="$suite-security" mirror_from_sources | head -n1 || true)
+{
+	echo "deb $mirror $suite main"
+	echo "deb $mirror $suite-updates main"
+	[[ -n $security ]] && echo "deb $security $suite-security main"
+} >"$root/etc/apt/sources.list"
+cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+if [[ ${BASE_UPDATES:-1} == 0 ]]; then
+	log "BASE_UPDATES=0: not applying updates"
+elif chroot "$root" /bin/sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get upgrade -y -qq' >"$work/upgrade.log" 2>&1; then
+	log "applied $suite-updates${security:+ and $suite-security}"
+else
+	tail -n 5 "$work/upgrade.log" >&2
+	log "warning: could not apply updates; the image has the $suite release packages"
+fi
+
+# Trim what an image does not need: apt lists and caches, man pages, logs.
 chroot "$root" apt-get clean >/dev/null 2>&1 || true
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
 	"$root"/var/cache/debconf/*-old "$root"/var/log/*.log "$root"/var/log/apt/* \
