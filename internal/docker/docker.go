@@ -37,6 +37,8 @@ const (
 	LabelFunction = "spillway.function"
 	LabelVersion  = "spillway.version"
 	LabelSHA256   = "spillway.sha256"
+	LabelStyle    = "spillway.style"
+	LabelHandler  = "spillway.handler"
 )
 
 // Paths and identity inside the worker image (see build/worker.Dockerfile).
@@ -317,6 +319,8 @@ func (b *Backend) Start(ctx context.Context, spec pool.WorkerSpec) (pool.Worker,
 		LabelFunction: fn.Name,
 		LabelVersion:  strconv.FormatInt(fn.Version, 10),
 		LabelSHA256:   fn.SHA256,
+		LabelStyle:    string(fn.Style),
+		LabelHandler:  fn.HandlerName(),
 	}
 	created, err := b.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name:             name,
@@ -327,7 +331,8 @@ func (b *Backend) Start(ctx context.Context, spec pool.WorkerSpec) (pool.Worker,
 	if err != nil {
 		return pool.Worker{}, fmt.Errorf("create worker container %s: %w", name, err)
 	}
-	w := pool.Worker{ID: created.ID, Name: name, Function: fn.Name, Version: fn.Version, SHA256: fn.SHA256}
+	w := pool.Worker{ID: created.ID, Name: name, Function: fn.Name, Version: fn.Version, SHA256: fn.SHA256,
+		Style: fn.Style, Handler: fn.HandlerName()}
 	cleanup := func(cause error) (pool.Worker, error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 		defer cancel()
@@ -406,6 +411,8 @@ func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
 			Function: c.Labels[LabelFunction],
 			Version:  version,
 			SHA256:   c.Labels[LabelSHA256],
+			Style:    spillway.Style(c.Labels[LabelStyle]),
+			Handler:  c.Labels[LabelHandler],
 			Running:  c.State == container.StateRunning,
 		}
 		if w.Running {

@@ -312,6 +312,8 @@ func TestStartHardenedWorker(t *testing.T) {
 			{"label function", c.Config.Labels[LabelFunction] == "faas"},
 			{"label version", c.Config.Labels[LabelVersion] == "7"},
 			{"label sha256", c.Config.Labels[LabelSHA256] == fn.SHA256},
+			{"label style", c.Config.Labels[LabelStyle] == "script"},
+			{"label handler", c.Config.Labels[LabelHandler] == "handler"},
 			{"user", c.Config.User == "10001:10001"},
 			{"read-only root", hc.ReadonlyRootfs},
 			{"cap drop ALL", slices.Equal(hc.CapDrop, []string{"ALL"})},
@@ -357,7 +359,7 @@ func TestStartHardenedWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 1 || list[0].ID != w.ID || list[0].Addr != w.Addr || list[0].SHA256 != fn.SHA256 || !list[0].Running {
+	if len(list) != 1 || list[0].ID != w.ID || list[0].Addr != w.Addr || list[0].Key() != w.Key() || list[0].Key() != pool.Key(fn) || !list[0].Running {
 		t.Fatalf("List = %+v, want the one worker %+v", list, w)
 	}
 

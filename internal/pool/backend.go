@@ -31,11 +31,27 @@ type WorkerSpec struct {
 
 // Worker is one worker container as the backend sees it.
 type Worker struct {
-	ID       string // engine id, the key for Remove
-	Name     string // container name, <POOL_NAME>-worker-<version>-<random>
-	Addr     string // host:port the pool dials (XML-RPC at http://Addr/)
-	Function string // spillway.function label
-	Version  int64  // spillway.version label
-	SHA256   string // spillway.sha256 label
+	ID       string         // engine id, the key for Remove
+	Name     string         // container name, <POOL_NAME>-worker-<version>-<random>
+	Addr     string         // host:port the pool dials (XML-RPC at http://Addr/)
+	Function string         // spillway.function label
+	Version  int64          // spillway.version label
+	SHA256   string         // spillway.sha256 label
+	Style    spillway.Style // spillway.style label
+	Handler  string         // spillway.handler label
 	Running  bool
+}
+
+// Key identifies what a worker runs: the code and how it is called. Two
+// functions with the same key need no roll between them.
+func Key(fn spillway.Function) string {
+	if fn.Style == spillway.StyleHandler {
+		return fn.SHA256 + "/" + string(fn.Style) + "/" + fn.HandlerName()
+	}
+	return fn.SHA256 + "/" + string(fn.Style)
+}
+
+// Key is the key of the function the worker runs, from its labels.
+func (w Worker) Key() string {
+	return Key(spillway.Function{SHA256: w.SHA256, Style: w.Style, Handler: w.Handler})
 }

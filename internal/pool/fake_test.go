@@ -46,7 +46,7 @@ type fakeWorker struct {
 
 func (w *fakeWorker) worker(id string) Worker {
 	return Worker{ID: id, Name: w.name, Addr: w.srv.Listener.Addr().String(), Function: w.fn.Name,
-		Version: w.fn.Version, SHA256: w.fn.SHA256, Running: true}
+		Version: w.fn.Version, SHA256: w.fn.SHA256, Style: w.fn.Style, Handler: w.fn.Handler, Running: true}
 }
 
 func newFakeWorker(name string, fn spillway.Function, capacity int) *fakeWorker {

@@ -78,10 +78,11 @@ func (p *Pool) reconcile() {
 
 	// 2. Count the current version's members toward the desired size.
 	var current, readyCurrent, old []*member
+	key := Key(p.fn)
 	for _, m := range p.members {
 		switch {
 		case m.state == StateDraining:
-		case m.sha256 == p.fn.SHA256:
+		case m.key == key:
 			current = append(current, m)
 			if m.state == StateReady {
 				readyCurrent = append(readyCurrent, m)
@@ -163,6 +164,7 @@ func (p *Pool) startAsyncLocked() {
 	m := &member{
 		version:  p.fn.Version,
 		sha256:   p.fn.SHA256,
+		key:      Key(p.fn),
 		capacity: p.cfg.Concurrency,
 		ctx:      ctx,
 		cancel:   cancel,
@@ -389,7 +391,8 @@ func (p *Pool) watchLoop(w Watcher) {
 }
 
 // Adopt lists the containers an earlier run of this pool left and keeps,
-// as ready members, the running ones of fn's sha256 that answer health();
+// as ready members, the running ones of fn's Key (sha256, style, handler)
+// that answer health();
 // it removes the rest. Open calls it; it returns how many were kept and
 // removed.
 func (p *Pool) Adopt(ctx context.Context, fn spillway.Function) (kept, removed int, err error) {
@@ -424,7 +427,7 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function) (kept, removed i
 		}
 		wg.Go(func() {
 			v := verdict{w: w}
-			if w.Running && w.Addr != "" && w.SHA256 == fn.SHA256 && w.Function == fn.Name {
+			if w.Running && w.Addr != "" && w.Key() == Key(fn) && w.Function == fn.Name {
 				v.c, v.tr = p.newClient(w.Addr)
 				h, err := p.probe(ctx, v.c)
 				v.keep, v.h = err == nil && h.ready, h
@@ -449,7 +452,7 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function) (kept, removed i
 		mctx, cancel := context.WithCancel(p.baseCtx())
 		m := &member{
 			id: v.w.ID, name: v.w.Name, addr: v.w.Addr, client: v.c, tr: v.tr,
-			version: v.w.Version, sha256: v.w.SHA256, capacity: p.cfg.Concurrency,
+			version: v.w.Version, sha256: v.w.SHA256, key: v.w.Key(), capacity: p.cfg.Concurrency,
 			ctx: mctx, cancel: cancel, completed: v.h.completed, coldStarts: v.h.coldStarts,
 		}
 		p.setStateLocked(m, StateReady)
@@ -503,7 +506,8 @@ func (p *Pool) baseCtx() context.Context {
 	return p.ctx
 }
 
-// Roll switches the pool to fn: members of the new version start, and each
+// Roll switches the pool to fn: when its Key differs (code, style or
+// handler), members of the new version start, and each
 // old member leaves rotation (finishing its calls) once a new one stands
 // in for it. Roll returns when no old-version member is left and the
 // desired size is ready, or when ctx ends (the roll then goes on in the
@@ -514,7 +518,7 @@ func (p *Pool) Roll(ctx context.Context, fn spillway.Function) error {
 		p.mu.Unlock()
 		return fmt.Errorf("roll: pool closed: %w", spillway.ErrUnavailable)
 	}
-	same := p.fn.SHA256 == fn.SHA256
+	same := Key(p.fn) == Key(fn)
 	p.fn = fn
 	if same {
 		// Same code: new members get the new version number, nothing to roll.
@@ -527,13 +531,13 @@ func (p *Pool) Roll(ctx context.Context, fn spillway.Function) error {
 	p.poke()
 	superseded := false
 	err := p.waitFor(ctx, false, func() bool {
-		if p.fn.SHA256 != fn.SHA256 {
+		if Key(p.fn) != Key(fn) {
 			superseded = true
 			return true
 		}
 		ready := 0
 		for _, m := range p.members {
-			if m.sha256 != fn.SHA256 {
+			if m.key != Key(fn) {
 				return false
 			}
 			if m.state == StateReady {

@@ -125,6 +125,7 @@ type member struct {
 	// immutable from creation
 	version  int64
 	sha256   string
+	key      string // Key of its function: what a roll compares
 	capacity int
 	ctx      context.Context // cancelled when the member fails or is removed: aborts its calls
 	cancel   context.CancelFunc
@@ -277,7 +278,7 @@ func (p *Pool) WaitReady(ctx context.Context, n int) error {
 	return p.waitFor(ctx, false, func() bool {
 		ready := 0
 		for _, m := range p.members {
-			if m.state == StateReady && m.sha256 == p.fn.SHA256 {
+			if m.state == StateReady && m.key == Key(p.fn) {
 				ready++
 			}
 		}

@@ -461,3 +461,28 @@ func TestRollSupersededByNewerRoll(t *testing.T) {
 		return len(s.Members) == 1 && s.Members[0].SHA256 == "sha-3" && s.Ready == 1
 	})
 }
+
+func TestRollOnStyleChangeWithSameCode(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	fn := fnVersion(1)
+	p := openPool(t, b, c, testConfig(1, 1, 1), fn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	same := fn
+	same.Version = 2
+	if err := p.Roll(ctx, same); err != nil {
+		t.Fatal(err)
+	}
+	if c.starts.Load() != 1 {
+		t.Fatalf("a version bump with the same code restarted workers: %d starts", c.starts.Load())
+	}
+	handler := fn
+	handler.Version, handler.Style, handler.Handler = 3, spillway.StyleHandler, "main"
+	if err := p.Roll(ctx, handler); err != nil {
+		t.Fatal(err)
+	}
+	s := p.Snapshot()
+	if c.starts.Load() != 2 || len(s.Members) != 1 || s.Members[0].Version != 3 {
+		t.Fatalf("style change did not roll: %d starts, %+v", c.starts.Load(), s.Members)
+	}
+}
