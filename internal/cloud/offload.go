@@ -88,6 +88,10 @@ func NewOffloader(awsCfg aws.Config, cfg Config, log *slog.Logger) *Offloader {
 		ExpectContinueTimeout: time.Second,
 	}
 	o.http = &http.Client{Transport: tr}
+	if cfg.OffloadVia == ViaAPIGateway && cfg.Timeout > apiGatewayLimit {
+		log.Warn("cloud: LAMBDA_TIMEOUT is above API Gateway's integration limit; longer calls end in 504 (reported as a timeout)",
+			"lambda_timeout", cfg.Timeout, "limit", apiGatewayLimit)
+	}
 	if cfg.OffloadVia == ViaInvoke {
 		o.lambda = lambda.NewFromConfig(awsCfg, func(lo *lambda.Options) {
 			lo.Retryer = aws.NopRetryer{} // retries are ours, bounded by the caller's deadline
@@ -137,6 +141,9 @@ func (o *Offloader) Close() {
 		o.http.CloseIdleConnections()
 	}
 }
+
+// apiGatewayLimit is API Gateway's default integration timeout.
+const apiGatewayLimit = 29 * time.Second
 
 // class is how one attempt ended.
 type class int
