@@ -486,3 +486,120 @@ func TestRollOnStyleChangeWithSameCode(t *testing.T) {
 		t.Fatalf("style change did not roll: %d starts, %+v", c.starts.Load(), s.Members)
 	}
 }
+
+// TestChaos: callers with the gateway's retry keep calling while workers
+// are killed, the pool is scaled up and down and rolled twice. No call
+// fails, and afterwards the accounting is exact and nothing is left.
+func TestChaos(t *testing.T) {
+	c, b := newFakeCluster(t, 2)
+	cfg := testConfig(2, 5, 2)
+	cfg.HealthTimeout = time.Second
+	p := New(b, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Open(ctx, fnVersion(1)); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var calls, failures atomic.Int64
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var err error
+				for range 4 {
+					var l *Lease
+					if l, err = p.Acquire(ctx); err != nil {
+						break
+					}
+					_, err = l.Call(ctx, "sleep:2")
+					l.Release()
+					if !errors.Is(err, spillway.ErrWorkerFailed) {
+						break
+					}
+				}
+				calls.Add(1)
+				if err != nil {
+					failures.Add(1)
+					t.Errorf("call: %v", err)
+				}
+			}
+		})
+	}
+	kill := func() {
+		s := p.Snapshot()
+		for _, m := range s.Members {
+			if m.State == StateReady {
+				if w := c.byName(m.Name); w != nil {
+					w.kill()
+					return
+				}
+			}
+		}
+	}
+	steps := []func(){
+		kill,
+		func() { p.Scale(5) },
+		kill,
+		func() { p.Scale(1) },
+		func() { _ = p.Roll(ctx, fnVersion(2)) },
+		kill,
+		func() { p.Scale(4) },
+		func() { _ = p.Roll(ctx, fnVersion(3)) },
+		kill,
+		func() { p.Scale(2) },
+	}
+	for _, step := range steps {
+		step()
+		time.Sleep(60 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if failures.Load() != 0 {
+		t.Fatalf("%d of %d calls failed", failures.Load(), calls.Load())
+	}
+	eventually(t, 5*time.Second, "settled at 2 members of version 3", func() bool {
+		s := p.Snapshot()
+		if s.Ready != 2 || len(s.Members) != 2 || c.count() != 2 {
+			return false
+		}
+		for _, m := range s.Members {
+			if m.SHA256 != "sha-3" || m.InFlight != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	s := p.Snapshot()
+	t.Logf("%d calls; counters %+v", calls.Load(), s.Counters)
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.count() != 0 {
+		t.Fatalf("%d workers left", c.count())
+	}
+}
+
+func TestCloseWhileStarting(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	p := New(b, testConfig(1, 4, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Open(ctx, fnVersion(1)); err != nil {
+		t.Fatal(err)
+	}
+	c.delay = 300 * time.Millisecond
+	p.Scale(4)
+	eventually(t, 5*time.Second, "starts under way", func() bool { return c.starts.Load() == 4 })
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.count() != 0 {
+		t.Fatalf("%d workers left", c.count())
+	}
+}
