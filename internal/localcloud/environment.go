@@ -300,7 +300,6 @@ func (e *environment) handleNext(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	e.current = inv
 	e.mu.Unlock()
-	e.logs.begin(inv.id)
 	h := w.Header()
 	h.Set("Lambda-Runtime-Aws-Request-Id", inv.id)
 	h.Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(time.Now().Add(e.snap.timeout).UnixMilli(), 10))
@@ -462,10 +461,6 @@ func (l *logSink) cutLocked(id string) {
 	close(l.wake)
 	l.wake = make(chan struct{})
 }
-
-// begin is called when an invocation is handed to the runtime; init output
-// before the first invocation stays with it, like Lambda's INIT lines.
-func (l *logSink) begin(string) {}
 
 // take returns the logs of invocation id, waiting up to wait for the marker
 // that ends them; without it, whatever was written since the last cut.

@@ -13,7 +13,6 @@ package localcloud
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -344,7 +343,6 @@ func (s *Server) reap() {
 	}
 }
 
-var errClosed = errors.New("localcloud is closed")
 
 // handleCode serves a function's current deployment package, where
 // GetFunction's Code.Location points.
