@@ -343,7 +343,6 @@ func (s *Server) reap() {
 	}
 }
 
-
 // handleCode serves a function's current deployment package, where
 // GetFunction's Code.Location points.
 func (s *Server) handleCode(w http.ResponseWriter, r *http.Request) {
