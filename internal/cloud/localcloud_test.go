@@ -331,6 +331,15 @@ func TestOffloadErrors(t *testing.T) {
 					t.Fatalf("error %v after %s, want ErrTimeout at the caller's deadline", err, time.Since(start))
 				}
 			})
+			t.Run("default deadline without one from the caller", func(t *testing.T) {
+				c := cfg
+				c.CallTimeout = 300 * time.Millisecond
+				o := offloader(t, env, c, ep)
+				_, err := o.Invoke(context.Background(), map[string]any{"sleep": 0.9})
+				if !errors.Is(err, spillway.ErrTimeout) || !strings.Contains(err.Error(), "before the deadline") {
+					t.Fatalf("error %v, want ErrTimeout at CallTimeout", err)
+				}
+			})
 			if st := o.State(); st != cloud.BreakerClosed {
 				t.Errorf("function errors and timeouts moved the breaker to %s", st)
 			}
@@ -423,6 +432,43 @@ func TestOffloadThrottledBurst(t *testing.T) {
 				t.Errorf("no retry was needed: %+v", st)
 			}
 		})
+	}
+}
+
+// TestOffloadUsagePlanThrottle: the usage plan's rate limit answers 429,
+// which the offloader retries within the caller's deadline.
+func TestOffloadUsagePlanThrottle(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{})
+	cfg := testConfig(env.url, "noop")
+	cfg.ThrottleRPS, cfg.ThrottleBurst = 2, 1
+	ep := deploy(t, env, cfg, noopFn)
+
+	once := cfg
+	once.MaxAttempts = 1
+	o := offloader(t, env, once, ep)
+	var throttled error
+	for range 4 {
+		if _, err := o.Invoke(context.Background(), nil); err != nil {
+			throttled = err
+		}
+	}
+	if throttled == nil || !strings.Contains(throttled.Error(), "429") || !errors.Is(throttled, spillway.ErrCloudUnavailable) {
+		t.Fatalf("4 quick calls against 2 rps burst 1: last error %v, want a 429", throttled)
+	}
+
+	retry := cfg
+	retry.MaxAttempts, retry.BackoffBase, retry.BackoffMax = 10, 100*time.Millisecond, 600*time.Millisecond
+	o = offloader(t, env, retry, ep)
+	for i := range 4 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := o.Invoke(ctx, nil)
+		cancel()
+		if err != nil {
+			t.Fatalf("call %d with retries: %v", i, err)
+		}
+	}
+	if st := o.Stats(); st.Throttled == 0 || st.Breaker != cloud.BreakerClosed {
+		t.Errorf("stats %+v, want some 429s and a closed breaker", st)
 	}
 }
 
