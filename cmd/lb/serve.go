@@ -144,6 +144,8 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *daemon,
 		QueueTimeout:        cfg.QueueTimeout,
 		CloudMaxRPS:         cfg.CloudMaxRPS,
 		CloudMaxCostPerHour: cfg.CloudMaxCostHour,
+		BudgetBurst:         cfg.CloudBudgetBurst,
+		WaitWeight:          cfg.OffloadWaitWeight,
 		LambdaMemoryMB:      int(cfg.Cloud.LambdaMemory),
 	})
 	if err != nil {
@@ -151,7 +153,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *daemon,
 	}
 	autoscaler, err := policy.NewAutoscaler(cfg.Autoscaler, policy.ScaleConfig{
 		N: cfg.NumberOfServers, Max: cfg.MaxServers, Concurrency: cfg.WorkerConcurrency,
-		ScaleDownDelay: cfg.ScaleDownDelay, Tick: cfg.ElasticitySleep,
+		ScaleDownDelay: cfg.ScaleDownDelay, Tick: cfg.ElasticitySleep, TargetUtilization: cfg.ScaleTargetUtil,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("AUTOSCALER: %w", err)

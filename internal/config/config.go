@@ -32,6 +32,9 @@ type Config struct {
 	QueueTimeout      time.Duration // QUEUE_TIMEOUT: longest local wait before offloading (0: policy default)
 	CloudMaxRPS       float64       // CLOUD_MAX_RPS: offload budget, 0 = unbounded
 	CloudMaxCostHour  float64       // CLOUD_MAX_COST_PER_HOUR: USD, 0 = unbounded
+	CloudBudgetBurst  time.Duration // CLOUD_BUDGET_BURST: how much of a budget may be spent at once
+	OffloadWaitWeight float64       // OFFLOAD_WAIT_WEIGHT: latency-aware's weight of queue wait
+	ScaleTargetUtil   float64       // SCALE_TARGET_UTILIZATION: predictive autoscaler headroom
 	MaxRequestBytes   int64         // LB_MAX_REQUEST_BYTES
 	DrainTimeout      time.Duration // DRAIN_TIMEOUT: how long SIGTERM waits for in-flight calls
 	FunctionName      string        // FAAS_FUNCTION_NAME
@@ -100,6 +103,9 @@ func Load(lookup Lookup) (Config, error) {
 		QueueTimeout:      p.duration("QUEUE_TIMEOUT", 0),
 		CloudMaxRPS:       p.float("CLOUD_MAX_RPS", 0),
 		CloudMaxCostHour:  p.float("CLOUD_MAX_COST_PER_HOUR", 0),
+		CloudBudgetBurst:  p.duration("CLOUD_BUDGET_BURST", time.Second),
+		OffloadWaitWeight: p.float("OFFLOAD_WAIT_WEIGHT", 4),
+		ScaleTargetUtil:   p.float("SCALE_TARGET_UTILIZATION", 0.8),
 		MaxRequestBytes:   p.bytes("LB_MAX_REQUEST_BYTES", 1<<20),
 		DrainTimeout:      p.duration("DRAIN_TIMEOUT", 30*time.Second),
 		FunctionName:      p.str("FAAS_FUNCTION_NAME", "faas"),
@@ -201,6 +207,15 @@ func (c Config) Validate() error {
 	}
 	if c.CloudMaxCostHour < 0 {
 		bad("CLOUD_MAX_COST_PER_HOUR", c.CloudMaxCostHour, "must not be negative")
+	}
+	if c.CloudBudgetBurst <= 0 {
+		bad("CLOUD_BUDGET_BURST", c.CloudBudgetBurst, "must be positive")
+	}
+	if c.OffloadWaitWeight <= 0 {
+		bad("OFFLOAD_WAIT_WEIGHT", c.OffloadWaitWeight, "must be positive")
+	}
+	if c.ScaleTargetUtil <= 0 || c.ScaleTargetUtil > 1 {
+		bad("SCALE_TARGET_UTILIZATION", c.ScaleTargetUtil, "must be in (0, 1]")
 	}
 	if c.MaxRequestBytes < 1024 {
 		bad("LB_MAX_REQUEST_BYTES", c.MaxRequestBytes, "must be at least 1024")

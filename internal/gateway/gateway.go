@@ -348,7 +348,10 @@ func (g *Gateway) runCloud(ctx context.Context, param any, reason spillway.Reaso
 	if g.d.Cloud == nil {
 		return inv, fmt.Errorf("call needs the cloud (%s) but CLOUD=off: %w", reasonText(reason), spillway.ErrCloudUnavailable)
 	}
-	g.cloudInFlight.Add(1)
+	n := g.cloudInFlight.Add(1)
+	if g.d.Estimator != nil {
+		g.d.Estimator.ObserveCloudStart(int(n), g.now())
+	}
 	res, err := g.d.Cloud.Invoke(ctx, param)
 	g.cloudInFlight.Add(-1)
 	if err != nil {
