@@ -446,11 +446,13 @@ func TestRealWorkerImage(t *testing.T) {
 }
 
 // TestNameModeIsolatesTheHost: with WORKER_ADDRESS=name the pool network is
-// created without a host address, and workers are addressed by name.
+// created without a host address, workers are addressed by name, and a
+// container on that network (where lb runs in compose) reaches them by
+// name with Python's own XML-RPC client.
 func TestNameModeIsolatesTheHost(t *testing.T) {
-	image := fakeWorkerImage(t)
-	b := openTestBackend(t, image, func(c *Config) { c.Address = AddressName })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	testutil.DockerImage(t, RealWorkerImage)
+	b := openTestBackend(t, RealWorkerImage, func(c *Config) { c.Address = AddressName })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if b.AddressMode() != AddressName {
 		t.Fatalf("mode %q", b.AddressMode())
@@ -462,11 +464,28 @@ func TestNameModeIsolatesTheHost(t *testing.T) {
 	if !net.Network.Internal || net.Network.Options[OptionInhibitIPv4] != "true" {
 		t.Fatalf("network internal=%v options=%v", net.Network.Internal, net.Network.Options)
 	}
-	w, err := b.Start(ctx, pool.WorkerSpec{Function: testFunction()})
+	fn := testFunction()
+	w, err := b.Start(ctx, pool.WorkerSpec{Function: fn})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if w.Addr != w.Name+":8001" {
 		t.Fatalf("addr %q, want %s:8001", w.Addr, w.Name)
+	}
+	probe := fmt.Sprintf(`import time, xmlrpc.client
+p = xmlrpc.client.ServerProxy("http://%s/")
+for _ in range(100):
+    try:
+        h = p.health()
+        if h.get("ready"):
+            print(h["sha256"]); break
+    except OSError:
+        pass
+    time.sleep(0.2)
+`, w.Addr)
+	out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--network", b.cfg.Network, "--read-only",
+		"--entrypoint", "/usr/bin/python3", RealWorkerImage, "-c", probe).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != fn.SHA256 {
+		t.Fatalf("health() by name from the pool network = %q, %v; want sha256 %s", out, err, fn.SHA256)
 	}
 }
