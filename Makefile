@@ -9,6 +9,8 @@ GO           ?= go
 # Static binaries: the same files run on the host and in the images.
 GO_BUILD     := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 TEST_TIMEOUT ?= 30m
+# Packages make test runs (CI: all of them).
+PKGS         ?= ./...
 BENCHTIME    ?= 1s
 BENCH_COUNT  ?= 1
 FUZZTIME     ?= 30s
@@ -20,7 +22,7 @@ BENCH_SCRIPTS ?= $(wildcard scripts/bench-*.sh)
 
 export SPILLWAY_INTEGRATION
 
-.PHONY: help build deps base images render up down test vet fmt-check bench fuzz clean
+.PHONY: help build deps base images render compose-check up down test vet fmt-check bench fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +51,11 @@ up: build ## start redis, localcloud and lb, publish examples/fib.py, print next
 down: ## stop and remove the stack, its workers, volumes and networks
 	@scripts/down.sh
 
+compose-check: ## render compose.yml and validate it with the compose tool found here
+	@scripts/render-compose.sh
+	@if docker compose version >/dev/null 2>&1; then docker compose -f compose.yml config -q; else docker-compose -f compose.yml config -q; fi
+	@echo "compose.yml: valid"
+
 vet: ## go vet
 	$(GO) vet ./...
 
@@ -61,10 +68,10 @@ fmt-check: ## fail when a Go file is not gofmt-formatted
 # goes to .cache/test.log; the failures are repeated at the end so they stay
 # visible under long output.
 test: SPILLWAY_INTEGRATION = 1
-test: deps images vet fmt-check ## deps, images, vet, gofmt, go test -race ./... with integration tests
+test: deps images compose-check vet fmt-check ## deps, images, compose check, vet, gofmt, go test -race ./... with integration tests
 	@mkdir -p $(CACHE)
-	@echo "go test -race -count=1 -timeout $(TEST_TIMEOUT) ./... (SPILLWAY_INTEGRATION=1)"
-	@set +e; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./... 2>&1 | tee $(CACHE)/test.log; \
+	@echo "go test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS) (SPILLWAY_INTEGRATION=1)"
+	@set +e; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS) 2>&1 | tee $(CACHE)/test.log; \
 	status=$${PIPESTATUS[0]}; set -e; \
 	echo "----- go test summary (full log: $(CACHE)/test.log) -----"; \
 	grep -E '^(ok |FAIL|panic:)|^[[:space:]]*--- FAIL' $(CACHE)/test.log || true; \
