@@ -4,7 +4,12 @@
 # a bounded wait for Redis and lb's /healthz, the example functions published
 # with bin/addfaas, and the next commands. `make up` runs it after `make build`.
 #
-# UP_TIMEOUT (default 180 s) bounds each wait.
+# Every setting comes from .env.example < .env < the environment, so a test
+# can run its own stack beside another one, e.g.
+#   POOL_NAME=e2e1 LOAD_BALANCER_PORT=18000 REDIS_PORT=16379 LOCALCLOUD_PORT=14566 make up
+#   POOL_NAME=e2e1 make down
+# (POOL_NAME is also the compose project name.) UP_TIMEOUT (default 180 s)
+# bounds each wait; HANDLER_EXAMPLE/HANDLER_NAME choose the second function.
 set -euo pipefail
 SCRIPT_NAME=up
 source "$(dirname "$0")/lib.sh"
