@@ -210,7 +210,18 @@ func (g *Gateway) place(ctx context.Context, param any, opts InvokeOptions, star
 	for {
 		dec := g.decide(waited)
 		if dec.Route == spillway.RouteCloud {
-			return g.runCloud(ctx, param, dec.Reason)
+			inv, err := g.runCloud(ctx, param, dec.Reason)
+			if err == nil || !errors.Is(err, spillway.ErrCloudUnavailable) || ctx.Err() != nil {
+				return inv, err
+			}
+			// The cloud refused the call (throttled, failing, gone): a call the
+			// policy chose to offload can still wait for a local worker.
+			g.log.Debug("cloud refused an offloaded call; waiting for a local worker", "reason", dec.Reason, "err", err)
+			lease, aerr := g.acquire(ctx, 0)
+			if aerr != nil {
+				return inv, err
+			}
+			return g.runLocal(ctx, lease, param, spillway.ReasonNone, false)
 		}
 		lease, err := g.acquire(ctx, dec.MaxWait)
 		if err == nil {
@@ -459,3 +470,5 @@ func (g *Gateway) elasticity(ctx context.Context) {
 		g.d.Scale(ctx, dec.Desired)
 	}
 }
+
+var _ Cloud = (*cloud.Offloader)(nil)

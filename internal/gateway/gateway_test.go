@@ -191,6 +191,24 @@ func TestOverflowGoesToCloudAtMaxSlots(t *testing.T) {
 	}
 }
 
+func TestRefusedOffloadFallsBackToLocal(t *testing.T) {
+	// OFFLOAD_POLICY=always, but the cloud answers 429 after its retries.
+	p := newFakePool("w1")
+	p.callFn = echo
+	c := &fakeCloud{ready: true, fn: func(ctx context.Context, param any) (cloud.Result, error) {
+		return cloud.Result{}, fmt.Errorf("offload: HTTP 429: %w", spillway.ErrCloudUnavailable)
+	}}
+	g := newTestGateway(t, testConfig(t, map[string]string{"OFFLOAD_POLICY": "always"}), p, c)
+	inv, err := g.Invoke(context.Background(), "x", InvokeOptions{})
+	if err != nil || inv.Route != spillway.RouteLocal || c.calls.Load() != 1 {
+		t.Errorf("Invoke = %+v, %v (cloud calls %d); want a local answer after the refusal", inv, err, c.calls.Load())
+	}
+	// A forced cloud call reports the refusal.
+	if _, err := g.Invoke(context.Background(), "x", InvokeOptions{Route: spillway.RouteCloud}); !errors.Is(err, spillway.ErrCloudUnavailable) {
+		t.Errorf("forced cloud err = %v, want ErrCloudUnavailable", err)
+	}
+}
+
 func TestBelowMaxSlotsWaitsForLocal(t *testing.T) {
 	// One ready worker but MAX_SERVERS=2: the second call waits (reference rule).
 	cfg := testConfig(t, map[string]string{"NUMBER_OF_SERVERS": "1", "MAX_SERVERS": "2"})
