@@ -243,9 +243,9 @@ func TestTransportFailureEjectsAndReplaces(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "replacement ready", func() bool {
 		s := p.Snapshot()
-		return s.Ready == 2 && len(s.Members) == 2 && s.Counters.Replacements == 1
+		return s.Ready == 2 && len(s.Members) == 2 && s.Counters.Replacements == 1 && s.Counters.Removed == 1
 	})
-	if s := p.Snapshot(); s.Counters.Failed != 1 || s.Counters.Removed != 1 {
+	if s := p.Snapshot(); s.Counters.Failed != 1 {
 		t.Fatalf("counters %+v", s.Counters)
 	}
 }
