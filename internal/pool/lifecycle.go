@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spillway-faas/spillway"
@@ -356,7 +357,8 @@ func (p *Pool) healthLoop() {
 				continue
 			}
 			m.healthFail++
-			if m.healthFail >= p.cfg.HealthFailures {
+			if m.healthFail >= p.cfg.HealthFailures || errors.Is(results[i], syscall.ECONNREFUSED) {
+				// Refused is certain: nothing listens there any more.
 				p.failLocked(m, fmt.Errorf("missed %d health probes: %w", m.healthFail, results[i]))
 			}
 		}

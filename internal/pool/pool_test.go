@@ -603,3 +603,20 @@ func TestCloseWhileStarting(t *testing.T) {
 		t.Fatalf("%d workers left", c.count())
 	}
 }
+
+func TestHealthEjectsRefusingMemberAtOnce(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	cfg := testConfig(1, 1, 1)
+	cfg.HealthFailures = 100 // only a refused connection can eject this fast
+	p := openPool(t, b, c, cfg, fnVersion(1))
+	victim := p.Snapshot().Members[0].Name
+	c.byName(victim).kill()
+	eventually(t, 2*time.Second, "refusing member ejected", func() bool {
+		for _, m := range p.Snapshot().Members {
+			if m.Name == victim && m.State == StateReady {
+				return false
+			}
+		}
+		return true
+	})
+}
