@@ -179,23 +179,18 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *daemon,
 	}
 
 	// Local pool.
-	d.backend, err = docker.Open(ctx, docker.Config{
-		Pool: cfg.PoolName, Image: cfg.WorkerImage, Network: cfg.DockerNetwork,
-		Address: docker.AddressMode(cfg.WorkerAddress), ServerPort: cfg.WorkerPort,
-		Memory: cfg.WorkerMemory, NanoCPUs: int64(cfg.WorkerCPUs * 1e9), PidsLimit: cfg.WorkerPids,
-	}, log)
+	d.backend, err = docker.Open(ctx, docker.ConfigFrom(cfg), log)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the Docker engine: %w", err)
 	}
 	if err := d.backend.CheckImage(ctx); err != nil {
 		return nil, err
 	}
-	d.pool = pool.New(d.backend, pool.Config{
-		Min: cfg.NumberOfServers, Max: cfg.MaxServers, Concurrency: cfg.WorkerConcurrency,
-		LocalTimeout: cfg.LocalTimeout,
-	})
+	estimator := policy.NewEstimator(policy.DefaultEstimatorConfig())
+	d.pool = pool.New(d.backend, pool.ConfigFrom(cfg))
 	d.pool.Scheduler = sched
 	d.pool.Logger = log
+	d.pool.OnWorkerReady = func(startup time.Duration) { estimator.ObserveWorkerStart(startup, time.Now()) }
 	if err := d.pool.Open(ctx, d.fn); err != nil {
 		return nil, fmt.Errorf("start %d workers of %s: %w", cfg.NumberOfServers, cfg.WorkerImage, err)
 	}
@@ -204,7 +199,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *daemon,
 		Pool:       gateway.PoolOf(d.pool),
 		Offloader:  offloader,
 		Autoscaler: autoscaler,
-		Estimator:  policy.NewEstimator(policy.DefaultEstimatorConfig()),
+		Estimator:  estimator,
 		Scale:      func(_ context.Context, n int) { d.pool.Scale(n) },
 		Details:    d.details,
 		Log:        log,

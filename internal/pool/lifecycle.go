@@ -213,6 +213,12 @@ func (p *Pool) start(m *member, spec WorkerSpec) {
 	}
 
 	err = p.waitHealthy(ctx, m)
+	var readyAfter time.Duration // set when the worker became ready
+	defer func() {               // runs after the unlock below
+		if readyAfter > 0 && p.OnWorkerReady != nil {
+			p.OnWorkerReady(readyAfter)
+		}
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
@@ -231,7 +237,8 @@ func (p *Pool) start(m *member, spec WorkerSpec) {
 	p.notifyLocked()
 	p.grantLocked()
 	p.poke() // a roll or scale-down may proceed now
-	p.log.Info("worker ready", "worker", m.name, "addr", m.addr, "version", m.version, "after", time.Since(began).Round(time.Millisecond))
+	readyAfter = time.Since(began)
+	p.log.Info("worker ready", "worker", m.name, "addr", m.addr, "version", m.version, "after", readyAfter.Round(time.Millisecond))
 }
 
 // startFailedLocked marks a start failed (the reconciler removes the

@@ -165,6 +165,9 @@ type Pool struct {
 	Scheduler policy.Scheduler
 	// Logger gets one line per lifecycle event; nil means slog.Default().
 	Logger *slog.Logger
+	// OnWorkerReady, when set, learns how long each new worker took from
+	// start to healthy (the autoscaler's cold-start estimate). Set before Open.
+	OnWorkerReady func(startup time.Duration)
 
 	cfg     Config
 	backend Backend

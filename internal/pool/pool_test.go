@@ -620,3 +620,37 @@ func TestHealthEjectsRefusingMemberAtOnce(t *testing.T) {
 		return true
 	})
 }
+
+func TestOnWorkerReadyReportsEachStart(t *testing.T) {
+	_, b := newFakeCluster(t, 1)
+	p := New(b, testConfig(1, 3, 1))
+	var mu sync.Mutex
+	var startups []time.Duration
+	p.OnWorkerReady = func(d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		startups = append(startups, d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Open(ctx, fnVersion(1)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	p.Scale(3)
+	if err := p.WaitReady(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "three startups reported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(startups) == 3
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, d := range startups {
+		if d <= 0 {
+			t.Errorf("startup %v, want positive", d)
+		}
+	}
+}
