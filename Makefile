@@ -22,10 +22,10 @@ BENCH_SCRIPTS ?= $(wildcard scripts/bench-*.sh)
 
 export SPILLWAY_INTEGRATION
 
-.PHONY: help build deps base images render compose-check up down test vet fmt-check bench fuzz clean
+.PHONY: help build deps base images render compose-check e2e up down test vet fmt-check bench fuzz clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 build: ## build every ./cmd/* into bin/ (static, CGO off)
 	@mkdir -p bin
@@ -55,6 +55,9 @@ compose-check: ## render compose.yml and validate it with the compose tool found
 	@scripts/render-compose.sh
 	@if docker compose version >/dev/null 2>&1; then docker compose -f compose.yml config -q; else docker-compose -f compose.yml config -q; fi
 	@echo "compose.yml: valid"
+
+e2e: build ## the compose stack end to end on its own pool and ports (scripts/e2e-compose.sh)
+	@scripts/e2e-compose.sh
 
 vet: ## go vet
 	$(GO) vet ./...
