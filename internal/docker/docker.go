@@ -393,7 +393,9 @@ func (b *Backend) Remove(ctx context.Context, id string) error {
 func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
 	res, err := b.cli.ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
-		Filters: make(client.Filters).Add("label", LabelPool+"="+b.cfg.Pool),
+		// Both labels: other containers of a stack may carry the pool label,
+		// and only workers carry a function.
+		Filters: make(client.Filters).Add("label", LabelPool+"="+b.cfg.Pool).Add("label", LabelFunction),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list workers of pool %s: %w", b.cfg.Pool, err)

@@ -355,6 +355,15 @@ func TestStartHardenedWorker(t *testing.T) {
 		t.Fatalf("want one volume at %s, mounts %+v", TaskDir, ins.Container.Mounts)
 	}
 
+	// A container of the same stack that is no worker (compose's redis, say)
+	// carries the pool label but no function: List must leave it alone.
+	stackName := b.cfg.Pool + "-not-a-worker"
+	if out, err := exec.CommandContext(ctx, "docker", "create", "--name", stackName,
+		"--label", LabelPool+"="+b.cfg.Pool, image).CombinedOutput(); err != nil {
+		t.Fatalf("docker create: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", stackName).Run() })
+
 	list, err := b.List(ctx)
 	if err != nil {
 		t.Fatal(err)
