@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -112,5 +113,33 @@ func TestParseBytes(t *testing.T) {
 		if (err == nil) != tt.ok || got != tt.want {
 			t.Errorf("ParseBytes(%q) = %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
 		}
+	}
+}
+
+// TestEveryVariableIsDocumented: each variable Load reads appears in
+// .env.example, and .env.example itself is a valid configuration.
+func TestEveryVariableIsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]string{}
+	for _, line := range strings.Split(string(doc), "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "#"))
+		if k, v, ok := strings.Cut(line, "="); ok && k == strings.ToUpper(k) && !strings.Contains(k, " ") {
+			documented[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	var asked []string
+	if _, err := Load(func(k string) (string, bool) { asked = append(asked, k); return "", false }); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range asked {
+		if _, ok := documented[k]; !ok {
+			t.Errorf("%s is read by lb but not documented in .env.example", k)
+		}
+	}
+	if _, err := Load(func(k string) (string, bool) { v, ok := documented[k]; return v, ok }); err != nil {
+		t.Errorf(".env.example is not a valid configuration: %v", err)
 	}
 }
