@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/cloud"
 	"github.com/spillway-faas/spillway/internal/config"
@@ -207,6 +209,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *daemon,
 	if d.offload != nil {
 		deps.Cloud = d.offload
 	}
+	deps.Collectors = d.collectors()
 	d.gw = gateway.New(cfg, deps)
 
 	d.wg.Add(1)
@@ -339,6 +342,56 @@ func (d *daemon) details() map[string]any {
 		}
 	}
 	return out
+}
+
+// collectors expose the pool's and the cloud's counters to /metrics.
+func (d *daemon) collectors() []prometheus.Collector {
+	poolCounter := func(name, help string, f func(pool.Counters) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f(d.pool.Snapshot().Counters)) })
+	}
+	cs := []prometheus.Collector{
+		poolCounter("spillway_worker_replacements_total", "Workers started to replace a failed one.",
+			func(c pool.Counters) uint64 { return c.Replacements }),
+		poolCounter("spillway_worker_failures_total", "Ready workers taken out of rotation (failed call, health probe, container died).",
+			func(c pool.Counters) uint64 { return c.Failed }),
+		poolCounter("spillway_worker_starts_total", "Workers that became ready after a start.",
+			func(c pool.Counters) uint64 { return c.Started }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spillway_function_version", Help: "Version of the function the pool runs."},
+			func() float64 { return float64(d.pool.Function().Version) }),
+	}
+	if d.offload != nil {
+		cs = append(cs,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "spillway_cloud_circuit_state",
+				Help: "Offload circuit breaker: 0 closed, 1 half-open, 2 open.",
+			}, func() float64 { return breakerValue(d.offload.State()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "spillway_cloud_ready",
+				Help: "1 when the function is deployed and the breaker lets calls through.",
+			}, func() float64 {
+				if d.offload.Ready() {
+					return 1
+				}
+				return 0
+			}),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "spillway_cloud_throttled_total",
+				Help: "429 answers from the cloud (each is retried within the call's deadline).",
+			}, func() float64 { return float64(d.offload.Stats().Throttled) }),
+		)
+	}
+	return cs
+}
+
+func breakerValue(s cloud.BreakerState) float64 {
+	switch s {
+	case cloud.BreakerHalfOpen:
+		return 1
+	case cloud.BreakerOpen:
+		return 2
+	}
+	return 0
 }
 
 // close stops the loops and removes the workers.

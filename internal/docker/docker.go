@@ -392,7 +392,7 @@ func (b *Backend) Remove(ctx context.Context, id string) error {
 // List returns every container labelled with this pool, running or not.
 func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
 	res, err := b.cli.ContainerList(ctx, client.ContainerListOptions{
-		All:     true,
+		All: true,
 		// Both labels: other containers of a stack may carry the pool label,
 		// and only workers carry a function.
 		Filters: make(client.Filters).Add("label", LabelPool+"="+b.cfg.Pool).Add("label", LabelFunction),

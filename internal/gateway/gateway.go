@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/cloud"
 	"github.com/spillway-faas/spillway/internal/config"
@@ -69,8 +71,11 @@ type Deps struct {
 	Scale func(ctx context.Context, desired int)
 	// Details adds pool and cloud details to Status; nil adds nothing.
 	Details func() map[string]any
-	Log     *slog.Logger
-	Now     func() time.Time // nil means time.Now
+	// Collectors are registered with the gateway's metrics (pool and cloud
+	// counters read at scrape time).
+	Collectors []prometheus.Collector
+	Log        *slog.Logger
+	Now        func() time.Time // nil means time.Now
 }
 
 // Gateway answers calls. Build it with New; Close stops its loops.
@@ -128,6 +133,7 @@ func New(cfg config.Config, d Deps) *Gateway {
 	g.counts.Reasons = map[string]int64{}
 	g.counts.ErrorsByFault = map[string]int64{}
 	g.registerGauges()
+	g.metrics.registry.MustRegister(d.Collectors...)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop = cancel

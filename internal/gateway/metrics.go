@@ -53,8 +53,3 @@ func newMetrics() *metrics {
 func (m *metrics) gaugeFunc(name, help string, f func() float64) {
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 }
-
-// counterFunc registers a counter read from f at scrape time.
-func (m *metrics) counterFunc(name, help string, f func() float64) {
-	m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
-}

@@ -130,6 +130,23 @@ func TestOverflowAndTimeoutGoToCloud(t *testing.T) {
 		t.Errorf("slow call took %v: it cannot have waited LOCAL_TIMEOUT and then run 3s", d)
 	}
 
+	// The metrics tell the same story.
+	resp, err := http.Get(s.lbURL + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{
+		`spillway_calls_total{outcome="ok",reason="overflow",route="cloud"}`,
+		`spillway_calls_total{outcome="ok",reason="timeout",route="cloud"}`,
+		"spillway_cloud_circuit_state 0", "spillway_cloud_ready 1",
+	} {
+		if !bytes.Contains(metrics, []byte(m)) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+
 	// A function that raises is an application fault, from either route.
 	for _, route := range []string{"local", "cloud"} {
 		_, err := s.invoke("boom", map[string]any{"route": route})
@@ -388,7 +405,8 @@ print(xmlrpc.client.ServerProxy(sys.argv[1]).call_faas("10"), end="")`, url)
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, m := range []string{"spillway_calls_total", "spillway_call_duration_seconds_bucket", "spillway_pool_ready_workers", "spillway_in_flight_calls"} {
+	for _, m := range []string{"spillway_calls_total", "spillway_call_duration_seconds_bucket", "spillway_pool_ready_workers", "spillway_in_flight_calls",
+		"spillway_worker_replacements_total", "spillway_function_version 1"} {
 		if !bytes.Contains(metrics, []byte(m)) {
 			t.Errorf("/metrics lacks %s", m)
 		}
