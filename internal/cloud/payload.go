@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/lambdawrap"
 )
 
 // maxPayload bounds a response body read from the cloud: Lambda's synchronous
@@ -66,7 +67,7 @@ func parsePayloadDepth(data []byte, functionError string, depth int) (any, bool,
 	}
 	switch code := *r.StatusCode; {
 	case code == 200:
-		v, err := decodeValue(r.Body)
+		v, err := lambdawrap.DecodeResult(r.Body)
 		if err != nil {
 			return nil, r.ColdStart, fmt.Errorf("decode function result: %w", err)
 		}
@@ -97,47 +98,6 @@ func traceback(r reply) string {
 		}
 	}
 	return strings.Join(r.StackTrace, "")
-}
-
-// decodeValue decodes a JSON value with integers as int64 and other numbers as
-// float64, the types the XML-RPC encoder and the rest of the system expect.
-// A missing body is nil.
-func decodeValue(raw json.RawMessage) (any, error) {
-	if len(raw) == 0 {
-		return nil, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	return normalize(v), nil
-}
-
-func normalize(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return i
-		}
-		f, err := x.Float64()
-		if err != nil {
-			return x.String()
-		}
-		return f
-	case map[string]any:
-		for k, e := range x {
-			x[k] = normalize(e)
-		}
-		return x
-	case []any:
-		for i, e := range x {
-			x[i] = normalize(e)
-		}
-		return x
-	}
-	return v
 }
 
 // apiMessage extracts API Gateway's {"message": "..."} error text.

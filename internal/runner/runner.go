@@ -10,21 +10,19 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/lambdawrap"
 )
 
 // Config describes the function and the pool. Zero values take the defaults
@@ -340,7 +338,7 @@ func (p *Pool) Call(ctx context.Context, param any) (Result, error) {
 		p.completed.Add(1)
 		return res, &spillway.FunctionError{Type: e.Type, Message: e.Message, Traceback: e.Traceback}
 	}
-	v, err := decodeResult(resp.Result)
+	v, err := lambdawrap.DecodeResult(resp.Result)
 	if err != nil {
 		p.failed.Add(1)
 		return res, fmt.Errorf("call function: %w", err)
@@ -407,47 +405,4 @@ func (p *Pool) Close(ctx context.Context) error {
 		p.retire(pr)
 	}
 	return waitErr
-}
-
-// decodeResult decodes a JSON result so that XML-RPC gets integers: numbers
-// that are integers in int64 range become int64, the others float64.
-func decodeResult(raw json.RawMessage) (any, error) {
-	if len(raw) == 0 {
-		return nil, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("decode result: %w", err)
-	}
-	return normalize(v), nil
-}
-
-func normalize(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		s := string(x)
-		if !strings.ContainsAny(s, ".eE") {
-			if i, err := x.Int64(); err == nil {
-				return i
-			}
-		}
-		f, err := x.Float64()
-		if err != nil && !math.IsInf(f, 0) {
-			return s
-		}
-		return f
-	case map[string]any:
-		for k, e := range x {
-			x[k] = normalize(e)
-		}
-		return x
-	case []any:
-		for i, e := range x {
-			x[i] = normalize(e)
-		}
-		return x
-	}
-	return v
 }
