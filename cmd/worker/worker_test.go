@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,25 +45,8 @@ def handler(event, context):
 type worker struct {
 	url    string
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startWorker runs bin with the function code and extra env, and waits until
@@ -89,7 +71,7 @@ func startWorker(t *testing.T, bin, code string, env ...string) *worker {
 		"FUNCTION_VERSION=7",
 	}, env...)
 	w := &worker{url: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd,
-		stderr: &lockedBuffer{}, done: make(chan struct{})}
+		stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = w.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package runner_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -63,24 +62,7 @@ def handler(event, context):
 
 type fixture struct {
 	pool   *runner.Pool
-	output *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	output *testutil.SyncBuffer
 }
 
 func newPool(t *testing.T, style spillway.Style, code string, conc int, timeout time.Duration) *fixture {
@@ -98,7 +80,7 @@ func newPool(t *testing.T, style spillway.Style, code string, conc int, timeout 
 	if err := os.WriteFile(fnPath, []byte(code), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	p, err := runner.New(runner.Config{
 		Python: py, ShimPath: shim, FunctionPath: fnPath, Style: style,
 		Concurrency: conc, Timeout: timeout, Output: out,

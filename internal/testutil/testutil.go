@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -161,4 +163,22 @@ func DockerImage(t testing.TB, ref string) {
 	defer cancel()
 	err := exec.CommandContext(ctx, "docker", "image", "inspect", ref).Run()
 	Require(t, err == nil, "docker image "+ref+" (make images)")
+}
+
+// SyncBuffer collects a child process's output while the test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
