@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -449,4 +448,3 @@ func sameSet(a, b []string) bool {
 	return true
 }
 
-var _ = context.Background
