@@ -447,4 +447,3 @@ func sameSet(a, b []string) bool {
 	}
 	return true
 }
-
