@@ -290,8 +290,8 @@ func (d *daemon) followUpdates(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if fn.SHA256 == d.pool.Function().SHA256 && fn.Style == d.pool.Function().Style && fn.Handler == d.pool.Function().Handler {
-				continue
+			if pool.Key(fn) == pool.Key(d.pool.Function()) {
+				continue // same code, style and handler: nothing to roll
 			}
 			d.log.Info("function updated; rolling the pool", "version", fn.Version, "sha256", short(fn.SHA256))
 			var wg sync.WaitGroup

@@ -289,6 +289,9 @@ func (g *Gateway) acquire(ctx context.Context, maxWait time.Duration) (Lease, er
 	if ctx.Err() == nil && wctx.Err() != nil {
 		return nil, errWaitExpired
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil, fmt.Errorf("no local worker became free before the call's deadline: %w", spillway.ErrTimeout)
+	}
 	return nil, fmt.Errorf("wait for a local worker: %w", err)
 }
 

@@ -338,6 +338,25 @@ func TestForcedRoutes(t *testing.T) {
 	}
 }
 
+func TestQueuedCallPastItsDeadlineIsATimeout(t *testing.T) {
+	p := newFakePool("w1")
+	block := make(chan struct{})
+	defer close(block)
+	p.callFn = func(ctx context.Context, w string, param any) (any, error) {
+		<-block
+		return "late", nil
+	}
+	g := newTestGateway(t, testConfig(t, map[string]string{"CLOUD": "off", "OFFLOAD_POLICY": "never"}), p, nil)
+	go func() { _, _ = g.Invoke(context.Background(), "first", InvokeOptions{}) }()
+	waitFor(t, func() bool { return p.calls.Load() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := g.Invoke(ctx, "second", InvokeOptions{})
+	if !errors.Is(err, spillway.ErrTimeout) {
+		t.Errorf("queued call past its deadline: err = %v, want ErrTimeout", err)
+	}
+}
+
 func TestDrainRefusesNewCalls(t *testing.T) {
 	p := newFakePool("w1")
 	p.callFn = echo
