@@ -16,9 +16,10 @@ have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]
 have redis-server || missing+=(redis-server)
 # debootstrap: builds the offline base image (scripts/base-image.sh).
 have debootstrap || missing+=(debootstrap)
-# The AWS CLI: an independent client for localcloud in tests. A pyenv shim may
-# exist without a working CLI behind it, so run it.
-if ! aws --version >/dev/null 2>&1; then missing+=(awscli); fi
+# Debian's AWS CLI (/usr/bin/aws): an independent client for localcloud in
+# tests. Another aws earlier on PATH (a pyenv shim, a pip install) does not
+# count: the tests use Debian's.
+if ! /usr/bin/aws --version >/dev/null 2>&1; then missing+=(awscli); fi
 # Debian's own python3 (full package: json, zipfile, urllib, xmlrpc): tests and
 # benchmarks use /usr/bin/python3, the interpreter the images carry.
 if ! /usr/bin/python3 -c 'import json, zipfile, urllib.request, xmlrpc.client, ast' >/dev/null 2>&1; then
