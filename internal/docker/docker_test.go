@@ -362,7 +362,7 @@ func TestStartHardenedWorker(t *testing.T) {
 		"--label", LabelPool+"="+b.cfg.Pool, image).CombinedOutput(); err != nil {
 		t.Fatalf("docker create: %v %s", err, out)
 	}
-	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", stackName).Run() })
+	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", "-v", stackName).Run() })
 
 	list, err := b.List(ctx)
 	if err != nil {

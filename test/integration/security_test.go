@@ -69,7 +69,7 @@ func startOutsideServer(t *testing.T, s *stack) string {
 	}
 	run("network", "create", "--label", label, network)
 	t.Cleanup(func() {
-		_ = exec.Command("docker", "rm", "-f", name).Run()
+		_ = exec.Command("docker", "rm", "-f", "-v", name).Run()
 		_ = exec.Command("docker", "network", "rm", network).Run()
 	})
 	run("run", "-d", "--name", name, "--label", label, "--network", network, "--user", "10001",
