@@ -183,7 +183,12 @@ class Function:
         if (self.prefork and self._spare is None and self.init_error is None
                 and self.style == STYLE_SCRIPT):
             self._spare = self._fork_child()
-        flags = os.WNOHANG if self.prefork else 0
+        self.reap(os.WNOHANG if self.prefork else 0)
+
+    def reap(self, flags=os.WNOHANG):
+        """Reaps the script children that reported their exit code. In worker
+        mode a SIGCHLD handler calls it too, so a child that finished tearing
+        down after its call is not left a zombie while the runner is idle."""
         pending = []
         for pid in self._zombies:
             try:
@@ -242,6 +247,7 @@ class Function:
         as __main__ and returns the exit code."""
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the script's children are its own
         for fd in self.close_fds:
             try:
                 os.close(fd)
@@ -509,6 +515,7 @@ def _worker_main(args):
     responses = os.fdopen(opts.out_fd, "wb")
     gc.collect()
     gc.freeze()  # keep forked children from copying the warm heap
+    signal.signal(signal.SIGCHLD, lambda signum, frame: fn.reap())
     fn.after_call()
 
     def send(msg):
