@@ -112,6 +112,25 @@ type daemon struct {
 	wg     sync.WaitGroup
 
 	deployMu sync.Mutex // serialises deploys (start-up retry and updates)
+
+	wantMu sync.Mutex        // guards want
+	want   spillway.Function // the newest version the cloud should run
+}
+
+// setWant records the version the cloud should run; every deploy after it
+// deploys this one, so a slow retry of an older version never wins.
+func (d *daemon) setWant(fn spillway.Function) {
+	d.wantMu.Lock()
+	defer d.wantMu.Unlock()
+	if fn.Version >= d.want.Version {
+		d.want = fn
+	}
+}
+
+func (d *daemon) wanted() spillway.Function {
+	d.wantMu.Lock()
+	defer d.wantMu.Unlock()
+	return d.want
 }
 
 func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *daemon, err error) {
@@ -172,11 +191,11 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *daemon,
 		}
 		d.deploy = cloud.NewDeployer(awsCfg, ccfg, log)
 		d.offload = cloud.NewOffloader(awsCfg, ccfg, log)
-		fn := d.fn
+		d.setWant(d.fn)
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			d.deployWithRetry(loopCtx, fn)
+			d.deployWithRetry(loopCtx)
 		}()
 	}
 
@@ -245,12 +264,12 @@ func firstFunction(ctx context.Context, store *registry.Store, w *registry.Watch
 	}
 }
 
-// deployWithRetry deploys fn to the cloud, retrying with capped backoff until
-// it succeeds or ctx ends.
-func (d *daemon) deployWithRetry(ctx context.Context, fn spillway.Function) {
+// deployWithRetry deploys the wanted version to the cloud, retrying with
+// capped backoff until it succeeds or ctx ends.
+func (d *daemon) deployWithRetry(ctx context.Context) {
 	backoff := time.Second
 	for {
-		err := d.deployOnce(ctx, fn)
+		err := d.deployOnce(ctx)
 		if err == nil || ctx.Err() != nil {
 			return
 		}
@@ -264,9 +283,10 @@ func (d *daemon) deployWithRetry(ctx context.Context, fn spillway.Function) {
 	}
 }
 
-func (d *daemon) deployOnce(ctx context.Context, fn spillway.Function) error {
+func (d *daemon) deployOnce(ctx context.Context) error {
 	d.deployMu.Lock()
 	defer d.deployMu.Unlock()
+	fn := d.wanted()
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -296,10 +316,11 @@ func (d *daemon) followUpdates(ctx context.Context) {
 			d.log.Info("function updated; rolling the pool", "version", fn.Version, "sha256", short(fn.SHA256))
 			var wg sync.WaitGroup
 			if d.deploy != nil {
+				d.setWant(fn)
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					d.deployWithRetry(ctx, fn)
+					d.deployWithRetry(ctx)
 				}()
 			}
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
