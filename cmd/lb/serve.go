@@ -221,7 +221,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *daemon,
 		Offloader:  offloader,
 		Autoscaler: autoscaler,
 		Estimator:  estimator,
-		Scale:      func(_ context.Context, n int) { d.pool.Scale(n) },
+		Scale:      func(n int) { d.pool.Scale(n) },
 		Details:    d.details,
 		Log:        log,
 	}

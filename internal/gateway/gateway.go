@@ -68,7 +68,7 @@ type Deps struct {
 	Autoscaler policy.Autoscaler
 	Estimator  *policy.Estimator
 	// Scale applies the autoscaler's decision; nil disables the elasticity loop.
-	Scale func(ctx context.Context, desired int)
+	Scale func(desired int)
 	// Details adds pool and cloud details to Status; nil adds nothing.
 	Details func() map[string]any
 	// Collectors are registered with the gateway's metrics (pool and cloud
@@ -476,7 +476,7 @@ func (g *Gateway) elasticity(ctx context.Context) {
 			g.counts.LastScale = fmt.Sprintf("%s %d->%d (%s)", now.UTC().Format(time.RFC3339), pc.Desired, dec.Desired, dec.Reason)
 			g.countsMu.Unlock()
 		}
-		g.d.Scale(ctx, dec.Desired)
+		g.d.Scale(dec.Desired)
 	}
 }
 
