@@ -21,6 +21,9 @@ BENCH_PKGS    = $(shell grep -rl --include='*_test.go' --exclude-dir=.cache --ex
 BENCH_SCRIPTS ?= $(wildcard scripts/bench-*.sh)
 
 export SPILLWAY_INTEGRATION
+# Image tag (scripts/images.sh): .env wins over .env.example; tests read it too.
+IMAGE_TAG ?= $(or $(shell sed -n 's/^IMAGE_TAG=//p' .env.example .env 2>/dev/null | tail -n1),latest)
+export IMAGE_TAG
 
 .PHONY: help build deps base images render compose-check e2e up down test vet fmt-check bench fuzz clean
 

@@ -48,7 +48,8 @@ trap teardown EXIT
 
 if [[ ${E2E_FRESH:-0} == 1 ]]; then
 	log "E2E_FRESH=1: removing the project's images"
-	for img in "$(cfg WORKER_IMAGE spillway-worker:latest)" spillway-lb:latest spillway-localcloud:latest spillway-base:bookworm; do
+	tag=$(cfg IMAGE_TAG latest)
+	for img in "$(cfg WORKER_IMAGE "spillway-worker:$tag")" "spillway-lb:$tag" "spillway-localcloud:$tag" spillway-base:bookworm; do
 		docker rmi -f "$img" >/dev/null 2>&1 || true
 	done
 fi

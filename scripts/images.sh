@@ -3,8 +3,10 @@
 # chosen by choose-base.sh, with the binaries already built on the host in bin/
 # (make build). Usage: images.sh [worker|localcloud|lb ...] (default: all).
 #
-# Tags: WORKER_IMAGE (spillway-worker:latest), spillway-localcloud:latest,
-# spillway-lb:latest. Each records its base in the label spillway.base.
+# Tags: WORKER_IMAGE (default spillway-worker:$IMAGE_TAG),
+# spillway-localcloud:$IMAGE_TAG and spillway-lb:$IMAGE_TAG; IMAGE_TAG
+# (default latest) lets two checkouts on one engine keep their own images.
+# Each records its base in the label spillway.base.
 set -euo pipefail
 SCRIPT_NAME=images
 source "$(dirname "$0")/lib.sh"
@@ -12,13 +14,15 @@ load_env
 need_docker
 
 base=$("$SPILLWAY_ROOT/scripts/choose-base.sh")
+IMAGE_TAG=$(cfg IMAGE_TAG latest)
+[[ $IMAGE_TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "IMAGE_TAG='$IMAGE_TAG' is not a valid image tag"
 names=("$@")
 ((${#names[@]})) || names=(worker localcloud lb)
 
 for name in "${names[@]}"; do
 	case $name in
-	worker) tag=$(cfg WORKER_IMAGE spillway-worker:latest) ;;
-	localcloud | lb) tag=spillway-$name:latest ;;
+	worker) tag=$(cfg WORKER_IMAGE "spillway-worker:$IMAGE_TAG") ;;
+	localcloud | lb) tag=spillway-$name:$IMAGE_TAG ;;
 	*) die "unknown image '$name' (worker, localcloud, lb)" ;;
 	esac
 	[[ -x bin/$name ]] || die "bin/$name is missing: ./cmd/$name does not build yet (run: make build)"

@@ -17,7 +17,7 @@ import (
 	"github.com/spillway-faas/spillway/internal/testutil"
 )
 
-const workerImage = "spillway-worker:latest"
+var workerImage = testutil.Image("worker")
 
 func docker(t *testing.T, args ...string) string {
 	t.Helper()

@@ -111,7 +111,7 @@ func Load(lookup Lookup) (Config, error) {
 		FunctionName:      p.str("FAAS_FUNCTION_NAME", "faas"),
 		RedisAddr:         p.str("REDIS_ADDR", "127.0.0.1:6379"),
 		PoolName:          p.str("POOL_NAME", "spillway"),
-		WorkerImage:       p.str("WORKER_IMAGE", "spillway-worker:latest"),
+		WorkerImage:       p.str("WORKER_IMAGE", "spillway-worker:"+p.str("IMAGE_TAG", "latest")),
 		WorkerMemory:      p.bytes("WORKER_MEMORY", 256<<20),
 		WorkerCPUs:        p.float("WORKER_CPUS", 1),
 		WorkerPids:        int64(p.int("WORKER_PIDS_LIMIT", 128)),

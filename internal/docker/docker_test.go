@@ -28,7 +28,7 @@ import (
 )
 
 // RealWorkerImage is the image `make images` builds.
-const RealWorkerImage = "spillway-worker:latest"
+var RealWorkerImage = testutil.Image("worker")
 
 func TestParseAddressMode(t *testing.T) {
 	tests := []struct {

@@ -20,7 +20,7 @@ import (
 	"github.com/spillway-faas/spillway/internal/testutil"
 )
 
-const workerImage = "spillway-worker:latest"
+var workerImage = testutil.Image("worker")
 
 func scriptFunction(version int64, code string) spillway.Function {
 	sum := sha256.Sum256([]byte(code))

@@ -171,8 +171,13 @@ func (p *proc) call(ctx context.Context, req request) (response, error) {
 	}
 	if err != nil {
 		p.broken = true
+		fromOutside := p.killedFromOutside()
 		p.kill()
-		return resp, fmt.Errorf("runner %d %s: %w", p.id, p.exitText(), spillway.ErrRunnerCrashed)
+		text := p.exitText()
+		if fromOutside {
+			awaitTeardown(ctx)
+		}
+		return resp, fmt.Errorf("runner %d %s: %w", p.id, text, spillway.ErrRunnerCrashed)
 	}
 	if err := json.Unmarshal(line, &resp); err != nil {
 		p.broken = true
@@ -185,6 +190,40 @@ func (p *proc) call(ctx context.Context, req request) (response, error) {
 		return resp, fmt.Errorf("runner %d: response out of order: %w", p.id, spillway.ErrRunnerCrashed)
 	}
 	return resp, nil
+}
+
+// teardownGrace is how long a call whose runner was SIGKILLed by someone else
+// holds its answer. Such a kill is most often the whole container going down
+// (docker kill, a cgroup OOM kill): the kernel kills its processes in no set
+// order, so the worker can outlive its runner by a moment. Answering at once
+// would report a function crash for a call that the caller may safely re-run
+// elsewhere; holding it lets the worker's own death reach the caller instead.
+const teardownGrace = 300 * time.Millisecond
+
+// killedFromOutside reports whether the runner has already ended by a SIGKILL
+// that this worker did not send (every kill of ours comes after this check).
+func (p *proc) killedFromOutside() bool {
+	select {
+	case <-p.done:
+	case <-time.After(50 * time.Millisecond):
+		return false // still running: it closed its pipe, it was not killed
+	}
+	var exit *exec.ExitError
+	if !errors.As(p.waitErr, &exit) {
+		return false
+	}
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// awaitTeardown waits teardownGrace, or less when ctx ends.
+func awaitTeardown(ctx context.Context) {
+	t := time.NewTimer(teardownGrace)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // deadlineErr says why ctx ended: its deadline is a timeout, a cancel is not.

@@ -42,6 +42,9 @@ def handler(event, context):
         return os.getpid()
     if p == "exit":
         os._exit(3)
+    if p == "sigkill":
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
     if p == "sysexit":
         sys.exit(0)
     if p == "segv":
@@ -300,6 +303,23 @@ func TestCrashReplacesRunner(t *testing.T) {
 				t.Fatalf("call after a crash = %v", res.Value)
 			}
 		})
+	}
+}
+
+// A runner SIGKILLed from outside (as when its container is killed) answers
+// its crash only after a grace period, so that a worker going down with it is
+// seen by the caller as a lost worker, which is safe to re-run.
+func TestOutsideKillAnswersAfterGrace(t *testing.T) {
+	f := newPool(t, spillway.StyleHandler, testHandler, 1, 5*time.Second)
+	const grace = 300 * time.Millisecond
+	begin := time.Now()
+	_, err := call(t, f.pool, "sigkill")
+	taken := time.Since(begin)
+	if !errors.Is(err, spillway.ErrRunnerCrashed) {
+		t.Fatalf("err = %v, want ErrRunnerCrashed", err)
+	}
+	if taken < grace {
+		t.Fatalf("crash answered after %v, want at least %v", taken, grace)
 	}
 }
 

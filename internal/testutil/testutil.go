@@ -49,6 +49,16 @@ func Python(t testing.TB) string {
 	return p
 }
 
+// Image is the project image name (worker, lb, localcloud) at the tag that
+// make images built: IMAGE_TAG from the environment, else latest.
+func Image(name string) string {
+	tag := os.Getenv("IMAGE_TAG")
+	if tag == "" {
+		tag = "latest"
+	}
+	return "spillway-" + name + ":" + tag
+}
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()

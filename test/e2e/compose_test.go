@@ -19,7 +19,7 @@ import (
 // mid-stream, checks of the report (both routes, zero errors, the pool grew,
 // every worker on the new version), then make down with nothing left.
 func TestComposeStack(t *testing.T) {
-	for _, img := range []string{"spillway-worker:latest", "spillway-lb:latest", "spillway-localcloud:latest"} {
+	for _, img := range []string{testutil.Image("worker"), testutil.Image("lb"), testutil.Image("localcloud")} {
 		testutil.DockerImage(t, img)
 	}
 	_, err := exec.LookPath("docker-compose")

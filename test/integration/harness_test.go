@@ -23,7 +23,7 @@ import (
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
-const workerImage = "spillway-worker:latest"
+var workerImage = testutil.Image("worker")
 
 // binaries are built once per test run, each when a test first needs it.
 var (
