@@ -114,8 +114,10 @@ func TestOpenModelIncludesQueueing(t *testing.T) {
 	if slowed < 400 {
 		t.Errorf("slowed target p99 %.1f ms, want the backlog (> 400 ms)", slowed)
 	}
-	if keepsUp > 300 {
-		t.Errorf("target that keeps up p99 %.1f ms, want about 20 ms", keepsUp)
+	// About 20 ms when the machine is quiet; compared with the backlog so
+	// that a loaded machine, which slows both runs, cannot fail it.
+	if keepsUp*2 > slowed {
+		t.Errorf("target that keeps up p99 %.1f ms, want well under the slowed target's %.1f ms", keepsUp, slowed)
 	}
 }
 
