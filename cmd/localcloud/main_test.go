@@ -217,3 +217,37 @@ func TestAWSCLI(t *testing.T) {
 		t.Errorf("localcloud did not exit within 15s of SIGTERM")
 	}
 }
+
+// TestBoto3ReferenceDeployment replays the reference system's deployment
+// with boto3 (Debian's python3-boto3): create_rest_api … put_integration
+// (type AWS, credentials=ROLE, no AddPermission) … create_deployment, then a
+// POST to the stage answers 200 with the function's result.
+func TestBoto3ReferenceDeployment(t *testing.T) {
+	python := "/usr/bin/python3"
+	testutil.Require(t, exec.Command(python, "-c", "import boto3").Run() == nil,
+		"boto3 for /usr/bin/python3 (Debian's python3-boto3)")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	url, _ := startLocalcloud(t)
+	zipPath := writeZip(t, map[string]string{"app.py": "def handler(event, context):\n    return {'double': event['n'] * 2}\n"})
+
+	home := t.TempDir()
+	cmd := exec.CommandContext(ctx, python, "testdata/reference_deploy.py", url, zipPath)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + home, "AWS_CONFIG_FILE=" + filepath.Join(home, "config"),
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(home, "credentials"), "AWS_EC2_METADATA_DISABLED=true"}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("reference_deploy.py: %v\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
+	}
+	var got struct {
+		Status int    `json:"status"`
+		Body   string `json:"body"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatalf("reference_deploy.py printed %q: %v", stdout.String(), err)
+	}
+	if got.Status != http.StatusOK || strings.ReplaceAll(got.Body, " ", "") != `{"double":42}` {
+		t.Errorf("POST to the stage: %d %s, want 200 {\"double\": 42}", got.Status, got.Body)
+	}
+}

@@ -344,3 +344,74 @@ func TestExecuteAPIConcurrencyBurst(t *testing.T) {
 		t.Errorf("after the burst: %s (%v), want a warm 200", b, err)
 	}
 }
+
+// TestExecuteAPICredentials: an AWS integration that carries credentials (a
+// role API Gateway assumes) invokes the function with no resource-based
+// permission, as on AWS; the same integration without a role and without a
+// permission is a configuration error (500).
+func TestExecuteAPICredentials(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cloud := localcloudtest.Start(t, localcloud.Config{TransitionDelay: -1})
+	lc, gw := cloud.Lambda(), cloud.APIGateway()
+	out := mustCreate(t, ctx, lc, "echo", zipOf(t, map[string]string{"app.py": echoPy}), 10, nil)
+	uri := "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/" + aws.ToString(out.FunctionArn) + "/invocations"
+
+	api, err := gw.CreateRestApi(ctx, &apigateway.CreateRestApiInput{Name: aws.String("creds")})
+	if err != nil {
+		t.Fatalf("CreateRestApi: %v", err)
+	}
+	for _, tc := range []struct{ path, credentials string }{
+		{"withrole", "arn:aws:iam::000000000000:role/apigateway-invoke"},
+		{"norole", ""},
+	} {
+		res, err := gw.CreateResource(ctx, &apigateway.CreateResourceInput{RestApiId: api.Id, ParentId: api.RootResourceId, PathPart: aws.String(tc.path)})
+		if err != nil {
+			t.Fatalf("CreateResource %s: %v", tc.path, err)
+		}
+		if _, err := gw.PutMethod(ctx, &apigateway.PutMethodInput{RestApiId: api.Id, ResourceId: res.Id, HttpMethod: aws.String("POST"),
+			AuthorizationType: aws.String("NONE")}); err != nil {
+			t.Fatalf("PutMethod %s: %v", tc.path, err)
+		}
+		in := &apigateway.PutIntegrationInput{RestApiId: api.Id, ResourceId: res.Id, HttpMethod: aws.String("POST"),
+			Type: agtypes.IntegrationTypeAws, IntegrationHttpMethod: aws.String("POST"), Uri: aws.String(uri)}
+		if tc.credentials != "" {
+			in.Credentials = aws.String(tc.credentials)
+		}
+		integ, err := gw.PutIntegration(ctx, in)
+		if err != nil {
+			t.Fatalf("PutIntegration %s: %v", tc.path, err)
+		}
+		if got := aws.ToString(integ.Credentials); got != tc.credentials {
+			t.Errorf("PutIntegration %s credentials = %q, want %q", tc.path, got, tc.credentials)
+		}
+		if _, err := gw.PutMethodResponse(ctx, &apigateway.PutMethodResponseInput{RestApiId: api.Id, ResourceId: res.Id, HttpMethod: aws.String("POST"),
+			StatusCode: aws.String("200")}); err != nil {
+			t.Fatalf("PutMethodResponse %s: %v", tc.path, err)
+		}
+		if _, err := gw.PutIntegrationResponse(ctx, &apigateway.PutIntegrationResponseInput{RestApiId: api.Id, ResourceId: res.Id,
+			HttpMethod: aws.String("POST"), StatusCode: aws.String("200")}); err != nil {
+			t.Fatalf("PutIntegrationResponse %s: %v", tc.path, err)
+		}
+	}
+	if _, err := gw.CreateDeployment(ctx, &apigateway.CreateDeploymentInput{RestApiId: api.Id, StageName: aws.String("dev")}); err != nil {
+		t.Fatalf("CreateDeployment: %v", err)
+	}
+	base := cloud.URL + "/_aws/execute-api/" + aws.ToString(api.Id) + "/dev/"
+
+	status, body := post(t, ctx, base+"withrole", "", "", `{"n": 7}`)
+	if status != http.StatusOK {
+		t.Fatalf("with credentials, no permission: %d %s, want 200", status, body)
+	}
+	var got struct {
+		Event map[string]any `json:"event"`
+	}
+	if err := json.Unmarshal([]byte(body), &got); err != nil || got.Event["n"] != float64(7) {
+		t.Errorf("with credentials: body %s (%v), want the event echoed", body, err)
+	}
+
+	status, body = post(t, ctx, base+"norole", "", "", `{"n": 7}`)
+	if status != http.StatusInternalServerError || !strings.Contains(body, "Internal server error") {
+		t.Errorf("without credentials or permission: %d %s, want 500 Internal server error", status, body)
+	}
+}
