@@ -99,8 +99,16 @@ write_env "$envdir/lb.env" "${lb_env[@]}"
 
 lc_env=()
 for k in "${CFG_KEYS[@]}"; do
-	[[ $k == LOCALCLOUD_* && $k != LOCALCLOUD_PORT && -n ${CFG[$k]} ]] && lc_env+=("$k=${CFG[$k]}")
+	[[ $k == LOCALCLOUD_* && $k != LOCALCLOUD_PORT && $k != LOCALCLOUD_ISOLATION && $k != LOCALCLOUD_INSTANCE && -n ${CFG[$k]} ]] &&
+		lc_env+=("$k=${CFG[$k]}")
 done
+# Environments are containers of the worker image, labelled with the pool so
+# that a restarted localcloud removes its own leftovers and no other stack's.
+# unsafe-process is for tests without Docker, never for this stack.
+[[ $(cfg LOCALCLOUD_ISOLATION container) == container ]] ||
+	die "LOCALCLOUD_ISOLATION=$(cfg LOCALCLOUD_ISOLATION container): compose runs localcloud with container isolation only"
+lc_env+=("LOCALCLOUD_ISOLATION=container" "LOCALCLOUD_INSTANCE=$POOL_NAME")
+[[ -n $(cfg LOCALCLOUD_IMAGE "") ]] || lc_env+=("LOCALCLOUD_IMAGE=$WORKER_IMAGE")
 lc_env+=("AWS_REGION=$(cfg AWS_REGION us-east-1)")
 write_env "$envdir/localcloud.env" "${lc_env[@]}"
 

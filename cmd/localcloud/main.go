@@ -4,9 +4,14 @@
 //	localcloud [--listen 127.0.0.1:4566]
 //
 // Environment: LOCALCLOUD_LISTEN, LOCALCLOUD_CONCURRENCY (10),
-// LOCALCLOUD_PYTHON (/usr/bin/python3), LOCALCLOUD_IDLE_TIMEOUT (5m),
-// LOCALCLOUD_DIR (a temporary directory), AWS_REGION (us-east-1),
-// LOG_LEVEL (info).
+// LOCALCLOUD_ISOLATION (container: each environment in a hardened,
+// network-less container of LOCALCLOUD_IMAGE through the Docker API;
+// unsafe-process: a bare process, not for untrusted code),
+// LOCALCLOUD_IMAGE (spillway-worker:latest), LOCALCLOUD_INSTANCE
+// (localcloud), LOCALCLOUD_PIDS_LIMIT (256), LOCALCLOUD_CPUS (1),
+// LOCALCLOUD_MAX_MEMORY (512 MB), LOCALCLOUD_PYTHON (/usr/bin/python3, the
+// unsafe-process interpreter), LOCALCLOUD_IDLE_TIMEOUT (5m), LOCALCLOUD_DIR
+// (a temporary directory), AWS_REGION (us-east-1), LOG_LEVEL (info).
 package main
 
 import (

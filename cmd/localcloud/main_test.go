@@ -39,6 +39,7 @@ func startLocalcloud(t *testing.T) (url string, cmd *exec.Cmd) {
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"),
 		"LOCALCLOUD_PYTHON=" + testutil.Python(t),
+		"LOCALCLOUD_ISOLATION=unsafe-process",
 		"LOCALCLOUD_CONCURRENCY=4",
 		"LOCALCLOUD_DIR=" + t.TempDir(),
 		"LOG_LEVEL=warn",

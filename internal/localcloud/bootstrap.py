@@ -1,7 +1,9 @@
 """localcloud's Lambda runtime for Python: a Runtime API client.
 
-localcloud starts one of these per execution environment as
-`python3 -u bootstrap.py` in the unzipped function directory. It imports the
+localcloud starts one of these per execution environment: in a container
+(`python3 -u -c <this file>` in /var/task, the Runtime API over stdio) or, in
+the unsafe process mode, as `python3 -u bootstrap.py` in the unzipped
+function directory (the Runtime API on a loopback port). It imports the
 handler named by _HANDLER ("module.function") once, then loops: long-poll
 GET /2018-06-01/runtime/invocation/next on AWS_LAMBDA_RUNTIME_API, call the
 handler with the event and a context object, and POST the JSON result to
@@ -16,6 +18,7 @@ Standard library only.
 
 import http.client
 import importlib
+import io
 import json
 import os
 import sys
@@ -25,19 +28,67 @@ import traceback
 API = os.environ["AWS_LAMBDA_RUNTIME_API"]
 PREFIX = "/2018-06-01/runtime"
 MARKER = "\x1eLOCALCLOUD_END "
+# In a container localcloud carries the Runtime API over the container's
+# stdin and stdout (the container has no network at all), and the function's
+# output goes to stderr: AWS_LAMBDA_RUNTIME_API is then "stdio".
+STDIO = API == "stdio"
+
+
+class _KeepOpen(io.BufferedReader):
+    """stdin as the read side of the Runtime API connection; http.client
+    closes the file of each response, this one stays open."""
+
+    def close(self):
+        pass
+
+
+class StdioSock:
+    """The socket http.client needs, over stdin and a copy of stdout."""
+
+    def __init__(self):
+        self.out = os.dup(1)
+        os.dup2(2, 1)  # print() and the log marker now go to stderr
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "wb", closefd=False), line_buffering=True)
+        self.r = _KeepOpen(io.FileIO(0, "rb", closefd=False))
+
+    def sendall(self, data):
+        view = memoryview(data)
+        while view:
+            n = os.write(self.out, view)
+            view = view[n:]
+
+    def makefile(self, mode, *args, **kwargs):
+        return self.r
+
+    def close(self):
+        pass
+
+
+class StdioConnection(http.client.HTTPConnection):
+    def __init__(self, sock):
+        super().__init__("localcloud")
+        self._stdio = sock
+
+    def connect(self):
+        self.sock = self._stdio
 
 
 class Conn:
-    """One keep-alive HTTP connection to the Runtime API, reopened on error."""
+    """One keep-alive HTTP connection to the Runtime API, reopened on error
+    (over stdio there is one connection for the environment's life)."""
 
     def __init__(self):
         self.c = None
+        self.stdio = StdioSock() if STDIO else None
 
     def request(self, method, path, body=None, headers=None):
         for attempt in (0, 1):
             if self.c is None:
-                host, _, port = API.rpartition(":")
-                self.c = http.client.HTTPConnection(host, int(port))
+                if self.stdio is not None:
+                    self.c = StdioConnection(self.stdio)
+                else:
+                    host, _, port = API.rpartition(":")
+                    self.c = http.client.HTTPConnection(host, int(port))
             try:
                 self.c.request(method, PREFIX + path, body=body, headers=headers or {})
                 resp = self.c.getresponse()
@@ -46,7 +97,7 @@ class Conn:
             except (ConnectionError, http.client.HTTPException, OSError):
                 self.c.close()
                 self.c = None
-                if attempt:
+                if attempt or self.stdio is not None:
                     raise
         raise RuntimeError("unreachable")
 

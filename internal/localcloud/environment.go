@@ -60,14 +60,16 @@ type invResult struct {
 	timedOut bool
 }
 
-// environment is one execution environment: a bootstrap process and the
-// loopback Runtime API endpoint it polls.
+// environment is one execution environment: a bootstrap in a container
+// whose stdio carries the Runtime API, or (unsafe-process) a bootstrap
+// process and the loopback Runtime API endpoint it polls.
 type environment struct {
 	id   string
 	snap envSnapshot
 	log  *slog.Logger
 
-	cmd    *exec.Cmd
+	cmd    *exec.Cmd // unsafe-process mode
+	box    *boxed    // container mode
 	ln     net.Listener
 	srv    *http.Server
 	tmpDir string
@@ -75,7 +77,7 @@ type environment struct {
 
 	invCh    chan *invocation // the /next handler receives from it
 	stopping chan struct{}    // closed by stop
-	exited   chan struct{}    // closed when the process has exited
+	exited   chan struct{}    // closed when the process or container has exited
 	served   chan struct{}    // closed when the Runtime API server has returned
 	stopOnce sync.Once
 	exitErr  error // set before exited is closed
@@ -94,8 +96,9 @@ type environment struct {
 	released bool // stopEnv has settled the books
 }
 
-// startEnvironment starts a bootstrap process for snap and its Runtime API.
-func (s *Server) startEnvironment(snap envSnapshot) (*environment, error) {
+// startEnvironment starts a bootstrap for snap, in a container or as a
+// process, and serves its Runtime API.
+func (s *Server) startEnvironment(ctx context.Context, snap envSnapshot) (*environment, error) {
 	e := &environment{
 		id:        newRequestID()[:8],
 		snap:      snap,
@@ -107,6 +110,18 @@ func (s *Server) startEnvironment(snap envSnapshot) (*environment, error) {
 	}
 	e.log = s.log.With("function", snap.name, "env", e.id)
 	e.logs = newLogSink(e.log)
+	if s.cfg.Isolation == IsolationContainer {
+		ctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
+		defer cancel()
+		conn, err := s.startContainer(ctx, e, s.containerEnv(snap))
+		if err != nil {
+			return nil, err
+		}
+		e.ln = newOneConnListener(conn)
+		e.serveRuntimeAPI()
+		e.log.Debug("localcloud: environment started", "container", e.box.id[:12])
+		return e, nil
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("listen for the runtime API of %s: %w", snap.name, err)
@@ -118,17 +133,7 @@ func (s *Server) startEnvironment(snap envSnapshot) (*environment, error) {
 		return nil, fmt.Errorf("create /tmp of an environment of %s: %w", snap.name, err)
 	}
 	e.tmpDir = tmp
-
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /2018-06-01/runtime/invocation/next", e.handleNext)
-	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/response", e.handleResponse)
-	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/error", e.handleError)
-	mux.HandleFunc("POST /2018-06-01/runtime/init/error", e.handleInitError)
-	e.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		defer close(e.served)
-		_ = e.srv.Serve(ln)
-	}()
+	e.serveRuntimeAPI()
 
 	cmd := exec.Command(s.cfg.Python, "-u", s.bootstrap)
 	cmd.Dir = snap.code.dir
@@ -152,6 +157,23 @@ func (s *Server) startEnvironment(snap envSnapshot) (*environment, error) {
 	return e, nil
 }
 
+// serveRuntimeAPI serves the Runtime API on e.ln until stop.
+func (e *environment) serveRuntimeAPI() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /2018-06-01/runtime/invocation/next", e.handleNext)
+	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/response", e.handleResponse)
+	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/error", e.handleError)
+	mux.HandleFunc("POST /2018-06-01/runtime/init/error", e.handleInitError)
+	// No idle or read timeout: over stdio the bootstrap has one connection
+	// for the environment's life, and long-polls /next on it.
+	e.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ln := e.ln
+	go func() {
+		defer close(e.served)
+		_ = e.srv.Serve(ln)
+	}()
+}
+
 // processEnv is the environment of a bootstrap process: Lambda's reserved
 // variables plus the function's own. Nothing of localcloud's own environment
 // (credentials included) leaks in.
@@ -160,22 +182,29 @@ func (s *Server) processEnv(snap envSnapshot, api, tmp string) []string {
 	if path == "" {
 		path = "/usr/local/bin:/usr/bin:/bin"
 	}
+	return s.lambdaEnv(snap, map[string]string{
+		"PATH":                   path,
+		"HOME":                   tmp,
+		"TMPDIR":                 tmp,
+		"PYTHONPATH":             snap.code.dir,
+		"LAMBDA_TASK_ROOT":       snap.code.dir,
+		"LAMBDA_RUNTIME_DIR":     filepath.Dir(s.bootstrap),
+		"AWS_LAMBDA_RUNTIME_API": api,
+	})
+}
+
+// lambdaEnv is Lambda's reserved variables, with the paths of where the
+// bootstrap runs, over the function's own variables.
+func (s *Server) lambdaEnv(snap envSnapshot, paths map[string]string) []string {
 	vars := map[string]string{}
 	for k, v := range snap.vars {
 		vars[k] = v
 	}
 	reserved := map[string]string{
-		"PATH":                            path,
 		"LANG":                            "C.UTF-8",
 		"TZ":                              ":UTC",
-		"HOME":                            tmp,
-		"TMPDIR":                          tmp,
 		"PYTHONDONTWRITEBYTECODE":         "1",
-		"PYTHONPATH":                      snap.code.dir,
-		"LAMBDA_TASK_ROOT":                snap.code.dir,
-		"LAMBDA_RUNTIME_DIR":              filepath.Dir(s.bootstrap),
 		"_HANDLER":                        snap.handler,
-		"AWS_LAMBDA_RUNTIME_API":          api,
 		"AWS_REGION":                      s.cfg.Region,
 		"AWS_DEFAULT_REGION":              s.cfg.Region,
 		"AWS_EXECUTION_ENV":               "AWS_Lambda_" + snap.runtime,
@@ -191,6 +220,9 @@ func (s *Server) processEnv(snap envSnapshot, api, tmp string) []string {
 	for k, v := range reserved {
 		vars[k] = v
 	}
+	for k, v := range paths {
+		vars[k] = v
+	}
 	out := make([]string, 0, len(vars))
 	for k, v := range vars {
 		out = append(out, k+"="+v)
@@ -198,18 +230,20 @@ func (s *Server) processEnv(snap envSnapshot, api, tmp string) []string {
 	return out
 }
 
-// stop kills the process group, closes the Runtime API and waits for both.
+// stop removes the container or kills the process group, closes the
+// Runtime API and waits for both.
 func (e *environment) stop() {
 	e.stopOnce.Do(func() {
 		close(e.stopping)
+		if e.box != nil {
+			e.box.remove(e)
+		}
 		if e.cmd != nil && e.cmd.Process != nil {
 			_ = syscall.Kill(-e.cmd.Process.Pid, syscall.SIGKILL)
 		}
 		_ = e.srv.Close()
 		<-e.served
-		if e.cmd != nil {
-			<-e.exited
-		}
+		<-e.exited
 		_ = os.RemoveAll(e.tmpDir)
 		e.log.Debug("localcloud: environment stopped")
 	})

@@ -41,7 +41,7 @@ type invokeResult struct {
 // for the result, the function's timeout or ctx.
 func (s *Server) invoke(ctx context.Context, req invokeRequest) (invokeResult, error) {
 	start := time.Now()
-	e, f, cold, err := s.acquire(req.function)
+	e, f, cold, err := s.acquire(ctx, req.function)
 	if err != nil {
 		return invokeResult{}, err
 	}
@@ -71,7 +71,7 @@ func (s *Server) invoke(ctx context.Context, req invokeRequest) (invokeResult, e
 }
 
 // acquire reserves a concurrency slot and an environment for the function.
-func (s *Server) acquire(label string) (*environment, *function, bool, error) {
+func (s *Server) acquire(ctx context.Context, label string) (*environment, *function, bool, error) {
 	var toStop []*environment
 	s.mu.Lock()
 	if s.lm.closed {
@@ -142,7 +142,7 @@ func (s *Server) acquire(label string) (*environment, *function, bool, error) {
 	if !cold {
 		return e, f, false, nil
 	}
-	e, err = s.startEnvironment(snap)
+	e, err = s.startEnvironment(ctx, snap)
 	s.mu.Lock()
 	if err != nil {
 		s.lm.envCount--

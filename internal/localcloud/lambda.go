@@ -25,6 +25,10 @@ type codeVersion struct {
 	size    int64
 	refs    int  // guarded by Server.mu
 	retired bool // guarded by Server.mu
+
+	tarOnce sync.Once // builds tar, tarErr: the code for a container
+	tar     []byte
+	tarErr  error
 }
 
 // remove deletes the unzipped package and its zip.

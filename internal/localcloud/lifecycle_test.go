@@ -163,6 +163,19 @@ func TestLoadConfig(t *testing.T) {
 		{"idle seconds", map[string]string{"LOCALCLOUD_IDLE_TIMEOUT": "30"}, "", func(c localcloud.Config) bool { return c.IdleTimeout == 30*time.Second }},
 		{"idle duration", map[string]string{"LOCALCLOUD_IDLE_TIMEOUT": "2m"}, "", func(c localcloud.Config) bool { return c.IdleTimeout == 2*time.Minute }},
 		{"bad idle", map[string]string{"LOCALCLOUD_IDLE_TIMEOUT": "soon"}, "LOCALCLOUD_IDLE_TIMEOUT", nil},
+		{"isolation default", nil, "", func(c localcloud.Config) bool { return c.Isolation == "" }},
+		{"unsafe process", map[string]string{"LOCALCLOUD_ISOLATION": "unsafe-process"}, "", func(c localcloud.Config) bool {
+			return c.Isolation == localcloud.IsolationUnsafeProcess
+		}},
+		{"bad isolation", map[string]string{"LOCALCLOUD_ISOLATION": "process"}, "LOCALCLOUD_ISOLATION", nil},
+		{"container limits", map[string]string{"LOCALCLOUD_IMAGE": "img:1", "LOCALCLOUD_INSTANCE": "stack-1", "LOCALCLOUD_PIDS_LIMIT": "64",
+			"LOCALCLOUD_CPUS": "0.5", "LOCALCLOUD_MAX_MEMORY": "256"}, "", func(c localcloud.Config) bool {
+			return c.Image == "img:1" && c.Instance == "stack-1" && c.PidsLimit == 64 && c.CPUs == 0.5 && c.MaxMemoryMB == 256
+		}},
+		{"bad instance", map[string]string{"LOCALCLOUD_INSTANCE": "a b"}, "LOCALCLOUD_INSTANCE", nil},
+		{"bad pids", map[string]string{"LOCALCLOUD_PIDS_LIMIT": "2"}, "LOCALCLOUD_PIDS_LIMIT", nil},
+		{"bad cpus", map[string]string{"LOCALCLOUD_CPUS": "0"}, "LOCALCLOUD_CPUS", nil},
+		{"bad memory", map[string]string{"LOCALCLOUD_MAX_MEMORY": "8"}, "LOCALCLOUD_MAX_MEMORY", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

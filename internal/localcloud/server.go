@@ -3,7 +3,8 @@
 //
 // It speaks what aws-sdk-go-v2, botocore and the AWS CLI send (REST-JSON,
 // SigV4 headers accepted and ignored) and runs each function's zip with Python
-// through a Runtime-API bootstrap: one process per execution environment, one
+// through a Runtime-API bootstrap: one hardened, network-less container per
+// execution environment (or, unsafe for untrusted code, one process), one
 // invocation per environment at a time, environments kept warm and reused, a
 // concurrency limit answered with 429 TooManyRequestsException, the function's
 // timeout enforced. API Gateway stages serve their deployment's snapshot at
@@ -19,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,6 +65,25 @@ type Config struct {
 	TransitionDelay time.Duration
 	// InitTimeout bounds an environment's start until it asks for work (10s).
 	InitTimeout time.Duration
+	// Isolation is how environments run (LOCALCLOUD_ISOLATION): container
+	// (the default) or unsafe-process.
+	Isolation Isolation
+	// Image is the environment image in container mode (LOCALCLOUD_IMAGE,
+	// spillway-worker:latest): the worker image.
+	Image string
+	// Instance scopes this localcloud's environment containers: the value of
+	// their spillway.localcloud label (LOCALCLOUD_INSTANCE, localcloud).
+	// Leftovers carrying it are removed at New and at Close.
+	Instance string
+	// PidsLimit is the process limit of an environment container
+	// (LOCALCLOUD_PIDS_LIMIT, 256).
+	PidsLimit int64
+	// CPUs is the CPU limit of an environment container (LOCALCLOUD_CPUS, 1).
+	CPUs float64
+	// MaxMemoryMB caps an environment container's memory limit, which is
+	// otherwise the function's MemorySize (LOCALCLOUD_MAX_MEMORY, 512): a
+	// 3008 MB function must not be able to take 3 GB of this host.
+	MaxMemoryMB int
 	// Logger receives one line per lifecycle event; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock for state transitions and throttles; nil is time.Now.
@@ -70,9 +91,45 @@ type Config struct {
 }
 
 // LoadConfig reads LOCALCLOUD_CONCURRENCY, LOCALCLOUD_PYTHON,
-// LOCALCLOUD_IDLE_TIMEOUT and AWS_REGION through getenv.
+// LOCALCLOUD_IDLE_TIMEOUT, LOCALCLOUD_ISOLATION, LOCALCLOUD_IMAGE,
+// LOCALCLOUD_INSTANCE, LOCALCLOUD_PIDS_LIMIT, LOCALCLOUD_CPUS and AWS_REGION
+// through getenv.
 func LoadConfig(getenv func(string) string) (Config, error) {
 	var c Config
+	switch v := Isolation(getenv("LOCALCLOUD_ISOLATION")); v {
+	case "", IsolationContainer, IsolationUnsafeProcess:
+		c.Isolation = v
+	default:
+		return c, fmt.Errorf("LOCALCLOUD_ISOLATION=%q: want container or unsafe-process", v)
+	}
+	c.Image = getenv("LOCALCLOUD_IMAGE")
+	if v := getenv("LOCALCLOUD_INSTANCE"); v != "" {
+		if !instanceRE.MatchString(v) {
+			return c, fmt.Errorf("LOCALCLOUD_INSTANCE=%q: want letters, digits, '_', '.', '-'", v)
+		}
+		c.Instance = v
+	}
+	if v := getenv("LOCALCLOUD_PIDS_LIMIT"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 16 {
+			return c, fmt.Errorf("LOCALCLOUD_PIDS_LIMIT=%q: want an integer ≥ 16", v)
+		}
+		c.PidsLimit = n
+	}
+	if v := getenv("LOCALCLOUD_MAX_MEMORY"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 32 {
+			return c, fmt.Errorf("LOCALCLOUD_MAX_MEMORY=%q: want megabytes ≥ 32", v)
+		}
+		c.MaxMemoryMB = n
+	}
+	if v := getenv("LOCALCLOUD_CPUS"); v != "" {
+		f, err := parseCPUs(v)
+		if err != nil {
+			return c, err
+		}
+		c.CPUs = f
+	}
 	if v := getenv("LOCALCLOUD_CONCURRENCY"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
@@ -99,7 +156,27 @@ func parseSeconds(v string) (time.Duration, error) {
 	return time.ParseDuration(v)
 }
 
+var instanceRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
 func (c *Config) setDefaults() {
+	if c.Isolation == "" {
+		c.Isolation = IsolationContainer
+	}
+	if c.Image == "" {
+		c.Image = DefaultImage
+	}
+	if c.Instance == "" {
+		c.Instance = DefaultInstance
+	}
+	if c.PidsLimit <= 0 {
+		c.PidsLimit = DefaultPidsLimit
+	}
+	if c.CPUs <= 0 {
+		c.CPUs = DefaultCPUs
+	}
+	if c.MaxMemoryMB <= 0 {
+		c.MaxMemoryMB = DefaultMaxMemoryMB
+	}
 	if c.Region == "" {
 		c.Region = DefaultRegion
 	}
@@ -136,9 +213,10 @@ func (c *Config) setDefaults() {
 
 // Server is the emulator: an http.Handler for the Lambda and API Gateway
 // control planes, execute-api, /health and /_localcloud/stats. Close stops
-// every Python process it started.
+// every environment it started.
 type Server struct {
 	cfg       Config
+	docker    engine // container mode only
 	log       *slog.Logger
 	mux       *http.ServeMux
 	dir       string
@@ -158,33 +236,56 @@ type Server struct {
 	gw   gatewayState
 }
 
-// New prepares a Server: it checks the Python interpreter, writes the
+// New prepares a Server: in container mode it connects to Docker, checks
+// the environment image and removes this instance's leftover containers; in
+// unsafe-process mode it checks the Python interpreter. It writes the
 // bootstrap and starts the idle-environment reaper.
 func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
-	if _, err := exec.LookPath(cfg.Python); err != nil {
-		return nil, fmt.Errorf("find python interpreter %q (LOCALCLOUD_PYTHON): %w", cfg.Python, err)
-	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
+	switch cfg.Isolation {
+	case IsolationContainer:
+		if !instanceRE.MatchString(cfg.Instance) {
+			return nil, fmt.Errorf("LOCALCLOUD_INSTANCE=%q: want letters, digits, '_', '.', '-'", cfg.Instance)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), dockerCallTimeout)
+		defer cancel()
+		d, err := openEngine(ctx, cfg.Image)
+		if err != nil {
+			return nil, err
+		}
+		s.docker = d
+		if err := s.removeLeftovers(ctx); err != nil {
+			d.Close()
+			return nil, err
+		}
+	case IsolationUnsafeProcess:
+		if _, err := exec.LookPath(cfg.Python); err != nil {
+			return nil, fmt.Errorf("find python interpreter %q (LOCALCLOUD_PYTHON): %w", cfg.Python, err)
+		}
+		s.log.Warn("localcloud: LOCALCLOUD_ISOLATION=unsafe-process: function code runs as localcloud's user, on its network, without limits; do not run untrusted code")
+	default:
+		return nil, fmt.Errorf("LOCALCLOUD_ISOLATION=%q: want container or unsafe-process", cfg.Isolation)
+	}
 	if cfg.Dir == "" {
 		d, err := os.MkdirTemp("", "localcloud-")
 		if err != nil {
-			return nil, fmt.Errorf("create work dir: %w", err)
+			return nil, s.closeEngine(fmt.Errorf("create work dir: %w", err))
 		}
 		s.dir, s.ownDir = d, true
 	} else {
 		if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create work dir %s: %w", cfg.Dir, err)
+			return nil, s.closeEngine(fmt.Errorf("create work dir %s: %w", cfg.Dir, err))
 		}
 		s.dir = cfg.Dir
 	}
 	rt := filepath.Join(s.dir, "runtime")
 	if err := os.MkdirAll(rt, 0o755); err != nil {
-		return nil, fmt.Errorf("create runtime dir: %w", err)
+		return nil, s.closeEngine(fmt.Errorf("create runtime dir: %w", err))
 	}
 	s.bootstrap = filepath.Join(rt, "bootstrap.py")
 	if err := os.WriteFile(s.bootstrap, bootstrapPy, 0o644); err != nil {
-		return nil, fmt.Errorf("write bootstrap: %w", err)
+		return nil, s.closeEngine(fmt.Errorf("write bootstrap: %w", err))
 	}
 	s.lm.init()
 	s.gw.init()
@@ -194,6 +295,15 @@ func New(cfg Config) (*Server, error) {
 	s.wg.Add(1)
 	go s.reap()
 	return s, nil
+}
+
+// closeEngine releases the Docker connection of a Server that failed to
+// start and returns err.
+func (s *Server) closeEngine(err error) error {
+	if s.docker != nil {
+		s.docker.Close()
+	}
+	return err
 }
 
 func (s *Server) routes() {
@@ -248,6 +358,13 @@ func (s *Server) Close(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		return fmt.Errorf("close localcloud: %w", ctx.Err())
+	}
+	if s.docker != nil {
+		err := s.removeLeftovers(ctx)
+		s.docker.Close()
+		if err != nil {
+			return fmt.Errorf("close localcloud: %w", err)
+		}
 	}
 	if s.ownDir {
 		if err := os.RemoveAll(s.dir); err != nil {

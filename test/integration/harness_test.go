@@ -117,8 +117,13 @@ type stack struct {
 }
 
 type stackOptions struct {
-	cloud bool              // run localcloud and CLOUD=local; else CLOUD=off
-	env   map[string]string // extra lb environment
+	cloud bool // run localcloud and CLOUD=local; else CLOUD=off
+	// unsafeCloud runs localcloud's environments as bare processes
+	// (LOCALCLOUD_ISOLATION=unsafe-process): the protection-off variant of
+	// the isolation tests. Otherwise each is a container of the worker image.
+	unsafeCloud bool
+	cloudEnv    []string          // extra localcloud environment (KEY=value)
+	env         map[string]string // extra lb environment
 }
 
 func newStack(t testing.TB, opts stackOptions) *stack {
@@ -149,7 +154,12 @@ func newStack(t testing.TB, opts stackOptions) *stack {
 	if opts.cloud {
 		port := testutil.FreePort(t)
 		s.cloudURL = "http://127.0.0.1:" + strconv.Itoa(port)
-		s.cloud = startProc(t, []string{"LOCALCLOUD_PYTHON=" + testutil.Python(t)}, binary(t, "localcloud"), "--listen", "127.0.0.1:"+strconv.Itoa(port))
+		cloudEnv := []string{"LOCALCLOUD_ISOLATION=container", "LOCALCLOUD_IMAGE=" + workerImage, "LOCALCLOUD_INSTANCE=" + s.pool}
+		if opts.unsafeCloud {
+			cloudEnv = []string{"LOCALCLOUD_ISOLATION=unsafe-process", "LOCALCLOUD_PYTHON=" + testutil.Python(t)}
+		}
+		cloudEnv = append(cloudEnv, opts.cloudEnv...)
+		s.cloud = startProc(t, cloudEnv, binary(t, "localcloud"), "--listen", "127.0.0.1:"+strconv.Itoa(port))
 		t.Cleanup(func() { s.cloud.stop(syscall.SIGTERM, 10*time.Second) })
 		waitHTTP(t, s.cloudURL+"/health", 15*time.Second)
 		s.env["CLOUD"] = "local"
@@ -280,6 +290,8 @@ func (s *stack) containers() []string {
 
 func (s *stack) cleanupContainers() {
 	names := dockerLines(s.t, "ps", "-aq", "--filter", "label=spillway.pool="+s.pool)
+	// localcloud's environments, should it have died without removing them.
+	names = append(names, dockerLines(s.t, "ps", "-aq", "--filter", "label=spillway.localcloud="+s.pool)...)
 	if len(names) > 0 {
 		args := append([]string{"rm", "-f", "-v"}, names...)
 		_ = exec.Command("docker", args...).Run()

@@ -26,10 +26,16 @@ type Cloud struct {
 	AWS    aws.Config // region us-east-1 (or cfg.Region), static dummy credentials, BaseEndpoint URL
 }
 
-// Start runs localcloud with cfg (Python defaults to testutil.Python, logs
-// go to the test log at warn and above) and stops it when the test ends.
+// Start runs localcloud with cfg (isolation defaults to unsafe-process,
+// Python to testutil.Python, logs go to the test log at warn and above) and
+// stops it when the test ends.
 func Start(t testing.TB, cfg localcloud.Config) *Cloud {
 	t.Helper()
+	if cfg.Isolation == "" {
+		// Tests on the host without Docker; container tests ask for
+		// localcloud.IsolationContainer.
+		cfg.Isolation = localcloud.IsolationUnsafeProcess
+	}
 	if cfg.Python == "" {
 		cfg.Python = testutil.Python(t)
 	}
