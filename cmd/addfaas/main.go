@@ -65,15 +65,16 @@ func usagef(format string, args ...any) error {
 }
 
 type config struct {
-	name      string
-	redisAddr string
-	style     string
-	handler   string
-	python    string
-	timeout   time.Duration
-	list      bool
-	show      string
-	source    string
+	name          string
+	redisAddr     string
+	redisPassword string
+	style         string
+	handler       string
+	python        string
+	timeout       time.Duration
+	list          bool
+	show          string
+	source        string
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
@@ -105,6 +106,8 @@ func parseArgs(args []string, stderr io.Writer, lookupEnv func(string) (string, 
 	fs.SetOutput(io.Discard) // errors are reported on one line by run; usage only on -h
 	fs.StringVar(&cfg.name, "name", env("FAAS_FUNCTION_NAME", defaultName), "function name (env FAAS_FUNCTION_NAME)")
 	fs.StringVar(&cfg.redisAddr, "redis", env("REDIS_ADDR", defaultRedis), "Redis address host:port (env REDIS_ADDR)")
+	fs.StringVar(&cfg.redisPassword, "redis-password", env("REDIS_PASSWORD", ""),
+		"Redis password (env REDIS_PASSWORD, or .env; prefer those: a flag shows in the process list)")
 	fs.StringVar(&cfg.style, "style", "auto", "auto, script or handler")
 	fs.StringVar(&cfg.handler, "handler", spillway.DefaultHandler, "handler function name (handler style)")
 	fs.StringVar(&cfg.python, "python", "", "Python interpreter used to validate the source (default python3 on PATH)")
@@ -240,6 +243,7 @@ func execute(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer)
 
 func dial(ctx context.Context, cfg config) (*registry.Store, error) {
 	return registry.Dial(ctx, cfg.redisAddr, registry.Options{
+		Password:       cfg.redisPassword,
 		ConnectTimeout: cfg.timeout,
 		MaxBackoff:     time.Second,
 	})

@@ -71,7 +71,7 @@ func (c cli) run(dir string, env []string, stdin string, args ...string) result 
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); k == "REDIS_ADDR" || k == "FAAS_FUNCTION_NAME" {
+		if k, _, _ := strings.Cut(kv, "="); k == "REDIS_ADDR" || k == "FAAS_FUNCTION_NAME" || k == "REDIS_PASSWORD" {
 			continue
 		}
 		env = append(env, kv)
@@ -489,4 +489,51 @@ func silentServer(t *testing.T) string {
 		}
 	})
 	return l.Addr().String()
+}
+
+// TestAddfaasRedisPassword: against a Redis that requires a password,
+// addfaas publishes with the password (flag, environment or .env) and
+// without it fails with exit 1 and writes nothing: the protection-off run
+// (no password) is the attack a function with a route to Redis would try.
+func TestAddfaasRedisPassword(t *testing.T) {
+	const pw = "t3st-pass"
+	r := testutil.StartRedisAuth(t, pw)
+	c := cli{t: t, bin: testutil.BuildBinary(t, "addfaas"), python: testutil.Python(t)}
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr, Password: pw})
+	t.Cleanup(func() { rc.Close() })
+	src := writeFile(t, t.TempDir(), "fib.py", scriptSrc)
+	dotenv := t.TempDir()
+	writeFile(t, dotenv, ".env", "REDIS_PASSWORD="+pw+"\n")
+	tests := []struct {
+		name     string
+		dir      string
+		env      []string
+		args     []string
+		wantCode int
+	}{
+		{"no password", "", nil, nil, 1},
+		{"wrong password", "", []string{"REDIS_PASSWORD=nope"}, nil, 1},
+		{"flag", "", nil, []string{"--redis-password", pw}, 0},
+		{"environment", "", []string{"REDIS_PASSWORD=" + pw}, nil, 0},
+		{".env", dotenv, nil, nil, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			before := rc.HGet(ctx, "spillway:fn:pw", "version").Val()
+			args := append([]string{"--name", "pw", "--timeout", "2s"}, tc.args...)
+			res := c.run(tc.dir, append([]string{"REDIS_ADDR=" + r.Addr}, tc.env...), "", append(args, src)...)
+			if res.code != tc.wantCode {
+				t.Fatalf("exit %d, want %d: %s", res.code, tc.wantCode, res.stderr)
+			}
+			after := rc.HGet(ctx, "spillway:fn:pw", "version").Val()
+			if wrote := after != before; wrote != (tc.wantCode == 0) {
+				t.Errorf("version %q -> %q, exit %d", before, after, res.code)
+			}
+			if tc.wantCode != 0 && strings.Contains(res.stderr, pw) {
+				t.Errorf("stderr shows the password: %s", res.stderr)
+			}
+		})
+	}
 }

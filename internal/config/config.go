@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -48,6 +49,8 @@ type Config struct {
 	WorkerAddress     string        // WORKER_ADDRESS: auto | ip | name
 	WorkerPort        int           // SERVER_PORT inside workers
 	AuthToken         string        // LB_AUTH_TOKEN (never logged)
+	AllowAnonymous    bool          // LB_ALLOW_ANONYMOUS: listen beyond loopback without LB_AUTH_TOKEN
+	RedisPassword     string        // REDIS_PASSWORD (never logged)
 	LogLevel          string        // LOG_LEVEL: debug | info | warn | error
 	LogFormat         string        // LOG_FORMAT: text | json
 	Pprof             bool          // LB_PPROF: serve /debug/pprof/ (behind LB_AUTH_TOKEN when set)
@@ -118,6 +121,8 @@ func Load(lookup Lookup) (Config, error) {
 		WorkerAddress:     p.choice("WORKER_ADDRESS", "auto", WorkerAddresses),
 		WorkerPort:        p.int("SERVER_PORT", 8001),
 		AuthToken:         p.str("LB_AUTH_TOKEN", ""),
+		AllowAnonymous:    p.bool("LB_ALLOW_ANONYMOUS", false),
+		RedisPassword:     p.str("REDIS_PASSWORD", ""),
 		LogLevel:          p.choice("LOG_LEVEL", "info", LogLevels),
 		LogFormat:         p.choice("LOG_FORMAT", "text", LogFormats),
 		Pprof:             p.bool("LB_PPROF", false),
@@ -234,6 +239,10 @@ func (c Config) Validate() error {
 			bad(name, quote(v), "must be 1-48 letters, digits, '-' or '_', starting with a letter or digit")
 		}
 	}
+	if c.AuthToken == "" && !c.AllowAnonymous && !IsLoopback(c.ListenHost) {
+		bad("LB_LISTEN_HOST", quote(c.ListenHost),
+			"lb listens beyond loopback without a token: set LB_AUTH_TOKEN, or LB_ALLOW_ANONYMOUS=true to accept anonymous callers")
+	}
 	if c.RedisAddr == "" {
 		bad("REDIS_ADDR", `""`, "must be host:port")
 	}
@@ -266,6 +275,18 @@ func (c Config) LocalSlots() int { return c.MaxServers * c.WorkerConcurrency }
 // ListenAddr is host:port for lb's server.
 func (c Config) ListenAddr() string {
 	return c.ListenHost + ":" + strconv.Itoa(c.LoadBalancerPort)
+}
+
+// IsLoopback reports whether host (an LB_LISTEN_HOST value) binds loopback
+// only: "localhost", or an IP address in 127.0.0.0/8 or ::1. An empty host
+// or an unspecified address (0.0.0.0, ::) binds every interface.
+func IsLoopback(host string) bool {
+	h := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(host), "["), "]")
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(h)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 func validName(s string) bool {

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +143,53 @@ func TestEveryVariableIsDocumented(t *testing.T) {
 	}
 	if _, err := Load(func(k string) (string, bool) { v, ok := documented[k]; return v, ok }); err != nil {
 		t.Errorf(".env.example is not a valid configuration: %v", err)
+	}
+}
+
+// TestListenBeyondLoopbackNeedsTokenOrConsent: lb refuses to listen on an
+// address other callers can reach unless it has a token or is told that
+// anonymous callers are fine. The protection-off rows (token set, or
+// LB_ALLOW_ANONYMOUS=true) load; only the unprotected one fails.
+func TestListenBeyondLoopbackNeedsTokenOrConsent(t *testing.T) {
+	tests := []struct {
+		env     map[string]string
+		wantErr bool
+	}{
+		{map[string]string{}, false}, // default 127.0.0.1
+		{map[string]string{"LB_LISTEN_HOST": "127.0.0.1"}, false},
+		{map[string]string{"LB_LISTEN_HOST": "127.0.0.2"}, false},
+		{map[string]string{"LB_LISTEN_HOST": "::1"}, false},
+		{map[string]string{"LB_LISTEN_HOST": "[::1]"}, false},
+		{map[string]string{"LB_LISTEN_HOST": "localhost"}, false},
+		{map[string]string{"LB_LISTEN_HOST": "0.0.0.0"}, true},
+		{map[string]string{"LB_LISTEN_HOST": "::"}, true},
+		{map[string]string{"LB_LISTEN_HOST": "192.168.1.10"}, true},
+		{map[string]string{"LB_LISTEN_HOST": "::ffff:10.0.0.1"}, true},
+		{map[string]string{"LB_LISTEN_HOST": "lb.example"}, true},
+		{map[string]string{"LB_LISTEN_HOST": "0.0.0.0", "LB_AUTH_TOKEN": "s3cret"}, false},
+		{map[string]string{"LB_LISTEN_HOST": "0.0.0.0", "LB_ALLOW_ANONYMOUS": "true"}, false},
+		{map[string]string{"LB_LISTEN_HOST": "0.0.0.0", "LB_ALLOW_ANONYMOUS": "false"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.env), func(t *testing.T) {
+			_, err := Load(env(tt.env))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Load(%v) = %v, want error %v", tt.env, err, tt.wantErr)
+			}
+			if err != nil {
+				for _, w := range []string{"LB_LISTEN_HOST=" + strconv.Quote(tt.env["LB_LISTEN_HOST"]), "LB_AUTH_TOKEN", "LB_ALLOW_ANONYMOUS=true"} {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not mention %q", err, w)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestRedisPassword(t *testing.T) {
+	c, err := Load(env(map[string]string{"REDIS_PASSWORD": "pw"}))
+	if err != nil || c.RedisPassword != "pw" {
+		t.Fatalf("REDIS_PASSWORD: %q, %v", c.RedisPassword, err)
 	}
 }

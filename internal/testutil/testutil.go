@@ -72,20 +72,28 @@ func FreePort(t testing.TB) int {
 
 // Redis is a redis-server process owned by a test.
 type Redis struct {
-	Addr string
-	Port int
-	dir  string
-	cmd  *exec.Cmd
-	t    testing.TB
+	Addr     string
+	Port     int
+	Password string // requirepass, when set
+	dir      string
+	cmd      *exec.Cmd
+	t        testing.TB
 }
 
 // StartRedis starts a private redis-server on a free loopback port and stops
 // it when the test ends.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
+	return StartRedisAuth(t, "")
+}
+
+// StartRedisAuth is StartRedis with a password (requirepass) when password
+// is not empty.
+func StartRedisAuth(t testing.TB, password string) *Redis {
+	t.Helper()
 	_, err := exec.LookPath("redis-server")
 	Require(t, err == nil, "redis-server")
-	r := &Redis{dir: t.TempDir(), t: t}
+	r := &Redis{dir: t.TempDir(), t: t, Password: password}
 	r.Port = FreePort(t)
 	r.Addr = "127.0.0.1:" + strconv.Itoa(r.Port)
 	r.Start()
@@ -96,8 +104,12 @@ func StartRedis(t testing.TB) *Redis {
 // Start (re)starts the server on the same port; it blocks until it answers.
 func (r *Redis) Start() {
 	r.t.Helper()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir)
+	args := []string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir}
+	if r.Password != "" {
+		args = append(args, "--requirepass", r.Password)
+	}
+	cmd := exec.Command("redis-server", args...)
 	cmd.Stdout = nil
 	cmd.Stderr = nil
 	if err := cmd.Start(); err != nil {
@@ -113,7 +125,8 @@ func (r *Redis) Start() {
 			_ = c.SetReadDeadline(time.Now().Add(time.Second))
 			n, _ := c.Read(buf)
 			c.Close()
-			if strings.HasPrefix(string(buf[:n]), "+PONG") {
+			// With a password, an unauthenticated PING answers NOAUTH.
+			if got := string(buf[:n]); strings.HasPrefix(got, "+PONG") || strings.HasPrefix(got, "-NOAUTH") {
 				return
 			}
 		}
