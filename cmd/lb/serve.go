@@ -18,6 +18,7 @@ import (
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/docker"
 	"github.com/spillway-faas/spillway/internal/gateway"
+	"github.com/spillway-faas/spillway/internal/netguard"
 	"github.com/spillway-faas/spillway/internal/policy"
 	"github.com/spillway-faas/spillway/internal/pool"
 	"github.com/spillway-faas/spillway/internal/registry"
@@ -31,30 +32,40 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var handler atomic.Pointer[http.Handler]
 	starting := startingHandler()
 	handler.Store(&starting)
+	inner, err := net.Listen("tcp", cfg.ListenAddr())
+	if err != nil {
+		return fmt.Errorf("listen on %s (LB_LISTEN_HOST, LOAD_BALANCER_PORT): %w", cfg.ListenAddr(), err)
+	}
+	// Function code in a worker must not call lb: connections from the
+	// workers' network are refused once start has learned its subnets.
+	guard := netguard.Wrap(inner, log)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// A connection accepted before the workers' subnets were known.
+			if guard.DeniedAddr(r.RemoteAddr) {
+				guard.CountRefused()
+				w.Header().Set("Connection", "close")
+				http.Error(w, "forbidden", http.StatusForbidden)
+				return
+			}
 			(*handler.Load()).ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	ln, err := net.Listen("tcp", cfg.ListenAddr())
-	if err != nil {
-		return fmt.Errorf("listen on %s (LB_LISTEN_HOST, LOAD_BALANCER_PORT): %w", cfg.ListenAddr(), err)
-	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(guard) }()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 		<-serveErr
 	}()
-	log.Info("lb listening", "addr", ln.Addr().String(), "function", cfg.FunctionName,
+	log.Info("lb listening", "addr", guard.Addr().String(), "function", cfg.FunctionName,
 		"servers", cfg.NumberOfServers, "max", cfg.MaxServers, "offload", cfg.OffloadPolicy, "cloud", cfg.Cloud.Mode)
 
-	d, err := start(ctx, cfg, log)
+	d, err := start(ctx, cfg, log, guard)
 	if err != nil {
 		if ctx.Err() != nil {
 			log.Info("stopped while starting")
@@ -103,6 +114,7 @@ type daemon struct {
 	watcher *registry.Watcher
 	backend *docker.Backend
 	pool    *pool.Pool
+	guard   *netguard.Listener // lb's listener: refuses the workers' subnets
 	offload *cloud.Offloader
 	deploy  *cloud.Deployer
 	gw      *gateway.Gateway
@@ -133,8 +145,8 @@ func (d *daemon) wanted() spillway.Function {
 	return d.want
 }
 
-func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{log: log}
+func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netguard.Listener) (_ *daemon, err error) {
+	d := &daemon{log: log, guard: guard}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	defer func() {
@@ -145,7 +157,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *daemon,
 		}
 	}()
 
-	d.store, err = registry.Dial(ctx, cfg.RedisAddr, registry.Options{ConnectTimeout: time.Minute, Logger: log})
+	d.store, err = registry.Dial(ctx, cfg.RedisAddr, registry.Options{Password: cfg.RedisPassword, ConnectTimeout: time.Minute, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("connect to Redis at %s (REDIS_ADDR): %w", cfg.RedisAddr, err)
 	}
@@ -207,6 +219,12 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *daemon,
 	if err := d.backend.CheckImage(ctx); err != nil {
 		return nil, err
 	}
+	subnets, err := d.backend.Subnets(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("workers' subnets, to refuse them on lb's port: %w", err)
+	}
+	guard.Deny(subnets)
+	log.Info("refusing connections from the workers' network", "network", cfg.DockerNetwork, "subnets", fmt.Sprint(subnets))
 	estimator := policy.NewEstimator(policy.DefaultEstimatorConfig())
 	d.pool = pool.New(d.backend, pool.ConfigFrom(cfg))
 	d.pool.Scheduler = sched
@@ -372,6 +390,10 @@ func (d *daemon) collectors() []prometheus.Collector {
 			func() float64 { return float64(f(d.pool.Snapshot().Counters)) })
 	}
 	cs := []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "spillway_lb_refused_connections_total",
+			Help: "Connections and requests to lb refused because they came from the workers' network.",
+		}, func() float64 { return float64(d.guard.Refused()) }),
 		poolCounter("spillway_worker_replacements_total", "Workers started to replace a failed one.",
 			func(c pool.Counters) uint64 { return c.Replacements }),
 		poolCounter("spillway_worker_failures_total", "Ready workers taken out of rotation (failed call, health probe, container died).",

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
@@ -235,6 +236,10 @@ func (b *Backend) EnsureNetwork(ctx context.Context) error {
 		if !res.Network.Internal {
 			b.log.Warn("pool network is not internal: workers have a route out", "network", b.cfg.Network)
 		}
+		if b.cfg.Address == AddressName && res.Network.Options[OptionInhibitIPv4] != "true" {
+			b.log.Warn("pool network lacks "+OptionInhibitIPv4+": workers can reach host services through its gateway",
+				"network", b.cfg.Network)
+		}
 		return nil
 	}
 	if !cerrdefs.IsNotFound(err) {
@@ -258,6 +263,25 @@ func (b *Backend) EnsureNetwork(ctx context.Context) error {
 	}
 	b.log.Info("created internal pool network", "network", b.cfg.Network)
 	return nil
+}
+
+// Subnets returns the address ranges of the pool network (its IPAM
+// configuration): the sources function code in a worker can have.
+func (b *Backend) Subnets(ctx context.Context) ([]netip.Prefix, error) {
+	res, err := b.cli.NetworkInspect(ctx, b.cfg.Network, client.NetworkInspectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("inspect network %s: %w", b.cfg.Network, err)
+	}
+	var out []netip.Prefix
+	for _, c := range res.Network.IPAM.Config {
+		if c.Subnet.IsValid() {
+			out = append(out, c.Subnet)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("network %s has no subnet in its IPAM configuration", b.cfg.Network)
+	}
+	return out, nil
 }
 
 // RemoveNetwork removes the pool network if this pool created it (its
@@ -516,8 +540,12 @@ func (b *Backend) hostConfig() *container.HostConfig {
 	return hc
 }
 
-// functionTar is a one-file archive: function.py owned by the worker user,
-// read-only for it.
+// functionTar is a one-file archive: function.py owned by root, mode 0444.
+// The worker image makes /var/task root's and 0555 (the anonymous volume
+// starts as a copy of it; Docker does not apply an archive's entry for the
+// destination directory itself). The function runs as WorkerUID without
+// capabilities, so it can neither change, replace nor chmod its own code,
+// nor add files beside it, and health's sha256 stays true.
 func functionTar(fn spillway.Function) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -528,8 +556,6 @@ func functionTar(fn spillway.Function) ([]byte, error) {
 	hdr := &tar.Header{
 		Name:     FunctionFile,
 		Mode:     0o444,
-		Uid:      WorkerUID,
-		Gid:      WorkerGID,
 		Size:     int64(len(fn.Code)),
 		ModTime:  mod,
 		Typeflag: tar.TypeReg,
