@@ -5,7 +5,9 @@
 #
 # lb runs it hardened (read-only root, tmpfs /tmp, cap-drop ALL,
 # no-new-privileges, limits, internal network) and copies the function to
-# /var/task/function.py before start. No secrets are baked in or passed.
+# /var/task/function.py before start. /var/task and the function are owned by
+# root and read-only (0555/0444) to the function, which runs as uid 10001.
+# No secrets are baked in or passed.
 ARG BASE_IMAGE=spillway-base:bookworm
 FROM ${BASE_IMAGE}
 ARG BASE_IMAGE
@@ -19,7 +21,7 @@ RUN set -eu; \
     groupadd --system --gid 10001 spillway; \
     useradd --system --uid 10001 --gid 10001 --home-dir /var/task --no-create-home \
         --shell /usr/sbin/nologin spillway; \
-    mkdir -p /var/task; chown 10001:10001 /var/task; chmod 0755 /var/task
+    mkdir -p /var/task; chown 0:0 /var/task; chmod 0555 /var/task
 
 COPY bin/worker /usr/local/bin/spillway-worker
 

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -97,7 +98,7 @@ func TestFunctionTar(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(tr)
-	if hdr.Name != "function.py" || hdr.Uid != WorkerUID || hdr.Gid != WorkerGID || hdr.Mode != 0o444 || string(body) != "print(1)\n" {
+	if hdr.Name != "function.py" || hdr.Uid != 0 || hdr.Gid != 0 || hdr.Mode != 0o444 || string(body) != "print(1)\n" {
 		t.Fatalf("got %+v %q", hdr, body)
 	}
 	if _, err := tr.Next(); err != io.EOF {
@@ -127,8 +128,9 @@ func fakeWorkerImage(t *testing.T) string {
 	for _, d := range []struct {
 		name string
 		uid  int
-	}{{"tmp/", 0}, {"var/", 0}, {"var/task/", WorkerUID}} {
-		_ = tw.WriteHeader(&tar.Header{Name: d.name, Typeflag: tar.TypeDir, Mode: 0o755, Uid: d.uid, Gid: d.uid})
+		mode int64
+	}{{"tmp/", 0, 0o755}, {"var/", 0, 0o755}, {"var/task/", 0, 0o555}} { // as build/worker.Dockerfile
+		_ = tw.WriteHeader(&tar.Header{Name: d.name, Typeflag: tar.TypeDir, Mode: d.mode, Uid: d.uid, Gid: d.uid})
 	}
 	_ = tw.WriteHeader(&tar.Header{Name: "fakeworker", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(exe))})
 	_, _ = tw.Write(exe)
@@ -201,6 +203,8 @@ type insideFacts struct {
 	Env          []string `json:"env"`
 	RootWritable bool     `json:"root_writable"`
 	TmpWritable  bool     `json:"tmp_writable"`
+	TaskWritable bool     `json:"task_writable"`
+	FileWritable bool     `json:"file_writable"`
 	DefaultRoute bool     `json:"default_route"`
 }
 
@@ -272,8 +276,11 @@ func TestStartHardenedWorker(t *testing.T) {
 		if f.SHA256 != fn.SHA256 {
 			t.Errorf("function sha256 inside = %q, want %q (copy-in failed?)", f.SHA256, fn.SHA256)
 		}
-		if f.FileUID != WorkerUID || f.FileMode != "-r--r--r--" {
-			t.Errorf("function.py owner %d mode %s", f.FileUID, f.FileMode)
+		if f.FileUID != 0 || f.FileMode != "-r--r--r--" {
+			t.Errorf("function.py owner %d mode %s, want root -r--r--r--", f.FileUID, f.FileMode)
+		}
+		if f.TaskWritable || f.FileWritable {
+			t.Errorf("the function can change its directory (%v) or its file (%v)", f.TaskWritable, f.FileWritable)
 		}
 		if f.RootWritable {
 			t.Error("root filesystem is writable")
@@ -426,8 +433,13 @@ func TestRealWorkerImage(t *testing.T) {
 		wantErr bool
 	}{
 		{script: "id -u; id -g", want: "10001\n10001"},
-		{script: "stat -c '%u %a' /var/task/function.py", want: "10001 444"},
+		{script: "stat -c '%u %a' /var/task/function.py", want: "0 444"},
+		{script: "stat -c '%u %a' /var/task", want: "0 555"},
 		{script: "touch /should-fail", wantErr: true},
+		{script: "touch /var/task/new.py", wantErr: true},
+		{script: "echo x >> /var/task/function.py", wantErr: true},
+		{script: "chmod 666 /var/task/function.py", wantErr: true},
+		{script: "mv /var/task/function.py /tmp/f.py", wantErr: true},
 		{script: "touch /tmp/ok && echo ok", want: "ok"},
 		{script: "env | grep -c -E '^(AWS_|REDIS)' || true", want: "0"},
 		{script: "grep -c . /var/task/function.py", want: "2"},
@@ -446,6 +458,17 @@ func TestRealWorkerImage(t *testing.T) {
 			}
 		})
 	}
+	// Protection off: the same container with /var/task and the file
+	// loosened by their owner (root) lets the worker user write there, so
+	// the refusals above come from the ownership and modes alone.
+	t.Run("protection off", func(t *testing.T) {
+		if out, err := exec.CommandContext(ctx, "docker", "exec", "-u", "0", w.ID, "chmod", "0777", "/var/task").CombinedOutput(); err != nil {
+			t.Fatalf("loosen /var/task as root: %v %s", err, out)
+		}
+		if out, err := exec1("touch /var/task/new.py && echo ok"); err != nil || out != "ok" {
+			t.Fatalf("with /var/task 0777 the worker user still cannot write there: %q, %v", out, err)
+		}
+	})
 	if err := b.Remove(ctx, w.ID); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
@@ -497,4 +520,62 @@ for _ in range(100):
 	if err != nil || strings.TrimSpace(string(out)) != fn.SHA256 {
 		t.Fatalf("health() by name from the pool network = %q, %v; want sha256 %s", out, err, fn.SHA256)
 	}
+
+	// A host service listening on every address is out of reach through
+	// the network's gateway. Protection off: the network an lb on the host
+	// gets (ip mode: internal, but with a host address) reaches it.
+	port := hostListener(t)
+	if got := connectFrom(ctx, t, b.cfg.Network, port); !strings.HasPrefix(got, "blocked") {
+		t.Errorf("from the name-mode network, the host service at the gateway: %s", got)
+	}
+	ipMode := openTestBackend(t, RealWorkerImage, func(c *Config) { c.Address = AddressIP })
+	if got := connectFrom(ctx, t, ipMode.cfg.Network, port); got != "connected" {
+		t.Errorf("protection off (no %s): the host service at the gateway: %s, want connected", OptionInhibitIPv4, got)
+	}
+}
+
+// hostListener accepts (and closes) connections on every address of the
+// host; it returns the port.
+func hostListener(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// connectFrom runs a container on network that opens a TCP connection to
+// the network's gateway at port: "connected" or "blocked: <error>".
+func connectFrom(ctx context.Context, t *testing.T, network string, port int) string {
+	t.Helper()
+	gw, err := exec.CommandContext(ctx, "docker", "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", network).Output()
+	if err != nil || len(strings.TrimSpace(string(gw))) == 0 {
+		t.Fatalf("gateway of %s: %q, %v", network, gw, err)
+	}
+	probe := fmt.Sprintf(`import socket
+try:
+    socket.create_connection((%q, %d), timeout=3).close()
+    print("connected")
+except OSError as e:
+    print("blocked:", type(e).__name__)
+`, strings.TrimSpace(string(gw)), port)
+	out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--network", network, "--read-only", "--user", "10001",
+		"--entrypoint", "/usr/bin/python3", RealWorkerImage, "-c", probe).CombinedOutput()
+	if err != nil {
+		t.Fatalf("probe on %s: %v %s", network, err, out)
+	}
+	return strings.TrimSpace(string(out))
 }

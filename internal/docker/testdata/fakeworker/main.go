@@ -24,6 +24,7 @@ type facts struct {
 	Env          []string `json:"env"`
 	RootWritable bool     `json:"root_writable"`
 	TaskWritable bool     `json:"task_writable"`
+	FileWritable bool     `json:"file_writable"` // open for writing, or chmod (owner only)
 	TmpWritable  bool     `json:"tmp_writable"`
 	DefaultRoute bool     `json:"default_route"`
 	TmpError     string   `json:"tmp_error"`
@@ -59,6 +60,13 @@ func main() {
 		f.Env = os.Environ()
 		f.RootWritable = writable("/")
 		f.TaskWritable = writable("/var/task")
+		if fh, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+			fh.Close()
+			f.FileWritable = true
+		}
+		if st, err := os.Stat(path); err == nil && os.Chmod(path, st.Mode().Perm()) == nil {
+			f.FileWritable = true
+		}
 		f.TmpWritable = writable("/tmp")
 		if _, err := os.CreateTemp("/tmp", "probe"); err != nil {
 			f.TmpError = err.Error()
