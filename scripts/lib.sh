@@ -70,3 +70,23 @@ need_docker() {
 	timeout 20 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 ||
 		die "the Docker engine does not answer (is dockerd running? may $(id -un) use its socket?)"
 }
+
+# ensure_redis_password makes sure REDIS_PASSWORD has a value: the
+# environment's or .env's when set, else a new random one written into .env
+# (replacing an empty REDIS_PASSWORD= line). The value is never printed.
+ensure_redis_password() {
+	[[ -n $(cfg REDIS_PASSWORD) ]] && return 0
+	local pw
+	pw=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+	[[ ${#pw} == 48 ]] || die "could not read /dev/urandom for REDIS_PASSWORD"
+	local f=$SPILLWAY_ROOT/.env
+	if [[ -f $f ]]; then
+		sed -i '/^[[:space:]]*REDIS_PASSWORD[[:space:]]*=[[:space:]]*$/d' "$f"
+		[[ -z $(tail -c1 "$f") ]] || echo >>"$f"
+	fi
+	(umask 077 && printf 'REDIS_PASSWORD=%s\n' "$pw" >>"$f")
+	chmod go-rwx "$f"
+	[[ -v CFG[REDIS_PASSWORD] ]] || CFG_KEYS+=(REDIS_PASSWORD)
+	CFG[REDIS_PASSWORD]=$pw
+	log "generated REDIS_PASSWORD into .env (the compose Redis requires it; lb and addfaas read it there)"
+}

@@ -79,11 +79,20 @@ declare -A set_by_us=(
 )
 wa=$(cfg WORKER_ADDRESS auto)
 [[ $wa == auto ]] && set_by_us[WORKER_ADDRESS]=name
+# lb listens on all interfaces of its container. Its port is published on
+# 127.0.0.1 only and lb refuses connections from the workers' network, so
+# without a token compose lets anonymous callers in (the reference client
+# works unchanged) unless LB_ALLOW_ANONYMOUS=false asks for a token.
+if [[ -z $(cfg LB_AUTH_TOKEN) && -z $(cfg LB_ALLOW_ANONYMOUS) ]]; then
+	set_by_us[LB_ALLOW_ANONYMOUS]=true
+fi
 if [[ $CLOUD == local ]]; then
 	set_by_us[AWS_ENDPOINT_URL]=http://localcloud:4566
-	# localcloud accepts any credentials, but the SDK signs with some.
-	set_by_us[AWS_ACCESS_KEY_ID]=$(cfg AWS_ACCESS_KEY_ID localcloud)
-	set_by_us[AWS_SECRET_ACCESS_KEY]=$(cfg AWS_SECRET_ACCESS_KEY localcloud)
+	# localcloud accepts any credentials, but the SDK signs with some. Never
+	# the shell's (they may be real AWS keys): fixed dummies.
+	set_by_us[AWS_ACCESS_KEY_ID]=localcloud
+	set_by_us[AWS_SECRET_ACCESS_KEY]=localcloud
+	set_by_us[AWS_SESSION_TOKEN]=
 elif [[ $CLOUD == aws ]]; then
 	# Real AWS: pass the SDK's credential variables from this shell, if set.
 	for k in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_DEFAULT_REGION; do
@@ -94,8 +103,18 @@ for k in "${CFG_KEYS[@]}"; do
 	[[ $skip_for_lb == *" $k "* || -v set_by_us[$k] ]] && continue
 	[[ -n ${CFG[$k]} ]] && lb_env+=("$k=${CFG[$k]}")
 done
-for k in "${!set_by_us[@]}"; do lb_env+=("$k=${set_by_us[$k]}"); done
+for k in "${!set_by_us[@]}"; do [[ -n ${set_by_us[$k]} ]] && lb_env+=("$k=${set_by_us[$k]}"); done
 write_env "$envdir/lb.env" "${lb_env[@]}"
+
+# Redis requires REDIS_PASSWORD (make up generates it into .env). Without
+# one the redis service refuses to start rather than run open.
+REDIS_PASSWORD=$(cfg REDIS_PASSWORD)
+if [[ -z $REDIS_PASSWORD ]]; then
+	log "warning: REDIS_PASSWORD is empty: the compose Redis will not start (make up generates one into .env)"
+elif ! [[ $REDIS_PASSWORD =~ ^[A-Za-z0-9._~+/=-]+$ ]]; then
+	die "REDIS_PASSWORD: use letters, digits and . _ ~ + / = - only (make up generates one when it is absent)"
+fi
+write_env "$envdir/redis.env" "REDIS_PASSWORD=$REDIS_PASSWORD" "REDISCLI_AUTH=$REDIS_PASSWORD"
 
 lc_env=()
 for k in "${CFG_KEYS[@]}"; do

@@ -19,6 +19,9 @@ if [[ ! -f .env ]]; then
 	log "created .env from .env.example (edit it to change the configuration)"
 fi
 load_env
+ensure_redis_password
+# addfaas below reads it from here (the environment wins over .env).
+export REDIS_PASSWORD=${CFG[REDIS_PASSWORD]}
 need_docker
 find_compose
 timeout_s=${UP_TIMEOUT:-180}
@@ -80,7 +83,7 @@ Next:
   bin/client bench -c 8 -d 20s --param 25   # load: the pool grows, overflow goes to localcloud
   bin/client status                         # pool members and counters
   python3 -c 'import xmlrpc.client as x; print(x.ServerProxy("http://127.0.0.1:$port/").call_faas("20"))'
-  bin/addfaas --redis 127.0.0.1:$redis_port --name $name my_function.py   # publish a new version
+  bin/addfaas --redis 127.0.0.1:$redis_port --name $name my_function.py   # publish a new version (REDIS_PASSWORD from .env)
   ${COMPOSE[*]} -p $pool -f compose.yml logs -f lb       # follow lb's log
   make down                                 # stop and remove everything
 MSG

@@ -1,0 +1,127 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway/internal/testutil"
+)
+
+// renderIn copies the renderer and its inputs into a directory of its own
+// (so a stack another test runs keeps its .cache/compose) and renders there
+// with env on top of a clean environment. It returns the directory.
+func renderIn(t *testing.T, env ...string) string {
+	t.Helper()
+	_, err := exec.LookPath("envsubst")
+	testutil.Require(t, err == nil, "envsubst (gettext-base)")
+	root := testutil.RepoRoot(t)
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "scripts"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"scripts/lib.sh", "scripts/render-compose.sh", "compose.tmpl.yml", ".env.example"} {
+		b, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(dir, "scripts", "render-compose.sh"))
+	cmd.Dir = dir
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("render-compose.sh: %v\n%s", err, out)
+	}
+	return dir
+}
+
+func readEnvFile(t *testing.T, dir, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, ".cache", "compose", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestRenderKeepsShellKeysOutOfLocalCloud: with CLOUD=local, real AWS keys
+// exported in the shell never reach lb.env. Protection off: with CLOUD=aws
+// the same shell's keys are passed (as they must be), and the same check
+// sees them.
+func TestRenderKeepsShellKeysOutOfLocalCloud(t *testing.T) {
+	shell := []string{"AWS_ACCESS_KEY_ID=AKIAREALSHELLKEY", "AWS_SECRET_ACCESS_KEY=real-secret", "AWS_SESSION_TOKEN=real-token",
+		"REDIS_PASSWORD=pw123", "POOL_NAME=rendertest"}
+	leaks := func(lbEnv string) []string {
+		var out []string
+		for _, s := range []string{"AKIAREALSHELLKEY", "real-secret", "real-token"} {
+			if strings.Contains(lbEnv, s) {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	local := readEnvFile(t, renderIn(t, append(shell, "CLOUD=local")...), "lb.env")
+	if l := leaks(local); len(l) > 0 {
+		t.Errorf("CLOUD=local: lb.env carries the shell's %v:\n%s", l, local)
+	}
+	if !strings.Contains(local, "AWS_ACCESS_KEY_ID=localcloud\n") {
+		t.Errorf("CLOUD=local: lb.env lacks the dummy key:\n%s", local)
+	}
+	aws := readEnvFile(t, renderIn(t, append(shell, "CLOUD=aws", "AWS_ROLE=arn:aws:iam::1:role/x")...), "lb.env")
+	if l := leaks(aws); len(l) != 3 {
+		t.Errorf("protection off (CLOUD=aws): the check found %v in lb.env, want all three keys", l)
+	}
+}
+
+// TestRenderSecurityDefaults: compose's lb accepts anonymous callers only
+// when no token is set and nobody said otherwise; Redis gets its password
+// through an env file, not the compose file; the workers' network carries
+// inhibit_ipv4, as docker-compose itself reads it.
+func TestRenderSecurityDefaults(t *testing.T) {
+	dir := renderIn(t, "REDIS_PASSWORD=pw123", "POOL_NAME=rendertest")
+	if lb := readEnvFile(t, dir, "lb.env"); !strings.Contains(lb, "LB_ALLOW_ANONYMOUS=true\n") || !strings.Contains(lb, "REDIS_PASSWORD=pw123\n") {
+		t.Errorf("lb.env without a token:\n%s", lb)
+	}
+	if r := readEnvFile(t, dir, "redis.env"); r != "REDIS_PASSWORD=pw123\nREDISCLI_AUTH=pw123\n" {
+		t.Errorf("redis.env = %q", r)
+	}
+	compose, err := os.ReadFile(filepath.Join(dir, "compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(compose), "pw123") {
+		t.Error("compose.yml carries the Redis password")
+	}
+	for _, env := range [][]string{{"LB_AUTH_TOKEN=tok"}, {"LB_ALLOW_ANONYMOUS=false"}} {
+		lb := readEnvFile(t, renderIn(t, append(env, "REDIS_PASSWORD=pw123", "POOL_NAME=rendertest")...), "lb.env")
+		if strings.Contains(lb, "LB_ALLOW_ANONYMOUS=true") {
+			t.Errorf("%v: lb.env allows anonymous callers:\n%s", env, lb)
+		}
+	}
+
+	tool := []string{"docker-compose"}
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		tool = []string{"docker", "compose"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tool[0], append(tool[1:], "-f", filepath.Join(dir, "compose.yml"), "config")...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		testutil.Require(t, false, "docker compose or docker-compose: "+err.Error()+"\n"+string(out))
+	}
+	if !strings.Contains(string(out), "com.docker.network.bridge.inhibit_ipv4: 'true'") &&
+		!strings.Contains(string(out), `com.docker.network.bridge.inhibit_ipv4: "true"`) {
+		t.Errorf("%v config lacks inhibit_ipv4 on the workers' network:\n%s", tool, out)
+	}
+}
