@@ -29,6 +29,7 @@ work=$(mktemp -d)
 
 teardown() {
 	local rc=$?
+	[[ -z ${host_srv:-} ]] || kill "$host_srv" 2>/dev/null || true
 	if [[ ${E2E_KEEP:-0} == 1 ]]; then
 		log "E2E_KEEP=1: stack '$POOL_NAME' left up (POOL_NAME=$POOL_NAME make down removes it)"
 	else
@@ -55,6 +56,11 @@ if [[ ${E2E_FRESH:-0} == 1 ]]; then
 fi
 log "pool $POOL_NAME, lb :$LOAD_BALANCER_PORT, redis :$REDIS_PORT, localcloud :$LOCALCLOUD_PORT"
 UP_TIMEOUT=${UP_TIMEOUT:-180} "$SPILLWAY_ROOT/scripts/up.sh" >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; die "make up failed"; }
+# make up generated (or kept) REDIS_PASSWORD in .env; addfaas below needs it.
+load_env
+export REDIS_PASSWORD=${CFG[REDIS_PASSWORD]:-}
+[[ -n $REDIS_PASSWORD ]] || die "make up left REDIS_PASSWORD empty"
+if grep -qF -- "$REDIS_PASSWORD" "$work/up.log"; then die "make up printed REDIS_PASSWORD"; fi
 
 out=$(bin/client call 20)
 [[ $out == *6765* ]] || die "client call 20 returned: $out"
@@ -84,7 +90,8 @@ if r.get("errors"): problems.append(f"{r['errors']} errors: {r.get('errors_by_co
 if not r.get("ok"): problems.append("no successful calls")
 for route in ("local", "cloud"):
     if not (routes.get(route) or {}).get("count"): problems.append(f"no calls on route {route}")
-if pool and pool.get("max", 0) <= pool.get("min", 0): problems.append(f"pool did not grow: {pool}")
+if not pool or "min" not in pool or "max" not in pool: problems.append(f"the report has no pool_size: {pool!r}")
+elif pool["max"] <= pool["min"]: problems.append(f"pool did not grow: {pool}")
 print(f"e2e: {r.get('ok')} ok, {r.get('errors')} errors, routes "
       + ", ".join(f"{k}={v.get('count')}" for k, v in routes.items())
       + f", reasons {r.get('offload_reasons')}, pool {pool.get('min')}..{pool.get('max')}", file=sys.stderr)
@@ -102,3 +109,70 @@ done
 log "all workers run version 2"
 out=$(bin/client call 20)
 [[ $out == *6765* ]] || die "client call 20 after the update returned: $out"
+
+# ---- Security checks on the compose stack, each with its protection-off
+# counterpart, so a check that passes for another reason is caught.
+
+# Redis requires the password: without it a write is refused (NOAUTH);
+# with it the same connection is served.
+redis_try() { # AUTH_PASSWORD_OR_EMPTY
+	/usr/bin/python3 - "$REDIS_PORT" "$1" <<'PY'
+import socket, sys
+port, pw = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+if pw:
+    s.sendall(b"AUTH " + pw.encode() + b"\r\n")
+    print(s.recv(256).decode().strip())
+s.sendall(b"SET spillway:e2e:probe x\r\n")
+print(s.recv(256).decode().strip())
+PY
+}
+got=$(redis_try "")
+[[ $got == -NOAUTH* ]] || die "Redis accepted a write without the password: $got"
+got=$(redis_try "$REDIS_PASSWORD" | tr '\n' ' ')
+[[ $got == "+OK +OK " ]] || die "Redis with the password answered: $got"
+log "redis: refused without the password, served with it"
+
+# Function code in a worker cannot call lb, although lb shares its network;
+# lb itself (loopback) is served, and the refusal is counted.
+worker=$(docker ps -q --filter "label=spillway.pool=$POOL_NAME" | head -n1)
+[[ -n $worker ]] || die "no worker running for the security checks"
+http_probe='import sys, urllib.request
+try:
+    r = urllib.request.urlopen(sys.argv[1], timeout=5)
+    print("answered", r.status)
+except Exception as e:
+    print("blocked", type(e).__name__)'
+got=$(docker exec "$worker" /usr/bin/python3 -c "$http_probe" "http://lb:$LOAD_BALANCER_PORT/healthz")
+[[ $got == blocked* ]] || die "a worker reached lb: $got"
+got=$(compose exec -T lb /usr/bin/python3 -c "$http_probe" "http://127.0.0.1:$LOAD_BALANCER_PORT/healthz")
+[[ $got == "answered 200" ]] || die "lb does not answer on its own loopback: $got"
+refused=$(curl -fsS --max-time 5 "${LB_URL}metrics" | awk '/^spillway_lb_refused_connections_total/ {print $2}')
+[[ -n $refused ]] && /usr/bin/python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 1 else 1)" "$refused" ||
+	die "spillway_lb_refused_connections_total = '${refused:-absent}', want at least 1"
+log "lb: refused from a worker ($refused refusals counted), served on loopback"
+
+# A host service listening on every address is out of reach from the
+# compose-made workers' network (inhibit_ipv4); the same probe from an
+# internal network without that option reaches it.
+host_port=$(free_port)
+/usr/bin/python3 -m http.server "$host_port" --bind 0.0.0.0 --directory "$work" >/dev/null 2>&1 &
+host_srv=$!
+connect_probe='import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print("connected")
+except OSError as e:
+    print("blocked", type(e).__name__)'
+gateway_of() { docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' "$1"; }
+pool_net=$(cfg DOCKER_NETWORK "$POOL_NAME-workers")
+got=$(docker exec "$worker" /usr/bin/python3 -c "$connect_probe" "$(gateway_of "$pool_net")" "$host_port")
+open_net=$POOL_NAME-e2e-no-inhibit
+docker network create --internal --label "spillway.e2e=$POOL_NAME" "$open_net" >/dev/null
+off=$(docker run --rm --network "$open_net" --user 10001 --entrypoint /usr/bin/python3 "$(cfg WORKER_IMAGE "spillway-worker:$(cfg IMAGE_TAG latest)")" \
+	-c "$connect_probe" "$(gateway_of "$open_net")" "$host_port" 2>&1 || true)
+docker network rm "$open_net" >/dev/null || true
+kill "$host_srv" 2>/dev/null || true
+[[ $got == blocked* ]] || die "a worker reached a host service through the gateway of $pool_net: $got"
+[[ $off == connected ]] || die "protection off: from an internal network without inhibit_ipv4 the host service was not reached ($off); the check above proves nothing"
+log "host: unreachable from the workers' network, reachable with the option off"
