@@ -216,6 +216,10 @@ func Dial(ctx context.Context, addr string, opts Options) (*Store, error) {
 // Addr is the server address the store talks to.
 func (s *Store) Addr() string { return s.addr }
 
+// Client is the store's Redis connection, for other Redis state lb keeps
+// (internal/cluster's lease and load reports) on the same server.
+func (s *Store) Client() *redis.Client { return s.client }
+
 // Close releases the connections. Watchers must be closed first.
 func (s *Store) Close() error { return s.client.Close() }
 
