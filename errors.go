@@ -25,6 +25,10 @@ const (
 	FaultRunnerCrashed    = -32006 // the function exited or crashed its runner
 	FaultWorkerFailed     = -32007 // a worker could not be reached or failed mid-call
 	FaultUnavailable      = -32008 // the daemon is starting or shutting down
+	// FaultWorkerBusy is sent by a worker, to lb only, when a call arrives
+	// while it already runs WORKER_CONCURRENCY calls (another lb replica
+	// holds its slots). lb places the call elsewhere; it is never a failure.
+	FaultWorkerBusy = -32009
 )
 
 // Sentinel errors. Check them with errors.Is; wrap them with %w.
@@ -38,6 +42,7 @@ var (
 	ErrRunnerCrashed    = errors.New("function runner crashed")
 	ErrWorkerFailed     = errors.New("worker failed")
 	ErrUnavailable      = errors.New("service unavailable")
+	ErrWorkerBusy       = errors.New("worker busy")
 	ErrInvalidParams    = errors.New("invalid params")
 )
 
@@ -68,6 +73,7 @@ var sentinelCodes = []struct {
 	{ErrRunnerCrashed, FaultRunnerCrashed},
 	{ErrWorkerFailed, FaultWorkerFailed},
 	{ErrUnavailable, FaultUnavailable},
+	{ErrWorkerBusy, FaultWorkerBusy},
 	{ErrInvalidParams, FaultInvalidParams},
 }
 

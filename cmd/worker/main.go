@@ -1,9 +1,12 @@
 // Command worker serves one Python function over XML-RPC from a pool of warm
 // Python runners. It is the process inside each worker container.
 //
-//	call_function(param)  the function's result, or a fault
+//	call_function(param)  the function's result, or a fault; beyond
+//	                      WORKER_CONCURRENCY calls at once, the busy fault
+//	                      (-32009) at once, so an lb replica that does not
+//	                      know the others' calls places it elsewhere
 //	health()              {in_flight, completed, cold_starts, failed, sha256,
-//	                       version, style, ready, runners, concurrency}
+//	                       version, style, ready, runners, concurrency, busy}
 //	GET /healthz          200 when the runners are warm, else 503
 //
 // Configuration comes from the environment (see config.go). SIGTERM or SIGINT
@@ -24,9 +27,11 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/lambdawrap"
 	"github.com/spillway-faas/spillway/internal/runner"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
@@ -118,7 +123,7 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 		}
 	}()
 
-	svc := &service{pool: pool, cfg: cfg, sha256: hex.EncodeToString(sum[:])}
+	svc := &service{pool: pool, cfg: cfg, sha256: hex.EncodeToString(sum[:]), slots: make(chan struct{}, cfg.Concurrency)}
 	srv := &http.Server{
 		Handler:           svc.handler(log),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -158,6 +163,10 @@ type service struct {
 	pool   *runner.Pool
 	cfg    workerConfig
 	sha256 string
+	// slots holds one token per call_function running: the worker takes at
+	// most WORKER_CONCURRENCY calls at once and answers busy beyond.
+	slots chan struct{}
+	busy  atomic.Int64 // calls answered busy
 }
 
 func (s *service) handler(log *slog.Logger) http.Handler {
@@ -167,7 +176,7 @@ func (s *service) handler(log *slog.Logger) http.Handler {
 	rpc.Register("call_function", "call_function(param): run the function once with param; "+
 		"returns its result (script: stdout as a string; handler: its return value).", s.callFunction)
 	rpc.Register("health", "health(): struct of in_flight, completed, cold_starts, failed, "+
-		"sha256, version, style, ready, runners, concurrency.", s.health)
+		"sha256, version, style, ready, runners, concurrency, busy.", s.health)
 
 	mux := http.NewServeMux()
 	mux.Handle("/", rpc)
@@ -185,6 +194,13 @@ func (s *service) callFunction(ctx context.Context, params []any) (any, error) {
 	if p.Has(0) {
 		param = params[0]
 	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		s.busy.Add(1)
+		return nil, fmt.Errorf("worker runs %d calls already (WORKER_CONCURRENCY): %w", cap(s.slots), spillway.ErrWorkerBusy)
+	}
+	defer func() { <-s.slots }()
 	res, err := s.pool.Call(ctx, param)
 	if err != nil {
 		return nil, err
@@ -205,6 +221,7 @@ func (s *service) health(ctx context.Context, params []any) (any, error) {
 		"ready":       st.Ready,
 		"runners":     int64(st.Runners),
 		"concurrency": int64(s.cfg.Concurrency),
+		"busy":        s.busy.Load(),
 	}, nil
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/testutil"
+	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
 const testHandler = `import os, sys, time
@@ -31,6 +32,10 @@ def handler(event, context):
     if p == "nap":
         time.sleep(0.5)
         return os.getpid()
+    if isinstance(p, str) and p.startswith("wait:"):
+        while not os.path.exists(p[5:]):
+            time.sleep(0.01)
+        return "released"
     if p == "exit":
         os._exit(3)
     if p == "noise":
@@ -289,6 +294,60 @@ func TestWorkerProcess(t *testing.T) {
 			t.Errorf("%d calls ran on %d runners, want %d", k, len(pids), k)
 		}
 		t.Logf("%d calls of 0.5 s in parallel: %s (incl. Python start)", k, time.Since(begin))
+	})
+
+	t.Run("busy beyond concurrency", func(t *testing.T) {
+		const k = 2
+		w := startWorker(t, bin, testHandler, "FUNCTION_STYLE=handler", "WORKER_CONCURRENCY="+strconv.Itoa(k), "LOCAL_TIMEOUT=120")
+		gate := filepath.Join(t.TempDir(), "gate")
+		c := xmlrpc.NewClient(w.url+"/", nil)
+		held := make(chan error, k)
+		for range k {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				var v any
+				err := c.Call(ctx, "call_function", []any{"wait:" + gate}, &v)
+				if err == nil && v != "released" {
+					err = fmt.Errorf("result %v", v)
+				}
+				held <- err
+			}()
+		}
+		// Both slots are taken once health() counts them in flight.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			got := pyCalls(t, w.url, false, call("health"))
+			h, _ := got[0].Value.(map[string]any)
+			if h["in_flight"] == float64(k) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("never %d calls in flight: %v", k, h)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		// A call beyond the slots is answered at once, not queued behind
+		// calls that wait for the gate (they would never finish).
+		got := pyCalls(t, w.url, false, call("call_function", "x"), call("health"))
+		if got[0].Fault != spillway.FaultWorkerBusy {
+			t.Fatalf("call beyond WORKER_CONCURRENCY = %+v, want the busy fault %d", got[0], spillway.FaultWorkerBusy)
+		}
+		if h, _ := got[1].Value.(map[string]any); h["busy"] != 1.0 || h["in_flight"] != float64(k) {
+			t.Errorf("health() after one busy answer = %v, want busy 1 and %d in flight", h, k)
+		}
+		if err := os.WriteFile(gate, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for range k {
+			if err := <-held; err != nil {
+				t.Errorf("held call: %v", err)
+			}
+		}
+		// The slots are free again: the next call runs.
+		if a := pyCalls(t, w.url, false, call("call_function", "y")); a[0].Fault != 0 {
+			t.Errorf("call after the slots freed = %+v", a[0])
+		}
 	})
 
 	t.Run("bad bodies", func(t *testing.T) {

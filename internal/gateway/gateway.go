@@ -17,6 +17,7 @@ import (
 
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/cloud"
+	"github.com/spillway-faas/spillway/internal/cluster"
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/policy"
 )
@@ -60,6 +61,20 @@ type Cloud interface {
 	Ready() bool
 }
 
+// Cluster is what the gateway reads of the other lb replicas of its pool
+// (internal/cluster.Replica).
+type Cluster interface {
+	ID() string
+	// Controller reports whether this replica scales the pool now.
+	Controller() bool
+	// Peers are the other live replicas.
+	Peers() []cluster.Report
+	// OthersLoad sums the other live replicas' load of a function.
+	OthersLoad(function string) cluster.Load
+}
+
+var _ Cluster = (*cluster.Replica)(nil)
+
 // Deps are the gateway's collaborators, built by cmd/lb.
 type Deps struct {
 	Pool       Pool
@@ -69,6 +84,9 @@ type Deps struct {
 	Estimator  *policy.Estimator
 	// Scale applies the autoscaler's decision; nil disables the elasticity loop.
 	Scale func(desired int)
+	// Cluster is this lb's place among the pool's replicas; nil means a
+	// lone lb that is always the controller.
+	Cluster Cluster
 	// Details adds pool and cloud details to Status; nil adds nothing.
 	Details func() map[string]any
 	// Collectors are registered with the gateway's metrics (pool and cloud
@@ -111,6 +129,7 @@ type counters struct {
 	Reasons       map[string]int64 `json:"reasons"`
 	ErrorsByFault map[string]int64 `json:"errors_by_fault"`
 	LastScale     string           `json:"last_scale"`
+	Busy          int64            `json:"busy"` // worker answers of busy, each placed again
 }
 
 // timeoutMargin lets the worker's own timeout fault arrive before lb gives up
@@ -231,7 +250,12 @@ func (g *Gateway) place(ctx context.Context, param any, opts InvokeOptions, star
 		}
 		lease, err := g.acquire(ctx, dec.MaxWait)
 		if err == nil {
-			return g.runLocal(ctx, lease, param, spillway.ReasonNone, true)
+			inv, err := g.runLocal(ctx, lease, param, spillway.ReasonNone, true)
+			if !errors.Is(err, errPlaceAgain) {
+				return inv, err
+			}
+			waited = g.now().Sub(start)
+			continue
 		}
 		if !errors.Is(err, errWaitExpired) {
 			return spillway.Invocation{Route: spillway.RouteLocal}, err
@@ -261,6 +285,10 @@ func (g *Gateway) decide(waited time.Duration) policy.OffloadDecision {
 	}
 	return g.d.Offloader.Decide(in)
 }
+
+// errPlaceAgain says the worker a call was placed on answered busy: the
+// policy decides again (another worker, wait, or the cloud).
+var errPlaceAgain = errors.New("worker busy: place the call again")
 
 // errWaitExpired says a call waited its MaxWait for a slot without getting one.
 var errWaitExpired = errors.New("local wait expired")
@@ -312,6 +340,21 @@ func (g *Gateway) runLocal(ctx context.Context, lease Lease, param any, reason s
 				return g.runCloud(ctx, param, spillway.ReasonTimeout)
 			}
 			return inv, err
+		case errors.Is(err, spillway.ErrWorkerBusy) && ctx.Err() == nil:
+			// Another lb replica fills that worker: not a failure, and the
+			// worker stays in rotation (the pool skips it for a moment).
+			g.metrics.busy.Inc()
+			g.countsMu.Lock()
+			g.counts.Busy++
+			g.countsMu.Unlock()
+			if fallback {
+				return inv, errPlaceAgain
+			}
+			next, aerr := g.acquire(ctx, 0)
+			if aerr != nil {
+				return inv, aerr
+			}
+			lease = next
 		case errors.Is(err, spillway.ErrWorkerFailed) && ctx.Err() == nil:
 			g.log.Warn("worker failed a call; retrying elsewhere", "worker", inv.Worker, "attempt", attempt, "err", err)
 			reason = spillway.ReasonRetry
@@ -442,6 +485,16 @@ func (g *Gateway) record(inv spillway.Invocation, err error) {
 	}
 }
 
+// Load is this replica's load of its function, for the other replicas'
+// controller.
+func (g *Gateway) Load() map[string]cluster.Load {
+	l := cluster.Load{InFlight: int(g.localInFlight.Load()), Queued: int(g.queued.Load())}
+	if g.d.Estimator != nil {
+		l.ArrivalRate = g.d.Estimator.Estimates(g.now()).ArrivalRate
+	}
+	return map[string]cluster.Load{g.cfg.FunctionName: l}
+}
+
 // elasticity is the collect–decide–act loop: every ELASTICITY_SLEEP it
 // snapshots the load, asks the autoscaler for a size and hands it to Scale.
 func (g *Gateway) elasticity(ctx context.Context) {
@@ -452,6 +505,9 @@ func (g *Gateway) elasticity(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if g.d.Cluster != nil && !g.d.Cluster.Controller() {
+			continue // another replica sizes the pool
 		}
 		now := g.now()
 		pc := g.d.Pool.Counts()
@@ -467,6 +523,13 @@ func (g *Gateway) elasticity(ctx context.Context) {
 			snap.ArrivalRate = est.ArrivalRate
 			snap.ServiceTime = est.LocalService
 			snap.ColdStart = est.WorkerColdStart
+		}
+		if g.d.Cluster != nil {
+			// The pool serves every replica: size it for their sum.
+			o := g.d.Cluster.OthersLoad(g.cfg.FunctionName)
+			snap.InFlight += o.InFlight
+			snap.Queued += o.Queued
+			snap.ArrivalRate += o.ArrivalRate
 		}
 		dec := g.d.Autoscaler.Decide(snap)
 		if dec.Desired != pc.Desired {

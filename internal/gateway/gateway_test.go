@@ -11,6 +11,7 @@ import (
 
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/cloud"
+	"github.com/spillway-faas/spillway/internal/cluster"
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/policy"
 )
@@ -416,5 +417,106 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestBusyWorkerIsPlacedAgainNotFailed(t *testing.T) {
+	// "full" is at its concurrency for another replica: it answers busy
+	// its first 3 times. No call fails and no cloud call is needed.
+	p := newFakePool("full", "free")
+	var busy atomic.Int64
+	p.callFn = func(ctx context.Context, w string, param any) (any, error) {
+		if w == "full" && busy.Add(1) <= 3 {
+			return nil, fmt.Errorf("worker full: %w", spillway.ErrWorkerBusy)
+		}
+		return w, nil
+	}
+	c := &fakeCloud{ready: true}
+	g := newTestGateway(t, testConfig(t, nil), p, c)
+	for _, opts := range []InvokeOptions{{}, {}, {Route: spillway.RouteLocal}, {Route: spillway.RouteLocal}, {}} {
+		inv, err := g.Invoke(context.Background(), "x", opts)
+		if err != nil || inv.Route != spillway.RouteLocal {
+			t.Fatalf("Invoke(%+v) = %+v, %v; want a local result", opts, inv, err)
+		}
+	}
+	st := g.Status()
+	if st.Counters.Errors != 0 || st.Counters.Busy != 3 || c.calls.Load() != 0 {
+		t.Errorf("errors %d, busy %d, cloud calls %d; want 0, 3, 0", st.Counters.Errors, st.Counters.Busy, c.calls.Load())
+	}
+	if p.leases.Load() != 0 {
+		t.Errorf("%d leases still held", p.leases.Load())
+	}
+}
+
+// fakeCluster is the other replicas as the gateway sees them.
+type fakeCluster struct {
+	controller atomic.Bool
+	others     cluster.Load
+}
+
+func (c *fakeCluster) ID() string       { return "lb-a" }
+func (c *fakeCluster) Controller() bool { return c.controller.Load() }
+func (c *fakeCluster) Peers() []cluster.Report {
+	return []cluster.Report{{ID: "lb-b", Controller: !c.controller.Load()}}
+}
+func (c *fakeCluster) OthersLoad(fn string) cluster.Load { return c.others }
+
+type autoscalerFunc func(policy.ScaleSnapshot) policy.ScaleDecision
+
+func (f autoscalerFunc) Decide(s policy.ScaleSnapshot) policy.ScaleDecision { return f(s) }
+
+func TestControllerSizesForAllReplicas(t *testing.T) {
+	cfg := testConfig(t, map[string]string{"ELASTICITY_SLEEP": "10ms"})
+	cl := &fakeCluster{others: cluster.Load{InFlight: 7, Queued: 5, ArrivalRate: 40}}
+	snaps := make(chan policy.ScaleSnapshot, 100)
+	scaled := make(chan int, 100)
+	off, err := policy.NewOffloader(cfg.OffloadPolicy, policy.OffloadConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New(cfg, Deps{
+		Pool: newFakePool("w1"), Offloader: off, Cluster: cl,
+		Autoscaler: autoscalerFunc(func(s policy.ScaleSnapshot) policy.ScaleDecision {
+			select {
+			case snaps <- s:
+			default:
+			}
+			return policy.ScaleDecision{Desired: 4}
+		}),
+		Scale: func(n int) {
+			select {
+			case scaled <- n:
+			default:
+			}
+		},
+	})
+	t.Cleanup(g.Close)
+
+	// A follower neither decides nor scales.
+	time.Sleep(100 * time.Millisecond) // ten ticks; a follower must stay quiet through all of them
+	if len(snaps) != 0 || len(scaled) != 0 {
+		t.Fatalf("follower decided %d times and scaled %d times, want never", len(snaps), len(scaled))
+	}
+	st := g.Status()
+	if st.LBID != "lb-a" || st.Controller || len(st.Replicas) != 2 || !st.Replicas[1].Controller {
+		t.Errorf("follower status lb_id %q controller %v replicas %+v", st.LBID, st.Controller, st.Replicas)
+	}
+
+	cl.controller.Store(true)
+	select {
+	case s := <-snaps:
+		if s.InFlight != 7 || s.Queued != 5 || s.ArrivalRate < 40 {
+			t.Errorf("controller's snapshot %+v, want the other replicas' 7 in flight, 5 queued, >= 40/s", s)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the controller never decided")
+	}
+	select {
+	case n := <-scaled:
+		if n != 4 {
+			t.Errorf("scaled to %d, want 4", n)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the controller never scaled")
 	}
 }

@@ -14,6 +14,7 @@ type metrics struct {
 	coldStart *prometheus.CounterVec   // route
 	inFlight  prometheus.Gauge
 	queued    prometheus.Gauge
+	busy      prometheus.Counter
 }
 
 // latencyBuckets span a no-op call (sub-millisecond) to a Lambda timeout.
@@ -43,8 +44,12 @@ func newMetrics() *metrics {
 			Name: "spillway_queued_calls",
 			Help: "Calls waiting for a free local worker slot.",
 		}),
+		busy: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spillway_worker_busy_total",
+			Help: "Worker answers of busy (its slots held by another lb replica); each call was placed again, never failed.",
+		}),
 	}
-	m.registry.MustRegister(m.calls, m.latency, m.coldStart, m.inFlight, m.queued,
+	m.registry.MustRegister(m.calls, m.latency, m.coldStart, m.inFlight, m.queued, m.busy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -8,7 +8,12 @@ import (
 
 // Status is what status() and GET /status report.
 type Status struct {
-	Ready         bool           `json:"ready"`
+	Ready bool `json:"ready"`
+	// LBID names this replica; Controller says whether it scales, rolls
+	// and deploys; Replicas are the pool's live lbs, this one included.
+	LBID          string         `json:"lb_id"`
+	Controller    bool           `json:"controller"`
+	Replicas      []Replica      `json:"replicas"`
 	UptimeSeconds float64        `json:"uptime_s"`
 	InFlight      int64          `json:"in_flight"`
 	LocalInFlight int64          `json:"local_in_flight"`
@@ -26,6 +31,15 @@ type Status struct {
 	CloudMode     string         `json:"cloud"`
 	Counters      counters       `json:"counters"`
 	Details       map[string]any `json:"details,omitempty"`
+}
+
+// Replica is one live lb of the pool in Status.
+type Replica struct {
+	LBID       string `json:"lb_id"`
+	Addr       string `json:"addr"`
+	Controller bool   `json:"controller"`
+	InFlight   int    `json:"in_flight"`
+	Queued     int    `json:"queued"`
 }
 
 // Status snapshots the gateway, the pool and the cloud.
@@ -48,6 +62,19 @@ func (g *Gateway) Status() Status {
 		OffloadPolicy: g.cfg.OffloadPolicy,
 		Autoscaler:    g.cfg.Autoscaler,
 		CloudMode:     g.cfg.Cloud.Mode,
+	}
+	s.Controller = true
+	s.Replicas = []Replica{}
+	if c := g.d.Cluster; c != nil {
+		s.LBID, s.Controller = c.ID(), c.Controller()
+		self := g.Load()[g.cfg.FunctionName]
+		s.Replicas = append(s.Replicas, Replica{LBID: s.LBID, Addr: g.cfg.ListenAddr(), Controller: s.Controller,
+			InFlight: self.InFlight, Queued: self.Queued})
+		for _, p := range c.Peers() {
+			l := p.Functions[g.cfg.FunctionName]
+			s.Replicas = append(s.Replicas, Replica{LBID: p.ID, Addr: p.Addr, Controller: p.Controller,
+				InFlight: l.InFlight, Queued: l.Queued})
+		}
 	}
 	g.countsMu.Lock()
 	s.Counters = g.counts

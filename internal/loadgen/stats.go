@@ -378,6 +378,7 @@ var faultNames = map[int]string{
 	spillway.FaultRunnerCrashed:    "runner crashed",
 	spillway.FaultWorkerFailed:     "worker failed",
 	spillway.FaultUnavailable:      "unavailable",
+	spillway.FaultWorkerBusy:       "worker busy",
 }
 
 // ErrorKeyName describes an ErrorKey for people: "-32000 timeout".

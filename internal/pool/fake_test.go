@@ -82,6 +82,8 @@ func newFakeWorker(name string, fn spillway.Function, capacity int) *fakeWorker 
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
+		case param == "busy":
+			return nil, xmlrpc.NewFault(spillway.FaultWorkerBusy, "worker runs 1 calls already")
 		case param == "timeout":
 			return nil, xmlrpc.NewFault(spillway.FaultTimeout, "call passed LOCAL_TIMEOUT")
 		case param == "raise":

@@ -38,7 +38,10 @@ var errMemberGone = errors.New("worker taken out of the pool")
 
 // Call runs call_function(param) on the leased member. A fault comes back
 // as the domain error (spillway.ErrorFromFault: *spillway.FunctionError,
-// spillway.ErrTimeout, ...), and the member stays in rotation. A transport
+// spillway.ErrTimeout, ...), and the member stays in rotation. A busy
+// answer (the worker runs its WORKER_CONCURRENCY calls for another lb
+// replica) wraps spillway.ErrWorkerBusy: the member stays in rotation but
+// is skipped for BusyBackoff. A transport
 // failure (refused, reset, EOF, bad HTTP, container gone) ejects the member
 // at once and returns an error wrapping spillway.ErrWorkerFailed: retry the
 // call elsewhere. When ctx ends first, the error wraps ctx.Err().
@@ -61,7 +64,14 @@ func (l *Lease) Call(ctx context.Context, param any) (any, error) {
 	var f *xmlrpc.Fault
 	if errors.As(err, &f) {
 		m.lastOK.Store(time.Now().UnixNano())
-		return nil, spillway.ErrorFromFault(f.Code, f.String)
+		ferr := spillway.ErrorFromFault(f.Code, f.String)
+		if errors.Is(ferr, spillway.ErrWorkerBusy) {
+			// Another lb replica holds its slots: not a failure. Skip it
+			// for a moment so the call goes elsewhere.
+			l.p.markBusy(m)
+			return nil, fmt.Errorf("worker %s: %w", m.name, ferr)
+		}
+		return nil, ferr
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("call worker %s: %w", m.name, context.Cause(ctx))
@@ -189,7 +199,17 @@ func (p *Pool) grantLocked() {
 func (p *Pool) pickLocked() *member {
 	p.candBuf = p.candBuf[:0]
 	p.candIdx = p.candIdx[:0]
+	var now time.Time
 	for _, m := range p.members {
+		if m.state == StateReady && !m.busyUntil.IsZero() {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if now.Before(m.busyUntil) {
+				continue // it said busy a moment ago
+			}
+			m.busyUntil = time.Time{}
+		}
 		if m.state == StateReady {
 			p.candBuf = append(p.candBuf, policy.Member{Name: m.name, InFlight: m.inFlight, Capacity: m.capacity})
 			p.candIdx = append(p.candIdx, m)
@@ -211,4 +231,37 @@ func (p *Pool) pickLocked() *member {
 		}
 	}
 	return nil
+}
+
+// BusyBackoff is how long a member that answered busy is skipped: about one
+// short call, so its slots are tried again soon.
+const BusyBackoff = 50 * time.Millisecond
+
+// markBusy skips m for BusyBackoff, then offers its slots to waiters again.
+func (p *Pool) markBusy(m *member) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.counters.Busy++
+	m.busyUntil = time.Now().Add(BusyBackoff)
+	if m.busyWake || p.closed {
+		return
+	}
+	m.busyWake = true
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTimer(BusyBackoff)
+		defer t.Stop()
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		m.busyWake = false
+		if m.state == StateReady {
+			p.grantLocked()
+		}
+	}()
 }

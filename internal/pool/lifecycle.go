@@ -54,6 +54,10 @@ func (p *Pool) reconcile() {
 	if p.closed || p.ctx.Err() != nil {
 		return
 	}
+	if p.follower {
+		p.followLocked()
+		return
+	}
 	// 1. Failed members and drained ones leave the list; their containers go.
 	kept := p.members[:0]
 	var removed []*member
@@ -147,6 +151,12 @@ func (p *Pool) removeAsync(m *member) {
 		defer p.wg.Done()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), p.cfg.RemoveTimeout)
 		defer cancel()
+		if p.Fence != nil {
+			if err := p.Fence(ctx); err != nil {
+				p.log.Warn("worker left to the controller", "worker", m.name, "err", err)
+				return
+			}
+		}
 		if err := p.backend.Remove(ctx, m.id); err != nil {
 			p.log.Error("remove worker", "worker", m.name, "err", err)
 			return
@@ -188,6 +198,16 @@ func (p *Pool) start(m *member, spec WorkerSpec) {
 	ctx, cancel := context.WithTimeout(m.ctx, p.cfg.StartTimeout)
 	defer cancel()
 	began := time.Now()
+	if p.Fence != nil {
+		if err := p.Fence(ctx); err != nil {
+			p.mu.Lock()
+			p.lastStartErr = err
+			p.startFailedLocked(m)
+			p.mu.Unlock()
+			p.log.Warn("worker not started", "err", err)
+			return
+		}
+	}
 	w, err := p.backend.Start(ctx, spec)
 	if err != nil {
 		p.mu.Lock()
@@ -405,10 +425,12 @@ func (p *Pool) watchLoop(w Watcher) {
 // it removes the rest. Open calls it; it returns how many were kept and
 // removed.
 func (p *Pool) Adopt(ctx context.Context, fn spillway.Function) (kept, removed int, err error) {
-	return p.adopt(ctx, fn)
+	return p.adopt(ctx, fn, true)
 }
 
-func (p *Pool) adopt(ctx context.Context, fn spillway.Function) (kept, removed int, err error) {
+// adopt keeps the healthy running workers of fn's Key it does not know;
+// with removeRest it removes the other containers it does not know.
+func (p *Pool) adopt(ctx context.Context, fn spillway.Function, removeRest bool) (kept, removed int, err error) {
 	ws, err := p.backend.List(ctx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("list leftover workers: %w", err)
@@ -455,7 +477,12 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function) (kept, removed i
 	p.mu.Lock()
 	for _, v := range vs {
 		if !v.keep || kept >= p.cfg.Max || p.closed {
-			toRemove = append(toRemove, v.w)
+			if v.tr != nil && v.keep {
+				v.tr.CloseIdleConnections()
+			}
+			if removeRest {
+				toRemove = append(toRemove, v.w)
+			}
 			continue
 		}
 		mctx, cancel := context.WithCancel(p.baseCtx())
@@ -529,6 +556,14 @@ func (p *Pool) Roll(ctx context.Context, fn spillway.Function) error {
 	}
 	same := Key(p.fn) == Key(fn)
 	p.fn = fn
+	if p.follower && !same {
+		// The controller rolls; this replica adopts the new workers as
+		// they become ready and drops the old ones as they go.
+		p.notifyLocked()
+		p.mu.Unlock()
+		p.poke()
+		return nil
+	}
 	if same {
 		// Same code: new members get the new version number, nothing to roll.
 		p.mu.Unlock()

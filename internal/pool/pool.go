@@ -138,7 +138,9 @@ type member struct {
 	healthFail int
 	completed  int64
 	coldStarts int64
-	removing   bool // taken off the list, backend removal under way
+	removing   bool      // taken off the list, backend removal under way
+	busyUntil  time.Time // skipped until then: it answered busy
+	busyWake   bool      // a goroutine will offer its slots at busyUntil
 }
 
 // closeConns drops the member's idle connections. A new container may get
@@ -168,6 +170,10 @@ type Pool struct {
 	// OnWorkerReady, when set, learns how long each new worker took from
 	// start to healthy (the autoscaler's cold-start estimate). Set before Open.
 	OnWorkerReady func(startup time.Duration)
+	// Fence, when set, is asked before every container start and removal
+	// the reconciler makes; an error skips the action (another lb replica
+	// controls the pool now). Set before Open.
+	Fence func(ctx context.Context) error
 
 	cfg     Config
 	backend Backend
@@ -180,6 +186,7 @@ type Pool struct {
 	opened atomic.Bool
 
 	mu           sync.Mutex // guards everything below
+	follower     bool       // another lb replica controls the pool (see SetController)
 	fn           spillway.Function
 	members      []*member // stable order: creation
 	waiters      []*waiter // FIFO
@@ -202,6 +209,7 @@ type Counters struct {
 	Failed       uint64 // ready members ejected (call failure, health, container died)
 	Removed      uint64 // containers removed
 	Replacements uint64 // members started to replace a failed one
+	Busy         uint64 // calls a worker answered busy (placed elsewhere, never a failure)
 }
 
 // New returns a pool on backend. Nothing runs until Open.
@@ -234,12 +242,16 @@ func (p *Pool) Open(ctx context.Context, fn spillway.Function) error {
 	p.desired = p.cfg.Min
 	p.mu.Unlock()
 
-	if _, _, err := p.adopt(ctx, fn); err != nil {
+	p.mu.Lock()
+	follower := p.follower
+	p.mu.Unlock()
+	if _, _, err := p.adopt(ctx, fn, !follower); err != nil {
 		p.log.Warn("adopt workers of an earlier run", "err", err)
 	}
-	p.wg.Add(2)
+	p.wg.Add(3)
 	go p.reconcileLoop()
 	go p.healthLoop()
+	go p.followLoop()
 	if w, ok := p.backend.(Watcher); ok {
 		p.wg.Add(1)
 		go p.watchLoop(w)
@@ -331,6 +343,17 @@ func (p *Pool) poke() {
 // finish, stops the pool's goroutines and removes every container of the
 // pool, also those it never adopted. It is safe to call more than once.
 func (p *Pool) Close(ctx context.Context) error {
+	return p.close(ctx, true)
+}
+
+// Leave is Close for an lb replica that leaves while others still serve
+// the pool: it drains its own calls and stops its goroutines, but leaves
+// every container running.
+func (p *Pool) Leave(ctx context.Context) error {
+	return p.close(ctx, false)
+}
+
+func (p *Pool) close(ctx context.Context, remove bool) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -372,6 +395,10 @@ func (p *Pool) Close(ctx context.Context) error {
 	}
 	p.members = nil
 	p.mu.Unlock()
+	if !remove {
+		p.log.Info("pool left to the other lb replicas", "workers", len(ids))
+		return drainErr
+	}
 	ws, listErr := p.backend.List(rctx)
 	for _, w := range ws {
 		ids[w.ID] = true

@@ -654,3 +654,111 @@ func TestOnWorkerReadyReportsEachStart(t *testing.T) {
 		}
 	}
 }
+
+func TestBusyMemberStaysAndIsTriedAgain(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	p := openPool(t, b, c, testConfig(1, 1, 1), fnVersion(1))
+	_, _, err := call(t, p, "busy")
+	if !errors.Is(err, spillway.ErrWorkerBusy) || errors.Is(err, spillway.ErrWorkerFailed) {
+		t.Fatalf("busy answer = %v, want ErrWorkerBusy and not ErrWorkerFailed", err)
+	}
+	// The only member is skipped for a moment, not ejected: a waiter gets
+	// it when the moment passes, with no Release in between.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatalf("Acquire after a busy answer: %v", err)
+	}
+	var v any
+	v, err = l.Call(ctx, "x")
+	l.Release()
+	if err != nil || !strings.HasPrefix(fmt.Sprint(v), "w1-v1:x") {
+		t.Fatalf("call after the backoff = %v, %v", v, err)
+	}
+	s := p.Snapshot()
+	if s.Counters.Failed != 0 || s.Counters.Busy != 1 || s.Ready != 1 || c.starts.Load() != 1 {
+		t.Errorf("failed %d busy %d ready %d starts %d; want 0 1 1 1", s.Counters.Failed, s.Counters.Busy, s.Ready, c.starts.Load())
+	}
+}
+
+// TestFollowerServesTheControllersWorkers runs two pools on one backend,
+// as two lb replicas: the follower adopts what the controller starts,
+// follows its scale and roll, never starts or removes a container itself,
+// and takes over when promoted.
+func TestFollowerServesTheControllersWorkers(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	ctrl := openPool(t, b, c, testConfig(2, 5, 1), fnVersion(1))
+
+	var followerActs atomic.Int64
+	acting := atomic.Bool{}
+	fb := &fakeBackend{
+		StartFn: func(ctx context.Context, spec WorkerSpec) (Worker, error) {
+			if !acting.Load() {
+				followerActs.Add(1)
+			}
+			return b.Start(ctx, spec)
+		},
+		RemoveFn: func(ctx context.Context, id string) error {
+			if !acting.Load() {
+				followerActs.Add(1)
+			}
+			return b.Remove(ctx, id)
+		},
+		ListFn: b.List,
+	}
+	f := New(fb, testConfig(2, 5, 1))
+	f.SetController(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.Open(ctx, fnVersion(1)); err != nil {
+		t.Fatalf("follower Open: %v", err)
+	}
+	defer f.Close(context.Background())
+	readyOf := func(p *Pool, version int64) int {
+		n := 0
+		for _, m := range p.Snapshot().Members {
+			if m.State == StateReady && m.Version == version {
+				n++
+			}
+		}
+		return n
+	}
+	if _, w, err := call(t, f, "x"); err != nil || w == "" {
+		t.Fatalf("follower call: %q %v", w, err)
+	}
+
+	ctrl.Scale(4)
+	eventually(t, 30*time.Second, "the follower serves the 4 workers", func() bool { return readyOf(f, 1) == 4 })
+	f.Scale(5) // a follower's size means nothing
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	if err := f.Roll(rctx, fnVersion(2)); err != nil {
+		t.Fatalf("follower Roll: %v", err)
+	}
+	if err := ctrl.Roll(rctx, fnVersion(2)); err != nil {
+		t.Fatalf("controller Roll: %v", err)
+	}
+	eventually(t, 30*time.Second, "the follower serves only version 2", func() bool {
+		return readyOf(f, 2) == 4 && len(f.Snapshot().Members) == 4
+	})
+	if n := followerActs.Load(); n != 0 {
+		t.Fatalf("the follower started or removed %d containers", n)
+	}
+
+	// The controller dies without touching the workers; the follower is
+	// promoted, keeps the 4 workers and scales from there.
+	if err := ctrl.Leave(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	acting.Store(true)
+	f.SetController(true)
+	if d := f.Snapshot().Desired; d != 4 {
+		t.Errorf("promoted desired = %d, want the 4 it serves", d)
+	}
+	f.Scale(5)
+	eventually(t, 30*time.Second, "the new controller starts a fifth", func() bool { return readyOf(f, 2) == 5 })
+	if c.count() != 5 {
+		t.Errorf("%d containers, want 5", c.count())
+	}
+}

@@ -1,0 +1,128 @@
+package pool
+
+import (
+	"context"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+)
+
+// SetController switches the pool between controller (the default: it
+// starts, scales, rolls and removes workers) and follower (another lb
+// replica does that). A follower serves every ready worker of the pool's
+// current function that the backend lists, adopting new ones as they
+// appear and dropping those that go, and never starts or removes a
+// container. Call it before Open to open as a follower.
+//
+// On promotion the pool keeps the workers it serves and takes their number
+// as its desired size, so the new controller neither starts nor drains
+// anything until the autoscaler says so.
+func (p *Pool) SetController(controller bool) {
+	p.mu.Lock()
+	was := !p.follower
+	p.follower = !controller
+	if controller && !was {
+		n := 0
+		for _, m := range p.members {
+			if (m.state == StateReady || m.state == StateStarting) && m.key == Key(p.fn) {
+				n++
+			}
+		}
+		p.desired = max(p.cfg.Min, min(n, p.cfg.Max))
+		p.notifyLocked()
+	}
+	p.mu.Unlock()
+	if p.log != nil && controller != was {
+		p.log.Info("pool mode", "controller", controller)
+	}
+	p.poke()
+}
+
+// Controller reports whether the pool acts on its workers (see
+// SetController).
+func (p *Pool) Controller() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.follower
+}
+
+// followLocked is the follower's reconcile: members that failed or
+// drained leave the list, their containers stay (the controller owns
+// them).
+func (p *Pool) followLocked() {
+	kept := p.members[:0]
+	for _, m := range p.members {
+		if m.state == StateFailed || (m.state == StateDraining && m.inFlight == 0) {
+			m.cancel()
+			m.closeConns()
+			continue
+		}
+		kept = append(kept, m)
+	}
+	if len(kept) != len(p.members) {
+		clear(p.members[len(kept):])
+		p.members = kept
+		p.notifyLocked()
+	}
+}
+
+// followLoop, while the pool is a follower, lists the pool's containers
+// every HealthInterval: it adopts the ready workers of the current
+// function it does not serve yet, and drops members whose container is
+// gone.
+func (p *Pool) followLoop() {
+	defer p.wg.Done()
+	t := time.NewTicker(p.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		follower, fn := p.follower, p.fn
+		p.mu.Unlock()
+		if !follower {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.StartTimeout)
+		p.followOnce(ctx, fn)
+		cancel()
+	}
+}
+
+func (p *Pool) followOnce(ctx context.Context, fn spillway.Function) {
+	ws, err := p.backend.List(ctx)
+	if err != nil {
+		p.log.Warn("list the pool's workers", "err", err)
+		return
+	}
+	running := make(map[string]bool, len(ws))
+	for _, w := range ws {
+		if w.Running {
+			running[w.ID] = true
+		}
+	}
+	p.mu.Lock()
+	gone := false
+	for _, m := range p.members {
+		if m.id != "" && !running[m.id] && m.state != StateFailed {
+			// Removed by the controller: not a failure of ours.
+			p.setStateLocked(m, StateFailed)
+			m.cancel()
+			m.closeConns()
+			gone = true
+		}
+	}
+	if gone {
+		p.notifyLocked()
+	}
+	p.mu.Unlock()
+	if gone {
+		p.poke()
+	}
+	if _, _, err := p.adopt(ctx, fn, false); err != nil && ctx.Err() == nil {
+		p.log.Warn("adopt the controller's workers", "err", err)
+	}
+}
