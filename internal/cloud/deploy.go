@@ -265,6 +265,7 @@ func (d *Deployer) ensureAPI(ctx context.Context, functionARN string, ch *change
 			EndpointConfiguration: &agtypes.EndpointConfiguration{
 				Types: []agtypes.EndpointType{agtypes.EndpointTypeRegional},
 			},
+			Tags: managedTags(),
 		})
 		if err != nil {
 			return "", fmt.Errorf("create REST API: %w", err)
@@ -492,54 +493,33 @@ func (d *Deployer) stageExists(ctx context.Context, apiID string) (bool, error) 
 func (d *Deployer) keyName() string  { return d.cfg.APIName + "-key" }
 func (d *Deployer) planName() string { return d.cfg.APIName + "-plan" }
 
-// ensureKey finds or creates the API key and the usage plan that ties it to
-// the stage with the configured throttle, and returns the key's value.
+// ensureKey finds the API key in the usage plan that ties it to the stage
+// (creating either when missing) and returns the key's value. The key is
+// found through the plan's keys, never by listing every API key of the
+// account: iam-policy.json grants reading only what Spillway tagged.
 func (d *Deployer) ensureKey(ctx context.Context, apiID string, ch *changes) (string, error) {
-	key, err := d.findKey(ctx)
-	if err != nil {
-		return "", err
-	}
-	if key == nil {
-		out, err := d.apigw.CreateApiKey(ctx, &apigateway.CreateApiKeyInput{
-			Name:        aws.String(d.keyName()),
-			Description: aws.String("Spillway offload key for " + d.cfg.APIName),
-			Enabled:     true,
-		})
-		if err != nil {
-			return "", fmt.Errorf("create API key: %w", err)
-		}
-		key = &agtypes.ApiKey{Id: out.Id, Value: out.Value, Enabled: out.Enabled}
-		ch.add("create-api-key")
-	}
-	if key.Value == nil {
-		out, err := d.apigw.GetApiKey(ctx, &apigateway.GetApiKeyInput{ApiKey: key.Id, IncludeValue: aws.Bool(true)})
-		if err != nil {
-			return "", fmt.Errorf("read API key value: %w", err)
-		}
-		key.Value = out.Value
-	}
-	if !key.Enabled {
-		_, err := d.apigw.UpdateApiKey(ctx, &apigateway.UpdateApiKeyInput{
-			ApiKey:          key.Id,
-			PatchOperations: []agtypes.PatchOperation{{Op: agtypes.OpReplace, Path: aws.String("/enabled"), Value: aws.String("true")}},
-		})
-		if err != nil {
-			return "", fmt.Errorf("enable API key: %w", err)
-		}
-		ch.add("enable-api-key")
-	}
-
 	planID, err := d.ensurePlan(ctx, apiID, ch)
 	if err != nil {
 		return "", err
 	}
-	linked, err := d.planHasKey(ctx, planID, aws.ToString(key.Id))
+	keyID, err := d.planKey(ctx, planID)
 	if err != nil {
 		return "", err
 	}
-	if !linked {
-		_, err := d.apigw.CreateUsagePlanKey(ctx, &apigateway.CreateUsagePlanKeyInput{
-			UsagePlanId: aws.String(planID), KeyId: key.Id, KeyType: aws.String("API_KEY"),
+	if keyID == "" {
+		out, err := d.apigw.CreateApiKey(ctx, &apigateway.CreateApiKeyInput{
+			Name:        aws.String(d.keyName()),
+			Description: aws.String("Spillway offload key for " + d.cfg.APIName),
+			Enabled:     true,
+			Tags:        managedTags(),
+		})
+		if err != nil {
+			return "", fmt.Errorf("create API key: %w", err)
+		}
+		keyID = aws.ToString(out.Id)
+		ch.add("create-api-key")
+		_, err = d.apigw.CreateUsagePlanKey(ctx, &apigateway.CreateUsagePlanKeyInput{
+			UsagePlanId: aws.String(planID), KeyId: aws.String(keyID), KeyType: aws.String("API_KEY"),
 		})
 		var conflict *agtypes.ConflictException
 		switch {
@@ -550,26 +530,47 @@ func (d *Deployer) ensureKey(ctx context.Context, apiID string, ch *changes) (st
 			return "", fmt.Errorf("add the key to usage plan %s: %w", planID, err)
 		}
 	}
+	key, err := d.apigw.GetApiKey(ctx, &apigateway.GetApiKeyInput{ApiKey: aws.String(keyID), IncludeValue: aws.Bool(true)})
+	if err != nil {
+		return "", fmt.Errorf("read API key %s: %w", keyID, err)
+	}
+	if !key.Enabled {
+		_, err := d.apigw.UpdateApiKey(ctx, &apigateway.UpdateApiKeyInput{
+			ApiKey:          aws.String(keyID),
+			PatchOperations: []agtypes.PatchOperation{{Op: agtypes.OpReplace, Path: aws.String("/enabled"), Value: aws.String("true")}},
+		})
+		if err != nil {
+			return "", fmt.Errorf("enable API key: %w", err)
+		}
+		ch.add("enable-api-key")
+	}
 	return aws.ToString(key.Value), nil
 }
 
-func (d *Deployer) findKey(ctx context.Context) (*agtypes.ApiKey, error) {
-	p := apigateway.NewGetApiKeysPaginator(d.apigw, &apigateway.GetApiKeysInput{
-		NameQuery: aws.String(d.keyName()), IncludeValues: aws.Bool(true), Limit: aws.Int32(500),
+// planKey returns the id of the key named keyName in the usage plan, or "".
+func (d *Deployer) planKey(ctx context.Context, planID string) (string, error) {
+	p := apigateway.NewGetUsagePlanKeysPaginator(d.apigw, &apigateway.GetUsagePlanKeysInput{
+		UsagePlanId: aws.String(planID), Limit: aws.Int32(500),
 	})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("list API keys: %w", err)
+			return "", fmt.Errorf("list keys of usage plan %s: %w", planID, err)
 		}
-		for i := range page.Items {
-			if aws.ToString(page.Items[i].Name) == d.keyName() {
-				return &page.Items[i], nil
+		for _, k := range page.Items {
+			if aws.ToString(k.Name) == d.keyName() {
+				return aws.ToString(k.Id), nil
 			}
 		}
 	}
-	return nil, nil
+	return "", nil
 }
+
+// ManagedTag marks what Spillway creates in API Gateway; iam-policy.json
+// lets lb change only resources that carry it.
+const ManagedTag, ManagedValue = "spillway:managed", "true"
+
+func managedTags() map[string]string { return map[string]string{ManagedTag: ManagedValue} }
 
 // ensurePlan finds or creates the usage plan and makes it cover the stage
 // with the configured throttle. It returns the plan id.
@@ -595,6 +596,7 @@ func (d *Deployer) ensurePlan(ctx context.Context, apiID string, ch *changes) (s
 			Description: aws.String("Spillway offload throttle for " + d.cfg.APIName),
 			ApiStages:   []agtypes.ApiStage{{ApiId: aws.String(apiID), Stage: aws.String(d.cfg.Stage)}},
 			Throttle:    throttle,
+			Tags:        managedTags(),
 		})
 		if err != nil {
 			return "", fmt.Errorf("create usage plan: %w", err)
@@ -625,22 +627,4 @@ func (d *Deployer) ensurePlan(ctx context.Context, apiID string, ch *changes) (s
 		ch.add("update-usage-plan")
 	}
 	return aws.ToString(plan.Id), nil
-}
-
-func (d *Deployer) planHasKey(ctx context.Context, planID, keyID string) (bool, error) {
-	p := apigateway.NewGetUsagePlanKeysPaginator(d.apigw, &apigateway.GetUsagePlanKeysInput{
-		UsagePlanId: aws.String(planID), Limit: aws.Int32(500),
-	})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return false, fmt.Errorf("list keys of usage plan %s: %w", planID, err)
-		}
-		for _, k := range page.Items {
-			if aws.ToString(k.Id) == keyID {
-				return true, nil
-			}
-		}
-	}
-	return false, nil
 }

@@ -708,3 +708,53 @@ func TestEndpointLogHidesKey(t *testing.T) {
 		t.Fatalf("log line %q", buf.String())
 	}
 }
+
+// TestDeployTagsWhatItCreates: the REST API, the API key and the usage plan
+// carry spillway:managed=true, the tag iam-policy.json requires before lb
+// may read or change them.
+func TestDeployTagsWhatItCreates(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{})
+	cfg := testConfig(env.url, "tagged")
+	ep := deploy(t, env, cfg, scriptFn)
+	ctx := context.Background()
+	tagged := func(what string, tags map[string]string) {
+		t.Helper()
+		if tags[cloud.ManagedTag] != cloud.ManagedValue {
+			t.Errorf("%s tags %v, want %s=%s", what, tags, cloud.ManagedTag, cloud.ManagedValue)
+		}
+	}
+	api, err := env.apigw.GetRestApi(ctx, &apigateway.GetRestApiInput{RestApiId: aws.String(ep.APIID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagged("REST API", api.Tags)
+	plans, err := env.apigw.GetUsagePlans(ctx, &apigateway.GetUsagePlansInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, p := range plans.Items {
+		if aws.ToString(p.Name) == cfg.APIName+"-plan" {
+			found++
+			tagged("usage plan", p.Tags)
+			keys, err := env.apigw.GetUsagePlanKeys(ctx, &apigateway.GetUsagePlanKeysInput{UsagePlanId: p.Id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range keys.Items {
+				key, err := env.apigw.GetApiKey(ctx, &apigateway.GetApiKeyInput{ApiKey: k.Id, IncludeValue: aws.Bool(true)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				found++
+				tagged("API key", key.Tags)
+				if aws.ToString(key.Value) != ep.APIKey {
+					t.Errorf("the plan's key is not the key lb offloads with")
+				}
+			}
+		}
+	}
+	if found != 2 {
+		t.Errorf("found %d of the usage plan and its key", found)
+	}
+}
