@@ -152,18 +152,28 @@ refused=$(curl -fsS --max-time 5 "${LB_URL}metrics" | awk '/^spillway_lb_refused
 	die "spillway_lb_refused_connections_total = '${refused:-absent}', want at least 1"
 log "lb: refused from a worker ($refused refusals counted), served on loopback"
 
-# A host service listening on every address is out of reach from the
-# compose-made workers' network (inhibit_ipv4); the same probe from an
-# internal network without that option reaches it.
-host_port=$(free_port)
-/usr/bin/python3 -m http.server "$host_port" --bind 0.0.0.0 --directory "$work" >/dev/null 2>&1 &
-host_srv=$!
+# Redis is not on the workers' network: a worker has no route to its
+# address; lb, on both networks, reaches the same address.
+redis_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$(compose ps -q redis)" | awk '{print $1}')
+[[ -n $redis_ip ]] || die "no address for the redis container"
 connect_probe='import socket, sys
 try:
     socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
     print("connected")
 except OSError as e:
     print("blocked", type(e).__name__)'
+got=$(docker exec "$worker" /usr/bin/python3 -c "$connect_probe" "$redis_ip" 6379)
+[[ $got == blocked* ]] || die "a worker reached Redis at $redis_ip: $got"
+got=$(compose exec -T lb /usr/bin/python3 -c "$connect_probe" "$redis_ip" 6379)
+[[ $got == connected ]] || die "protection off (lb, on Redis's network): $got; the check above proves nothing"
+log "redis: no route from a worker, reachable from lb"
+
+# A host service listening on every address is out of reach from the
+# compose-made workers' network (inhibit_ipv4); the same probe from an
+# internal network without that option reaches it.
+host_port=$(free_port)
+/usr/bin/python3 -m http.server "$host_port" --bind 0.0.0.0 --directory "$work" >/dev/null 2>&1 &
+host_srv=$!
 gateway_of() { docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' "$1"; }
 pool_net=$(cfg DOCKER_NETWORK "$POOL_NAME-workers")
 got=$(docker exec "$worker" /usr/bin/python3 -c "$connect_probe" "$(gateway_of "$pool_net")" "$host_port")
