@@ -567,7 +567,7 @@ func connectFrom(ctx context.Context, t *testing.T, network string, port int) st
 	}
 	probe := fmt.Sprintf(`import socket
 try:
-    socket.create_connection((%q, %d), timeout=3).close()
+    socket.create_connection((%q, %d), timeout=5).close()
     print("connected")
 except OSError as e:
     print("blocked:", type(e).__name__)
