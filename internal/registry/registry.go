@@ -195,6 +195,11 @@ func Dial(ctx context.Context, addr string, opts Options) (*Store, error) {
 			}
 			return s, nil
 		}
+		if isAuthError(err) {
+			// A wrong or missing password does not heal by waiting.
+			client.Close()
+			return nil, fmt.Errorf("connect to redis at %s: authentication failed (check REDIS_PASSWORD): %w", addr, err)
+		}
 		if ctx.Err() == nil {
 			t := time.NewTimer(opts.backoff(attempt))
 			select {
@@ -384,4 +389,15 @@ func parseRecord(name string, h map[string]string, withCode bool) (spillway.Func
 		}
 	}
 	return fn, nil
+}
+
+// isAuthError reports Redis's answers to a missing or wrong password.
+func isAuthError(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	return strings.HasPrefix(msg, "NOAUTH") || strings.HasPrefix(msg, "WRONGPASS") ||
+		strings.Contains(msg, "without any password configured") || strings.Contains(msg, "invalid password")
 }

@@ -326,6 +326,45 @@ func TestDialUnreachableIsBoundedAndNamesAddress(t *testing.T) {
 	}
 }
 
+// TestDialWithPassword: a Redis that requires a password serves a store
+// that has it and refuses, at once and with a clear error, one that does
+// not. Protection off: a Redis without a password serves anyone.
+func TestDialWithPassword(t *testing.T) {
+	const pw = "s3cret-pw"
+	r := testutil.StartRedisAuth(t, pw)
+	ctx := context.Background()
+	s, err := registry.Dial(ctx, r.Addr, registry.Options{Password: pw, ConnectTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("Dial with the password: %v", err)
+	}
+	if _, err := s.Publish(ctx, spillway.Function{Name: "pw", Code: "print(1)\n", Style: spillway.StyleScript}); err != nil {
+		t.Errorf("Publish with the password: %v", err)
+	}
+	s.Close()
+	for _, wrong := range []string{"", "wrong"} {
+		start := time.Now()
+		_, err := registry.Dial(ctx, r.Addr, registry.Options{Password: wrong, ConnectTimeout: 30 * time.Second})
+		if err == nil {
+			t.Fatalf("Dial with password %q succeeded", wrong)
+		}
+		if !strings.Contains(err.Error(), "REDIS_PASSWORD") || !strings.Contains(err.Error(), r.Addr) || strings.Contains(err.Error(), pw) {
+			t.Errorf("error %q should name REDIS_PASSWORD and %s, and not the password", err, r.Addr)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("Dial with password %q retried for %v; an auth failure is final", wrong, took)
+		}
+	}
+	open := testutil.StartRedis(t)
+	s, err = registry.Dial(ctx, open.Addr, registry.Options{ConnectTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("protection off: Dial without a password to an open Redis: %v", err)
+	}
+	if _, err := s.Publish(ctx, spillway.Function{Name: "pw", Code: "print(1)\n", Style: spillway.StyleScript}); err != nil {
+		t.Errorf("protection off: Publish: %v", err)
+	}
+	s.Close()
+}
+
 func TestDialRetriesUntilServerStarts(t *testing.T) {
 	r := testutil.StartRedis(t)
 	r.Stop()
