@@ -109,8 +109,12 @@ func printConfig(w io.Writer, c config.Config) {
 		c.Scheduler, c.OffloadPolicy, c.Autoscaler, c.QueueTimeout)
 	fmt.Fprintf(w, "  timing      local_timeout=%v elasticity=%v scale_down_delay=%v\n",
 		c.LocalTimeout, c.ElasticitySleep, c.ScaleDownDelay)
-	fmt.Fprintf(w, "  function    %s from redis %s\n", c.FunctionName, c.RedisAddr)
+	redisAuth := "no password"
+	if c.RedisPassword != "" {
+		redisAuth = "password set"
+	}
+	fmt.Fprintf(w, "  function    %s from redis %s (%s)\n", c.FunctionName, c.RedisAddr, redisAuth)
 	fmt.Fprintf(w, "  cloud       %s endpoint=%s lambda=%s api=%s/%s via=%s\n",
 		c.Cloud.Mode, c.Cloud.Endpoint, c.Cloud.LambdaName, c.Cloud.APIName, c.Cloud.APIStage, c.Cloud.OffloadVia)
-	fmt.Fprintf(w, "  listen      %s auth_token=%s\n", c.ListenAddr(), token)
+	fmt.Fprintf(w, "  listen      %s auth_token=%s allow_anonymous=%v\n", c.ListenAddr(), token, c.AllowAnonymous)
 }
