@@ -2,6 +2,7 @@ package localcloud_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/localcloud"
 	"github.com/spillway-faas/spillway/internal/localcloud/localcloudtest"
+	"github.com/spillway-faas/spillway/internal/testutil"
 )
 
 const noopPy = "def handler(event, context):\n    return None\n"
@@ -25,11 +27,33 @@ func benchCreate(b *testing.B, ctx context.Context, lc *lambda.Client, name stri
 	}
 }
 
+// benchModes are the isolation modes the invoke benchmarks compare.
+var benchModes = []localcloud.Isolation{localcloud.IsolationContainer, localcloud.IsolationUnsafeProcess}
+
+// benchCloud starts localcloud in mode; container mode runs the worker image.
+func benchCloud(b *testing.B, mode localcloud.Isolation) *localcloudtest.Cloud {
+	b.Helper()
+	cfg := localcloud.Config{TransitionDelay: -1, Isolation: mode}
+	if mode == localcloud.IsolationContainer {
+		cfg.Image = testutil.Image("worker")
+		testutil.DockerImage(b, cfg.Image)
+		cfg.Instance = fmt.Sprintf("lcbench-%d", time.Now().UnixNano())
+	}
+	return localcloudtest.Start(b, cfg)
+}
+
 // BenchmarkInvokeWarm is one SDK Invoke of a no-op function on a warm
-// environment: HTTP, scheduling, the Runtime API round trip and Python.
+// environment: HTTP, scheduling, the Runtime API round trip (over a
+// container's stdio, or loopback TCP) and Python.
 func BenchmarkInvokeWarm(b *testing.B) {
+	for _, mode := range benchModes {
+		b.Run(string(mode), func(b *testing.B) { benchInvokeWarm(b, mode) })
+	}
+}
+
+func benchInvokeWarm(b *testing.B, mode localcloud.Isolation) {
 	ctx := context.Background()
-	cloud := localcloudtest.Start(b, localcloud.Config{TransitionDelay: -1})
+	cloud := benchCloud(b, mode)
 	lc := cloud.Lambda()
 	benchCreate(b, ctx, lc, "noop", zipOf(b, map[string]string{"app.py": noopPy}), "app.handler")
 	if _, err := lc.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("noop")}); err != nil {
@@ -44,10 +68,17 @@ func BenchmarkInvokeWarm(b *testing.B) {
 }
 
 // BenchmarkInvokeCold is an Invoke that must start a new environment (the
-// configuration changes before each call, which retires the warm one).
+// configuration changes before each call, which retires the warm one): a
+// container created, the code copied in, started; or a process.
 func BenchmarkInvokeCold(b *testing.B) {
+	for _, mode := range benchModes {
+		b.Run(string(mode), func(b *testing.B) { benchInvokeCold(b, mode) })
+	}
+}
+
+func benchInvokeCold(b *testing.B, mode localcloud.Isolation) {
 	ctx := context.Background()
-	cloud := localcloudtest.Start(b, localcloud.Config{TransitionDelay: -1})
+	cloud := benchCloud(b, mode)
 	lc := cloud.Lambda()
 	benchCreate(b, ctx, lc, "noop", zipOf(b, map[string]string{"app.py": noopPy}), "app.handler")
 	i := 0

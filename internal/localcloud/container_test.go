@@ -318,7 +318,7 @@ func TestContainerEnvironmentLifecycle(t *testing.T) {
 		t.Errorf("%d containers of the instance after start, want the leftover removed", n)
 	}
 	lc := cloud.Lambda(localcloudtest.NoRetries)
-	createWithMemory(t, ctx, lc, "echo", echoPy, 2, 128)
+	createWithMemory(t, ctx, lc, "echo", echoPy, 4, 128)
 	waitActive(t, ctx, lc, "echo")
 
 	_, m := mustInvoke(t, ctx, lc, "echo", map[string]any{"n": 1})
@@ -345,7 +345,7 @@ func TestContainerEnvironmentLifecycle(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b, _ := json.Marshal(map[string]any{"sleep": 1.5})
+			b, _ := json.Marshal(map[string]any{"sleep": 3})
 			_, _ = lc.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("echo"), Payload: b})
 		}()
 	}
@@ -363,7 +363,7 @@ func TestContainerEnvironmentLifecycle(t *testing.T) {
 	}
 	wg.Wait()
 
-	// The timeout (2s) ends the environment; its container goes.
+	// The timeout (4s) ends the environment; its container goes.
 	b, _ := json.Marshal(map[string]any{"sleep": 20})
 	res, err := lc.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("echo"), Payload: b})
 	if err != nil || aws.ToString(res.FunctionError) == "" || !strings.Contains(string(res.Payload), "Task timed out") {

@@ -185,7 +185,7 @@ func TestProbeLocalAndForcedCloud(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := s.invoke(probeParam(t, map[string]any{"sleep": 8}), map[string]any{"route": "cloud"}); err != nil {
+				if _, err := s.invoke(probeParam(t, map[string]any{"sleep": 15}), map[string]any{"route": "cloud"}); err != nil {
 					t.Errorf("busy call: %v", err)
 				}
 			}()
