@@ -135,15 +135,28 @@ log "redis: refused without the password, served with it"
 
 # Function code in a worker cannot call lb, although lb shares its network;
 # lb itself (loopback) is served, and the refusal is counted.
-worker=$(docker ps -q --filter "label=spillway.pool=$POOL_NAME" | head -n1)
-[[ -n $worker ]] || die "no worker running for the security checks"
+# in_worker runs python3 in a running worker. The pool may shrink while the
+# checks run (SCALE_DOWN_DELAY), so a worker removed under the exec is
+# replaced by another one and the probe run again.
+in_worker() {
+	local worker out tries
+	for tries in 1 2 3 4 5; do
+		worker=$(docker ps -q --filter "label=spillway.pool=$POOL_NAME" --filter status=running | head -n1)
+		if [[ -n $worker ]] && out=$(docker exec "$worker" /usr/bin/python3 "$@" 2>&1); then
+			printf '%s\n' "$out"
+			return 0
+		fi
+		sleep 1
+	done
+	die "no running worker could run the probe: ${out:-no worker}"
+}
 http_probe='import sys, urllib.request
 try:
     r = urllib.request.urlopen(sys.argv[1], timeout=5)
     print("answered", r.status)
 except Exception as e:
     print("blocked", type(e).__name__)'
-got=$(docker exec "$worker" /usr/bin/python3 -c "$http_probe" "http://lb:$LOAD_BALANCER_PORT/healthz")
+got=$(in_worker -c "$http_probe" "http://lb:$LOAD_BALANCER_PORT/healthz")
 [[ $got == blocked* ]] || die "a worker reached lb: $got"
 got=$(compose exec -T lb /usr/bin/python3 -c "$http_probe" "http://127.0.0.1:$LOAD_BALANCER_PORT/healthz")
 [[ $got == "answered 200" ]] || die "lb does not answer on its own loopback: $got"
@@ -162,7 +175,7 @@ try:
     print("connected")
 except OSError as e:
     print("blocked", type(e).__name__)'
-got=$(docker exec "$worker" /usr/bin/python3 -c "$connect_probe" "$redis_ip" 6379)
+got=$(in_worker -c "$connect_probe" "$redis_ip" 6379)
 [[ $got == blocked* ]] || die "a worker reached Redis at $redis_ip: $got"
 got=$(compose exec -T lb /usr/bin/python3 -c "$connect_probe" "$redis_ip" 6379)
 [[ $got == connected ]] || die "protection off (lb, on Redis's network): $got; the check above proves nothing"
@@ -176,7 +189,7 @@ host_port=$(free_port)
 host_srv=$!
 gateway_of() { docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' "$1"; }
 pool_net=$(cfg DOCKER_NETWORK "$POOL_NAME-workers")
-got=$(docker exec "$worker" /usr/bin/python3 -c "$connect_probe" "$(gateway_of "$pool_net")" "$host_port")
+got=$(in_worker -c "$connect_probe" "$(gateway_of "$pool_net")" "$host_port")
 open_net=$POOL_NAME-e2e-no-inhibit
 docker network create --internal --label "spillway.e2e=$POOL_NAME" "$open_net" >/dev/null
 off=$(docker run --rm --network "$open_net" --user 10001 --entrypoint /usr/bin/python3 "$(cfg WORKER_IMAGE "spillway-worker:$(cfg IMAGE_TAG latest)")" \
