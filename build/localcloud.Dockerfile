@@ -1,6 +1,8 @@
-# localcloud image: the offline Lambda + API Gateway emulator. It runs uploaded
-# functions with Python, so the base's python3 is used (LOCALCLOUD_PYTHON).
-# In compose it listens on 0.0.0.0:4566 on the stack's default network.
+# localcloud image: the offline Lambda + API Gateway emulator. In compose it
+# listens on 0.0.0.0:4566 on the stack's default network and runs each
+# execution environment as a container of the worker image through the Docker
+# socket (LOCALCLOUD_ISOLATION=container). The base's python3 serves the
+# health check and the unsafe-process mode (LOCALCLOUD_PYTHON).
 ARG BASE_IMAGE=spillway-base:bookworm
 FROM ${BASE_IMAGE}
 ARG BASE_IMAGE

@@ -181,6 +181,18 @@ got=$(compose exec -T lb /usr/bin/python3 -c "$connect_probe" "$redis_ip" 6379)
 [[ $got == connected ]] || die "protection off (lb, on Redis's network): $got; the check above proves nothing"
 log "redis: no route from a worker, reachable from lb"
 
+# Offloaded calls ran in localcloud's environment containers: labelled with
+# the pool, hardened, with no network; from one, Redis (which lb reaches
+# above) is out of reach.
+envs=$(docker ps -q --filter "label=spillway.localcloud=$POOL_NAME")
+[[ -n $envs ]] || die "no localcloud environment container of $POOL_NAME after the offloaded calls"
+env1=$(head -n1 <<<"$envs")
+settings=$(docker inspect -f '{{.HostConfig.NetworkMode}} {{.HostConfig.ReadonlyRootfs}} {{.Config.User}} {{.HostConfig.CapDrop}}' "$env1")
+[[ $settings == "none true 10001:10001 [ALL]" ]] || die "localcloud environment $env1: network, read-only root, user, cap-drop = $settings"
+got=$(docker exec "$env1" /usr/bin/python3 -c "$connect_probe" "$redis_ip" 6379)
+[[ $got == blocked* ]] || die "a localcloud environment reached Redis at $redis_ip: $got"
+log "localcloud: $(wc -l <<<"$envs") environment container(s), no network ($settings), Redis unreachable"
+
 # A host service listening on every address is out of reach from the
 # compose-made workers' network (inhibit_ipv4); the same probe from an
 # internal network without that option reaches it.

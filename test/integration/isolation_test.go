@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -304,6 +305,18 @@ func TestBombsForcedToCloud(t *testing.T) {
 		// And after them.
 		if got := probeResult(t, s, "cloud", map[string]any{}); got["where"] != "stdio" {
 			t.Errorf("call after the bombs ran in %v, want a container environment (stdio)", got["where"])
+		}
+
+		// localcloud's SIGTERM removes every environment container.
+		label := "label=spillway.localcloud=" + s.pool
+		if len(dockerLines(t, "ps", "-aq", "--filter", label)) == 0 {
+			t.Fatalf("no environment container of %s before localcloud stops", s.pool)
+		}
+		if err, exited := s.cloud.stop(syscall.SIGTERM, 60*time.Second); !exited || err != nil {
+			t.Fatalf("localcloud after SIGTERM: exited %v, %v", exited, err)
+		}
+		if left := dockerLines(t, "ps", "-aq", "--filter", label); len(left) != 0 {
+			t.Errorf("environment containers left after localcloud stopped: %v", left)
 		}
 	})
 }
