@@ -184,6 +184,12 @@ log "redis: no route from a worker, reachable from lb"
 # Offloaded calls ran in localcloud's environment containers: labelled with
 # the pool, hardened, with no network; from one, Redis (which lb reaches
 # above) is out of reach.
+# One call forced to the cloud now, so a warm environment exists whatever
+# the function update did to those of the bench.
+forced=$(/usr/bin/python3 -c 'import sys, xmlrpc.client
+r = xmlrpc.client.ServerProxy(sys.argv[1]).invoke("20", {"route": "cloud"})
+print(r["route"], r["result"])' "$LB_URL")
+[[ $forced == cloud* && $forced == *6765* ]] || die "a call forced to the cloud answered: $forced"
 envs=$(docker ps -q --filter "label=spillway.localcloud=$POOL_NAME")
 [[ -n $envs ]] || die "no localcloud environment container of $POOL_NAME after the offloaded calls"
 env1=$(head -n1 <<<"$envs")
