@@ -85,3 +85,23 @@ type Invocation struct {
 	Duration  time.Duration
 	ColdStart bool
 }
+
+// EventKind names a change in lb that an operator wants to see (the events
+// list of the /ui page).
+type EventKind string
+
+const (
+	EventStart            EventKind = "lb"                // lb starting, ready, cloud deployed
+	EventScaleUp          EventKind = "scale up"          // the autoscaler asked for more workers
+	EventScaleDown        EventKind = "scale down"        // the autoscaler asked for fewer workers
+	EventRoll             EventKind = "roll"              // the pool moves to a new function version
+	EventWorkerReplaced   EventKind = "worker replaced"   // a failed worker is being replaced
+	EventBreakerChange    EventKind = "breaker change"    // the cloud's circuit breaker changed state
+	EventControllerChange EventKind = "controller change" // another lb replica became the controller
+)
+
+// EventSink receives operator events. Event must be cheap and never block:
+// callers may hold their own locks.
+type EventSink interface {
+	Event(kind EventKind, cause string)
+}

@@ -78,10 +78,17 @@ func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request) {
 // bearer token. XML-RPC callers get a fault, as their clients expect; plain HTTP
 // callers get 401.
 func (g *Gateway) authorize(next http.Handler) http.Handler {
-	if g.cfg.AuthToken == "" {
+	return Authorize(g.cfg.AuthToken, next)
+}
+
+// Authorize wraps next with the LB_AUTH_TOKEN check that every lb endpoint
+// but /healthz shares (see Gateway.authorize); an empty token lets every
+// request through.
+func Authorize(token string, next http.Handler) http.Handler {
+	if token == "" {
 		return next
 	}
-	want := []byte(g.cfg.AuthToken)
+	want := []byte(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var got string
 		if _, pass, ok := r.BasicAuth(); ok {

@@ -94,6 +94,9 @@ type Deps struct {
 	Collectors []prometheus.Collector
 	Log        *slog.Logger
 	Now        func() time.Time // nil means time.Now
+	// Events learns each scale decision that changes the pool's size; nil
+	// tells no one.
+	Events spillway.EventSink
 }
 
 // Gateway answers calls. Build it with New; Close stops its loops.
@@ -165,6 +168,10 @@ func New(cfg config.Config, d Deps) *Gateway {
 	}
 	return g
 }
+
+// Metrics is the registry behind /metrics (the operator page reads the
+// latency histogram from it).
+func (g *Gateway) Metrics() prometheus.Gatherer { return g.metrics.registry }
 
 // SetReady marks the gateway ready (or not) for /healthz.
 func (g *Gateway) SetReady(ok bool) { g.ready.Store(ok) }
@@ -538,6 +545,14 @@ func (g *Gateway) elasticity(ctx context.Context) {
 			g.countsMu.Lock()
 			g.counts.LastScale = fmt.Sprintf("%s %d->%d (%s)", now.UTC().Format(time.RFC3339), pc.Desired, dec.Desired, dec.Reason)
 			g.countsMu.Unlock()
+			if g.d.Events != nil {
+				kind := spillway.EventScaleUp
+				if dec.Desired < pc.Desired {
+					kind = spillway.EventScaleDown
+				}
+				g.d.Events.Event(kind, fmt.Sprintf("%d → %d workers: %s (in flight %d, queued %d, %.1f calls/s)",
+					pc.Desired, dec.Desired, dec.Reason, snap.InFlight, snap.Queued, snap.ArrivalRate))
+			}
 		}
 		g.d.Scale(dec.Desired)
 	}

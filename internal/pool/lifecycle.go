@@ -185,6 +185,9 @@ func (p *Pool) startAsyncLocked() {
 	replacing := p.counters.Failed > p.counters.Replacements
 	if replacing {
 		p.counters.Replacements++
+		if p.Events != nil {
+			p.Events.Event(spillway.EventWorkerReplaced, "starting a replacement: "+p.lastFailure)
+		}
 	}
 	spec := WorkerSpec{Function: p.fn, Concurrency: p.cfg.Concurrency, LocalTimeout: p.cfg.LocalTimeout}
 	p.wg.Add(1)
@@ -570,6 +573,9 @@ func (p *Pool) Roll(ctx context.Context, fn spillway.Function) error {
 		return nil
 	}
 	p.notifyLocked()
+	if p.Events != nil {
+		p.Events.Event(spillway.EventRoll, fmt.Sprintf("rolling %d workers to version %d (sha256 %.12s)", p.desired, fn.Version, fn.SHA256))
+	}
 	p.mu.Unlock()
 	p.log.Info("rolling workers to a new function version", "version", fn.Version, "sha256", fn.SHA256)
 	p.poke()

@@ -174,6 +174,9 @@ type Pool struct {
 	// the reconciler makes; an error skips the action (another lb replica
 	// controls the pool now). Set before Open.
 	Fence func(ctx context.Context) error
+	// Events learns rolls and replacements of failed workers; nil tells no
+	// one. Set before Open. It is called with the pool's lock held.
+	Events spillway.EventSink
 
 	cfg     Config
 	backend Backend
@@ -195,6 +198,7 @@ type Pool struct {
 	notify       chan struct{} // closed and replaced on every state change
 	startErr     int           // consecutive failed starts (backoff)
 	lastStartErr error         // why the last start failed
+	lastFailure  string        // which ready member failed last, and why
 	nextTry      time.Time     // no start before this after failures
 	counters     Counters
 	candBuf      []policy.Member
@@ -460,6 +464,7 @@ func (p *Pool) failLocked(m *member, cause error) {
 	m.closeConns()
 	if wasReady {
 		p.counters.Failed++
+		p.lastFailure = fmt.Sprintf("%s failed: %v", m.name, cause)
 	}
 	p.notifyLocked()
 	if p.log != nil {
