@@ -1,0 +1,174 @@
+// Package browsertest drives Debian's headless Chromium (the chromium
+// package; make test installs it) through the DevTools protocol, for tests
+// of lb's operator page.
+package browsertest
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"github.com/spillway-faas/spillway/internal/testutil"
+)
+
+// PageTimeout bounds every wait on the page: Chromium on a loaded 2-core
+// machine, with every test package running at once, can take many seconds
+// to start and to lay a page out.
+const PageTimeout = 60 * time.Second
+
+// chromium finds Debian's browser.
+func chromium(t testing.TB) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, err := exec.LookPath("chromium")
+	testutil.Require(t, err == nil, "chromium (Debian package chromium)")
+	return p
+}
+
+// Tab is one headless Chromium with one tab, closed when the test ends.
+type Tab struct {
+	t   testing.TB
+	Ctx context.Context
+}
+
+// New starts Chromium with a window of width×height CSS pixels.
+func New(t testing.TB, width, height int) *Tab {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:0:0], chromedp.DefaultExecAllocatorOptions[:]...)
+	opts = append(opts,
+		chromedp.ExecPath(chromium(t)),
+		chromedp.NoSandbox, // tests run as root in CI
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.WindowSize(width, height),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		cancel()
+		acancel()
+	})
+	// The first run starts the browser; a timeout on its context would stop
+	// the browser for good, so a timer cancels the whole tab instead.
+	slow := time.AfterFunc(PageTimeout, cancel)
+	err := chromedp.Do(ctx)
+	if !slow.Stop() {
+		t.Fatalf("chromium did not start within %v", PageTimeout)
+	}
+	if err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return &Tab{t: t, Ctx: ctx}
+}
+
+// BasicAuth makes every later request of the tab send user:password.
+func (b *Tab) BasicAuth(user, password string) {
+	b.t.Helper()
+	cred := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	ctx, cancel := context.WithTimeout(b.Ctx, PageTimeout)
+	defer cancel()
+	if _, err := chromedp.Call(ctx, network.SetExtraHTTPHeaders,
+		network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": "Basic " + cred}}); err != nil {
+		b.t.Fatalf("chromium: set the Authorization header: %v", err)
+	}
+}
+
+// Run runs actions with PageTimeout.
+func (b *Tab) Run(actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.Ctx, PageTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.t.Fatalf("chromium: %v", err)
+	}
+}
+
+// Open navigates to url and returns the HTTP status of the document.
+func (b *Tab) Open(url string) int64 {
+	b.t.Helper()
+	status, err := b.TryOpen(url)
+	if err != nil {
+		b.t.Fatalf("open %s: %v", url, err)
+	}
+	return status
+}
+
+// TryOpen navigates to url and returns the HTTP status of the document, or
+// the browser's error (headless Chromium, asked for credentials it has not
+// got, fails with net::ERR_INVALID_AUTH_CREDENTIALS).
+func (b *Tab) TryOpen(url string) (int64, error) {
+	ctx, cancel := context.WithTimeout(b.Ctx, PageTimeout)
+	defer cancel()
+	resp, err := chromedp.RunResponse(ctx, chromedp.Navigate(url))
+	if err != nil {
+		return 0, err
+	}
+	return resp.Status, nil
+}
+
+// Eval evaluates a JavaScript expression (with PageTimeout).
+func Eval[T any](b *Tab, js string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.Ctx, PageTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	if err != nil {
+		b.t.Fatalf("chromium: evaluate %s: %v", js, err)
+	}
+	return v
+}
+
+// WaitTrue polls a JavaScript expression until it is true, for at most
+// PageTimeout; what names the condition in the failure.
+func (b *Tab) WaitTrue(what, js string) {
+	b.t.Helper()
+	deadline := time.Now().Add(PageTimeout)
+	var last error
+	for {
+		ctx, cancel := context.WithTimeout(b.Ctx, PageTimeout)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+		cancel()
+		if err == nil && ok {
+			b.t.Logf("page: %s after %v", what, time.Until(deadline.Add(-PageTimeout)).Abs().Round(time.Millisecond))
+			return
+		}
+		last = err
+		if time.Now().After(deadline) {
+			ctx, cancel := context.WithTimeout(b.Ctx, 10*time.Second)
+			text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 2000) : ""`))
+			cancel()
+			b.t.Fatalf("page: %s not within %v (last error: %v)\npage text:\n%s", what, PageTimeout, last, text)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Screenshot saves a PNG of the whole page to path (its directory is made).
+func (b *Tab) Screenshot(path string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.Ctx, PageTimeout)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Fatalf("chromium: screenshot: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		b.t.Fatal(fmt.Errorf("save screenshot: %w", err))
+	}
+}

@@ -1,0 +1,267 @@
+package ui
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/gateway"
+)
+
+// Data is what GET /ui/data answers and the page draws. Every number in it
+// comes from status() (taken when the request arrives) except Series and
+// Latency, which the sampler derives once a second.
+type Data struct {
+	// State is "starting" (no function or pool yet), "ready", or
+	// "not-ready" (lb is shutting down).
+	State     string          `json:"state"`
+	Message   string          `json:"message,omitempty"`
+	Now       time.Time       `json:"now"`
+	IntervalS float64         `json:"interval_s"` // how often the page polls
+	LB        LB              `json:"lb"`
+	Calls     Calls           `json:"calls"`
+	Reasons   []Count         `json:"reasons"`
+	Series    []Point         `json:"series"`
+	WindowS   float64         `json:"series_window_s"`
+	Latency   []RouteLatency  `json:"latency"`
+	Functions []FunctionState `json:"functions"`
+	Cloud     CloudState      `json:"cloud"`
+	Events    []Event         `json:"events"`
+}
+
+// LB is the replica this page is served by.
+type LB struct {
+	ID            string  `json:"id,omitempty"`
+	Controller    string  `json:"controller,omitempty"`
+	UptimeS       float64 `json:"uptime_s"`
+	Scheduler     string  `json:"scheduler"`
+	OffloadPolicy string  `json:"offload_policy"`
+	Autoscaler    string  `json:"autoscaler"`
+}
+
+// Calls are status()'s totals and in-flight counts.
+type Calls struct {
+	Total         int64 `json:"total"`
+	Local         int64 `json:"local"`
+	Cloud         int64 `json:"cloud"`
+	Errors        int64 `json:"errors"`
+	ColdStarts    int64 `json:"cold_starts"`
+	InFlight      int64 `json:"in_flight"`
+	LocalInFlight int64 `json:"local_in_flight"`
+	CloudInFlight int64 `json:"cloud_in_flight"`
+	Queued        int64 `json:"queued"`
+}
+
+// Count is one offload reason and how many calls it sent to the cloud.
+type Count struct {
+	Name  string `json:"name"`
+	Count int64  `json:"count"`
+}
+
+// Point is one second of the overview chart: calls per second answered by
+// each route.
+type Point struct {
+	T      int64   `json:"t"` // Unix milliseconds, the end of the interval
+	Local  float64 `json:"local"`
+	Cloud  float64 `json:"cloud"`
+	NLocal int64   `json:"n_local"` // calls answered locally in the interval
+	NCloud int64   `json:"n_cloud"` // calls answered by the cloud in the interval
+}
+
+// RouteLatency is p50/p99 of one route over the last WindowS seconds, from
+// lb's latency histogram (spillway_call_duration_seconds), interpolated
+// within buckets as Prometheus' histogram_quantile does. P50MS and P99MS are
+// nil when no call answered in the window.
+type RouteLatency struct {
+	Route   string   `json:"route"`
+	Calls   int64    `json:"calls"`
+	WindowS float64  `json:"window_s"`
+	P50MS   *float64 `json:"p50_ms"`
+	P99MS   *float64 `json:"p99_ms"`
+}
+
+// FunctionState is one function's pool.
+type FunctionState struct {
+	Name       string   `json:"name"`
+	Version    int64    `json:"version"`
+	Style      string   `json:"style"`
+	SHA256     string   `json:"sha256"`
+	Workers    Workers  `json:"workers"`
+	Desired    int      `json:"desired"`
+	Min        int      `json:"min"`
+	Max        int      `json:"max"`
+	InFlight   int64    `json:"in_flight"`
+	Queued     int64    `json:"queued"`
+	ColdStarts int64    `json:"cold_starts"`
+	Members    []Member `json:"members"`
+}
+
+// Workers counts a pool's members by state.
+type Workers struct {
+	Ready    int `json:"ready"`
+	Starting int `json:"starting"`
+	Draining int `json:"draining"`
+	Failed   int `json:"failed"`
+	Total    int `json:"total"`
+}
+
+// Member is one worker.
+type Member struct {
+	Name       string `json:"name"`
+	State      string `json:"state"`
+	Version    int64  `json:"version"`
+	InFlight   int    `json:"in_flight"`
+	Capacity   int    `json:"capacity"`
+	Completed  int64  `json:"completed"`
+	ColdStarts int64  `json:"cold_starts"`
+}
+
+// CloudState is the offload target as lb sees it. Warm environments and the
+// budget are nil when lb does not report them.
+type CloudState struct {
+	Mode        string   `json:"mode"` // off, local, aws
+	Ready       bool     `json:"ready"`
+	Breaker     string   `json:"breaker,omitempty"`
+	Calls       int64    `json:"calls"`
+	Failed      int64    `json:"failed"`
+	Throttled   int64    `json:"throttled"`
+	Rejected    int64    `json:"rejected"`
+	ColdStarts  int64    `json:"cold_starts"`
+	Warm        *int64   `json:"warm_environments"`
+	BudgetSpent *float64 `json:"budget_spent"`
+	BudgetCap   *float64 `json:"budget_cap"`
+}
+
+// Reasons lists the offload reasons the page always shows, zero or not.
+var Reasons = []string{
+	string(spillway.ReasonOverflow), string(spillway.ReasonTimeout), string(spillway.ReasonPolicy),
+	string(spillway.ReasonForced), string(spillway.ReasonRetry), "cold",
+}
+
+// view is the part of status() the page reads, decoded from its JSON so the
+// page sees exactly what /status and status() show.
+type view struct {
+	Ready         bool    `json:"ready"`
+	UptimeS       float64 `json:"uptime_s"`
+	InFlight      int64   `json:"in_flight"`
+	LocalInFlight int64   `json:"local_in_flight"`
+	CloudInFlight int64   `json:"cloud_in_flight"`
+	Queued        int64   `json:"queued"`
+	PoolDesired   int     `json:"pool_desired"`
+	PoolMin       int     `json:"pool_min"`
+	PoolMax       int     `json:"pool_max"`
+	Scheduler     string  `json:"scheduler"`
+	OffloadPolicy string  `json:"offload_policy"`
+	Autoscaler    string  `json:"autoscaler"`
+	CloudMode     string  `json:"cloud"`
+	LBID          any     `json:"lb_id"`
+	Controller    any     `json:"controller"`
+	Counters      struct {
+		Calls      int64            `json:"calls"`
+		Local      int64            `json:"local"`
+		Cloud      int64            `json:"cloud"`
+		Errors     int64            `json:"errors"`
+		ColdStarts int64            `json:"cold_starts"`
+		Reasons    map[string]int64 `json:"reasons"`
+	} `json:"counters"`
+	Details struct {
+		Members  []Member `json:"members"`
+		Function struct {
+			Name    string `json:"name"`
+			Version int64  `json:"version"`
+			SHA256  string `json:"sha256"`
+			Style   string `json:"style"`
+		} `json:"function"`
+		Cloud *struct {
+			Ready       bool     `json:"ready"`
+			Breaker     string   `json:"breaker"`
+			Calls       int64    `json:"calls"`
+			Failed      int64    `json:"failed"`
+			Throttled   int64    `json:"throttled"`
+			Rejected    int64    `json:"rejected"`
+			ColdStarts  int64    `json:"cold_starts"`
+			Warm        *int64   `json:"warm_environments"`
+			BudgetSpent *float64 `json:"budget_spent"`
+			BudgetCap   *float64 `json:"budget_cap"`
+		} `json:"cloud"`
+	} `json:"details"`
+}
+
+func decodeStatus(st gateway.Status) (view, error) {
+	var v view
+	b, err := json.Marshal(st)
+	if err != nil {
+		return v, fmt.Errorf("encode status: %w", err)
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return v, fmt.Errorf("decode status: %w", err)
+	}
+	return v, nil
+}
+
+// text renders a status field of unknown shape (a replica id, a controller
+// name or struct) as one line.
+func text(x any) string {
+	switch x := x.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case map[string]any:
+		for _, k := range []string{"lb_id", "id", "name"} {
+			if s, ok := x[k].(string); ok {
+				return s
+			}
+		}
+	}
+	b, _ := json.Marshal(x)
+	return string(b)
+}
+
+// fill sets every field of d that comes from status().
+func (d *Data) fill(v view) {
+	d.State = "ready"
+	if !v.Ready {
+		d.State = "not-ready"
+		d.Message = "lb is not taking calls (shutting down)"
+	}
+	d.LB = LB{ID: text(v.LBID), Controller: text(v.Controller), UptimeS: v.UptimeS,
+		Scheduler: v.Scheduler, OffloadPolicy: v.OffloadPolicy, Autoscaler: v.Autoscaler}
+	c := v.Counters
+	d.Calls = Calls{Total: c.Calls, Local: c.Local, Cloud: c.Cloud, Errors: c.Errors, ColdStarts: c.ColdStarts,
+		InFlight: v.InFlight, LocalInFlight: v.LocalInFlight, CloudInFlight: v.CloudInFlight, Queued: v.Queued}
+	d.Reasons = d.Reasons[:0]
+	for _, r := range Reasons {
+		d.Reasons = append(d.Reasons, Count{Name: r, Count: c.Reasons[r]})
+	}
+	fn := v.Details.Function
+	f := FunctionState{Name: fn.Name, Version: fn.Version, Style: fn.Style, SHA256: fn.SHA256,
+		Desired: v.PoolDesired, Min: v.PoolMin, Max: v.PoolMax, Queued: v.Queued, Members: v.Details.Members}
+	if f.Members == nil {
+		f.Members = []Member{}
+	}
+	for _, m := range f.Members {
+		switch m.State {
+		case "ready":
+			f.Workers.Ready++
+		case "starting":
+			f.Workers.Starting++
+		case "draining":
+			f.Workers.Draining++
+		case "failed":
+			f.Workers.Failed++
+		}
+		f.Workers.Total++
+		f.InFlight += int64(m.InFlight)
+		f.ColdStarts += m.ColdStarts
+	}
+	d.Functions = []FunctionState{f}
+	d.Cloud = CloudState{Mode: v.CloudMode}
+	if cl := v.Details.Cloud; cl != nil {
+		d.Cloud.Ready, d.Cloud.Breaker = cl.Ready, cl.Breaker
+		d.Cloud.Calls, d.Cloud.Failed, d.Cloud.Throttled, d.Cloud.Rejected = cl.Calls, cl.Failed, cl.Throttled, cl.Rejected
+		d.Cloud.ColdStarts, d.Cloud.Warm = cl.ColdStarts, cl.Warm
+		d.Cloud.BudgetSpent, d.Cloud.BudgetCap = cl.BudgetSpent, cl.BudgetCap
+	}
+}

@@ -1,0 +1,325 @@
+package ui
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/gateway"
+)
+
+// fakeSource is a gateway stand-in: a status the test edits and a real
+// Prometheus histogram like the gateway's.
+type fakeSource struct {
+	mu      sync.Mutex
+	st      gateway.Status
+	reg     *prometheus.Registry
+	latency *prometheus.HistogramVec
+}
+
+func newFakeSource() *fakeSource {
+	f := &fakeSource{reg: prometheus.NewRegistry()}
+	f.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: latencyFamily, Buckets: []float64{.01, .025, .05, .1, .25, .5, 1},
+	}, []string{"route"})
+	f.reg.MustRegister(f.latency)
+	f.st = gateway.Status{Ready: true, PoolMin: 1, PoolMax: 4, PoolDesired: 2, Scheduler: "round-robin",
+		OffloadPolicy: "overflow", Autoscaler: "reactive", CloudMode: "local"}
+	f.st.Details = map[string]any{
+		"function": map[string]any{"name": "fib", "version": int64(3), "sha256": "abcdef0123456789", "style": "script"},
+		"members": []any{
+			map[string]any{"name": "w1", "state": "ready", "in_flight": 1, "capacity": 1, "version": int64(3), "completed": uint64(7), "cold_starts": uint64(1)},
+			map[string]any{"name": "w2", "state": "starting", "in_flight": 0, "capacity": 1, "version": int64(3), "completed": uint64(0), "cold_starts": uint64(0)},
+		},
+		"cloud": map[string]any{"ready": true, "breaker": "closed", "calls": int64(5), "failed": int64(0), "cold_starts": int64(2)},
+	}
+	return f
+}
+
+func (f *fakeSource) Status() gateway.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.st
+	st.Details = deepCopy(f.st.Details).(map[string]any)
+	return st
+}
+
+// deepCopy copies the maps and slices of a status' details, so a test's
+// edit never races a reader.
+func deepCopy(x any) any {
+	switch x := x.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, v := range x {
+			out[k] = deepCopy(v)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, v := range x {
+			out[i] = deepCopy(v)
+		}
+		return out
+	}
+	return x
+}
+
+func (f *fakeSource) Metrics() prometheus.Gatherer { return f.reg }
+
+func (f *fakeSource) edit(fn func(st *gateway.Status)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(&f.st)
+}
+
+func TestEventsKeepsTheNewest50(t *testing.T) {
+	e := NewEvents(func() time.Time { return time.Unix(0, 0) })
+	if got := e.Last(); len(got) != 0 {
+		t.Fatalf("empty log: %v", got)
+	}
+	for i := range 60 {
+		e.Event(spillway.EventScaleUp, fmt.Sprint(i))
+	}
+	got := e.Last()
+	if len(got) != MaxEvents {
+		t.Fatalf("%d events, want %d", len(got), MaxEvents)
+	}
+	for i, ev := range got {
+		if want := fmt.Sprint(59 - i); ev.Cause != want || ev.Kind != spillway.EventScaleUp {
+			t.Fatalf("event %d = %+v, want cause %s (newest first)", i, ev, want)
+		}
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	h := histogram{count: 100, bounds: []float64{.1, .2, .5}, buckets: []uint64{50, 90, 99}}
+	for _, tc := range []struct {
+		q, want float64
+	}{
+		{0.25, 0.05},  // halfway into the first bucket, from 0
+		{0.5, 0.1},    // its top
+		{0.7, 0.15},   // halfway into the second
+		{0.99, 0.5},   // top of the last finite bucket
+		{0.999, 0.5},  // in +Inf: the last finite bound
+		{0.945, 0.35}, // halfway into the third
+	} {
+		if got := h.quantile(tc.q); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("quantile(%v) = %v, want %v", tc.q, got, tc.want)
+		}
+	}
+	if got := (histogram{}).quantile(.5); !math.IsNaN(got) {
+		t.Errorf("empty histogram: %v, want NaN", got)
+	}
+}
+
+func TestDataWhileStarting(t *testing.T) {
+	u := New(Options{Function: "fib"})
+	defer u.Close()
+	u.Events().Event(spillway.EventStart, "lb starting")
+	d, err := u.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.State != "starting" || !strings.Contains(d.Message, "fib") || len(d.Events) != 1 || len(d.Reasons) != len(Reasons) {
+		t.Fatalf("starting data = %+v", d)
+	}
+}
+
+func TestSamplerSeriesLatencyAndBreakerEvents(t *testing.T) {
+	src := newFakeSource()
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	now := t0
+	u := New(Options{Function: "fib", Interval: time.Hour, Now: func() time.Time { return now }})
+	defer u.Close()
+	u.SetSource(src)
+	must(t, u.Sample(now))
+
+	// Two seconds later: 10 local and 4 cloud calls more.
+	src.edit(func(st *gateway.Status) {
+		st.Counters.Local, st.Counters.Cloud, st.Counters.Calls = 10, 4, 14
+	})
+	for range 10 {
+		src.latency.WithLabelValues("local").Observe(0.02)
+	}
+	for range 4 {
+		src.latency.WithLabelValues("cloud").Observe(0.3)
+	}
+	now = t0.Add(2 * time.Second)
+	must(t, u.Sample(now))
+	// The breaker opens.
+	src.edit(func(st *gateway.Status) {
+		st.Details["cloud"].(map[string]any)["breaker"] = "open"
+	})
+	now = now.Add(time.Second)
+	must(t, u.Sample(now))
+
+	d, err := u.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Series) != 2 || d.Series[0].Local != 5 || d.Series[0].Cloud != 2 || d.Series[1].Local != 0 {
+		t.Errorf("series = %+v, want 5 local/s and 2 cloud/s, then 0", d.Series)
+	}
+	byRoute := map[string]RouteLatency{}
+	for _, l := range d.Latency {
+		byRoute[l.Route] = l
+	}
+	if l := byRoute["local"]; l.Calls != 10 || l.P50MS == nil || *l.P50MS <= 10 || *l.P50MS > 25 {
+		t.Errorf("local latency %+v, want 10 calls with p50 in (10, 25] ms", l)
+	}
+	if l := byRoute["cloud"]; l.Calls != 4 || l.P99MS == nil || *l.P99MS <= 250 || *l.P99MS > 500 {
+		t.Errorf("cloud latency %+v, want 4 calls with p99 in (250, 500] ms", l)
+	}
+	if len(d.Events) != 1 || d.Events[0].Kind != spillway.EventBreakerChange || !strings.Contains(d.Events[0].Cause, "closed → open") {
+		t.Errorf("events = %+v, want one breaker change closed → open", d.Events)
+	}
+	f := d.Functions[0]
+	if f.Name != "fib" || f.Version != 3 || f.Workers.Ready != 1 || f.Workers.Starting != 1 || f.InFlight != 1 || f.ColdStarts != 1 {
+		t.Errorf("function = %+v", f)
+	}
+	if d.Cloud.Breaker != "open" || d.Cloud.Calls != 5 || d.Cloud.Warm != nil {
+		t.Errorf("cloud = %+v", d.Cloud)
+	}
+
+	// A minute later with no calls, the window holds none.
+	for range 70 {
+		now = now.Add(time.Second)
+		must(t, u.Sample(now))
+	}
+	d, _ = u.Data()
+	for _, l := range d.Latency {
+		if l.Calls != 0 || l.P50MS != nil || l.WindowS < 59 || l.WindowS > 61 {
+			t.Errorf("after an idle minute: %+v, want no calls over a 60 s window", l)
+		}
+	}
+	if len(d.Series) != 72 {
+		t.Errorf("%d points, want 72", len(d.Series))
+	}
+}
+
+func TestSeriesKeepsFiveMinutes(t *testing.T) {
+	src := newFakeSource()
+	now := time.Unix(1000, 0)
+	u := New(Options{Interval: time.Hour, Now: func() time.Time { return now }})
+	defer u.Close()
+	u.SetSource(src)
+	for range SeriesLength + 20 {
+		now = now.Add(time.Second)
+		must(t, u.Sample(now))
+	}
+	d, _ := u.Data()
+	if len(d.Series) != SeriesLength || d.Series[len(d.Series)-1].T != now.UnixMilli() {
+		t.Fatalf("%d points ending at %d, want %d ending now", len(d.Series), d.Series[len(d.Series)-1].T, SeriesLength)
+	}
+}
+
+// TestHandlerAuth shows that LB_AUTH_TOKEN protects the page and its data,
+// and (the same requests with the token unset) that without it they are open.
+func TestHandlerAuth(t *testing.T) {
+	for _, tc := range []struct {
+		name, token string
+	}{{"token set", "s3cret"}, {"token unset", ""}} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := New(Options{Token: tc.token, Function: "fib"})
+			defer u.Close()
+			srv := httptest.NewServer(u.Handler())
+			defer srv.Close()
+			for _, path := range []string{"/ui", "/ui/data", "/ui/static/app.js"} {
+				resp := get(t, srv.URL+path, nil)
+				if tc.token == "" {
+					if resp.StatusCode != 200 {
+						t.Errorf("GET %s with protection off: %d, want 200", path, resp.StatusCode)
+					}
+					continue
+				}
+				if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") {
+					t.Errorf("GET %s without credentials: %d %q, want 401 with a Basic challenge", path, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+				}
+				if resp := get(t, srv.URL+path, func(r *http.Request) { r.SetBasicAuth("any", "wrong") }); resp.StatusCode != 401 {
+					t.Errorf("GET %s with a wrong password: %d, want 401", path, resp.StatusCode)
+				}
+				if resp := get(t, srv.URL+path, func(r *http.Request) { r.SetBasicAuth("admin", tc.token) }); resp.StatusCode != 200 {
+					t.Errorf("GET %s with basic auth: %d, want 200", path, resp.StatusCode)
+				}
+				if resp := get(t, srv.URL+path, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tc.token) }); resp.StatusCode != 200 {
+					t.Errorf("GET %s with a bearer token: %d, want 200", path, resp.StatusCode)
+				}
+			}
+		})
+	}
+}
+
+func TestPageIsSelfContained(t *testing.T) {
+	u := New(Options{Function: `fib<script>`})
+	defer u.Close()
+	srv := httptest.NewServer(u.Handler())
+	defer srv.Close()
+	resp := get(t, srv.URL+"/ui", nil)
+	b, _ := io.ReadAll(resp.Body)
+	page := string(b)
+	csp := resp.Header.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("CSP %q lacks %q", csp, want)
+		}
+	}
+	if strings.Contains(page, "fib<script>") || !strings.Contains(page, "fib&lt;script&gt;") {
+		t.Errorf("function name not escaped in the page")
+	}
+	for _, bad := range []string{"http://", "https://", "<style", "style=", "onload=", "onclick="} {
+		if strings.Contains(strings.ReplaceAll(page, "http://www.w3.org", ""), bad) {
+			t.Errorf("page contains %q: everything must come from lb, with no inline style or handler", bad)
+		}
+	}
+	if strings.Count(page, "<script") != 1 || !strings.Contains(page, `<script src="/ui/static/app.js?v=`) {
+		t.Errorf("want exactly one external script from /ui/static")
+	}
+	for _, asset := range []string{"/ui/static/app.js", "/ui/static/style.css"} {
+		r := get(t, srv.URL+asset, nil)
+		if r.StatusCode != 200 {
+			t.Errorf("GET %s: %d", asset, r.StatusCode)
+		}
+	}
+	if r := get(t, srv.URL+"/ui/static/nope.js", nil); r.StatusCode != 404 {
+		t.Errorf("missing asset: %d, want 404", r.StatusCode)
+	}
+	var d Data
+	r := get(t, srv.URL+"/ui/data", nil)
+	if err := json.NewDecoder(r.Body).Decode(&d); err != nil || d.State != "starting" {
+		t.Errorf("data: %v %+v", err, d)
+	}
+}
+
+func get(t *testing.T, url string, edit func(*http.Request)) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(req)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
