@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/spillway-faas/spillway/internal/policy"
 	"github.com/spillway-faas/spillway/internal/pool"
 	"github.com/spillway-faas/spillway/internal/registry"
+	"github.com/spillway-faas/spillway/internal/ui"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
@@ -39,6 +41,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Function code in a worker must not call lb: connections from the
 	// workers' network are refused once start has learned its subnets.
 	guard := netguard.Wrap(inner, log)
+	// The operator page answers from the first moment too: it shows that lb
+	// is starting until the gateway is its source.
+	page := ui.New(ui.Options{Token: cfg.AuthToken, Function: cfg.FunctionName, Log: log})
+	defer page.Close()
+	pageHandler := page.Handler()
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// A connection accepted before the workers' subnets were known.
@@ -46,6 +53,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 				guard.CountRefused()
 				w.Header().Set("Connection", "close")
 				http.Error(w, "forbidden", http.StatusForbidden)
+				return
+			}
+			if r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/") {
+				pageHandler.ServeHTTP(w, r)
 				return
 			}
 			(*handler.Load()).ServeHTTP(w, r)
@@ -65,7 +76,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.Info("lb listening", "addr", guard.Addr().String(), "function", cfg.FunctionName,
 		"servers", cfg.NumberOfServers, "max", cfg.MaxServers, "offload", cfg.OffloadPolicy, "cloud", cfg.Cloud.Mode)
 
-	d, err := start(ctx, cfg, log, guard)
+	page.Events().Event(spillway.EventStart, fmt.Sprintf("lb starting: waiting for function %s and its workers (%d)", cfg.FunctionName, cfg.NumberOfServers))
+	d, err := start(ctx, cfg, log, guard, page.Events())
 	if err != nil {
 		if ctx.Err() != nil {
 			log.Info("stopped while starting")
@@ -75,7 +87,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	h := d.gw.Handler()
 	handler.Store(&h)
+	page.SetSource(d.gw)
 	d.gw.SetReady(true)
+	page.Events().Event(spillway.EventStart, fmt.Sprintf("lb ready: %s v%d (%s style), workers ready: %d", d.fn.Name, d.fn.Version, d.fn.Style, cfg.NumberOfServers))
 	log.Info("lb ready", "function", d.fn.Name, "version", d.fn.Version, "sha256", short(d.fn.SHA256), "style", d.fn.Style)
 
 	select {
@@ -119,6 +133,7 @@ type daemon struct {
 	deploy  *cloud.Deployer
 	gw      *gateway.Gateway
 	fn      spillway.Function
+	events  spillway.EventSink
 
 	cancel context.CancelFunc // stops the loops below
 	wg     sync.WaitGroup
@@ -145,8 +160,8 @@ func (d *daemon) wanted() spillway.Function {
 	return d.want
 }
 
-func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netguard.Listener) (_ *daemon, err error) {
-	d := &daemon{log: log, guard: guard}
+func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netguard.Listener, events spillway.EventSink) (_ *daemon, err error) {
+	d := &daemon{log: log, guard: guard, events: events}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	defer func() {
@@ -229,6 +244,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	d.pool = pool.New(d.backend, pool.ConfigFrom(cfg))
 	d.pool.Scheduler = sched
 	d.pool.Logger = log
+	d.pool.Events = events
 	d.pool.OnWorkerReady = func(startup time.Duration) { estimator.ObserveWorkerStart(startup, time.Now()) }
 	if err := d.pool.Open(ctx, d.fn); err != nil {
 		return nil, fmt.Errorf("start %d workers of %s: %w", cfg.NumberOfServers, cfg.WorkerImage, err)
@@ -242,6 +258,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 		Scale:      func(n int) { d.pool.Scale(n) },
 		Details:    d.details,
 		Log:        log,
+		Events:     events,
 	}
 	if d.offload != nil {
 		deps.Cloud = d.offload
@@ -313,6 +330,7 @@ func (d *daemon) deployOnce(ctx context.Context) error {
 		return fmt.Errorf("deploy %s v%d: %w", fn.Name, fn.Version, err)
 	}
 	d.offload.SetEndpoint(ep)
+	d.events.Event(spillway.EventStart, fmt.Sprintf("cloud deployed: %s v%d", fn.Name, fn.Version))
 	d.log.Info("cloud deployed", "function", fn.Name, "version", fn.Version, "endpoint", ep,
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil
@@ -344,8 +362,10 @@ func (d *daemon) followUpdates(ctx context.Context) {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 			if err := d.pool.Roll(rctx, fn); err != nil {
 				d.log.Error("roll to the new version incomplete", "version", fn.Version, "err", err)
+				d.events.Event(spillway.EventRoll, fmt.Sprintf("roll to version %d incomplete: %v", fn.Version, err))
 			} else {
 				d.log.Info("pool rolled", "version", fn.Version)
+				d.events.Event(spillway.EventRoll, fmt.Sprintf("every worker runs version %d", fn.Version))
 			}
 			cancel()
 			wg.Wait()

@@ -191,6 +191,13 @@ func (s *stack) publish(code string, style spillway.Style) spillway.Function {
 // startLB starts lb and waits until /healthz says ready.
 func (s *stack) startLB() {
 	s.t.Helper()
+	s.launchLB()
+	s.waitLBReady()
+}
+
+// launchLB starts lb without waiting for it.
+func (s *stack) launchLB() {
+	s.t.Helper()
 	s.lbPort = testutil.FreePort(s.t)
 	s.lbURL = "http://127.0.0.1:" + strconv.Itoa(s.lbPort) + "/"
 	env := []string{"LOAD_BALANCER_PORT=" + strconv.Itoa(s.lbPort)}
@@ -208,6 +215,12 @@ func (s *stack) startLB() {
 			}
 		}
 	})
+}
+
+// waitLBReady waits until lb's /healthz says ready.
+func (s *stack) waitLBReady() {
+	s.t.Helper()
+	lb := s.lb
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		resp, err := http.Get(s.lbURL + "healthz")
