@@ -32,12 +32,24 @@ type Data struct {
 
 // LB is the replica this page is served by.
 type LB struct {
-	ID            string  `json:"id,omitempty"`
-	Controller    string  `json:"controller,omitempty"`
-	UptimeS       float64 `json:"uptime_s"`
-	Scheduler     string  `json:"scheduler"`
-	OffloadPolicy string  `json:"offload_policy"`
-	Autoscaler    string  `json:"autoscaler"`
+	ID string `json:"id,omitempty"`
+	// Controller says whether this replica scales, rolls and deploys;
+	// ControllerID names the replica that does, when lb knows it.
+	Controller    bool      `json:"controller"`
+	ControllerID  string    `json:"controller_id,omitempty"`
+	Replicas      []Replica `json:"replicas"`
+	UptimeS       float64   `json:"uptime_s"`
+	Scheduler     string    `json:"scheduler"`
+	OffloadPolicy string    `json:"offload_policy"`
+	Autoscaler    string    `json:"autoscaler"`
+}
+
+// Replica is one live lb of the pool.
+type Replica struct {
+	ID         string `json:"id"`
+	Controller bool   `json:"controller"`
+	InFlight   int    `json:"in_flight"`
+	Queued     int    `json:"queued"`
 }
 
 // Calls are status()'s totals and in-flight counts.
@@ -155,9 +167,15 @@ type view struct {
 	OffloadPolicy string  `json:"offload_policy"`
 	Autoscaler    string  `json:"autoscaler"`
 	CloudMode     string  `json:"cloud"`
-	LBID          any     `json:"lb_id"`
-	Controller    any     `json:"controller"`
-	Counters      struct {
+	LBID          string  `json:"lb_id"`
+	Controller    bool    `json:"controller"`
+	Replicas      []struct {
+		LBID       string `json:"lb_id"`
+		Controller bool   `json:"controller"`
+		InFlight   int    `json:"in_flight"`
+		Queued     int    `json:"queued"`
+	} `json:"replicas"`
+	Counters struct {
 		Calls      int64            `json:"calls"`
 		Local      int64            `json:"local"`
 		Cloud      int64            `json:"cloud"`
@@ -200,23 +218,18 @@ func decodeStatus(st gateway.Status) (view, error) {
 	return v, nil
 }
 
-// text renders a status field of unknown shape (a replica id, a controller
-// name or struct) as one line.
-func text(x any) string {
-	switch x := x.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	case map[string]any:
-		for _, k := range []string{"lb_id", "id", "name"} {
-			if s, ok := x[k].(string); ok {
-				return s
-			}
+// controllerID names the replica that controls the pool: this one, or the
+// live replica that says it does ("" when none does, or lb runs alone).
+func (v view) controllerID() string {
+	if v.Controller {
+		return v.LBID
+	}
+	for _, r := range v.Replicas {
+		if r.Controller {
+			return r.LBID
 		}
 	}
-	b, _ := json.Marshal(x)
-	return string(b)
+	return ""
 }
 
 // fill sets every field of d that comes from status().
@@ -226,8 +239,11 @@ func (d *Data) fill(v view) {
 		d.State = "not-ready"
 		d.Message = "lb is not taking calls (shutting down)"
 	}
-	d.LB = LB{ID: text(v.LBID), Controller: text(v.Controller), UptimeS: v.UptimeS,
-		Scheduler: v.Scheduler, OffloadPolicy: v.OffloadPolicy, Autoscaler: v.Autoscaler}
+	d.LB = LB{ID: v.LBID, Controller: v.Controller, ControllerID: v.controllerID(), Replicas: []Replica{},
+		UptimeS: v.UptimeS, Scheduler: v.Scheduler, OffloadPolicy: v.OffloadPolicy, Autoscaler: v.Autoscaler}
+	for _, r := range v.Replicas {
+		d.LB.Replicas = append(d.LB.Replicas, Replica{ID: r.LBID, Controller: r.Controller, InFlight: r.InFlight, Queued: r.Queued})
+	}
 	c := v.Counters
 	d.Calls = Calls{Total: c.Calls, Local: c.Local, Cloud: c.Cloud, Errors: c.Errors, ColdStarts: c.ColdStarts,
 		InFlight: v.InFlight, LocalInFlight: v.LocalInFlight, CloudInFlight: v.CloudInFlight, Queued: v.Queued}

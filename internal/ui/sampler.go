@@ -58,7 +58,7 @@ type sampler struct {
 	last       *sample
 	trimmed    bool   // samples no longer starts with the first one
 	breaker    string // last breaker state seen ("" before the first)
-	controller string // last controller seen
+	controller *controllerSeen
 }
 
 // observe records one tick at now.
@@ -110,13 +110,34 @@ func (s *sampler) observe(src Source, now time.Time) error {
 		}
 		s.breaker = cl.Breaker
 	}
-	if c := text(v.Controller); c != s.controller {
-		if s.controller != "" || c != "" {
-			s.events.Event(spillway.EventControllerChange, fmt.Sprintf("controller %q → %q", s.controller, c))
-		}
-		s.controller = c
+	seen := controllerSeen{self: v.Controller, id: v.controllerID()}
+	if prev := s.controller; prev != nil && *prev != seen {
+		s.events.Event(spillway.EventControllerChange, controllerCause(v.LBID, *prev, seen))
 	}
+	s.controller = &seen
 	return nil
+}
+
+// controllerSeen is who controlled the pool at one sample.
+type controllerSeen struct {
+	self bool   // this replica
+	id   string // the controller's lb_id, "" when unknown
+}
+
+func controllerCause(self string, prev, cur controllerSeen) string {
+	name := func(id string) string {
+		if id == "" {
+			return "no replica"
+		}
+		return "replica " + id
+	}
+	switch {
+	case cur.self && !prev.self:
+		return fmt.Sprintf("this lb (%s) took the controller lease from %s", self, name(prev.id))
+	case prev.self && !cur.self:
+		return fmt.Sprintf("this lb (%s) lost the controller lease; %s controls the pool now", self, name(cur.id))
+	}
+	return fmt.Sprintf("%s controls the pool now (was %s)", name(cur.id), name(prev.id))
 }
 
 // series returns a copy of the overview points.

@@ -161,7 +161,7 @@ func (u *UI) Data() (Data, error) {
 		for _, r := range Reasons {
 			d.Reasons = append(d.Reasons, Count{Name: r})
 		}
-		d.Series, d.Latency = []Point{}, []RouteLatency{}
+		d.Series, d.Latency, d.LB.Replicas = []Point{}, []RouteLatency{}, []Replica{}
 		return d, nil
 	}
 	v, err := decodeStatus(src.Status())

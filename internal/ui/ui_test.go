@@ -33,7 +33,7 @@ func newFakeSource() *fakeSource {
 		Name: latencyFamily, Buckets: []float64{.01, .025, .05, .1, .25, .5, 1},
 	}, []string{"route"})
 	f.reg.MustRegister(f.latency)
-	f.st = gateway.Status{Ready: true, PoolMin: 1, PoolMax: 4, PoolDesired: 2, Scheduler: "round-robin",
+	f.st = gateway.Status{Ready: true, Controller: true, PoolMin: 1, PoolMax: 4, PoolDesired: 2, Scheduler: "round-robin",
 		OffloadPolicy: "overflow", Autoscaler: "reactive", CloudMode: "local"}
 	f.st.Details = map[string]any{
 		"function": map[string]any{"name": "fib", "version": int64(3), "sha256": "abcdef0123456789", "style": "script"},
@@ -167,8 +167,9 @@ func TestSamplerSeriesLatencyAndBreakerEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d.Series) != 2 || d.Series[0].Local != 5 || d.Series[0].Cloud != 2 || d.Series[1].Local != 0 {
-		t.Errorf("series = %+v, want 5 local/s and 2 cloud/s, then 0", d.Series)
+	if len(d.Series) != 2 || d.Series[0].Local != 5 || d.Series[0].Cloud != 2 || d.Series[1].Local != 0 ||
+		d.Series[0].NLocal != 10 || d.Series[0].NCloud != 4 {
+		t.Errorf("series = %+v, want 10 local and 4 cloud calls (5/s and 2/s), then none", d.Series)
 	}
 	byRoute := map[string]RouteLatency{}
 	for _, l := range d.Latency {
@@ -204,6 +205,58 @@ func TestSamplerSeriesLatencyAndBreakerEvents(t *testing.T) {
 	}
 	if len(d.Series) != 72 {
 		t.Errorf("%d points, want 72", len(d.Series))
+	}
+}
+
+// TestControllerChangeEvents follows the controller lease as status()
+// shows it: lb alone never makes an event; a replica that loses or takes the
+// lease does.
+func TestControllerChangeEvents(t *testing.T) {
+	src := newFakeSource()
+	now := time.Unix(1000, 0)
+	u := New(Options{Interval: time.Hour, Now: func() time.Time { return now }})
+	defer u.Close()
+	step := func(edit func(st *gateway.Status)) {
+		t.Helper()
+		src.edit(edit)
+		now = now.Add(time.Second)
+		must(t, u.Sample(now))
+	}
+	u.SetSource(src) // lb alone: controller, no replicas
+	step(func(st *gateway.Status) { st.Counters.Calls++ })
+	if ev := u.Events().Last(); len(ev) != 0 {
+		t.Fatalf("lb alone: events %+v, want none", ev)
+	}
+	step(func(st *gateway.Status) {
+		st.LBID, st.Controller = "a", true
+		st.Replicas = []gateway.Replica{{LBID: "a", Controller: true}, {LBID: "b"}}
+	})
+	step(func(st *gateway.Status) {
+		st.Controller = false
+		st.Replicas = []gateway.Replica{{LBID: "a"}, {LBID: "b", Controller: true}}
+	})
+	step(func(st *gateway.Status) {
+		st.Controller = true
+		st.Replicas = []gateway.Replica{{LBID: "a", Controller: true}}
+	})
+	var causes []string
+	for _, e := range u.Events().Last() {
+		if e.Kind != spillway.EventControllerChange {
+			t.Errorf("event %+v, want controller changes only", e)
+		}
+		causes = append(causes, e.Cause)
+	}
+	want := []string{
+		"this lb (a) took the controller lease from replica b",
+		"this lb (a) lost the controller lease; replica b controls the pool now",
+		"replica a controls the pool now (was no replica)",
+	}
+	if strings.Join(causes, "\n") != strings.Join(want, "\n") {
+		t.Errorf("events (newest first):\n%s\nwant:\n%s", strings.Join(causes, "\n"), strings.Join(want, "\n"))
+	}
+	d, _ := u.Data()
+	if d.LB.ID != "a" || !d.LB.Controller || d.LB.ControllerID != "a" || len(d.LB.Replicas) != 1 {
+		t.Errorf("lb = %+v", d.LB)
 	}
 }
 

@@ -74,6 +74,9 @@ func diffDataStatus(d ui.Data, st map[string]any) []string {
 	check("cloud", d.Calls.Cloud, num(counters["cloud"]))
 	check("errors", d.Calls.Errors, num(counters["errors"]))
 	check("cold_starts", d.Calls.ColdStarts, num(counters["cold_starts"]))
+	lbID, _ := st["lb_id"].(string) // absent (nil) when lb runs alone
+	check("lb_id", d.LB.ID, lbID)
+	check("controller", d.LB.Controller, st["controller"])
 	check("in_flight", d.Calls.InFlight, num(st["in_flight"]))
 	check("queued", d.Calls.Queued, num(st["queued"]))
 	reasons, _ := counters["reasons"].(map[string]any)
@@ -162,20 +165,21 @@ func TestUIDataMatchesStatus(t *testing.T) {
 		t.Fatal("boom: want a function error")
 	}
 
-	var diffs []string
+	// The two reads are not one snapshot: poll until they agree.
 	var d ui.Data
-	waitUntil(t, 60*time.Second, "page data equal to status()", func() bool {
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		var code int
 		d, code = s.uiData("")
-		if code != 200 {
-			diffs = []string{fmt.Sprintf("GET /ui/data: %d", code)}
-			return false
+		diffs := []string{fmt.Sprintf("GET /ui/data: %d", code)}
+		if code == 200 {
+			diffs = diffDataStatus(d, s.status())
 		}
-		diffs = diffDataStatus(d, s.status())
-		return len(diffs) == 0
-	})
-	if len(diffs) > 0 {
-		t.Fatalf("page data differs from status():\n%s", strings.Join(diffs, "\n"))
+		if len(diffs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("page data differs from status() for 60s:\n%s", strings.Join(diffs, "\n"))
+		}
 	}
 	// What status() holds, checked against what the test did.
 	if d.State != "ready" || d.Calls.Total != 8 || d.Calls.Cloud < 3 || d.Calls.Errors != 1 || d.Functions[0].Version != fn.Version {

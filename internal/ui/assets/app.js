@@ -57,8 +57,11 @@
     $("updated").textContent = clock(d.now);
     $("updated").setAttribute("datetime", d.now);
     var meta = [];
-    if (d.lb.id) meta.push("replica " + d.lb.id);
-    if (d.lb.controller) meta.push("controller " + d.lb.controller);
+    if (d.lb.id) {
+      meta.push("replica " + d.lb.id + (d.lb.controller ? " (controller)" :
+        " (follower; controller " + (d.lb.controller_id || "unknown") + ")"));
+      if (d.lb.replicas.length > 1) meta.push(d.lb.replicas.length + " replicas");
+    }
     if (d.state !== "starting") {
       meta.push("offload " + d.lb.offload_policy, "scheduler " + d.lb.scheduler);
       meta.push("up " + Math.floor(d.lb.uptime_s / 60) + " min");
