@@ -75,9 +75,12 @@ pool=$(cfg POOL_NAME spillway)
 lb_hint=
 [[ $port == 8000 ]] || lb_hint="export LB_URL=http://127.0.0.1:$port/   # bin/client's target
   "
+ui_hint=
+[[ -z $(cfg LB_AUTH_TOKEN "") ]] || ui_hint=" (user: any, password: LB_AUTH_TOKEN)"
 cat <<MSG
 
 Spillway is up: lb on http://127.0.0.1:$port/ serving '$name' (pool '$pool').
+Operator page: http://127.0.0.1:$port/ui$ui_hint
 Next:
   ${lb_hint}bin/client call 20                        # one call through lb
   bin/client bench -c 8 -d 20s --param 25   # load: the pool grows, overflow goes to localcloud
