@@ -574,7 +574,7 @@ func (p *Pool) Roll(ctx context.Context, fn spillway.Function) error {
 	}
 	p.notifyLocked()
 	if p.Events != nil {
-		p.Events.Event(spillway.EventRoll, fmt.Sprintf("rolling %d workers to version %d (sha256 %.12s)", p.desired, fn.Version, fn.SHA256))
+		p.Events.Event(spillway.EventRoll, fmt.Sprintf("to version %d (sha256 %.12s): new workers start, old ones drain", fn.Version, fn.SHA256))
 	}
 	p.mu.Unlock()
 	p.log.Info("rolling workers to a new function version", "version", fn.Version, "sha256", fn.SHA256)

@@ -388,3 +388,79 @@ func TestUIAuth(t *testing.T) {
 		}
 	})
 }
+
+// TestUIEvents checks that a real lb's page lists what happened to its pool,
+// with the cause: the autoscaler growing and shrinking it, a roll to a new
+// version, and a killed worker replaced.
+func TestUIEvents(t *testing.T) {
+	s := newStack(t, stackOptions{env: map[string]string{
+		"NUMBER_OF_SERVERS": "1", "MAX_SERVERS": "2", "SCALE_DOWN_DELAY": "2s", "LOCAL_TIMEOUT": "30s",
+	}})
+	s.publish(sleeper, spillway.StyleHandler)
+	s.startLB()
+
+	// waitEvent waits for an event of kind whose cause contains every part.
+	waitEvent := func(kind spillway.EventKind, parts ...string) ui.Event {
+		t.Helper()
+		var found ui.Event
+		waitUntil(t, 90*time.Second, fmt.Sprintf("a %q event with %q", kind, parts), func() bool {
+			d, code := s.uiData("")
+			if code != 200 {
+				return false
+			}
+			for _, e := range d.Events {
+				if e.Kind != kind {
+					continue
+				}
+				all := true
+				for _, p := range parts {
+					all = all && strings.Contains(e.Cause, p)
+				}
+				if all {
+					found = e
+					return true
+				}
+			}
+			return false
+		})
+		t.Logf("event: %s %s: %s", found.Time.Format(time.TimeOnly), found.Kind, found.Cause)
+		return found
+	}
+
+	// Two long calls on one worker: one runs, one waits, the pool grows.
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := s.invoke("sleep:5", nil)
+			errs <- err
+		}()
+	}
+	waitEvent(spillway.EventScaleUp, "1 → 2 workers")
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("long call: %v", err)
+		}
+	}
+	waitEvent(spillway.EventScaleDown, "2 → 1 workers")
+
+	// A new version rolls the pool.
+	fn := s.publish(strings.Replace(sleeper, "VERSION = 1", "VERSION = 2", 1), spillway.StyleHandler)
+	waitEvent(spillway.EventRoll, fmt.Sprintf("to version %d", fn.Version))
+	waitEvent(spillway.EventRoll, fmt.Sprintf("every worker runs version %d", fn.Version))
+
+	// A killed worker is replaced, and the event names it.
+	var victim string
+	waitUntil(t, 60*time.Second, "a ready worker of the new version", func() bool {
+		for _, m := range s.members() {
+			if m["state"] == "ready" && num(m["version"]) == fn.Version {
+				victim, _ = m["name"].(string)
+				return victim != ""
+			}
+		}
+		return false
+	})
+	if out, err := exec.Command("docker", "kill", victim).CombinedOutput(); err != nil {
+		t.Fatalf("docker kill %s: %v %s", victim, err, out)
+	}
+	waitEvent(spillway.EventWorkerReplaced, victim)
+}
