@@ -406,3 +406,39 @@ func decodeLog(t *testing.T, b64 *string) string {
 	}
 	return string(b)
 }
+
+// TestCloseDuringColdStart: Close while an environment's container is being
+// started (created, not yet answering) ends the invocation and leaves no
+// container behind. Close waits for starts in flight, so a container created
+// after its sweep is still removed; this test checks the outcome, it does
+// not force that interleaving.
+func TestCloseDuringColdStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	instance := fmt.Sprintf("lcclose-%d", time.Now().UnixNano())
+	cloud := startContainerCloud(t, localcloud.Config{TransitionDelay: -1, Instance: instance})
+	lc := cloud.Lambda(localcloudtest.NoRetries)
+	createWithMemory(t, ctx, lc, "echo", echoPy, 10, 128)
+	waitActive(t, ctx, lc, "echo")
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := lc.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("echo"), Payload: []byte(`{"sleep": 30}`)})
+		done <- err
+	}()
+	waitFor(t, "a cold start in flight", 60*time.Second, func() bool { return len(instanceContainers(t, instance)) == 1 })
+	closeCtx, cancelClose := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelClose()
+	if err := cloud.Server.Close(closeCtx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	// Once the invocation has ended too, nothing of the start is left.
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("the invocation did not end after Close")
+	}
+	if ids := instanceContainers(t, instance); len(ids) != 0 {
+		t.Errorf("containers left after Close during a cold start: %v", ids)
+	}
+}

@@ -132,6 +132,7 @@ func (s *Server) acquire(ctx context.Context, label string) (*environment, *func
 		}
 		s.lm.envCount++
 		snap.code.refs++
+		s.starts.Add(1) // under mu with the closed check: Close waits for it
 	} else {
 		e.busy = true
 	}
@@ -142,6 +143,7 @@ func (s *Server) acquire(ctx context.Context, label string) (*environment, *func
 	if !cold {
 		return e, f, false, nil
 	}
+	defer s.starts.Done()
 	e, err = s.startEnvironment(ctx, snap)
 	s.mu.Lock()
 	if err != nil {

@@ -228,6 +228,10 @@ type Server struct {
 	bg     context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// starts counts environments being started; Close waits for them (an
+	// environment that finishes starting after Close stops itself) before
+	// it removes leftovers and closes the Docker connection.
+	starts sync.WaitGroup
 
 	mu sync.Mutex // guards lambda state: functions, environments, counters
 	lm lambdaState
@@ -352,6 +356,7 @@ func (s *Server) Close(ctx context.Context) error {
 	go func() {
 		wg.Wait()
 		s.wg.Wait()
+		s.starts.Wait()
 		close(done)
 	}()
 	select {
