@@ -96,6 +96,7 @@ func TestPageInBrowser(t *testing.T) {
 			}
 			tab.WaitTrue("chart with points and the split", `document.body.dataset.state === "ready" &&
 				+document.getElementById("rate-chart").dataset.points >= 2 &&
+				+document.getElementById("rate-chart").dataset.busy >= 1 &&
 				document.querySelectorAll("#rate-chart polyline").length === 2 &&
 				document.getElementById("split-local").textContent === "300 (75%)" &&
 				document.getElementById("split-cloud").textContent === "100 (25%)"`)

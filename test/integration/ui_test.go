@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -265,7 +266,7 @@ func TestUIInBrowserDuringBench(t *testing.T) {
 			+document.getElementById("split-cloud").dataset.count > 0;
 	})()`)
 	// Let the chart show a few seconds of the burst, then keep its picture.
-	tab.WaitTrue("five seconds of burst", `+document.getElementById("rate-chart").dataset.points >= 6`)
+	tab.WaitTrue("five seconds of burst", `+document.getElementById("rate-chart").dataset.busy >= 5`)
 	shot := filepath.Join(testutil.RepoRoot(t), ".cache", "ui.png")
 	tab.Screenshot(shot)
 	t.Logf("screenshot: %s", shot)
@@ -463,4 +464,41 @@ func TestUIEvents(t *testing.T) {
 		t.Fatalf("docker kill %s: %v %s", victim, err, out)
 	}
 	waitEvent(spillway.EventWorkerReplaced, victim)
+}
+
+// TestUIBreakerEvent stops the cloud under a real lb: forced cloud calls
+// fail, the circuit breaker leaves closed, and the page lists the change and
+// shows the breaker's state as status() does.
+func TestUIBreakerEvent(t *testing.T) {
+	s := newStack(t, stackOptions{cloud: true, env: map[string]string{"NUMBER_OF_SERVERS": "1"}})
+	s.publish(sleeper, spillway.StyleHandler)
+	s.startLB()
+	s.waitCloudReady()
+	if _, err := s.invoke("up", map[string]any{"route": "cloud"}); err != nil {
+		t.Fatalf("cloud call while localcloud runs: %v", err)
+	}
+	if err, ok := s.cloud.stop(syscall.SIGTERM, 30*time.Second); !ok {
+		t.Fatalf("localcloud did not stop: %v", err)
+	}
+	var d ui.Data
+	waitUntil(t, 120*time.Second, "a breaker change away from closed", func() bool {
+		// Each failed forced call counts toward opening the breaker.
+		if _, err := s.invoke("down", map[string]any{"route": "cloud"}); err == nil {
+			t.Fatal("a cloud call succeeded with localcloud stopped")
+		}
+		var code int
+		if d, code = s.uiData(""); code != 200 {
+			return false
+		}
+		for _, e := range d.Events {
+			if e.Kind == spillway.EventBreakerChange && strings.HasPrefix(e.Cause, "closed → ") {
+				t.Logf("event: %s", e.Cause)
+				return true
+			}
+		}
+		return false
+	})
+	if d.Cloud.Breaker == "closed" || d.Cloud.Failed == 0 {
+		t.Errorf("cloud on the page: %+v, want the breaker not closed and failed calls", d.Cloud)
+	}
 }

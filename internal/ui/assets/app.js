@@ -111,6 +111,7 @@
     svg.setAttribute("width", W); svg.setAttribute("height", H);
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     svg.dataset.points = d.series.length;
+    svg.dataset.busy = d.series.filter(function (p) { return p.local + p.cloud > 0; }).length;
     var span = d.series_window_s * 1000;
     $("overview-window").textContent = "last " + (span >= 120000 ? Math.round(span / 60000) + " minutes" : Math.round(span / 1000) + " s");
     var end = Date.parse(d.now), start = end - span;
