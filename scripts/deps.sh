@@ -28,8 +28,10 @@ fi
 # Debian's boto3 for /usr/bin/python3: the reference deployment sequence is
 # replayed against localcloud with it (cmd/localcloud TestBoto3ReferenceDeployment).
 if ! /usr/bin/python3 -c 'import boto3' >/dev/null 2>&1; then missing+=(python3-boto3); fi
-# Debian's Chromium: the operator page's browser tests drive it headless.
+# Debian's Chromium: the operator page's browser tests drive it headless,
+# with a font so that the page lays out as it does for a person.
 have chromium || missing+=(chromium)
+dpkg -s fonts-dejavu-core >/dev/null 2>&1 || missing+=(fonts-dejavu-core)
 # envsubst renders compose.yml from compose.tmpl.yml.
 have envsubst || missing+=(gettext-base)
 # curl waits for health in `make up`.

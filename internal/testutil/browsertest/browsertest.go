@@ -63,10 +63,10 @@ func New(t testing.TB, width, height int) *Tab {
 	})
 	// The first run starts the browser; a timeout on its context would stop
 	// the browser for good, so a timer cancels the whole tab instead.
-	slow := time.AfterFunc(PageTimeout, cancel)
+	slow := time.AfterFunc(2*PageTimeout, cancel)
 	err := chromedp.Do(ctx)
 	if !slow.Stop() {
-		t.Fatalf("chromium did not start within %v", PageTimeout)
+		t.Fatalf("chromium did not start within %v", 2*PageTimeout)
 	}
 	if err != nil {
 		t.Fatalf("start chromium: %v", err)
