@@ -10,10 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/spillway-faas/spillway/internal/testutil"
@@ -38,9 +43,55 @@ func chromium(t testing.TB) string {
 }
 
 // Tab is one headless Chromium with one tab, closed when the test ends.
+// A script error or a Content-Security-Policy violation on any page the tab
+// shows fails the test.
 type Tab struct {
 	t   testing.TB
 	Ctx context.Context
+
+	mu       sync.Mutex // guards problems
+	problems []string
+}
+
+// listen runs on the tab's reader goroutine: it only records.
+func (b *Tab) listen(ev any) {
+	var p string
+	switch ev := ev.(type) {
+	case *cdpruntime.EventExceptionThrown:
+		if d := ev.ExceptionDetails; d != nil {
+			p = fmt.Sprintf("script error at %s:%d: %s", d.URL, d.LineNumber+1, d.Text)
+			if d.Exception != nil && d.Exception.Description != "" {
+				p += " " + d.Exception.Description
+			}
+		}
+	case *cdplog.EventEntryAdded:
+		if e := ev.Entry; e != nil && e.Level == cdplog.EntryLevelError &&
+			(e.Source == cdplog.EntrySourceSecurity || e.Source == cdplog.EntrySourceJavascript) {
+			p = fmt.Sprintf("%s error: %s", e.Source, e.Text)
+		}
+	}
+	if p != "" {
+		b.mu.Lock()
+		b.problems = append(b.problems, p)
+		b.mu.Unlock()
+	}
+}
+
+// Problems returns the script errors and policy violations seen so far.
+func (b *Tab) Problems() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string{}, b.problems...)
+}
+
+// TakeProblems returns the problems seen so far and forgets them (for a test
+// that provokes some on purpose).
+func (b *Tab) TakeProblems() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.problems
+	b.problems = nil
+	return p
 }
 
 // New starts Chromium with a window of width×height CSS pixels.
@@ -55,11 +106,16 @@ func New(t testing.TB, width, height int) *Tab {
 		chromedp.WindowSize(width, height),
 		chromedp.UserDataDir(t.TempDir()),
 	)
+	tab := &Tab{t: t}
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancel := chromedp.NewContext(actx, chromedp.WithListener(tab.listen))
+	tab.Ctx = ctx
 	t.Cleanup(func() {
 		cancel()
 		acancel()
+		if p := tab.Problems(); len(p) > 0 {
+			t.Errorf("the browser saw %d problem(s):\n%s", len(p), strings.Join(p, "\n"))
+		}
 	})
 	// The first run starts the browser; a timeout on its context would stop
 	// the browser for good, so a timer cancels the whole tab instead.
@@ -71,7 +127,12 @@ func New(t testing.TB, width, height int) *Tab {
 	if err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
-	return &Tab{t: t, Ctx: ctx}
+	rctx, rcancel := context.WithTimeout(ctx, PageTimeout)
+	defer rcancel()
+	if _, err := chromedp.Call(rctx, cdpruntime.Enable, cdp.Empty{}); err != nil {
+		t.Fatalf("chromium: enable script events: %v", err)
+	}
+	return tab
 }
 
 // BasicAuth makes every later request of the tab send user:password.
