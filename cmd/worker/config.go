@@ -24,7 +24,9 @@ type workerConfig struct {
 	Timeout      time.Duration  // LOCAL_TIMEOUT
 	Python       string         // PYTHON
 	MaxBodyBytes int64          // WORKER_MAX_REQUEST_BYTES
-	LogLevel     string         // LOG_LEVEL
+	// MaxResultBytes (MAX_RESULT_BYTES): a larger result is a -32002 fault.
+	MaxResultBytes int64
+	LogLevel       string // LOG_LEVEL
 }
 
 // loadConfig parses the environment; every error names the variable and value.
@@ -58,7 +60,9 @@ func loadConfig(lookup config.Lookup) (workerConfig, error) {
 		Concurrency:  int(integer("WORKER_CONCURRENCY", 1)),
 		Python:       get("PYTHON", "/usr/bin/python3"),
 		MaxBodyBytes: integer("WORKER_MAX_REQUEST_BYTES", 1<<20),
-		LogLevel:     get("LOG_LEVEL", "info"),
+
+		MaxResultBytes: integer("MAX_RESULT_BYTES", config.DefaultMaxResultBytes),
+		LogLevel:       get("LOG_LEVEL", "info"),
 	}
 	styleText := get("FUNCTION_STYLE", string(spillway.StyleScript))
 	style, err := spillway.ParseStyle(styleText)
@@ -91,6 +95,9 @@ func (c workerConfig) Validate() error {
 	}
 	if c.Version < 0 {
 		errs = append(errs, fmt.Errorf("FUNCTION_VERSION=%d: must not be negative", c.Version))
+	}
+	if c.MaxResultBytes < 1024 {
+		errs = append(errs, fmt.Errorf("MAX_RESULT_BYTES=%d: want at least 1024", c.MaxResultBytes))
 	}
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("WORKER_MAX_REQUEST_BYTES=%d: want at least 1024", c.MaxBodyBytes))

@@ -103,8 +103,10 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 		Version:      strconv.FormatInt(cfg.Version, 10),
 		Concurrency:  cfg.Concurrency,
 		Timeout:      cfg.Timeout,
-		Output:       output,
-		Logger:       log,
+
+		MaxResultBytes: cfg.MaxResultBytes,
+		Output:         output,
+		Logger:         log,
 	})
 	if err != nil {
 		return err
@@ -127,8 +129,12 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 	srv := &http.Server{
 		Handler:           svc.handler(log),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ReadTimeout:       30 * time.Second,
+		// The longest call plus the time to send its (MAX_RESULT_BYTES) answer.
+		WriteTimeout:   cfg.Timeout + 30*time.Second,
+		MaxHeaderBytes: 64 << 10,
+		IdleTimeout:    2 * time.Minute,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	addr := net.JoinHostPort(cfg.Listen, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)

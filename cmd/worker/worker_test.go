@@ -432,7 +432,7 @@ func TestWorkerConfigErrors(t *testing.T) {
 	}
 	want := workerConfig{Port: 8001, FunctionPath: "/var/task/function.py", Style: spillway.StyleScript,
 		Handler: "handler", Name: "faas", Concurrency: 1, Timeout: 5 * time.Second,
-		Python: "/usr/bin/python3", MaxBodyBytes: 1 << 20, LogLevel: "info"}
+		Python: "/usr/bin/python3", MaxBodyBytes: 1 << 20, MaxResultBytes: 6 << 20, LogLevel: "info"}
 	if c != want {
 		t.Fatalf("defaults = %+v\nwant %+v", c, want)
 	}

@@ -34,6 +34,7 @@ type reply struct {
 //
 //   - {"statusCode":200,"body":R,"coldStart":b}: R, with ints as int64.
 //   - {"statusCode":500,"errorType":T,"errorMessage":M}: *spillway.FunctionError.
+//   - {"statusCode":413,...}: the result was over the shim's cap, spillway.ErrPayloadTooLarge.
 //   - {"errorMessage":"... Task timed out after N seconds"}: spillway.ErrTimeout.
 //   - any other Lambda error payload: spillway.ErrRunnerCrashed with type and message.
 //   - a proxy-shaped object whose body is the JSON of one of the above: unwrapped once.
@@ -72,6 +73,8 @@ func parsePayloadDepth(data []byte, functionError string, depth int) (any, bool,
 			return nil, r.ColdStart, fmt.Errorf("decode function result: %w", err)
 		}
 		return v, r.ColdStart, nil
+	case code == 413:
+		return nil, r.ColdStart, fmt.Errorf("function result: %s: %s: %w", r.ErrorType, r.ErrorMessage, spillway.ErrPayloadTooLarge)
 	case code == 400:
 		return nil, r.ColdStart, fmt.Errorf("function rejected the event: %s: %s: %w", r.ErrorType, r.ErrorMessage, spillway.ErrInvalidParams)
 	case r.ErrorType != "" || r.ErrorMessage != "":

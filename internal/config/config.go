@@ -37,6 +37,8 @@ type Config struct {
 	OffloadWaitWeight float64       // OFFLOAD_WAIT_WEIGHT: latency-aware's weight of queue wait
 	ScaleTargetUtil   float64       // SCALE_TARGET_UTILIZATION: predictive autoscaler headroom
 	MaxRequestBytes   int64         // LB_MAX_REQUEST_BYTES
+	MaxResultBytes    int64         // MAX_RESULT_BYTES: largest function result, enforced where it is produced
+	MaxQueued         int           // MAX_QUEUED: calls that may wait for a local worker at once
 	DrainTimeout      time.Duration // DRAIN_TIMEOUT: how long SIGTERM waits for in-flight calls
 	FunctionName      string        // FAAS_FUNCTION_NAME
 	RedisAddr         string        // REDIS_ADDR
@@ -76,6 +78,10 @@ type Cloud struct {
 // Enabled reports whether offloading is possible at all.
 func (c Cloud) Enabled() bool { return c.Mode != "off" }
 
+// DefaultMaxResultBytes is MAX_RESULT_BYTES's default: Lambda's limit for a
+// synchronous response, 6 MiB.
+const DefaultMaxResultBytes = 6 << 20
+
 // Choices for the enumerated variables.
 var (
 	Schedulers      = []string{"round-robin", "least-connections"}
@@ -110,6 +116,8 @@ func Load(lookup Lookup) (Config, error) {
 		OffloadWaitWeight: p.float("OFFLOAD_WAIT_WEIGHT", 4),
 		ScaleTargetUtil:   p.float("SCALE_TARGET_UTILIZATION", 0.8),
 		MaxRequestBytes:   p.bytes("LB_MAX_REQUEST_BYTES", 1<<20),
+		MaxResultBytes:    p.bytes("MAX_RESULT_BYTES", DefaultMaxResultBytes),
+		MaxQueued:         p.int("MAX_QUEUED", 1000),
 		DrainTimeout:      p.duration("DRAIN_TIMEOUT", 30*time.Second),
 		FunctionName:      p.str("FAAS_FUNCTION_NAME", "faas"),
 		RedisAddr:         p.str("REDIS_ADDR", "127.0.0.1:6379"),
@@ -194,6 +202,12 @@ func (c Config) Validate() error {
 		if p.d <= 0 {
 			bad(p.name, p.d, "must be positive")
 		}
+	}
+	if c.MaxResultBytes < 1<<10 || c.MaxResultBytes > 1<<30 {
+		bad("MAX_RESULT_BYTES", c.MaxResultBytes, "must be between 1k and 1g")
+	}
+	if c.MaxQueued < 1 {
+		bad("MAX_QUEUED", c.MaxQueued, "must be at least 1")
 	}
 	if c.ScaleDownDelay < 0 {
 		bad("SCALE_DOWN_DELAY", c.ScaleDownDelay, "must not be negative")

@@ -495,6 +495,9 @@ func (b *Backend) containerConfig(spec pool.WorkerSpec, labels map[string]string
 	if spec.LocalTimeout > 0 {
 		env = append(env, "LOCAL_TIMEOUT="+spec.LocalTimeout.String())
 	}
+	if spec.MaxResultBytes > 0 {
+		env = append(env, "MAX_RESULT_BYTES="+strconv.FormatInt(spec.MaxResultBytes, 10))
+	}
 	return &container.Config{
 		Image:  b.cfg.Image,
 		User:   fmt.Sprintf("%d:%d", WorkerUID, WorkerGID),

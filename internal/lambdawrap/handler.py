@@ -26,6 +26,11 @@ response line:
   {"id": N, "ok": true, "result": <result>}
   {"id": N, "ok": false, "error": {"type", "message", "traceback"}}
   {"id": N, "ok": false, "crash": true, "error": {"type", "message"}}
+  {"id": N, "ok": false, "tooLarge": true, "error": {"type", "message"}}
+The last is a result whose JSON is over --max-result-bytes (MAX_RESULT_BYTES,
+default 6 MiB, Lambda's own limit): it is dropped, and the runner stays. In
+Lambda mode the same cap comes from spillway.json's "maxResultBytes" and the
+answer is {"statusCode": 413, "errorType": "ResultTooLarge", ...}.
 A handler that exits the process (sys.exit, os._exit, a crash) ends the stream;
 the parent treats that as a crashed runner.
 
@@ -59,6 +64,9 @@ import types
 
 STYLE_SCRIPT = "script"
 STYLE_HANDLER = "handler"
+
+# Default cap on a result's JSON: Lambda's synchronous response limit.
+DEFAULT_MAX_RESULT_BYTES = 6 * 1024 * 1024
 
 # Limits on what travels back from a forked script child besides its stdout.
 _MAX_STATUS = 16 * 1024
@@ -383,6 +391,22 @@ def _read_all(fd, limit=None):
     return data if limit is None else data[:limit]
 
 
+def _too_large(cap):
+    return "result over MAX_RESULT_BYTES (%d bytes)" % cap
+
+
+def _json_size(value, cap):
+    """The size of value's JSON, counting no further than just past cap, so an
+    enormous result is never encoded whole (raises TypeError/ValueError as
+    json.dumps does)."""
+    size = 0
+    for chunk in json.JSONEncoder(allow_nan=False).iterencode(value):
+        size += len(chunk.encode("utf-8")) if not chunk.isascii() else len(chunk)
+        if size > cap:
+            return size
+    return size
+
+
 # ---------------------------------------------------------------------------
 # Lambda mode
 
@@ -403,6 +427,8 @@ def _lambda_function():
         _LAMBDA_FUNCTION = Function(os.path.join(here, "function.py"),
                                     conf.get("style") or STYLE_SCRIPT,
                                     conf.get("handler") or "handler")
+        _LAMBDA_FUNCTION.max_result_bytes = int(
+            conf.get("maxResultBytes") or DEFAULT_MAX_RESULT_BYTES)
     return _LAMBDA_FUNCTION
 
 
@@ -445,9 +471,14 @@ def handler(event, context):
     else:
         kind, value = _lambda_function().invoke(param, context)
         if kind == "ok":
+            cap = _lambda_function().max_result_bytes
             try:
-                json.dumps(value, allow_nan=False)
-                out = {"statusCode": 200, "body": value, "coldStart": cold}
+                size = _json_size(value, cap)
+                if size > cap:
+                    out = {"statusCode": 413, "errorType": "ResultTooLarge",
+                           "errorMessage": _too_large(cap), "coldStart": cold}
+                else:
+                    out = {"statusCode": 200, "body": value, "coldStart": cold}
             except (TypeError, ValueError) as exc:
                 out = {"statusCode": 500, "errorType": type(exc).__name__,
                        "errorMessage": "result is not JSON-serialisable: %s" % exc,
@@ -501,6 +532,7 @@ def _worker_main(args):
     p.add_argument("--version", default="0")
     p.add_argument("--in-fd", type=int, default=3)
     p.add_argument("--out-fd", type=int, default=4)
+    p.add_argument("--max-result-bytes", type=int, default=DEFAULT_MAX_RESULT_BYTES)
     opts = p.parse_args(args)
 
     # The protocol has its own descriptors; anything the function prints goes
@@ -536,8 +568,13 @@ def _worker_main(args):
         kind, value = fn.invoke(req.get("param"), ctx)
         if kind == "ok":
             try:
-                data = json.dumps({"id": rid, "ok": True, "result": value},
-                                  allow_nan=False)
+                if _json_size(value, opts.max_result_bytes) > opts.max_result_bytes:
+                    data = json.dumps({"id": rid, "ok": False, "tooLarge": True, "error": {
+                        "type": "ResultTooLarge",
+                        "message": _too_large(opts.max_result_bytes)}})
+                else:
+                    data = json.dumps({"id": rid, "ok": True, "result": value},
+                                      allow_nan=False)
             except (TypeError, ValueError) as exc:
                 data = json.dumps({"id": rid, "ok": False, "error": {
                     "type": type(exc).__name__,

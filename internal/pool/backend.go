@@ -27,6 +27,9 @@ type WorkerSpec struct {
 	Function     spillway.Function
 	Concurrency  int           // WORKER_CONCURRENCY: calls one worker runs at once
 	LocalTimeout time.Duration // LOCAL_TIMEOUT: the worker kills a call past it
+	// MaxResultBytes (MAX_RESULT_BYTES): the worker refuses a larger result
+	// with a -32002 fault; 0 leaves the worker's default.
+	MaxResultBytes int64
 }
 
 // Worker is one worker container as the backend sees it.

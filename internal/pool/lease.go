@@ -79,6 +79,12 @@ func (l *Lease) Call(ctx context.Context, param any) (any, error) {
 	if m.ctx.Err() != nil {
 		return nil, fmt.Errorf("call worker %s: %w: it left the pool during the call", m.name, spillway.ErrWorkerFailed)
 	}
+	if errors.Is(err, xmlrpc.ErrResponseTooLarge) {
+		// The worker answered; its answer was too large to take. It stays
+		// in rotation, and the call is not run again.
+		m.lastOK.Store(time.Now().UnixNano())
+		return nil, fmt.Errorf("call worker %s: result too large (MAX_RESULT_BYTES): %w: %w", m.name, err, spillway.ErrPayloadTooLarge)
+	}
 	l.p.fail(m, err)
 	return nil, fmt.Errorf("call worker %s: %w: %w", m.name, spillway.ErrWorkerFailed, err)
 }

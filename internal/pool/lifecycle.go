@@ -189,7 +189,7 @@ func (p *Pool) startAsyncLocked() {
 			p.Events.Event(spillway.EventWorkerReplaced, "starting a replacement: "+p.lastFailure)
 		}
 	}
-	spec := WorkerSpec{Function: p.fn, Concurrency: p.cfg.Concurrency, LocalTimeout: p.cfg.LocalTimeout}
+	spec := WorkerSpec{Function: p.fn, Concurrency: p.cfg.Concurrency, LocalTimeout: p.cfg.LocalTimeout, MaxResultBytes: p.cfg.MaxResultBytes}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -535,7 +535,10 @@ func (p *Pool) newClient(addr string) (*xmlrpc.Client, *http.Transport) {
 	tr.DialContext = dialer(p.cfg.DialTimeout)
 	tr.MaxIdleConns = p.cfg.Concurrency + 2
 	tr.MaxIdleConnsPerHost = p.cfg.Concurrency + 2
-	return xmlrpc.NewClient("http://"+addr+"/", &http.Client{Transport: tr}), tr
+	c := xmlrpc.NewClient("http://"+addr+"/", &http.Client{Transport: tr})
+	// The XML of a result can be several times its JSON (MAX_RESULT_BYTES).
+	c.MaxResponseBytes = max(xmlrpc.DefaultMaxResponseBytes, 8*p.cfg.MaxResultBytes)
+	return c, tr
 }
 
 func (p *Pool) baseCtx() context.Context {

@@ -42,6 +42,10 @@ type Config struct {
 	Max          int           // MAX_SERVERS: Scale never goes above it
 	Concurrency  int           // WORKER_CONCURRENCY: call slots per member
 	LocalTimeout time.Duration // LOCAL_TIMEOUT, passed to the workers
+	// MaxResultBytes (MAX_RESULT_BYTES) is passed to the workers, which
+	// refuse a larger result; a worker's answer larger than the XML of such
+	// a result is refused here too, without ejecting the worker.
+	MaxResultBytes int64
 
 	HealthInterval time.Duration // between health() probes of a member (1s)
 	HealthTimeout  time.Duration // deadline of one probe (800ms)
@@ -59,6 +63,8 @@ func ConfigFrom(c config.Config) Config {
 		Max:          c.MaxServers,
 		Concurrency:  c.WorkerConcurrency,
 		LocalTimeout: c.LocalTimeout,
+
+		MaxResultBytes: c.MaxResultBytes,
 	}
 }
 

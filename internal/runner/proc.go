@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,6 +36,8 @@ type proc struct {
 	fresh bool
 	// broken is set by the call that saw the runner die or killed it.
 	broken bool
+	// maxLine bounds a response line (MaxResultBytes plus the envelope).
+	maxLine int64
 
 	releaseOnce sync.Once
 }
@@ -65,6 +68,8 @@ type response struct {
 	Result json.RawMessage `json:"result"`
 	Error  *pyError        `json:"error"`
 	Crash  bool            `json:"crash"`
+	// TooLarge says the result was over MaxResultBytes and was dropped.
+	TooLarge bool `json:"tooLarge"`
 }
 
 // startProc starts a runner and waits, within ctx and startTimeout, for its
@@ -89,6 +94,7 @@ func startProc(ctx context.Context, cfg *Config, id int, wg *sync.WaitGroup) (*p
 		"--handler", cfg.Handler,
 		"--name", cfg.Name,
 		"--version", cfg.Version,
+		"--max-result-bytes", strconv.FormatInt(cfg.MaxResultBytes, 10),
 		"--in-fd", "3", "--out-fd", "4"}
 	cmd := exec.Command(cfg.Python, args...)
 	cmd.Env = cfg.Env
@@ -110,7 +116,7 @@ func startProc(ctx context.Context, cfg *Config, id int, wg *sync.WaitGroup) (*p
 	reqR.Close()
 	respW.Close()
 	p := &proc{id: id, cmd: cmd, reqW: reqW, respR: respR, rd: bufio.NewReaderSize(respR, 64<<10),
-		tail: tail, done: make(chan struct{}), fresh: true}
+		tail: tail, done: make(chan struct{}), fresh: true, maxLine: cfg.MaxResultBytes + responseOverhead}
 	wg.Go(func() {
 		p.waitErr = cmd.Wait()
 		close(p.done)
@@ -160,7 +166,14 @@ func (p *proc) call(ctx context.Context, req request) (response, error) {
 	})
 	_, err = p.reqW.Write(line)
 	if err == nil {
-		line, err = p.rd.ReadBytes('\n')
+		line, err = p.readLine()
+	}
+	if errors.Is(err, errLineTooLong) && stop() {
+		// The shim let a result over the cap through; the runner is fine
+		// and the rest of the line is already skipped.
+		resp.TooLarge = true
+		resp.Error = &pyError{Type: "ResultTooLarge", Message: fmt.Sprintf("result over MAX_RESULT_BYTES (%d bytes)", p.maxLine-responseOverhead)}
+		return resp, nil
 	}
 	if !stop() {
 		// The deadline fired: the runner is being killed whatever it answered.
@@ -223,6 +236,39 @@ func awaitTeardown(ctx context.Context) {
 	select {
 	case <-t.C:
 	case <-ctx.Done():
+	}
+}
+
+// responseOverhead is what a response line holds besides the result.
+const responseOverhead = 64 << 10
+
+// errLineTooLong says a response line was over maxLine; it was read to its
+// end and dropped.
+var errLineTooLong = errors.New("response line too long")
+
+// readLine reads one response line, at most maxLine bytes of it kept.
+func (p *proc) readLine() ([]byte, error) {
+	var line []byte
+	over := false
+	for {
+		chunk, err := p.rd.ReadSlice('\n')
+		if !over {
+			if p.maxLine > 0 && int64(len(line)+len(chunk)) > p.maxLine {
+				over, line = true, nil
+			} else {
+				line = append(line, chunk...)
+			}
+		}
+		switch {
+		case err == nil && over:
+			return nil, errLineTooLong
+		case err == nil:
+			return line, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		default:
+			return line, err
+		}
 	}
 }
 

@@ -37,11 +37,15 @@ type Config struct {
 	Version      string         // reported to handlers as context.function_version
 	Concurrency  int            // runners, i.e. calls at once; default 1
 	Timeout      time.Duration  // per call, from Call until the answer; default 5s
-	StartTimeout time.Duration  // for a runner to import the function; default 30s
-	Env          []string       // runners' environment; default MinimalEnv()
-	Dir          string         // runners' working directory; default the function's
-	Output       io.Writer      // runners' stdout and stderr; default os.Stderr
-	Logger       *slog.Logger   // default slog.Default()
+	// MaxResultBytes is the largest result (its JSON) a call may return; the
+	// shim refuses a larger one and the call fails with
+	// spillway.ErrPayloadTooLarge, the runner kept. Default 6 MiB.
+	MaxResultBytes int64
+	StartTimeout   time.Duration // for a runner to import the function; default 30s
+	Env            []string      // runners' environment; default MinimalEnv()
+	Dir            string        // runners' working directory; default the function's
+	Output         io.Writer     // runners' stdout and stderr; default os.Stderr
+	Logger         *slog.Logger  // default slog.Default()
 }
 
 // MinimalEnv is the environment runners get by default: enough for Python,
@@ -56,6 +60,10 @@ func MinimalEnv() []string {
 		"PYTHONIOENCODING=utf-8",
 	}
 }
+
+// DefaultMaxResultBytes is Config.MaxResultBytes's default: Lambda's limit
+// for a synchronous response.
+const DefaultMaxResultBytes = 6 << 20
 
 func (c *Config) setDefaults() {
 	if c.Python == "" {
@@ -79,6 +87,9 @@ func (c *Config) setDefaults() {
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 30 * time.Second
 	}
+	if c.MaxResultBytes == 0 {
+		c.MaxResultBytes = DefaultMaxResultBytes
+	}
 	if c.Env == nil {
 		c.Env = MinimalEnv()
 	}
@@ -101,6 +112,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("runner config: Concurrency %d, want at least 1", c.Concurrency)
 	case c.Timeout < 0:
 		return fmt.Errorf("runner config: Timeout %s is negative", c.Timeout)
+	case c.MaxResultBytes < 0:
+		return fmt.Errorf("runner config: MaxResultBytes %d is negative", c.MaxResultBytes)
 	}
 	if _, err := spillway.ParseStyle(string(c.Style)); err != nil {
 		return fmt.Errorf("runner config: %w", err)
@@ -334,6 +347,10 @@ func (p *Pool) Call(ctx context.Context, param any) (Result, error) {
 		if resp.Crash {
 			p.failed.Add(1)
 			return res, fmt.Errorf("%s: %w", e.Message, spillway.ErrRunnerCrashed)
+		}
+		if resp.TooLarge {
+			p.completed.Add(1)
+			return res, fmt.Errorf("%s: %w", e.Message, spillway.ErrPayloadTooLarge)
 		}
 		p.completed.Add(1)
 		return res, &spillway.FunctionError{Type: e.Type, Message: e.Message, Traceback: e.Traceback}

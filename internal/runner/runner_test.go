@@ -70,6 +70,12 @@ type fixture struct {
 
 func newPool(t *testing.T, style spillway.Style, code string, conc int, timeout time.Duration) *fixture {
 	t.Helper()
+	return newPoolWith(t, style, code, conc, timeout, nil)
+}
+
+// newPoolWith is newPool with the runner config changed by mod.
+func newPoolWith(t *testing.T, style spillway.Style, code string, conc int, timeout time.Duration, mod func(*runner.Config)) *fixture {
+	t.Helper()
 	py := testutil.Python(t)
 	dir := t.TempDir()
 	shim, err := lambdawrap.WriteShim(filepath.Join(dir, "shim"))
@@ -84,10 +90,14 @@ func newPool(t *testing.T, style spillway.Style, code string, conc int, timeout 
 		t.Fatal(err)
 	}
 	out := &testutil.SyncBuffer{}
-	p, err := runner.New(runner.Config{
+	cfg := runner.Config{
 		Python: py, ShimPath: shim, FunctionPath: fnPath, Style: style,
 		Concurrency: conc, Timeout: timeout, Output: out,
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := runner.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,6 +414,42 @@ func TestConfigValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := runner.New(tt.cfg); err == nil {
 				t.Fatal("New succeeded")
+			}
+		})
+	}
+}
+
+func TestResultOverCapIsRefusedAndRunnerKept(t *testing.T) {
+	// Under MaxResultBytes=1 MiB a 2 MiB result is ErrPayloadTooLarge and the
+	// same warm runner serves the next call (no cold start, no replacement);
+	// with the cap at 4 MiB (the protection off for this size) it is returned.
+	const handler = "def handler(event, context):\n    return 'x' * event['parameter']\n"
+	for _, style := range []spillway.Style{spillway.StyleHandler, spillway.StyleScript} {
+		code := handler
+		if style == spillway.StyleScript {
+			code = "import sys\nsys.stdout.write('x' * int(sys.argv[1]))\n"
+		}
+		t.Run(string(style), func(t *testing.T) {
+			f := newPoolWith(t, style, code, 1, 10*time.Second, func(c *runner.Config) { c.MaxResultBytes = 1 << 20 })
+			if _, err := call(t, f.pool, 10); err != nil {
+				t.Fatalf("small result: %v", err)
+			}
+			_, err := call(t, f.pool, 2<<20)
+			if !errors.Is(err, spillway.ErrPayloadTooLarge) || !strings.Contains(err.Error(), "MAX_RESULT_BYTES") {
+				t.Fatalf("2 MiB result under a 1 MiB cap: %v, want ErrPayloadTooLarge naming MAX_RESULT_BYTES", err)
+			}
+			res, err := call(t, f.pool, 10)
+			if err != nil || res.ColdStart {
+				t.Fatalf("next call: %+v, %v; want the same warm runner", res, err)
+			}
+			if st := f.pool.Stats(); st.Failed != 0 {
+				t.Errorf("stats %+v: the refused result counted as a failure", st)
+			}
+
+			off := newPoolWith(t, style, code, 1, 10*time.Second, func(c *runner.Config) { c.MaxResultBytes = 4 << 20 })
+			res, err = call(t, off.pool, 2<<20)
+			if s, _ := res.Value.(string); err != nil || len(s) != 2<<20 {
+				t.Fatalf("2 MiB result under a 4 MiB cap: %d bytes, %v", len(s), err)
 			}
 		})
 	}

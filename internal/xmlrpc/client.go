@@ -15,6 +15,10 @@ import (
 	kolo "github.com/kolo/xmlrpc"
 )
 
+// ErrResponseTooLarge is wrapped by Call when the answer is over
+// MaxResponseBytes: the server is fine, its answer was too big to take.
+var ErrResponseTooLarge = errors.New("response body too large")
+
 // DefaultMaxResponseBytes is the response body limit when
 // Client.MaxResponseBytes is 0.
 const DefaultMaxResponseBytes = 64 << 20
@@ -151,7 +155,7 @@ func (c *Client) readResponse(resp *http.Response) ([]byte, error) {
 		return nil, err
 	}
 	if n > limit {
-		return nil, errors.New("response body over " + strconv.FormatInt(limit, 10) + " bytes")
+		return nil, fmt.Errorf("%w: over %s bytes", ErrResponseTooLarge, strconv.FormatInt(limit, 10))
 	}
 	return w.Bytes(), nil
 }
