@@ -18,8 +18,8 @@ const (
 
 	FaultTimeout          = -32000 // the call passed its deadline and nothing could take it over
 	FaultCloudUnavailable = -32001 // the cloud was needed but is off, failing or its breaker is open
-	FaultPayloadTooLarge  = -32002 // request or parameter over the size limit
-	FaultNoCapacity       = -32003 // no local worker and no cloud to take the call
+	FaultPayloadTooLarge  = -32002 // request, parameter or result over its size limit
+	FaultBudgetExhausted  = -32003 // the call needed the cloud and the cloud budget (CLOUD_MAX_RPS, CLOUD_MAX_COST_PER_HOUR) is spent
 	FaultUnauthorized     = -32004 // LB_AUTH_TOKEN missing or wrong
 	FaultFunctionNotFound = -32005 // no function record to serve
 	FaultRunnerCrashed    = -32006 // the function exited or crashed its runner
@@ -36,7 +36,7 @@ var (
 	ErrTimeout          = errors.New("call timed out")
 	ErrCloudUnavailable = errors.New("cloud unavailable")
 	ErrPayloadTooLarge  = errors.New("payload too large")
-	ErrNoCapacity       = errors.New("no capacity to run the call")
+	ErrBudgetExhausted  = errors.New("cloud budget exhausted")
 	ErrUnauthorized     = errors.New("unauthorized")
 	ErrFunctionNotFound = errors.New("function not found")
 	ErrRunnerCrashed    = errors.New("function runner crashed")
@@ -67,7 +67,7 @@ var sentinelCodes = []struct {
 	{ErrTimeout, FaultTimeout},
 	{ErrCloudUnavailable, FaultCloudUnavailable},
 	{ErrPayloadTooLarge, FaultPayloadTooLarge},
-	{ErrNoCapacity, FaultNoCapacity},
+	{ErrBudgetExhausted, FaultBudgetExhausted},
 	{ErrUnauthorized, FaultUnauthorized},
 	{ErrFunctionNotFound, FaultFunctionNotFound},
 	{ErrRunnerCrashed, FaultRunnerCrashed},

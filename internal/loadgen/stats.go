@@ -372,7 +372,7 @@ var faultNames = map[int]string{
 	spillway.FaultTimeout:          "timeout",
 	spillway.FaultCloudUnavailable: "cloud unavailable",
 	spillway.FaultPayloadTooLarge:  "payload too large",
-	spillway.FaultNoCapacity:       "no capacity",
+	spillway.FaultBudgetExhausted:  "cloud budget exhausted",
 	spillway.FaultUnauthorized:     "unauthorized",
 	spillway.FaultFunctionNotFound: "function not found",
 	spillway.FaultRunnerCrashed:    "runner crashed",

@@ -330,7 +330,7 @@ func TestWriteTextAndCompare(t *testing.T) {
 	for _, want := range []string{
 		"target      http://127.0.0.1:8000/ (closed, 4 callers)",
 		"calls       3 sent, 2 ok, 1 errors",
-		"-32003 no capacity: 1;",
+		"-32003 cloud budget exhausted: 1;",
 		"latency ms", "p99.9", "local", "cloud",
 		"cold starts 1", "overflow: 1;", "pool size   2..4 (9 samples)",
 	} {

@@ -56,6 +56,10 @@ type OffloadConfig struct {
 	// PricePerGBSecond and PricePerRequest default to the Lambda list prices.
 	PricePerGBSecond float64
 	PricePerRequest  float64
+	// Budget, when set, is the cloud budget the policy spends from, shared
+	// with lb's other paths to the cloud (forced, timeout, retry, fallback);
+	// nil makes the policy a budget of its own from the caps above.
+	Budget *Budget
 }
 
 // Validate reports the first bad field by its environment variable.
@@ -161,6 +165,9 @@ func NewOffloader(name string, cfg OffloadConfig) (Offloader, error) {
 	}
 	cfg = cfg.withDefaults()
 	b := newBudget(cfg)
+	if cfg.Budget != nil {
+		b = cfg.Budget.b
+	}
 	switch name {
 	case "", OffloadOverflow:
 		return &Overflow{cfg: cfg, budget: b}, nil
@@ -366,6 +373,38 @@ func LocalWait(in OffloadInput) time.Duration {
 		return seconds(c)
 	}
 	return seconds(c + left*s/(r+extra))
+}
+
+// Budget is the cloud budget (CLOUD_MAX_RPS, CLOUD_MAX_COST_PER_HOUR) that
+// binds every path to the cloud: the offload policy spends from it when it
+// chooses the cloud (OffloadConfig.Budget), and lb spends from it before any
+// other call it sends there. Safe for concurrent use; a Budget without caps,
+// or a nil *Budget, allows everything.
+type Budget struct {
+	cfg OffloadConfig
+	b   *budget // nil: no caps
+}
+
+// NewBudget builds the budget from cfg's caps, burst and prices.
+func NewBudget(cfg OffloadConfig) (*Budget, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	return &Budget{cfg: cfg, b: newBudget(cfg)}, nil
+}
+
+// Limited reports whether a cap is set.
+func (b *Budget) Limited() bool { return b != nil && b.b != nil }
+
+// Take spends one call to the cloud expected to take roundTrip (priced at
+// the configured Lambda memory) if the budget has it now, and reports
+// whether it did.
+func (b *Budget) Take(now time.Time, roundTrip time.Duration) bool {
+	if b == nil || b.b == nil {
+		return true
+	}
+	return b.b.take(now, callCost(b.cfg, roundTrip))
 }
 
 // budget is two token buckets: cloud calls per second and USD per hour. A nil
