@@ -76,7 +76,12 @@ func run(args []string) error {
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		// Bodies are at most a 50 MB zip; an invoke answers within the
+		// function's timeout, at most Lambda's 15 minutes.
+		ReadTimeout:    2 * time.Minute,
+		WriteTimeout:   16 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		IdleTimeout:    2 * time.Minute,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -128,7 +128,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(*out) // a client gone away is not ours to report
 }
 
-// readBody reads the whole body into buf, up to the limit.
+// preallocMax bounds the buffer sized from a request's Content-Length.
+const preallocMax = 64 << 10
+
+// readBody reads the whole body into buf, up to the limit, growing it as
+// bytes arrive.
 func (s *Server) readBody(r *http.Request, buf []byte) ([]byte, error) {
 	limit := s.MaxBodyBytes
 	if limit <= 0 {
@@ -138,8 +142,11 @@ func (s *Server) readBody(r *http.Request, buf []byte) ([]byte, error) {
 	if r.ContentLength > limit {
 		return buf, tooLarge
 	}
+	// The declared length only sizes a first buffer, never beyond
+	// preallocMax: a client that declares a large body and sends a small one
+	// (or none) costs what it sends, not what it declares.
 	if r.ContentLength > 0 && int64(cap(buf)) < r.ContentLength+1 {
-		buf = make([]byte, 0, r.ContentLength+1)
+		buf = make([]byte, 0, min(r.ContentLength+1, preallocMax))
 	}
 	lr := io.LimitReader(r.Body, limit+1)
 	for {
