@@ -46,6 +46,10 @@ type Function struct {
 	SHA256    string // hex sha256 of Code
 	Version   int64  // monotonic per name, assigned by the registry
 	UpdatedAt time.Time
+	// Idempotent (addfaas --idempotent, field "idempotent" = "1") lets lb
+	// retry a call after a cloud 5xx or a lost answer, when the function may
+	// already have run; other functions run at most once.
+	Idempotent bool
 }
 
 // HandlerName returns the handler to call, defaulting to DefaultHandler.

@@ -75,6 +75,9 @@ type config struct {
 	list          bool
 	show          string
 	source        string
+	// idempotent marks the function safe to run twice: lb may then retry
+	// it after a cloud 5xx or a lost answer.
+	idempotent bool
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
@@ -112,10 +115,11 @@ func parseArgs(args []string, stderr io.Writer, lookupEnv func(string) (string, 
 	fs.StringVar(&cfg.handler, "handler", spillway.DefaultHandler, "handler function name (handler style)")
 	fs.StringVar(&cfg.python, "python", "", "Python interpreter used to validate the source (default python3 on PATH)")
 	fs.DurationVar(&cfg.timeout, "timeout", 5*time.Second, "how long to keep trying to reach Redis")
+	fs.BoolVar(&cfg.idempotent, "idempotent", false, "the function may run more than once per call: lb retries it after a cloud 5xx or a lost answer (default: at most once)")
 	fs.BoolVar(&cfg.list, "list", false, "list published functions (name, version, style)")
 	fs.StringVar(&cfg.show, "show", "", "print the record and code of function `NAME`")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: addfaas [--name NAME] [--redis ADDR] [--style auto|script|handler] [--handler NAME] SOURCE\n"+
+		fmt.Fprintf(fs.Output(), "usage: addfaas [--name NAME] [--redis ADDR] [--style auto|script|handler] [--handler NAME] [--idempotent] SOURCE\n"+
 			"       addfaas --list | --show NAME\n"+
 			"SOURCE is a file, - for stdin, or an http(s):// URL (at most %d bytes).\n"+
 			"Exit status: 0 published; 2 bad input, nothing written; 1 Redis or Python failed.\n\nFlags:\n", pysource.MaxSize)
@@ -217,7 +221,7 @@ func execute(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer)
 	if err != nil {
 		return err
 	}
-	fn := spillway.Function{Name: cfg.name, Code: string(src), Style: style}
+	fn := spillway.Function{Name: cfg.name, Code: string(src), Style: style, Idempotent: cfg.idempotent}
 	if style == spillway.StyleHandler {
 		fn.Handler = analysis.Handler
 	}
@@ -238,6 +242,9 @@ func execute(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer)
 		fmt.Fprintf(stdout, "handler: %s\n", fn.Handler)
 	}
 	fmt.Fprintf(stdout, "sha256:  %s\n", fn.SHA256)
+	if fn.Idempotent {
+		fmt.Fprintf(stdout, "idempotent: yes\n")
+	}
 	return nil
 }
 

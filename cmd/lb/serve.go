@@ -62,8 +62,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			(*handler.Load()).ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// A whole request (a 1 MB body at a slow client's pace) within
+		// ReadTimeout; the answer of the longest call within WriteTimeout.
+		ReadTimeout:    30 * time.Second,
+		WriteTimeout:   cfg.LocalTimeout + cfg.Cloud.LambdaTimeout + 30*time.Second,
+		MaxHeaderBytes: 64 << 10,
+		IdleTimeout:    2 * time.Minute,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(guard) }()
@@ -142,6 +147,25 @@ type daemon struct {
 
 	wantMu sync.Mutex        // guards want
 	want   spillway.Function // the newest version the cloud should run
+
+	deployKick chan struct{}                     // a new version is wanted in the cloud
+	current    atomic.Pointer[spillway.Function] // what the workers run (or roll to)
+	deployed   atomic.Pointer[string]            // pool.Key of what the cloud runs
+}
+
+// function is what the workers run now.
+func (d *daemon) function() spillway.Function {
+	if fn := d.current.Load(); fn != nil {
+		return *fn
+	}
+	return spillway.Function{}
+}
+
+// cloudCurrent reports whether the cloud runs the workers' code: calls of a
+// newer version than the cloud's stay local.
+func (d *daemon) cloudCurrent() bool {
+	k := d.deployed.Load()
+	return k != nil && *k == pool.Key(d.function())
 }
 
 // setWant records the version the cloud should run; every deploy after it
@@ -161,7 +185,7 @@ func (d *daemon) wanted() spillway.Function {
 }
 
 func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netguard.Listener, events spillway.EventSink) (_ *daemon, err error) {
-	d := &daemon{log: log, guard: guard, events: events}
+	d := &daemon{log: log, guard: guard, events: events, deployKick: make(chan struct{}, 1)}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	defer func() {
@@ -182,20 +206,30 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	if err != nil {
 		return nil, err
 	}
+	first := d.fn
+	d.current.Store(&first)
 
 	// Policies.
 	sched, err := policy.NewScheduler(cfg.Scheduler)
 	if err != nil {
 		return nil, fmt.Errorf("SCHEDULER: %w", err)
 	}
-	offloader, err := policy.NewOffloader(cfg.OffloadPolicy, policy.OffloadConfig{
+	ocfg := policy.OffloadConfig{
 		QueueTimeout:        cfg.QueueTimeout,
 		CloudMaxRPS:         cfg.CloudMaxRPS,
 		CloudMaxCostPerHour: cfg.CloudMaxCostHour,
 		BudgetBurst:         cfg.CloudBudgetBurst,
 		WaitWeight:          cfg.OffloadWaitWeight,
 		LambdaMemoryMB:      int(cfg.Cloud.LambdaMemory),
-	})
+	}
+	// One budget for every path to the cloud: the policy's offloads and lb's
+	// forced, timeout, retry and fallback calls.
+	budget, err := policy.NewBudget(ocfg)
+	if err != nil {
+		return nil, fmt.Errorf("cloud budget: %w", err)
+	}
+	ocfg.Budget = budget
+	offloader, err := policy.NewOffloader(cfg.OffloadPolicy, ocfg)
 	if err != nil {
 		return nil, fmt.Errorf("OFFLOAD_POLICY: %w", err)
 	}
@@ -219,10 +253,11 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 		d.deploy = cloud.NewDeployer(awsCfg, ccfg, log)
 		d.offload = cloud.NewOffloader(awsCfg, ccfg, log)
 		d.setWant(d.fn)
+		d.deployKick <- struct{}{}
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			d.deployWithRetry(loopCtx)
+			d.deployLoop(loopCtx)
 		}()
 	}
 
@@ -253,6 +288,8 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	deps := gateway.Deps{
 		Pool:       gateway.PoolOf(d.pool),
 		Offloader:  offloader,
+		Budget:     budget,
+		Function:   d.function,
 		Autoscaler: autoscaler,
 		Estimator:  estimator,
 		Scale:      func(n int) { d.pool.Scale(n) },
@@ -262,6 +299,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	}
 	if d.offload != nil {
 		deps.Cloud = d.offload
+		deps.CloudCurrent = d.cloudCurrent
 	}
 	deps.Collectors = d.collectors()
 	d.gw = gateway.New(cfg, deps)
@@ -299,6 +337,27 @@ func firstFunction(ctx context.Context, store *registry.Store, w *registry.Watch
 	}
 }
 
+// deployLoop deploys the wanted version each time it is kicked, until ctx
+// ends. It runs apart from the pool's rolls, which never wait for it.
+func (d *daemon) deployLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.deployKick:
+		}
+		d.deployWithRetry(ctx)
+	}
+}
+
+// kickDeploy asks deployLoop to deploy the wanted version.
+func (d *daemon) kickDeploy() {
+	select {
+	case d.deployKick <- struct{}{}:
+	default: // a deploy of the newest wanted version is already due
+	}
+}
+
 // deployWithRetry deploys the wanted version to the cloud, retrying with
 // capped backoff until it succeeds or ctx ends.
 func (d *daemon) deployWithRetry(ctx context.Context) {
@@ -330,6 +389,8 @@ func (d *daemon) deployOnce(ctx context.Context) error {
 		return fmt.Errorf("deploy %s v%d: %w", fn.Name, fn.Version, err)
 	}
 	d.offload.SetEndpoint(ep)
+	key := pool.Key(fn)
+	d.deployed.Store(&key)
 	d.events.Event(spillway.EventStart, fmt.Sprintf("cloud deployed: %s v%d", fn.Name, fn.Version))
 	d.log.Info("cloud deployed", "function", fn.Name, "version", fn.Version, "endpoint", ep,
 		"took", time.Since(start).Round(time.Millisecond))
@@ -346,18 +407,18 @@ func (d *daemon) followUpdates(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if pool.Key(fn) == pool.Key(d.pool.Function()) {
+			same := pool.Key(fn) == pool.Key(d.pool.Function())
+			d.current.Store(&fn) // flags such as idempotent apply at once
+			if same {
 				continue // same code, style and handler: nothing to roll
 			}
 			d.log.Info("function updated; rolling the pool", "version", fn.Version, "sha256", short(fn.SHA256))
-			var wg sync.WaitGroup
 			if d.deploy != nil {
+				// The cloud follows in its own loop: a slow or failing deploy
+				// never holds up the local roll, and until it succeeds the
+				// new version's calls stay local (cloudCurrent).
 				d.setWant(fn)
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					d.deployWithRetry(ctx)
-				}()
+				d.kickDeploy()
 			}
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 			if err := d.pool.Roll(rctx, fn); err != nil {
@@ -368,7 +429,6 @@ func (d *daemon) followUpdates(ctx context.Context) {
 				d.events.Event(spillway.EventRoll, fmt.Sprintf("every worker runs version %d", fn.Version))
 			}
 			cancel()
-			wg.Wait()
 		}
 	}
 }
@@ -395,7 +455,7 @@ func (d *daemon) details() map[string]any {
 	if d.offload != nil {
 		st := d.offload.Stats()
 		out["cloud"] = map[string]any{
-			"ready": d.offload.Ready(), "breaker": st.Breaker.String(), "calls": st.Calls,
+			"ready": d.offload.Ready(), "current": d.cloudCurrent(), "breaker": st.Breaker.String(), "calls": st.Calls,
 			"succeeded": st.Succeeded, "failed": st.Failed, "retries": st.Retries,
 			"throttled": st.Throttled, "rejected": st.Rejected, "cold_starts": st.ColdStarts,
 		}

@@ -12,12 +12,14 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	ltypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/spillway-faas/spillway"
 )
 
@@ -157,30 +159,58 @@ const (
 	classCaller                   // the caller's context ended
 )
 
-// Invoke runs the function in the cloud with param as the event's
+// Call is one call to send to the cloud.
+type Call struct {
+	// ID identifies the call in lb's logs; it is sent to the cloud as the
+	// X-Spillway-Call-Id header, so both sides' logs name the same call.
+	ID    string
+	Param any
+	// Idempotent says the function may run twice (addfaas --idempotent):
+	// a 5xx or a lost answer, after which the function may have run, is then
+	// retried too. Without it only answers that prove the function did not
+	// run (429, a refused connection) are.
+	Idempotent bool
+	// Resend, when set, is asked before each request after the first, with
+	// the reason ("throttled", "not_sent", "server_error", "lost"); false
+	// stops the retries. lb charges the cloud budget and counts the re-run
+	// there.
+	Resend func(reason string) bool
+}
+
+// ErrNotRun marks a cloud error after which the function provably did not
+// run: the cloud is off, not deployed or its breaker is open, the request was
+// never sent (refused connection), or the cloud refused it before running
+// (429, 403, 404, 413). Such a call may be run elsewhere.
+var ErrNotRun = errors.New("the function did not run")
+
+// CallIDHeader carries Call.ID to the cloud.
+const CallIDHeader = "X-Spillway-Call-Id"
+
+// Invoke runs the function in the cloud with c.Param as the event's
 // "parameter". Errors: *spillway.FunctionError when the function raised;
 // spillway.ErrTimeout when Lambda timed it out or the caller's deadline
 // passed; spillway.ErrCloudUnavailable when the cloud is off, not deployed,
-// unreachable, rejects the key, or the breaker is open.
-func (o *Offloader) Invoke(ctx context.Context, param any) (Result, error) {
+// unreachable, rejects the key, or the breaker is open; ErrNotRun as well
+// where the function provably did not run.
+func (o *Offloader) Invoke(ctx context.Context, c Call) (Result, error) {
 	if !o.Enabled() {
 		o.rejected.Add(1)
-		return Result{}, fmt.Errorf("offload: cloud is off: %w", spillway.ErrCloudUnavailable)
+		return Result{}, fmt.Errorf("offload: cloud is off: %w: %w", spillway.ErrCloudUnavailable, ErrNotRun)
 	}
 	ep := o.ep.Load()
 	if ep == nil {
 		o.rejected.Add(1)
-		return Result{}, fmt.Errorf("offload: function not deployed yet: %w", spillway.ErrCloudUnavailable)
+		return Result{}, fmt.Errorf("offload: function not deployed yet: %w: %w", spillway.ErrCloudUnavailable, ErrNotRun)
 	}
-	body, err := json.Marshal(map[string]any{"parameter": param})
+	body, err := json.Marshal(map[string]any{"parameter": c.Param})
 	if err != nil {
 		return Result{}, fmt.Errorf("offload: encode parameter: %v: %w", err, spillway.ErrInvalidParams)
 	}
 	start := o.now()
 	if !o.br.Allow(start) {
 		o.rejected.Add(1)
-		return Result{}, fmt.Errorf("offload to %s: circuit breaker open after %d consecutive failures, next probe in %s: %w",
-			o.target(ep), o.cfg.BreakerThreshold, o.br.RetryIn(start).Round(time.Millisecond), spillway.ErrCloudUnavailable)
+		return Result{}, fmt.Errorf("offload to %s: circuit breaker open after %d consecutive failures, next probe in %s: %w: %w",
+			o.target(ep), o.cfg.BreakerThreshold, o.br.RetryIn(start).Round(time.Millisecond), spillway.ErrCloudUnavailable, ErrNotRun)
 	}
 	o.calls.Add(1)
 	if _, ok := ctx.Deadline(); !ok {
@@ -198,7 +228,7 @@ func (o *Offloader) Invoke(ctx context.Context, param any) (Result, error) {
 		res.Attempts = attempt + 1
 		var v any
 		var cold bool
-		v, cold, cl, lastE = o.once(ctx, ep, body)
+		v, cold, cl, lastE = o.once(ctx, ep, body, c.ID)
 		if cl == classThrottled {
 			o.throttled.Add(1)
 		}
@@ -208,11 +238,18 @@ func (o *Offloader) Invoke(ctx context.Context, param any) (Result, error) {
 		if (cl != classRetry && cl != classThrottled) || attempt+1 >= o.cfg.MaxAttempts {
 			break
 		}
+		why := resendReason(cl, lastE)
+		if (why == "server_error" || why == "lost") && !c.Idempotent {
+			break // the function may have run: at most once
+		}
 		wait := backoffDelay(attempt, o.cfg.BackoffBase, o.cfg.BackoffMax, rand.Float64())
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 2*wait {
 			break // no time left for another try worth making
 		}
 		if !sleep(ctx, wait) {
+			break
+		}
+		if c.Resend != nil && !c.Resend(why) {
 			break
 		}
 		o.retries.Add(1)
@@ -237,6 +274,22 @@ func (o *Offloader) Invoke(ctx context.Context, param any) (Result, error) {
 	return res, nil
 }
 
+// resendReason names why a request is sent again, for Call.Resend.
+func resendReason(cl class, err error) string {
+	switch {
+	case cl == classThrottled:
+		return "throttled"
+	case errors.Is(err, ErrNotRun):
+		return "not_sent"
+	case errors.Is(err, errServerError):
+		return "server_error"
+	}
+	return "lost"
+}
+
+// errServerError marks a 5xx answer: the function may have run.
+var errServerError = errors.New("cloud answered with a server error")
+
 func outcome(c class) Outcome {
 	switch c {
 	case classOK, classFinal:
@@ -256,21 +309,24 @@ func (o *Offloader) target(ep *Endpoint) string {
 
 // once sends one request. A function error comes back as classOK with the
 // error set: the call is done and the cloud is healthy.
-func (o *Offloader) once(ctx context.Context, ep *Endpoint, body []byte) (any, bool, class, error) {
+func (o *Offloader) once(ctx context.Context, ep *Endpoint, body []byte, callID string) (any, bool, class, error) {
 	if o.cfg.OffloadVia == ViaInvoke {
-		return o.onceInvoke(ctx, ep, body)
+		return o.onceInvoke(ctx, ep, body, callID)
 	}
-	return o.onceHTTP(ctx, ep, body)
+	return o.onceHTTP(ctx, ep, body, callID)
 }
 
-func (o *Offloader) onceHTTP(ctx context.Context, ep *Endpoint, body []byte) (any, bool, class, error) {
+func (o *Offloader) onceHTTP(ctx context.Context, ep *Endpoint, body []byte, callID string) (any, bool, class, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.InvokeURL, bytes.NewReader(body))
 	if err != nil {
-		return nil, false, classUnavailable, fmt.Errorf("offload: build request for %s: %v: %w", ep.InvokeURL, err, spillway.ErrCloudUnavailable)
+		return nil, false, classUnavailable, fmt.Errorf("offload: build request for %s: %v: %w: %w", ep.InvokeURL, err, spillway.ErrCloudUnavailable, ErrNotRun)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("x-api-key", ep.APIKey)
+	if callID != "" {
+		req.Header.Set(CallIDHeader, callID)
+	}
 	resp, err := o.http.Do(req)
 	if err != nil {
 		return nil, false, o.transportClass(ctx), o.transportErr(ctx, ep.InvokeURL, err)
@@ -293,16 +349,16 @@ func classifyHTTP(status int, data []byte, url string) (any, bool, class, error)
 		v, cold, err := parsePayload(data, "")
 		return v, cold, payloadClass(err), err
 	case status == http.StatusForbidden:
-		return nil, false, classUnavailable, fmt.Errorf("offload to %s: API key rejected (403 %s): %w", url, apiMessage(data), spillway.ErrCloudUnavailable)
+		return nil, false, classUnavailable, fmt.Errorf("offload to %s: API key rejected (403 %s): %w: %w", url, apiMessage(data), spillway.ErrCloudUnavailable, ErrNotRun)
 	case status == http.StatusTooManyRequests:
-		return nil, false, classThrottled, fmt.Errorf("offload to %s: throttled (429 %s): %w", url, apiMessage(data), spillway.ErrCloudUnavailable)
+		return nil, false, classThrottled, fmt.Errorf("offload to %s: throttled (429 %s): %w: %w", url, apiMessage(data), spillway.ErrCloudUnavailable, ErrNotRun)
 	case status == http.StatusRequestEntityTooLarge:
-		return nil, false, classFinal, fmt.Errorf("offload to %s: 413 %s: %w", url, apiMessage(data), spillway.ErrPayloadTooLarge)
+		return nil, false, classFinal, fmt.Errorf("offload to %s: 413 %s: %w: %w", url, apiMessage(data), spillway.ErrPayloadTooLarge, ErrNotRun)
 	case status == http.StatusGatewayTimeout:
 		// API Gateway gave up on the integration (its 29 s limit).
 		return nil, false, classFinal, fmt.Errorf("offload to %s: 504 %s: %w", url, apiMessage(data), spillway.ErrTimeout)
 	case status >= 500:
-		return nil, false, classRetry, fmt.Errorf("offload to %s: %d %s: %w", url, status, apiMessage(data), spillway.ErrCloudUnavailable)
+		return nil, false, classRetry, fmt.Errorf("offload to %s: %d %s: %w: %w", url, status, apiMessage(data), spillway.ErrCloudUnavailable, errServerError)
 	default:
 		return nil, false, classUnavailable, fmt.Errorf("offload to %s: unexpected %d %s: %w", url, status, apiMessage(data), spillway.ErrCloudUnavailable)
 	}
@@ -318,12 +374,18 @@ func payloadClass(err error) class {
 	}
 }
 
-func (o *Offloader) onceInvoke(ctx context.Context, ep *Endpoint, body []byte) (any, bool, class, error) {
+func (o *Offloader) onceInvoke(ctx context.Context, ep *Endpoint, body []byte, callID string) (any, bool, class, error) {
+	var opts []func(*lambda.Options)
+	if callID != "" {
+		opts = append(opts, func(lo *lambda.Options) {
+			lo.APIOptions = append(lo.APIOptions, smithyhttp.AddHeaderValue(CallIDHeader, callID))
+		})
+	}
 	out, err := o.lambda.Invoke(ctx, &lambda.InvokeInput{
 		FunctionName:   aws.String(ep.FunctionName),
 		Payload:        body,
 		InvocationType: ltypes.InvocationTypeRequestResponse,
-	})
+	}, opts...)
 	if err != nil {
 		return nil, false, o.invokeErrClass(ctx, err), o.invokeErr(ctx, ep.FunctionName, err)
 	}
@@ -370,11 +432,20 @@ func (o *Offloader) invokeErr(ctx context.Context, name string, err error) error
 	}
 	var tooBig *ltypes.RequestTooLargeException
 	if errors.As(err, &tooBig) {
-		return fmt.Errorf("offload to Lambda %s: %v: %w", name, err, spillway.ErrPayloadTooLarge)
+		return fmt.Errorf("offload to Lambda %s: %v: %w: %w", name, err, spillway.ErrPayloadTooLarge, ErrNotRun)
 	}
 	var resp *awshttp.ResponseError
 	if !errors.As(err, &resp) || resp.HTTPStatusCode() == 0 {
+		if notSent(err) {
+			return fmt.Errorf("offload to Lambda %s: cannot reach the cloud: %v: %w: %w", name, err, spillway.ErrCloudUnavailable, ErrNotRun)
+		}
 		return fmt.Errorf("offload to Lambda %s: cannot reach the cloud: %v: %w", name, err, spillway.ErrCloudUnavailable)
+	}
+	switch code := resp.HTTPStatusCode(); {
+	case code >= 500:
+		return fmt.Errorf("offload to Lambda %s: %v: %w: %w", name, err, spillway.ErrCloudUnavailable, errServerError)
+	case code == http.StatusTooManyRequests || code == http.StatusForbidden || code == http.StatusNotFound:
+		return fmt.Errorf("offload to Lambda %s: %v: %w: %w", name, err, spillway.ErrCloudUnavailable, ErrNotRun)
 	}
 	return fmt.Errorf("offload to Lambda %s: %v: %w", name, err, spillway.ErrCloudUnavailable)
 }
@@ -394,7 +465,25 @@ func (o *Offloader) transportErr(ctx context.Context, target string, err error) 
 	case ctx.Err() != nil:
 		return fmt.Errorf("offload to %s: %w", target, ctx.Err())
 	}
-	return fmt.Errorf("offload to %s: cannot reach the cloud: %v: %w", target, err, spillway.ErrCloudUnavailable)
+	if notSent(err) {
+		return fmt.Errorf("offload to %s: cannot reach the cloud: %v: %w: %w", target, err, spillway.ErrCloudUnavailable, ErrNotRun)
+	}
+	return fmt.Errorf("offload to %s: cannot reach the cloud or its answer was lost: %v: %w", target, err, spillway.ErrCloudUnavailable)
+}
+
+// notSent reports whether a transport error happened before the request
+// could reach the cloud: the connection was never made (refused, no route,
+// DNS), so the function did not run.
+func notSent(err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
 }
 
 // sleep waits d or until ctx ends; it reports whether the full wait passed.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/pprof"
@@ -21,6 +22,7 @@ func (g *Gateway) Handler() http.Handler {
 	rpc := xmlrpc.NewServer()
 	rpc.MaxBodyBytes = g.cfg.MaxRequestBytes
 	rpc.Logger = g.log
+	rpc.MapError = PublicFault
 	rpc.Register("call_faas",
 		"call_faas(param) -> the function's result (a script's stdout, a handler's return value).",
 		g.rpcCallFaas)
@@ -51,6 +53,41 @@ func (g *Gateway) Handler() http.Handler {
 		mux.Handle("GET /debug/pprof/profile", g.authorize(http.HandlerFunc(pprof.Profile)))
 	}
 	return mux
+}
+
+// PublicFault is the fault a caller gets for err. The function's own errors
+// and the caller's mistakes are told as they are; the gateway's failures get
+// a fixed text and the call id, because their details name workers,
+// addresses and invoke URLs that stay in lb's log (under the same call id).
+func PublicFault(err error) xmlrpc.Fault {
+	code := spillway.FaultCode(err)
+	var ce *CallError
+	if !errors.As(err, &ce) {
+		return xmlrpc.Fault{Code: code, String: spillway.FaultString(err)}
+	}
+	var text string
+	switch code {
+	case spillway.FaultTimeout:
+		text = "call timed out: it passed LOCAL_TIMEOUT and nothing could take it over"
+	case spillway.FaultCloudUnavailable:
+		text = "cloud unavailable: the call needed the cloud, which is off, failing, not yet deployed or running an older version"
+	case spillway.FaultPayloadTooLarge:
+		text = "payload too large: the parameter or the result is over its limit (LB_MAX_REQUEST_BYTES, MAX_RESULT_BYTES)"
+	case spillway.FaultBudgetExhausted:
+		text = "cloud budget exhausted: the call needed the cloud past CLOUD_MAX_RPS or CLOUD_MAX_COST_PER_HOUR"
+	case spillway.FaultRunnerCrashed:
+		text = "the function crashed its runner (it was replaced)"
+	case spillway.FaultWorkerFailed:
+		text = "worker failed: no worker could run the call"
+	case spillway.FaultUnavailable:
+		text = "lb cannot take the call now: it is starting or stopping, or MAX_QUEUED calls already wait"
+	case spillway.FaultInternal:
+		text = "internal error"
+	default:
+		// Function errors and the caller's own mistakes carry no addresses.
+		return xmlrpc.Fault{Code: code, String: spillway.FaultString(ce.Err)}
+	}
+	return xmlrpc.Fault{Code: code, String: text + " (call id " + ce.ID + ")"}
 }
 
 // rpcOnly keeps the XML-RPC endpoint from answering other paths under "/".

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,7 +57,7 @@ type PoolCounts struct {
 
 // Cloud is the offload client.
 type Cloud interface {
-	Invoke(ctx context.Context, param any) (cloud.Result, error)
+	Invoke(ctx context.Context, c cloud.Call) (cloud.Result, error)
 	// Ready is false when the cloud is off, not deployed, or its breaker is open.
 	Ready() bool
 }
@@ -77,9 +78,12 @@ var _ Cluster = (*cluster.Replica)(nil)
 
 // Deps are the gateway's collaborators, built by cmd/lb.
 type Deps struct {
-	Pool       Pool
-	Cloud      Cloud // nil when CLOUD=off
-	Offloader  policy.Offloader
+	Pool      Pool
+	Cloud     Cloud // nil when CLOUD=off
+	Offloader policy.Offloader
+	// Budget is the cloud budget every path to the cloud spends from; the
+	// Offloader must share it (policy.OffloadConfig.Budget). nil: no caps.
+	Budget     *policy.Budget
 	Autoscaler policy.Autoscaler
 	Estimator  *policy.Estimator
 	// Scale applies the autoscaler's decision; nil disables the elasticity loop.
@@ -87,6 +91,13 @@ type Deps struct {
 	// Cluster is this lb's place among the pool's replicas; nil means a
 	// lone lb that is always the controller.
 	Cluster Cluster
+	// Function is the function the workers run now (its Idempotent flag
+	// decides what may be retried); nil means the zero Function.
+	Function func() spillway.Function
+	// CloudCurrent reports whether the cloud runs the code the workers run;
+	// while it does not (a deploy of a new version failed or is under way)
+	// no call is sent to the cloud. nil means always.
+	CloudCurrent func() bool
 	// Details adds pool and cloud details to Status; nil adds nothing.
 	Details func() map[string]any
 	// Collectors are registered with the gateway's metrics (pool and cloud
@@ -220,44 +231,89 @@ func (g *Gateway) Invoke(ctx context.Context, param any, opts InvokeOptions) (sp
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 
-	inv, err := g.place(ctx, param, opts, start)
+	c := &call{id: newCallID(), param: param}
+	if g.d.Function != nil {
+		c.fn = g.d.Function()
+	}
+	inv, err := g.place(ctx, c, opts, start)
 	inv.Duration = g.now().Sub(start)
 	g.record(inv, err)
+	if err != nil {
+		if !isFunctionError(err) {
+			// The details (worker names, addresses, URLs) stay here; the
+			// caller's fault carries only the call id.
+			g.log.Warn("call failed", "call_id", c.id, "route", inv.Route, "reason", inv.Reason,
+				"worker", inv.Worker, "fault", spillway.FaultCode(err), "err", err)
+		}
+		err = &CallError{ID: c.id, Err: err}
+	}
 	return inv, err
 }
 
-func (g *Gateway) place(ctx context.Context, param any, opts InvokeOptions, start time.Time) (spillway.Invocation, error) {
+// call is one accepted call on its way through the gateway.
+type call struct {
+	id    string // sent to the cloud and logged with every re-run and failure
+	param any
+	fn    spillway.Function // what the workers ran when the call arrived
+}
+
+func newCallID() string { return fmt.Sprintf("%016x", rand.Uint64()) }
+
+// CallError is a failed call with the id its log lines carry.
+type CallError struct {
+	ID  string
+	Err error
+}
+
+func (e *CallError) Error() string { return e.Err.Error() + " (call id " + e.ID + ")" }
+func (e *CallError) Unwrap() error { return e.Err }
+
+// rerun counts and logs one more run of a call that provably did not
+// complete where it was sent before.
+func (g *Gateway) rerun(c *call, reason string, err error) {
+	g.metrics.reruns.WithLabelValues(g.cfg.FunctionName, reason).Inc()
+	g.log.Warn("running a call again", "call_id", c.id, "reason", reason, "err", err)
+}
+
+func (g *Gateway) place(ctx context.Context, c *call, opts InvokeOptions, start time.Time) (spillway.Invocation, error) {
 	switch opts.Route {
 	case spillway.RouteLocal:
 		lease, err := g.acquire(ctx, 0)
 		if err != nil {
 			return spillway.Invocation{Route: spillway.RouteLocal, Reason: spillway.ReasonForced}, err
 		}
-		return g.runLocal(ctx, lease, param, spillway.ReasonForced, false)
+		return g.runLocal(ctx, c, lease, spillway.ReasonForced, false)
 	case spillway.RouteCloud:
-		return g.runCloud(ctx, param, spillway.ReasonForced)
+		return g.runCloud(ctx, c, spillway.ReasonForced, false)
 	}
 
 	waited := time.Duration(0)
 	for {
 		dec := g.decide(waited)
 		if dec.Route == spillway.RouteCloud {
-			inv, err := g.runCloud(ctx, param, dec.Reason)
+			// The policy took this call's share of the budget.
+			inv, err := g.runCloud(ctx, c, dec.Reason, true)
 			if err == nil || !errors.Is(err, spillway.ErrCloudUnavailable) || ctx.Err() != nil {
 				return inv, err
 			}
-			// The cloud refused the call (throttled, failing, gone): a call the
-			// policy chose to offload can still wait for a local worker.
-			g.log.Debug("cloud refused an offloaded call; waiting for a local worker", "reason", dec.Reason, "err", err)
+			if !errors.Is(err, cloud.ErrNotRun) && !c.fn.Idempotent {
+				// A 5xx or a lost answer: the function may have run, and it
+				// runs at most once unless published --idempotent.
+				return inv, err
+			}
+			// The cloud did not run the call (throttled, breaker open, not
+			// deployed), or the function may run twice: a call the policy
+			// chose to offload can still wait for a local worker.
 			lease, aerr := g.acquire(ctx, 0)
 			if aerr != nil {
 				return inv, err
 			}
-			return g.runLocal(ctx, lease, param, spillway.ReasonNone, false)
+			g.rerun(c, "cloud_refused", err)
+			return g.runLocal(ctx, c, lease, spillway.ReasonNone, false)
 		}
 		lease, err := g.acquire(ctx, dec.MaxWait)
 		if err == nil {
-			inv, err := g.runLocal(ctx, lease, param, spillway.ReasonNone, true)
+			inv, err := g.runLocal(ctx, c, lease, spillway.ReasonNone, true)
 			if !errors.Is(err, errPlaceAgain) {
 				return inv, err
 			}
@@ -284,7 +340,7 @@ func (g *Gateway) decide(waited time.Duration) policy.OffloadDecision {
 		ReadySlots:     pc.ReadySlots,
 		StartingSlots:  pc.StartingSlots,
 		FreeSlots:      pc.FreeSlots,
-		CloudAvailable: g.d.Cloud != nil && g.d.Cloud.Ready(),
+		CloudAvailable: g.cloudReady(),
 		Waited:         waited,
 	}
 	if g.d.Estimator != nil {
@@ -297,15 +353,24 @@ func (g *Gateway) decide(waited time.Duration) policy.OffloadDecision {
 // policy decides again (another worker, wait, or the cloud).
 var errPlaceAgain = errors.New("worker busy: place the call again")
 
+// ErrQueueFull is the error of a call that found MAX_QUEUED calls already
+// waiting for a worker; it is a -32008 fault (HTTP 503 on plain HTTP).
+var ErrQueueFull = fmt.Errorf("lb's wait queue is full: %w", spillway.ErrUnavailable)
+
 // errWaitExpired says a call waited its MaxWait for a slot without getting one.
 var errWaitExpired = errors.New("local wait expired")
 
 // acquire takes a worker slot, waiting at most maxWait (0: until ctx ends).
+// At most MAX_QUEUED calls wait at once; past that a call fails at once.
 func (g *Gateway) acquire(ctx context.Context, maxWait time.Duration) (Lease, error) {
 	if lease, ok := g.d.Pool.TryAcquire(); ok {
 		return lease, nil
 	}
-	g.queued.Add(1)
+	if n := g.queued.Add(1); g.cfg.MaxQueued > 0 && n > int64(g.cfg.MaxQueued) {
+		g.queued.Add(-1)
+		g.metrics.queueFull.Inc()
+		return nil, fmt.Errorf("%d calls already wait for a local worker (MAX_QUEUED=%d): %w", n-1, g.cfg.MaxQueued, ErrQueueFull)
+	}
 	g.metrics.queued.Inc()
 	defer func() {
 		g.queued.Add(-1)
@@ -333,10 +398,14 @@ func (g *Gateway) acquire(ctx context.Context, maxWait time.Duration) (Lease, er
 // runLocal runs the call on lease's worker. A failed worker is retried on
 // another one (or the cloud); a call past LOCAL_TIMEOUT goes to the cloud when
 // fallback is allowed.
-func (g *Gateway) runLocal(ctx context.Context, lease Lease, param any, reason spillway.Reason, fallback bool) (spillway.Invocation, error) {
+//
+// Both are re-runs of a call that did not complete: the worker died or was
+// cut off mid-call (spillway.ErrWorkerFailed), or killed the call at its
+// deadline (spillway.ErrTimeout); each is counted in spillway_reruns_total.
+func (g *Gateway) runLocal(ctx context.Context, c *call, lease Lease, reason spillway.Reason, fallback bool) (spillway.Invocation, error) {
 	for attempt := 1; ; attempt++ {
 		inv := spillway.Invocation{Route: spillway.RouteLocal, Worker: lease.Worker(), Reason: reason, ColdStart: lease.ColdStart()}
-		result, err := g.callWorker(ctx, lease, param)
+		result, err := g.callWorker(ctx, lease, c.param)
 		if err == nil {
 			inv.Result = result
 			return inv, nil
@@ -344,7 +413,8 @@ func (g *Gateway) runLocal(ctx context.Context, lease Lease, param any, reason s
 		switch {
 		case errors.Is(err, spillway.ErrTimeout):
 			if fallback && g.cloudReady() && ctx.Err() == nil {
-				return g.runCloud(ctx, param, spillway.ReasonTimeout)
+				g.rerun(c, "timeout", err)
+				return g.runCloud(ctx, c, spillway.ReasonTimeout, false)
 			}
 			return inv, err
 		case errors.Is(err, spillway.ErrWorkerBusy) && ctx.Err() == nil:
@@ -363,11 +433,11 @@ func (g *Gateway) runLocal(ctx context.Context, lease Lease, param any, reason s
 			}
 			lease = next
 		case errors.Is(err, spillway.ErrWorkerFailed) && ctx.Err() == nil:
-			g.log.Warn("worker failed a call; retrying elsewhere", "worker", inv.Worker, "attempt", attempt, "err", err)
 			reason = spillway.ReasonRetry
 			if attempt >= maxLocalAttempts {
 				if fallback && g.cloudReady() {
-					return g.runCloud(ctx, param, spillway.ReasonRetry)
+					g.rerun(c, "worker_failed", err)
+					return g.runCloud(ctx, c, spillway.ReasonRetry, false)
 				}
 				return inv, err
 			}
@@ -379,10 +449,12 @@ func (g *Gateway) runLocal(ctx context.Context, lease Lease, param any, reason s
 			next, aerr := g.acquire(ctx, wait)
 			if aerr != nil {
 				if errors.Is(aerr, errWaitExpired) {
-					return g.runCloud(ctx, param, spillway.ReasonRetry)
+					g.rerun(c, "worker_failed", err)
+					return g.runCloud(ctx, c, spillway.ReasonRetry, false)
 				}
 				return inv, err
 			}
+			g.rerun(c, "worker_failed", err)
 			lease = next
 		default:
 			return inv, err
@@ -411,18 +483,62 @@ func (g *Gateway) callWorker(ctx context.Context, lease Lease, param any) (any, 
 	return result, err
 }
 
-func (g *Gateway) cloudReady() bool { return g.d.Cloud != nil && g.d.Cloud.Ready() }
+// cloudReady reports whether a call sent to the cloud now would run the
+// workers' version there.
+func (g *Gateway) cloudReady() bool {
+	return g.d.Cloud != nil && g.d.Cloud.Ready() && g.cloudCurrent()
+}
 
-func (g *Gateway) runCloud(ctx context.Context, param any, reason spillway.Reason) (spillway.Invocation, error) {
+func (g *Gateway) cloudCurrent() bool { return g.d.CloudCurrent == nil || g.d.CloudCurrent() }
+
+// takeBudget spends one cloud call from the budget.
+func (g *Gateway) takeBudget() bool {
+	if !g.d.Budget.Limited() {
+		return true
+	}
+	now := g.now()
+	var rt time.Duration
+	if g.d.Estimator != nil {
+		rt = g.d.Estimator.Estimates(now).CloudRoundTrip
+	}
+	return g.d.Budget.Take(now, rt)
+}
+
+// runCloud sends the call to the cloud. Every request it makes spends from
+// the cloud budget: charged says the policy already took the first one's.
+func (g *Gateway) runCloud(ctx context.Context, c *call, reason spillway.Reason, charged bool) (spillway.Invocation, error) {
 	inv := spillway.Invocation{Route: spillway.RouteCloud, Reason: reason}
 	if g.d.Cloud == nil {
-		return inv, fmt.Errorf("call needs the cloud (%s) but CLOUD=off: %w", reasonText(reason), spillway.ErrCloudUnavailable)
+		return inv, fmt.Errorf("call needs the cloud (%s) but CLOUD=off: %w: %w", reasonText(reason), spillway.ErrCloudUnavailable, cloud.ErrNotRun)
+	}
+	if !g.cloudCurrent() {
+		err := fmt.Errorf("call needs the cloud (%s) but the cloud does not run the workers' version %d yet: %w: %w",
+			reasonText(reason), c.fn.Version, spillway.ErrCloudUnavailable, cloud.ErrNotRun)
+		return inv, g.timeoutOr(reason, err)
+	}
+	if !charged && !g.takeBudget() {
+		g.metrics.budgetRefused.WithLabelValues(reasonText(reason)).Inc()
+		err := fmt.Errorf("call needs the cloud (%s) but CLOUD_MAX_RPS / CLOUD_MAX_COST_PER_HOUR is spent: %w: %w",
+			reasonText(reason), spillway.ErrBudgetExhausted, cloud.ErrNotRun)
+		return inv, g.timeoutOr(reason, err)
 	}
 	n := g.cloudInFlight.Add(1)
 	if g.d.Estimator != nil {
 		g.d.Estimator.ObserveCloudStart(int(n), g.now())
 	}
-	res, err := g.d.Cloud.Invoke(ctx, param)
+	res, err := g.d.Cloud.Invoke(ctx, cloud.Call{
+		ID:         c.id,
+		Param:      c.param,
+		Idempotent: c.fn.Idempotent,
+		Resend: func(why string) bool {
+			if !g.takeBudget() {
+				g.metrics.budgetRefused.WithLabelValues("cloud_" + why).Inc()
+				return false
+			}
+			g.rerun(c, "cloud_"+why, nil)
+			return true
+		},
+	})
 	g.cloudInFlight.Add(-1)
 	if err != nil {
 		if reason == spillway.ReasonTimeout && errors.Is(err, spillway.ErrCloudUnavailable) {
@@ -436,6 +552,15 @@ func (g *Gateway) runCloud(ctx context.Context, param any, reason spillway.Reaso
 	inv.Result = res.Value
 	inv.ColdStart = res.ColdStart
 	return inv, nil
+}
+
+// timeoutOr words a cloud refusal of a call that passed LOCAL_TIMEOUT as
+// the timeout it is for the caller.
+func (g *Gateway) timeoutOr(reason spillway.Reason, err error) error {
+	if reason != spillway.ReasonTimeout {
+		return err
+	}
+	return fmt.Errorf("call passed LOCAL_TIMEOUT=%v and the cloud could not take it over (%v): %w", g.cfg.LocalTimeout, err, spillway.ErrTimeout)
 }
 
 func reasonText(r spillway.Reason) string {

@@ -101,12 +101,12 @@ type fakeCloud struct {
 }
 
 func (c *fakeCloud) Ready() bool { return c.ready }
-func (c *fakeCloud) Invoke(ctx context.Context, param any) (cloud.Result, error) {
+func (c *fakeCloud) Invoke(ctx context.Context, call cloud.Call) (cloud.Result, error) {
 	c.calls.Add(1)
 	if c.fn != nil {
-		return c.fn(ctx, param)
+		return c.fn(ctx, call.Param)
 	}
-	return cloud.Result{Value: fmt.Sprint("cloud:", param), Latency: time.Millisecond}, nil
+	return cloud.Result{Value: fmt.Sprint("cloud:", call.Param), Latency: time.Millisecond}, nil
 }
 
 func testConfig(t *testing.T, env map[string]string) config.Config {
@@ -197,7 +197,7 @@ func TestRefusedOffloadFallsBackToLocal(t *testing.T) {
 	p := newFakePool("w1")
 	p.callFn = echo
 	c := &fakeCloud{ready: true, fn: func(ctx context.Context, param any) (cloud.Result, error) {
-		return cloud.Result{}, fmt.Errorf("offload: HTTP 429: %w", spillway.ErrCloudUnavailable)
+		return cloud.Result{}, fmt.Errorf("offload: HTTP 429: %w: %w", spillway.ErrCloudUnavailable, cloud.ErrNotRun)
 	}}
 	g := newTestGateway(t, testConfig(t, map[string]string{"OFFLOAD_POLICY": "always"}), p, c)
 	inv, err := g.Invoke(context.Background(), "x", InvokeOptions{})
@@ -411,10 +411,10 @@ func TestAccountingUnderConcurrency(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
+			t.Fatal("condition not met within 30s")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

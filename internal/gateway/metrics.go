@@ -8,13 +8,16 @@ import (
 // metrics are the lb's Prometheus instruments, on a registry of their own so
 // that tests can build many gateways in one process.
 type metrics struct {
-	registry  *prometheus.Registry
-	calls     *prometheus.CounterVec   // route, reason, outcome
-	latency   *prometheus.HistogramVec // route
-	coldStart *prometheus.CounterVec   // route
-	inFlight  prometheus.Gauge
-	queued    prometheus.Gauge
-	busy      prometheus.Counter
+	registry      *prometheus.Registry
+	calls         *prometheus.CounterVec   // route, reason, outcome
+	latency       *prometheus.HistogramVec // route
+	coldStart     *prometheus.CounterVec   // route
+	inFlight      prometheus.Gauge
+	queued        prometheus.Gauge
+	queueFull     prometheus.Counter
+	reruns        *prometheus.CounterVec // function, reason
+	budgetRefused *prometheus.CounterVec // reason
+	busy          prometheus.Counter
 }
 
 // latencyBuckets span a no-op call (sub-millisecond) to a Lambda timeout.
@@ -48,8 +51,20 @@ func newMetrics() *metrics {
 			Name: "spillway_worker_busy_total",
 			Help: "Worker answers of busy (its slots held by another lb replica); each call was placed again, never failed.",
 		}),
+		queueFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spillway_queue_full_total",
+			Help: "Calls refused because MAX_QUEUED calls already waited for a local worker.",
+		}),
+		reruns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_reruns_total",
+			Help: "Calls run again after a run that provably did not complete, by function and reason (worker_failed, timeout, cloud_refused, cloud_throttled, cloud_not_sent; cloud_server_error and cloud_lost only for --idempotent functions).",
+		}, []string{"function", "reason"}),
+		budgetRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_cloud_budget_refused_total",
+			Help: "Requests to the cloud refused because CLOUD_MAX_RPS or CLOUD_MAX_COST_PER_HOUR was spent, by why the call needed the cloud.",
+		}, []string{"reason"}),
 	}
-	m.registry.MustRegister(m.calls, m.latency, m.coldStart, m.inFlight, m.queued, m.busy,
+	m.registry.MustRegister(m.calls, m.latency, m.coldStart, m.inFlight, m.queued, m.busy, m.queueFull, m.reruns, m.budgetRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

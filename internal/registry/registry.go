@@ -139,12 +139,18 @@ func (o Options) backoff(attempt int) time.Duration {
 // cannot go out for a write that did not happen (or the reverse).
 //
 // KEYS[1] record hash; ARGV: name, code, style, handler, runtime, sha256,
-// updated_at, channel. Returns the new version.
+// updated_at, channel, idempotent ("1" or ""; an empty one removes the
+// field). Returns the new version.
 const publishScript = `
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1],
   'code', ARGV[2], 'style', ARGV[3], 'handler', ARGV[4], 'runtime', ARGV[5],
   'sha256', ARGV[6], 'updated_at', ARGV[7])
+if ARGV[9] == '1' then
+  redis.call('HSET', KEYS[1], 'idempotent', '1')
+else
+  redis.call('HDEL', KEYS[1], 'idempotent')
+end
 redis.call('PUBLISH', ARGV[8], ARGV[1])
 return v
 `
@@ -254,12 +260,19 @@ func (s *Store) Publish(ctx context.Context, fn spillway.Function) (spillway.Fun
 
 	v, err := s.publish.Run(ctx, s.client, []string{Key(fn.Name)},
 		fn.Name, fn.Code, string(fn.Style), fn.Handler, fn.Runtime, fn.SHA256,
-		fn.UpdatedAt.Format(time.RFC3339), UpdatesChannel).Int64()
+		fn.UpdatedAt.Format(time.RFC3339), UpdatesChannel, idempotentField(fn.Idempotent)).Int64()
 	if err != nil {
 		return spillway.Function{}, fmt.Errorf("publish function %q to redis at %s: %w", fn.Name, s.addr, err)
 	}
 	fn.Version = v
 	return fn, nil
+}
+
+func idempotentField(b bool) string {
+	if b {
+		return "1"
+	}
+	return ""
 }
 
 // Get reads name's record: the hash spillway:fn:<name>, or else the legacy
@@ -297,7 +310,7 @@ func (s *Store) Get(ctx context.Context, name string) (spillway.Function, error)
 
 // listFields are the hash fields List reads (everything but the code).
 func listFields() []string {
-	return []string{"style", "handler", "runtime", "sha256", "version", "updated_at"}
+	return []string{"style", "handler", "runtime", "sha256", "version", "updated_at", "idempotent"}
 }
 
 // List returns every hashed record, sorted by name, without Code (SHA256 is
@@ -382,6 +395,13 @@ func parseRecord(name string, h map[string]string, withCode bool) (spillway.Func
 		if fn.Version, err = strconv.ParseInt(v, 10, 64); err != nil {
 			return bad("version %q is not an integer", v)
 		}
+	}
+	switch v := h["idempotent"]; v {
+	case "", "0", "false":
+	case "1", "true":
+		fn.Idempotent = true
+	default:
+		return bad("idempotent %q is not 1 or 0", v)
 	}
 	if u := h["updated_at"]; u != "" {
 		if fn.UpdatedAt, err = time.Parse(time.RFC3339, u); err != nil {

@@ -420,3 +420,26 @@ func mapDiff(want, got map[string]string) string {
 	}
 	return b.String()
 }
+
+func TestIdempotentFlagRoundTrips(t *testing.T) {
+	// addfaas --idempotent writes field idempotent=1; a later publish
+	// without it removes the field, so the function runs at most once again.
+	r := testutil.StartRedis(t)
+	s := mustDial(t, r, registry.Options{})
+	raw := rawClient(t, r)
+	ctx := ctxT(t, 20*time.Second)
+	for i, idem := range []bool{true, false} {
+		fn := spillway.Function{Name: "pay", Code: scriptCode + fmt.Sprintf("# %d\n", i), Style: spillway.StyleScript, Idempotent: idem}
+		if _, err := s.Publish(ctx, fn); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, "pay")
+		if err != nil {
+			t.Fatal(err)
+		}
+		field, _ := raw.HGet(ctx, registry.Key("pay"), "idempotent").Result()
+		if got.Idempotent != idem || (field == "1") != idem {
+			t.Errorf("published idempotent=%v: read back %v, field %q", idem, got.Idempotent, field)
+		}
+	}
+}
