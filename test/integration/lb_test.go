@@ -192,7 +192,7 @@ func stream(s *stack, callers int, param string, stop <-chan struct{}, onResult 
 
 func TestKilledWorkerCostsNoCall(t *testing.T) {
 	s := newStack(t, stackOptions{env: map[string]string{"SCALE_DOWN_DELAY": "60s"}})
-	s.publish(readExample(t, "fib.py"), spillway.StyleScript)
+	s.publish(sleeper, spillway.StyleHandler)
 	s.startLB()
 	before := s.containers()
 
@@ -201,11 +201,19 @@ func TestKilledWorkerCostsNoCall(t *testing.T) {
 	var errs []error
 	done := make(chan struct{})
 	go func() {
-		ok, errs = stream(s, 4, "15", stop, nil)
+		// Calls of a second: the victim is killed in the middle of one.
+		ok, errs = stream(s, 4, "sleep:1", stop, nil)
 		close(done)
 	}()
-	time.Sleep(1500 * time.Millisecond)
 	victim := before[0]
+	waitUntil(t, 30*time.Second, "a call running on "+victim, func() bool {
+		for _, m := range s.members() {
+			if m["name"] == victim && m["in_flight"] == int64(1) {
+				return true
+			}
+		}
+		return false
+	})
 	if out, err := exec.Command("docker", "kill", victim).CombinedOutput(); err != nil {
 		t.Fatalf("docker kill %s: %v %s", victim, err, out)
 	}
@@ -221,17 +229,30 @@ func TestKilledWorkerCostsNoCall(t *testing.T) {
 		return ready >= 2
 	})
 	t.Logf("pool back to size %v after the kill", time.Since(killed).Round(time.Millisecond))
-	time.Sleep(time.Second)
+	waitUntil(t, 60*time.Second, "12 calls answered", func() bool {
+		counters, _ := s.status()["counters"].(map[string]any)
+		n, _ := counters["calls"].(int64)
+		return n >= 12
+	})
 	close(stop)
 	<-done
 	if len(errs) > 0 {
 		t.Errorf("%d calls failed after a worker was killed (first: %v)", len(errs), errs[0])
 	}
-	if ok < 20 {
+	if ok < 12 {
 		t.Errorf("only %d calls succeeded", ok)
 	}
 	st := s.status()
 	t.Logf("calls ok %d; counters %v", ok, st["counters"])
+	// No call failed because the one cut off on the victim ran again.
+	if n := s.metric("spillway_reruns_total", `reason="worker_failed"`); n < 1 {
+		t.Errorf("spillway_reruns_total{reason=worker_failed} = %v after killing a worker mid-call, want a re-run", n)
+	}
+	counters, _ := st["counters"].(map[string]any)
+	reasons, _ := counters["reasons"].(map[string]any)
+	if n, _ := reasons["retry"].(int64); n < 1 {
+		t.Errorf("counters.reasons.retry = %v, want the cut-off call retried", reasons["retry"])
+	}
 }
 
 func TestRestartAdoptsAndLeavesNothing(t *testing.T) {

@@ -66,7 +66,9 @@ func TestAutoscalerStepsAndShrink(t *testing.T) {
 			stop := make(chan struct{})
 			traceCh := make(chan []int64)
 			go func() { traceCh <- desiredTrace(s, stop) }()
+			began := time.Now()
 			results := burst(t, s, 4, "sleep:3")
+			took := time.Since(began)
 			close(stop)
 			trace := <-traceCh
 			t.Logf("pool_desired over the burst: %v", trace)
@@ -92,7 +94,15 @@ func TestAutoscalerStepsAndShrink(t *testing.T) {
 					workers[str(r["worker"])] = true
 				}
 			}
-			t.Logf("burst ran on %d workers", len(workers))
+			t.Logf("burst ran on %d workers in %v", len(workers), took.Round(time.Millisecond))
+			// The scale-up served the burst: on the first worker alone the four
+			// 3 s calls take 12 s; workers that started for the burst ran some.
+			if len(workers) < 2 || workers[""] {
+				t.Errorf("burst ran on workers %v, want at least 2 named ones", workers)
+			}
+			if took >= 12*time.Second {
+				t.Errorf("burst took %v, as long as on one worker: the new workers served nothing", took)
+			}
 
 			// Quiet: back to NUMBER_OF_SERVERS after SCALE_DOWN_DELAY (+ ticks and drain).
 			start := time.Now()
@@ -100,7 +110,7 @@ func TestAutoscalerStepsAndShrink(t *testing.T) {
 				st := s.status()
 				return st["pool_size"] == int64(1) && st["pool_desired"] == int64(1)
 			})
-			took := time.Since(start)
+			took = time.Since(start)
 			t.Logf("back to 1 worker %v after the burst", took.Round(time.Millisecond))
 			if tt.autoscaler == "predictive" && took < 1500*time.Millisecond {
 				t.Errorf("shrank after %v, before SCALE_DOWN_DELAY=2s", took)
