@@ -3,6 +3,7 @@ package runner_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -450,6 +451,67 @@ func TestResultOverCapIsRefusedAndRunnerKept(t *testing.T) {
 			res, err = call(t, off.pool, 2<<20)
 			if s, _ := res.Value.(string); err != nil || len(s) != 2<<20 {
 				t.Fatalf("2 MiB result under a 4 MiB cap: %d bytes, %v", len(s), err)
+			}
+		})
+	}
+}
+
+// noCapShim speaks the shim's worker protocol but ignores
+// --max-result-bytes: each call answers a string of param bytes.
+const noCapShim = `
+import json, os, sys
+out = os.fdopen(4, "wb")
+out.write(json.dumps({"ready": True, "pid": os.getpid(), "initError": None}).encode() + b"\n")
+out.flush()
+for line in os.fdopen(3, "rb"):
+    req = json.loads(line)
+    out.write(json.dumps({"id": req["id"], "ok": True, "result": "x" * int(req["param"])}).encode() + b"\n")
+    out.flush()
+`
+
+func TestRunnerRefusesAnOversizeLineItself(t *testing.T) {
+	// The Go side is a backstop: a shim that let a 2 MiB result through
+	// under a 1 MiB cap still gets ErrPayloadTooLarge, and its runner is
+	// kept (the line is skipped, the next call answers). With a 4 MiB cap
+	// (the protection off for this size) the line is the result.
+	for _, capBytes := range []int64{1 << 20, 4 << 20} {
+		t.Run(fmt.Sprintf("cap=%d", capBytes), func(t *testing.T) {
+			dir := t.TempDir()
+			shim := filepath.Join(dir, "shim.py")
+			fnPath := filepath.Join(dir, "function.py")
+			for p, body := range map[string]string{shim: noCapShim, fnPath: "pass\n"} {
+				if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p, err := runner.New(runner.Config{Python: testutil.Python(t), ShimPath: shim, FunctionPath: fnPath,
+				Style: spillway.StyleScript, Timeout: 10 * time.Second, MaxResultBytes: capBytes, Output: &testutil.SyncBuffer{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := p.Open(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close(ctx)
+
+			res, err := call(t, p, 2<<20)
+			if capBytes > 2<<20 {
+				if s, _ := res.Value.(string); err != nil || len(s) != 2<<20 {
+					t.Fatalf("2 MiB under a 4 MiB cap: %d bytes, %v", len(s), err)
+				}
+				return
+			}
+			if !errors.Is(err, spillway.ErrPayloadTooLarge) {
+				t.Fatalf("2 MiB line under a 1 MiB cap: %v, want ErrPayloadTooLarge", err)
+			}
+			res, err = call(t, p, 5)
+			if err != nil || res.Value != "xxxxx" || res.ColdStart {
+				t.Fatalf("next call: %+v %v; want the same runner's answer", res, err)
+			}
+			if st := p.Stats(); st.Failed != 0 {
+				t.Errorf("stats %+v: the refused line counted as a failure", st)
 			}
 		})
 	}
