@@ -152,9 +152,19 @@ type pyAnswer struct {
 
 func pyCalls(t *testing.T, url string, parallel bool, calls ...[]any) []pyAnswer {
 	t.Helper()
-	in, err := json.Marshal(calls)
+	answers, err := pyCallsErr(testutil.Python(t), url, parallel, calls...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return answers
+}
+
+// pyCallsErr is pyCalls for a goroutine other than the test's: it returns
+// the error instead of failing the test.
+func pyCallsErr(py, url string, parallel bool, calls ...[]any) ([]pyAnswer, error) {
+	in, err := json.Marshal(calls)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -162,19 +172,19 @@ func pyCalls(t *testing.T, url string, parallel bool, calls ...[]any) []pyAnswer
 	if parallel {
 		par = "1"
 	}
-	cmd := exec.CommandContext(ctx, testutil.Python(t), "-c", pyClient, url, par)
+	cmd := exec.CommandContext(ctx, py, "-c", pyClient, url, par)
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("python xmlrpc.client: %v\n%s", err, stderr.String())
+		return nil, fmt.Errorf("python xmlrpc.client: %v\n%s", err, stderr.String())
 	}
 	var answers []pyAnswer
 	if err := json.Unmarshal(out, &answers); err != nil {
-		t.Fatalf("python output %q: %v", out, err)
+		return nil, fmt.Errorf("python output %q: %v", out, err)
 	}
-	return answers
+	return answers, nil
 }
 
 func call(method string, args ...any) []any {
@@ -383,14 +393,48 @@ func TestWorkerProcess(t *testing.T) {
 
 	t.Run("graceful stop", func(t *testing.T) {
 		w := startWorker(t, bin, testHandler, "FUNCTION_STYLE=handler")
-		result := make(chan []pyAnswer, 1)
-		go func() { result <- pyCalls(t, w.url, false, call("call_function", "nap")) }()
-		time.Sleep(300 * time.Millisecond) // the call is running (Python starts in ~20 ms)
+		release := filepath.Join(t.TempDir(), "release")
+		type answer struct {
+			a   []pyAnswer
+			err error
+		}
+		result := make(chan answer, 1)
+		py := testutil.Python(t)
+		go func() {
+			a, err := pyCallsErr(py, w.url, false, call("call_function", "wait:"+release))
+			result <- answer{a, err}
+		}()
+		// The call is running once health() counts it; then the worker is
+		// told to stop, and only once it is stopping does the call end.
+		waitInFlight := time.Now().Add(60 * time.Second)
+		for {
+			h, _ := pyCalls(t, w.url, false, call("health"))[0].Value.(map[string]any)
+			if h["in_flight"] == float64(1) {
+				break
+			}
+			if time.Now().After(waitInFlight) {
+				t.Fatalf("the call never ran: health %v", h)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		a := <-result
-		if a[0].Fault != 0 {
+		waitStopping := time.Now().Add(60 * time.Second)
+		for !strings.Contains(w.stderr.String(), "worker stopping") {
+			if time.Now().After(waitStopping) {
+				t.Fatalf("the worker never began to stop:\n%s", w.stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := os.WriteFile(release, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := <-result
+		if r.err != nil {
+			t.Fatalf("in-flight call during stop: %v", r.err)
+		}
+		if a := r.a; a[0].Fault != 0 || a[0].Value != "released" {
 			t.Errorf("in-flight call during stop = %+v", a[0])
 		}
 		select {
