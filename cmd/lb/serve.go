@@ -19,6 +19,7 @@ import (
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/docker"
 	"github.com/spillway-faas/spillway/internal/gateway"
+	"github.com/spillway-faas/spillway/internal/lambdawrap"
 	"github.com/spillway-faas/spillway/internal/netguard"
 	"github.com/spillway-faas/spillway/internal/policy"
 	"github.com/spillway-faas/spillway/internal/pool"
@@ -251,6 +252,10 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 			return nil, fmt.Errorf("load AWS configuration: %w", err)
 		}
 		d.deploy = cloud.NewDeployer(awsCfg, ccfg, log)
+		// The shim in Lambda refuses results over MAX_RESULT_BYTES too.
+		d.deploy.BuildZip = func(fn spillway.Function) ([]byte, error) {
+			return lambdawrap.BuildZipCapped(fn, cfg.MaxResultBytes)
+		}
 		d.offload = cloud.NewOffloader(awsCfg, ccfg, log)
 		d.setWant(d.fn)
 		d.deployKick <- struct{}{}

@@ -48,7 +48,14 @@ var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 type Config struct {
 	Style   spillway.Style `json:"style"`
 	Handler string         `json:"handler"`
+	// MaxResultBytes is MAX_RESULT_BYTES for the shim in Lambda; absent (0)
+	// means DefaultMaxResultBytes, Lambda's own limit.
+	MaxResultBytes int64 `json:"maxResultBytes,omitempty"`
 }
+
+// DefaultMaxResultBytes is the shim's cap on a result's JSON when none is
+// given: Lambda's limit for a synchronous answer.
+const DefaultMaxResultBytes = 6 << 20
 
 // ConfigFor returns the shim config of fn, validated. An empty style means
 // script (the reference's plain source).
@@ -71,12 +78,22 @@ func ConfigFor(fn spillway.Function) (Config, error) {
 // user's code), handler.py (the shim) and spillway.json, in that order, with
 // fixed timestamps and modes. The same function gives the same bytes.
 func BuildZip(fn spillway.Function) ([]byte, error) {
+	return BuildZipCapped(fn, 0)
+}
+
+// BuildZipCapped is BuildZip with the shim's result cap (MAX_RESULT_BYTES)
+// written into spillway.json; 0 or the default leaves the package exactly
+// BuildZip's, so the default never changes a deployed CodeSha256.
+func BuildZipCapped(fn spillway.Function, maxResultBytes int64) ([]byte, error) {
 	if fn.Code == "" {
 		return nil, fmt.Errorf("build zip of function %q: empty code", fn.Name)
 	}
 	conf, err := ConfigFor(fn)
 	if err != nil {
 		return nil, fmt.Errorf("build zip: %w", err)
+	}
+	if maxResultBytes > 0 && maxResultBytes != DefaultMaxResultBytes {
+		conf.MaxResultBytes = maxResultBytes
 	}
 	confJSON, err := json.Marshal(conf)
 	if err != nil {

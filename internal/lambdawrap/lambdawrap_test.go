@@ -120,8 +120,13 @@ for line in sys.stdin:
 
 func runLambda(t *testing.T, fn spillway.Function, events ...any) []map[string]any {
 	t.Helper()
+	return runLambdaCapped(t, fn, 0, events...)
+}
+
+func runLambdaCapped(t *testing.T, fn spillway.Function, maxResult int64, events ...any) []map[string]any {
+	t.Helper()
 	py := testutil.Python(t)
-	z, err := lambdawrap.BuildZip(fn)
+	z, err := lambdawrap.BuildZipCapped(fn, maxResult)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,5 +275,31 @@ func TestLambdaModeImportError(t *testing.T) {
 	got := runLambda(t, fn, map[string]any{"parameter": 1})
 	if w := (map[string]any{"statusCode": 500.0, "errorType": "RuntimeError", "errorMessage": "init failed", "coldStart": true}); !reflect.DeepEqual(got[0], w) {
 		t.Fatalf("got %v, want %v", got[0], w)
+	}
+}
+
+func TestLambdaModeResultCap(t *testing.T) {
+	// The shim in Lambda answers 413 ResultTooLarge for a result over the
+	// cap in spillway.json; under a cap above it (the protection off) the
+	// same result is returned. The default cap leaves the zip unchanged.
+	fn := spillway.Function{Name: "big", Code: "def handler(event, context):\n    return 'x' * event['parameter']\n", Style: spillway.StyleHandler}
+	got := runLambdaCapped(t, fn, 1024, map[string]any{"parameter": 2000}, map[string]any{"parameter": 10})
+	if got[0]["statusCode"] != 413.0 || got[0]["errorType"] != "ResultTooLarge" || got[1]["statusCode"] != 200.0 {
+		t.Errorf("under a 1 KiB cap: %v, %v; want 413 ResultTooLarge, then 200", got[0], got[1])
+	}
+	got = runLambdaCapped(t, fn, 4096, map[string]any{"parameter": 2000})
+	if got[0]["statusCode"] != 200.0 || len(got[0]["body"].(string)) != 2000 {
+		t.Errorf("under a 4 KiB cap: %.100v, want the result", got[0])
+	}
+	plain, err := lambdawrap.BuildZip(fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	capped, err := lambdawrap.BuildZipCapped(fn, lambdawrap.DefaultMaxResultBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(plain, capped) {
+		t.Error("the default cap changed the zip (and so the deployed CodeSha256)")
 	}
 }
