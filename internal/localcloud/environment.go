@@ -165,8 +165,9 @@ func (e *environment) serveRuntimeAPI() {
 	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/error", e.handleError)
 	mux.HandleFunc("POST /2018-06-01/runtime/init/error", e.handleInitError)
 	// No idle or read timeout: over stdio the bootstrap has one connection
-	// for the environment's life, and long-polls /next on it.
-	e.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// for the environment's life, and long-polls /next on it. Headers are
+	// bounded like every other server's.
+	e.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
 	ln := e.ln
 	go func() {
 		defer close(e.served)
