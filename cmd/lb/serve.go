@@ -136,6 +136,7 @@ type daemon struct {
 	pool    *pool.Pool
 	guard   *netguard.Listener // lb's listener: refuses the workers' subnets
 	offload *cloud.Offloader
+	budget  *policy.Budget // CLOUD_MAX_RPS, CLOUD_MAX_COST_PER_HOUR on every path to the cloud
 	deploy  *cloud.Deployer
 	gw      *gateway.Gateway
 	fn      spillway.Function
@@ -230,6 +231,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 		return nil, fmt.Errorf("cloud budget: %w", err)
 	}
 	ocfg.Budget = budget
+	d.budget = budget
 	offloader, err := policy.NewOffloader(cfg.OffloadPolicy, ocfg)
 	if err != nil {
 		return nil, fmt.Errorf("OFFLOAD_POLICY: %w", err)
@@ -463,6 +465,12 @@ func (d *daemon) details() map[string]any {
 			"ready": d.offload.Ready(), "current": d.cloudCurrent(), "breaker": st.Breaker.String(), "calls": st.Calls,
 			"succeeded": st.Succeeded, "failed": st.Failed, "retries": st.Retries,
 			"throttled": st.Throttled, "rejected": st.Rejected, "cold_starts": st.ColdStarts,
+		}
+		if use, ok := d.budget.Use(time.Now()); ok {
+			out["cloud"].(map[string]any)["budget"] = map[string]any{
+				"max_rps": use.MaxRPS, "max_cost_per_hour": use.MaxCostPerHour,
+				"calls": use.Calls, "spent_usd": use.SpentUSD, "used": use.Used,
+			}
 		}
 	}
 	return out

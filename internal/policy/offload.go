@@ -407,12 +407,47 @@ func (b *Budget) Take(now time.Time, roundTrip time.Duration) bool {
 	return b.b.take(now, callCost(b.cfg, roundTrip))
 }
 
+// BudgetUse is what a capped budget has allowed, for operators.
+type BudgetUse struct {
+	MaxRPS         float64 // CLOUD_MAX_RPS, 0 when not capped
+	MaxCostPerHour float64 // CLOUD_MAX_COST_PER_HOUR in USD, 0 when not capped
+	Calls          int64   // cloud calls allowed since start
+	SpentUSD       float64 // their estimated cost
+	// Used is the fuller of the two buckets' spent share at the time asked
+	// (0: the whole burst is available, 1: calls wait for the budget).
+	Used float64
+}
+
+// Use reports what the budget allowed; ok is false when no cap is set.
+func (b *Budget) Use(now time.Time) (use BudgetUse, ok bool) {
+	if !b.Limited() {
+		return BudgetUse{}, false
+	}
+	k := b.b
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	use = BudgetUse{Calls: k.allowed, SpentUSD: k.spent}
+	if k.calls.on {
+		k.calls.fill(now)
+		use.MaxRPS = k.calls.rate
+		use.Used = math.Max(use.Used, 1-k.calls.level/k.calls.max)
+	}
+	if k.cost.on {
+		k.cost.fill(now)
+		use.MaxCostPerHour = k.cost.rate * 3600
+		use.Used = math.Max(use.Used, 1-k.cost.level/k.cost.max)
+	}
+	return use, true
+}
+
 // budget is two token buckets: cloud calls per second and USD per hour. A nil
 // *budget allows everything.
 type budget struct {
-	mu    sync.Mutex // guards the buckets
-	calls bucket     // tokens are calls
-	cost  bucket     // tokens are USD
+	mu      sync.Mutex // guards the buckets and the totals
+	calls   bucket     // tokens are calls
+	cost    bucket     // tokens are USD
+	allowed int64      // calls taken since start
+	spent   float64    // their estimated USD
 }
 
 type bucket struct {
@@ -478,6 +513,8 @@ func (b *budget) take(now time.Time, usd float64) bool {
 	if b.cost.on {
 		b.cost.level -= usd
 	}
+	b.allowed++
+	b.spent += usd
 	return true
 }
 

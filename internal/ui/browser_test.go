@@ -113,6 +113,7 @@ func TestPageInBrowser(t *testing.T) {
 					document.querySelector('#reasons-chart [data-reason="overflow"]').textContent === "90" &&
 					fn && fn.textContent === "fib" &&
 					document.getElementById("cloud-breaker").textContent === "closed" &&
+					document.getElementById("cloud-budget").textContent.startsWith("40% of the burst spent now (cap 5 calls/s); 5 calls") &&
 					document.getElementById("notices").innerText === "";
 			})()`)
 			if bad := browsertest.Eval[[]string](tab, layoutJS); len(bad) > 0 {

@@ -129,20 +129,30 @@ type Member struct {
 	ColdStarts int64  `json:"cold_starts"`
 }
 
-// CloudState is the offload target as lb sees it. Warm environments and the
-// budget are nil when lb does not report them.
+// CloudState is the offload target as lb sees it. Warm environments are nil
+// when lb does not report them, Budget when no cap is set.
 type CloudState struct {
-	Mode        string   `json:"mode"` // off, local, aws
-	Ready       bool     `json:"ready"`
-	Breaker     string   `json:"breaker,omitempty"`
-	Calls       int64    `json:"calls"`
-	Failed      int64    `json:"failed"`
-	Throttled   int64    `json:"throttled"`
-	Rejected    int64    `json:"rejected"`
-	ColdStarts  int64    `json:"cold_starts"`
-	Warm        *int64   `json:"warm_environments"`
-	BudgetSpent *float64 `json:"budget_spent"`
-	BudgetCap   *float64 `json:"budget_cap"`
+	Mode       string  `json:"mode"` // off, local, aws
+	Ready      bool    `json:"ready"`
+	Breaker    string  `json:"breaker,omitempty"`
+	Calls      int64   `json:"calls"`
+	Failed     int64   `json:"failed"`
+	Throttled  int64   `json:"throttled"`
+	Rejected   int64   `json:"rejected"`
+	ColdStarts int64   `json:"cold_starts"`
+	Warm       *int64  `json:"warm_environments"`
+	Budget     *Budget `json:"budget"`
+}
+
+// Budget is the cloud budget (CLOUD_MAX_RPS, CLOUD_MAX_COST_PER_HOUR) and
+// what it allowed: calls and their estimated cost since lb started, and the
+// share of its burst spent now (1: calls wait for it).
+type Budget struct {
+	MaxRPS         float64 `json:"max_rps"`
+	MaxCostPerHour float64 `json:"max_cost_per_hour"`
+	Calls          int64   `json:"calls"`
+	SpentUSD       float64 `json:"spent_usd"`
+	Used           float64 `json:"used"`
 }
 
 // Reasons lists the offload reasons the page always shows, zero or not.
@@ -192,16 +202,15 @@ type view struct {
 			Style   string `json:"style"`
 		} `json:"function"`
 		Cloud *struct {
-			Ready       bool     `json:"ready"`
-			Breaker     string   `json:"breaker"`
-			Calls       int64    `json:"calls"`
-			Failed      int64    `json:"failed"`
-			Throttled   int64    `json:"throttled"`
-			Rejected    int64    `json:"rejected"`
-			ColdStarts  int64    `json:"cold_starts"`
-			Warm        *int64   `json:"warm_environments"`
-			BudgetSpent *float64 `json:"budget_spent"`
-			BudgetCap   *float64 `json:"budget_cap"`
+			Ready      bool    `json:"ready"`
+			Breaker    string  `json:"breaker"`
+			Calls      int64   `json:"calls"`
+			Failed     int64   `json:"failed"`
+			Throttled  int64   `json:"throttled"`
+			Rejected   int64   `json:"rejected"`
+			ColdStarts int64   `json:"cold_starts"`
+			Warm       *int64  `json:"warm_environments"`
+			Budget     *Budget `json:"budget"`
 		} `json:"cloud"`
 	} `json:"details"`
 }
@@ -278,6 +287,6 @@ func (d *Data) fill(v view) {
 		d.Cloud.Ready, d.Cloud.Breaker = cl.Ready, cl.Breaker
 		d.Cloud.Calls, d.Cloud.Failed, d.Cloud.Throttled, d.Cloud.Rejected = cl.Calls, cl.Failed, cl.Throttled, cl.Rejected
 		d.Cloud.ColdStarts, d.Cloud.Warm = cl.ColdStarts, cl.Warm
-		d.Cloud.BudgetSpent, d.Cloud.BudgetCap = cl.BudgetSpent, cl.BudgetCap
+		d.Cloud.Budget = cl.Budget
 	}
 }

@@ -41,7 +41,8 @@ func newFakeSource() *fakeSource {
 			map[string]any{"name": "w1", "state": "ready", "in_flight": 1, "capacity": 1, "version": int64(3), "completed": uint64(7), "cold_starts": uint64(1)},
 			map[string]any{"name": "w2", "state": "starting", "in_flight": 0, "capacity": 1, "version": int64(3), "completed": uint64(0), "cold_starts": uint64(0)},
 		},
-		"cloud": map[string]any{"ready": true, "breaker": "closed", "calls": int64(5), "failed": int64(0), "cold_starts": int64(2)},
+		"cloud": map[string]any{"ready": true, "breaker": "closed", "calls": int64(5), "failed": int64(0), "cold_starts": int64(2),
+			"budget": map[string]any{"max_rps": 5.0, "max_cost_per_hour": 0.0, "calls": int64(5), "spent_usd": 0.0001, "used": 0.4}},
 	}
 	return f
 }
@@ -188,7 +189,7 @@ func TestSamplerSeriesLatencyAndBreakerEvents(t *testing.T) {
 	if f.Name != "fib" || f.Version != 3 || f.Workers.Ready != 1 || f.Workers.Starting != 1 || f.InFlight != 1 || f.ColdStarts != 1 {
 		t.Errorf("function = %+v", f)
 	}
-	if d.Cloud.Breaker != "open" || d.Cloud.Calls != 5 || d.Cloud.Warm != nil {
+	if d.Cloud.Breaker != "open" || d.Cloud.Calls != 5 || d.Cloud.Warm != nil || d.Cloud.Budget == nil || d.Cloud.Budget.MaxRPS != 5 {
 		t.Errorf("cloud = %+v", d.Cloud)
 	}
 

@@ -140,6 +140,13 @@ func diffDataStatus(d ui.Data, st map[string]any) []string {
 		check("cloud calls", d.Cloud.Calls, num(c["calls"]))
 		check("cloud failed", d.Cloud.Failed, num(c["failed"]))
 		check("cloud cold starts", d.Cloud.ColdStarts, num(c["cold_starts"]))
+		b, _ := c["budget"].(map[string]any)
+		if (b == nil) != (d.Cloud.Budget == nil) {
+			diffs = append(diffs, fmt.Sprintf("budget: data %+v, status %v", d.Cloud.Budget, b))
+		} else if b != nil {
+			check("budget calls", d.Cloud.Budget.Calls, num(b["calls"]))
+			check("budget max_rps", d.Cloud.Budget.MaxRPS, b["max_rps"])
+		}
 	}
 	return diffs
 }
@@ -147,7 +154,7 @@ func diffDataStatus(d ui.Data, st map[string]any) []string {
 // TestUIDataMatchesStatus checks that the page's data endpoint shows
 // status()'s numbers, and that the overview chart accounts for every call.
 func TestUIDataMatchesStatus(t *testing.T) {
-	s := newStack(t, stackOptions{cloud: true})
+	s := newStack(t, stackOptions{cloud: true, env: map[string]string{"CLOUD_MAX_RPS": "100"}})
 	fn := s.publish(sleeper, spillway.StyleHandler)
 	s.startLB()
 	s.waitCloudReady()
@@ -185,6 +192,9 @@ func TestUIDataMatchesStatus(t *testing.T) {
 	// What status() holds, checked against what the test did.
 	if d.State != "ready" || d.Calls.Total != 8 || d.Calls.Cloud < 3 || d.Calls.Errors != 1 || d.Functions[0].Version != fn.Version {
 		t.Errorf("data %+v: want ready, 8 calls, 3 or more in the cloud, 1 error, version %d", d.Calls, fn.Version)
+	}
+	if b := d.Cloud.Budget; b == nil || b.MaxRPS != 100 || b.Calls < 3 || b.SpentUSD <= 0 {
+		t.Errorf("budget %+v: want the CLOUD_MAX_RPS cap and the forced cloud calls spent from it", b)
 	}
 	for _, r := range d.Reasons {
 		if r.Name == "forced" && r.Count != 3 {

@@ -283,8 +283,16 @@
     kv(dl, "Calls", int(c.calls) + " (" + int(c.failed) + " failed, " + int(c.throttled) + " throttled, " + int(c.rejected) + " refused)");
     kv(dl, "Cold starts", int(c.cold_starts));
     kv(dl, "Warm environments", c.warm_environments === null ? "not reported" : int(c.warm_environments));
-    kv(dl, "Budget", c.budget_cap === null ? "not reported" :
-      "$" + Number(c.budget_spent || 0).toFixed(4) + " of $" + Number(c.budget_cap).toFixed(2) + " (" + pct(c.budget_spent, c.budget_cap) + ")");
+    var b = c.budget;
+    if (!b) {
+      kv(dl, "Budget", "no cap (CLOUD_MAX_RPS and CLOUD_MAX_COST_PER_HOUR unset)", "cloud-budget");
+    } else {
+      var caps = [];
+      if (b.max_rps > 0) caps.push(tick(b.max_rps) + " calls/s");
+      if (b.max_cost_per_hour > 0) caps.push("$" + tick(b.max_cost_per_hour) + "/hour");
+      kv(dl, "Budget", Math.round(100 * b.used) + "% of the burst spent now (cap " + caps.join(", ") + "); " +
+        int(b.calls) + " calls, $" + b.spent_usd.toFixed(4) + " estimated since start", "cloud-budget");
+    }
   }
 
   function renderEvents(d) {
