@@ -138,8 +138,10 @@ func cmdBench(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	if !f.allowRemote {
-		if err := loadgen.CheckLoopback(target); err != nil {
-			return usageError{msg: err.Error()}
+		for _, t := range strings.Split(target, ",") {
+			if err := loadgen.CheckLoopback(t); err != nil {
+				return usageError{msg: err.Error()}
+			}
 		}
 	}
 

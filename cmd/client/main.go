@@ -66,6 +66,8 @@ commands:
   bench         load the lb and report throughput and latency (client bench -h for flags)
 
 The target is --lb URL, else $LB_URL, else http://127.0.0.1:$LOAD_BALANCER_PORT/ (port 8000 by default).
+--lb and LB_URL take a comma-separated list of lb replicas: the client moves to
+the next only when a connection is refused, so a call is never sent twice.
 $LB_AUTH_TOKEN, when set, is sent as a bearer token.
 `
 
@@ -142,12 +144,12 @@ type common struct {
 }
 
 func (c *common) register(fs *flag.FlagSet, timeout time.Duration) {
-	fs.StringVar(&c.lb, "lb", "", "lb URL (default $LB_URL, else http://127.0.0.1:$LOAD_BALANCER_PORT/)")
+	fs.StringVar(&c.lb, "lb", "", "lb URL, or a comma-separated list of lb replicas (default $LB_URL, else http://127.0.0.1:$LOAD_BALANCER_PORT/)")
 	fs.DurationVar(&c.timeout, "timeout", timeout, "deadline of each call")
 }
 
 func (c *common) client(e *env, conns int) (*xmlrpc.Client, string, error) {
-	target, err := loadgen.Target(c.lb, e.getenv)
+	targets, err := loadgen.Targets(c.lb, e.getenv)
 	if err != nil {
 		return nil, "", usageError{msg: err.Error()}
 	}
@@ -155,7 +157,16 @@ func (c *common) client(e *env, conns int) (*xmlrpc.Client, string, error) {
 	if conns > tr.MaxIdleConnsPerHost {
 		tr.MaxIdleConnsPerHost = conns
 	}
-	cl := xmlrpc.NewClient(target, &http.Client{Transport: tr})
+	var rt http.RoundTripper = tr
+	if len(targets) > 1 {
+		// Several lb replicas: move to the next only when one refuses the
+		// connection, so no call is ever sent twice.
+		if rt, err = loadgen.NewFailover(targets, tr); err != nil {
+			return nil, "", usageError{msg: err.Error()}
+		}
+	}
+	target := strings.Join(targets, ",")
+	cl := xmlrpc.NewClient(targets[0], &http.Client{Transport: rt})
 	if tok := e.getenv("LB_AUTH_TOKEN"); tok != "" {
 		cl.SetBearerToken(tok)
 	}

@@ -116,5 +116,5 @@ func printConfig(w io.Writer, c config.Config) {
 	fmt.Fprintf(w, "  function    %s from redis %s (%s)\n", c.FunctionName, c.RedisAddr, redisAuth)
 	fmt.Fprintf(w, "  cloud       %s endpoint=%s lambda=%s api=%s/%s via=%s\n",
 		c.Cloud.Mode, c.Cloud.Endpoint, c.Cloud.LambdaName, c.Cloud.APIName, c.Cloud.APIStage, c.Cloud.OffloadVia)
-	fmt.Fprintf(w, "  listen      %s auth_token=%s allow_anonymous=%v\n", c.ListenAddr(), token, c.AllowAnonymous)
+	fmt.Fprintf(w, "  listen      %s auth_token=%s allow_anonymous=%v lb_id=%s\n", c.ListenAddr(), token, c.AllowAnonymous, c.LBID)
 }

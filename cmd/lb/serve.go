@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/cloud"
+	"github.com/spillway-faas/spillway/internal/cluster"
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/docker"
 	"github.com/spillway-faas/spillway/internal/gateway"
@@ -47,8 +49,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	page := ui.New(ui.Options{Token: cfg.AuthToken, Function: cfg.FunctionName, Log: log})
 	defer page.Close()
 	pageHandler := page.Handler()
+	var hs handover
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hs.begin()
+			defer hs.end()
+			if hs.leaving.Load() {
+				// Leaving: answer the calls that still arrive on open
+				// connections, and close each after its answer, so its
+				// client reconnects to another replica.
+				w.Header().Set("Connection", "close")
+			}
 			// A connection accepted before the workers' subnets were known.
 			if guard.DeniedAddr(r.RemoteAddr) {
 				guard.CountRefused()
@@ -70,6 +81,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		MaxHeaderBytes: 64 << 10,
 		IdleTimeout:    2 * time.Minute,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState:      hs.connState,
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(guard) }()
@@ -104,13 +116,74 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		serveErr <- err
 		log.Error("http server stopped", "err", err)
 	}
-	log.Info("shutting down: draining calls in flight", "timeout", cfg.DrainTimeout)
+	// Hand-over: first refuse new connections, so clients move to another
+	// replica; then finish what arrives on open connections, closing each
+	// after its answer; then hand the lease over and leave the workers to
+	// the other replicas (the last one removes them).
+	log.Info("shutting down: listener closed, draining calls in flight", "timeout", cfg.DrainTimeout)
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
+	hs.leaving.Store(true)
+	if err := guard.Close(); err != nil {
+		log.Warn("close the listener", "err", err)
+	}
+	if err := hs.wait(dctx, handoverQuiet); err != nil {
+		log.Warn("connections still open at the drain deadline", "err", err)
+	}
+	sctx, scancel := context.WithTimeout(dctx, 5*time.Second)
+	_ = srv.Shutdown(sctx)
+	scancel()
 	if err := d.gw.Drain(dctx); err != nil {
 		log.Warn("drain incomplete", "err", err)
 	}
 	return d.close(dctx)
+}
+
+// handoverQuiet is how long a leaving lb keeps an idle open connection for
+// a call its client may still send on it.
+const handoverQuiet = 500 * time.Millisecond
+
+// handover counts the requests being served and the open connections, so
+// a leaving lb knows when nothing more can arrive.
+type handover struct {
+	leaving  atomic.Bool
+	active   atomic.Int64 // requests being served
+	conns    atomic.Int64 // open connections
+	lastDone atomic.Int64 // unix nanos of the last request that ended
+}
+
+func (h *handover) begin() { h.active.Add(1) }
+func (h *handover) end() {
+	h.lastDone.Store(time.Now().UnixNano())
+	h.active.Add(-1)
+}
+
+func (h *handover) connState(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		h.conns.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		h.conns.Add(-1)
+	}
+}
+
+// wait returns once no request is being served and either no connection
+// is open or none has sent a call for quiet; or when ctx ends.
+func (h *handover) wait(ctx context.Context, quiet time.Duration) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if h.active.Load() == 0 {
+			if h.conns.Load() <= 0 || time.Since(time.Unix(0, h.lastDone.Load())) >= quiet {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d calls and %d connections: %w", h.active.Load(), h.conns.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
 }
 
 func startingHandler() http.Handler {
@@ -141,6 +214,11 @@ type daemon struct {
 	gw      *gateway.Gateway
 	fn      spillway.Function
 	events  spillway.EventSink
+	replica *cluster.Replica // this lb among the pool's replicas
+	tick    time.Duration    // ELASTICITY_SLEEP
+
+	poolRef atomic.Pointer[pool.Pool]       // set once the pool exists, for OnController
+	gwRef   atomic.Pointer[gateway.Gateway] // set once the gateway exists, for load reports
 
 	cancel context.CancelFunc // stops the loops below
 	wg     sync.WaitGroup
@@ -187,7 +265,7 @@ func (d *daemon) wanted() spillway.Function {
 }
 
 func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netguard.Listener, events spillway.EventSink) (_ *daemon, err error) {
-	d := &daemon{log: log, guard: guard, events: events, deployKick: make(chan struct{}, 1)}
+	d := &daemon{log: log, guard: guard, events: events, deployKick: make(chan struct{}, 1), tick: cfg.ElasticitySleep}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	defer func() {
@@ -210,6 +288,26 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	}
 	first := d.fn
 	d.current.Store(&first)
+
+	// The pool's replicas: the lease holder controls the pool and the cloud.
+	d.replica, err = cluster.Open(ctx, d.store.Client(), cluster.Config{
+		Pool: cfg.PoolName, ID: cfg.LBID, Addr: cfg.ListenAddr(), Tick: cfg.ElasticitySleep, Log: log,
+		Load: func() map[string]cluster.Load {
+			if gw := d.gwRef.Load(); gw != nil {
+				return gw.Load()
+			}
+			return nil
+		},
+		OnController: func(controller bool) {
+			if p := d.poolRef.Load(); p != nil {
+				p.SetController(controller)
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("join the lb replicas of pool %s (POOL_NAME): %w", cfg.PoolName, err)
+	}
+	log.Info("lb replica", "lb_id", cfg.LBID, "controller", d.replica.Controller(), "others", len(d.replica.Peers()))
 
 	// Policies.
 	sched, err := policy.NewScheduler(cfg.Scheduler)
@@ -288,6 +386,9 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	d.pool.Logger = log
 	d.pool.Events = events
 	d.pool.OnWorkerReady = func(startup time.Duration) { estimator.ObserveWorkerStart(startup, time.Now()) }
+	d.pool.Fence = d.replica.Fence
+	d.poolRef.Store(d.pool)
+	d.pool.SetController(d.replica.Controller())
 	if err := d.pool.Open(ctx, d.fn); err != nil {
 		return nil, fmt.Errorf("start %d workers of %s: %w", cfg.NumberOfServers, cfg.WorkerImage, err)
 	}
@@ -300,6 +401,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 		Autoscaler: autoscaler,
 		Estimator:  estimator,
 		Scale:      func(n int) { d.pool.Scale(n) },
+		Cluster:    d.replica,
 		Details:    d.details,
 		Log:        log,
 		Events:     events,
@@ -310,6 +412,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	}
 	deps.Collectors = d.collectors()
 	d.gw = gateway.New(cfg, deps)
+	d.gwRef.Store(d.gw)
 
 	d.wg.Add(1)
 	go func() {
@@ -365,23 +468,67 @@ func (d *daemon) kickDeploy() {
 	}
 }
 
-// deployWithRetry deploys the wanted version to the cloud, retrying with
-// capped backoff until it succeeds or ctx ends.
+// deployWithRetry makes the offloader reach the wanted version in the
+// cloud: the controller deploys it, retrying with capped backoff; another
+// replica waits until the controller has published it (or it becomes the
+// controller itself).
 func (d *daemon) deployWithRetry(ctx context.Context) {
 	backoff := time.Second
 	for {
-		err := d.deployOnce(ctx)
+		var err error
+		if d.replica.Controller() {
+			err = d.deployOnce(ctx)
+		} else {
+			err = d.adoptDeployment(ctx)
+		}
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		d.log.Warn("cloud deploy failed; offloading waits for it", "err", err, "retry_in", backoff)
+		wait := backoff
+		if errors.Is(err, cluster.ErrNotController) || errors.Is(err, errNotPublished) {
+			wait = d.tick
+		} else {
+			d.log.Warn("cloud deploy failed; offloading waits for it", "err", err, "retry_in", backoff)
+			backoff = min(2*backoff, 30*time.Second)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
+}
+
+// errNotPublished says the controller has not published the wanted version.
+var errNotPublished = errors.New("the controller has not deployed this version yet")
+
+// deployment is what the controller publishes of its cloud deployment.
+type deployment struct {
+	Version  int64          `json:"version"`
+	Endpoint cloud.Endpoint `json:"endpoint"`
+}
+
+// adoptDeployment points the offloader at the controller's deployment of
+// the wanted version.
+func (d *daemon) adoptDeployment(ctx context.Context) error {
+	fn := d.wanted()
+	b, err := d.replica.ReadCloud(ctx)
+	if err != nil {
+		return err
+	}
+	var dep deployment
+	if b == nil {
+		return errNotPublished
+	}
+	if err := json.Unmarshal(b, &dep); err != nil {
+		return fmt.Errorf("read the controller's cloud deployment: %w", err)
+	}
+	if dep.Version < fn.Version {
+		return errNotPublished
+	}
+	d.offload.SetEndpoint(dep.Endpoint)
+	d.log.Info("cloud deployment of the controller adopted", "function", fn.Name, "version", dep.Version, "endpoint", dep.Endpoint)
+	return nil
 }
 
 func (d *daemon) deployOnce(ctx context.Context) error {
@@ -391,6 +538,9 @@ func (d *daemon) deployOnce(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	start := time.Now()
+	if err := d.replica.Fence(dctx); err != nil {
+		return fmt.Errorf("deploy %s v%d: %w", fn.Name, fn.Version, err)
+	}
 	ep, err := d.deploy.Deploy(dctx, fn)
 	if err != nil {
 		return fmt.Errorf("deploy %s v%d: %w", fn.Name, fn.Version, err)
@@ -399,6 +549,11 @@ func (d *daemon) deployOnce(ctx context.Context) error {
 	key := pool.Key(fn)
 	d.deployed.Store(&key)
 	d.events.Event(spillway.EventStart, fmt.Sprintf("cloud deployed: %s v%d", fn.Name, fn.Version))
+	if b, err := json.Marshal(deployment{Version: fn.Version, Endpoint: ep}); err == nil {
+		if err := d.replica.PublishCloud(dctx, b); err != nil {
+			d.log.Warn("publish the cloud deployment to the other replicas", "err", err)
+		}
+	}
 	d.log.Info("cloud deployed", "function", fn.Name, "version", fn.Version, "endpoint", ep,
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil
@@ -538,15 +693,32 @@ func (d *daemon) close(ctx context.Context) error {
 		d.gw.Close()
 	}
 	d.wg.Wait()
+	// Hand the lease over; the workers stay while another replica lives.
+	others := 0
+	if d.replica != nil {
+		n, err := d.replica.Close(ctx)
+		if err != nil {
+			d.log.Warn("leave the lb replicas", "err", err)
+		}
+		others = n
+	}
 	if d.pool != nil {
-		if err := d.pool.Close(ctx); err != nil {
+		closePool := d.pool.Close
+		if others > 0 {
+			d.log.Info("leaving the workers to the other lb replicas", "replicas", others)
+			closePool = d.pool.Leave
+		}
+		if err := closePool(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("close the pool: %w", err))
 		}
 	}
 	if d.backend != nil {
-		// The network goes too unless something else (compose's lb) still uses it.
-		if err := d.backend.RemoveNetwork(ctx); err != nil {
-			d.log.Debug("pool network kept", "err", err)
+		// The network goes too unless something else (compose's lb, another
+		// replica) still uses it.
+		if others == 0 {
+			if err := d.backend.RemoveNetwork(ctx); err != nil {
+				d.log.Debug("pool network kept", "err", err)
+			}
 		}
 		_ = d.backend.Close()
 	}

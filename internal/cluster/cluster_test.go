@@ -315,6 +315,20 @@ func TestReplicas(t *testing.T) {
 	if err := last.Fence(context.Background()); !errors.Is(err, ErrNotController) {
 		t.Errorf("follower's fence = %v, want ErrNotController", err)
 	}
+	// Only the controller publishes the cloud deployment; a follower (or a
+	// controller that lost the lease) cannot overwrite it.
+	if err := next.PublishCloud(context.Background(), []byte("v2")); err != nil {
+		t.Fatalf("controller publish: %v", err)
+	}
+	if err := last.PublishCloud(context.Background(), []byte("stale")); !errors.Is(err, ErrNotController) {
+		t.Errorf("follower publish = %v, want ErrNotController", err)
+	}
+	if err := a.PublishCloud(context.Background(), []byte("stale")); !errors.Is(err, ErrNotController) {
+		t.Errorf("former controller publish = %v, want ErrNotController", err)
+	}
+	if b, err := last.ReadCloud(context.Background()); err != nil || string(b) != "v2" {
+		t.Errorf("follower reads %q, %v; want v2", b, err)
+	}
 	waitFor(t, 10*time.Second, "a's report withdrawn", func() bool { return len(last.Peers()) == 1 })
 
 	// The last two leave in turn; the very last learns it is alone.

@@ -9,6 +9,7 @@
 //	spillway:leader:<pool>:gen   the generation counter, one up per new holder
 //	spillway:lbs:<pool>          set of replica ids that reported
 //	spillway:lb:<pool>:<lb_id>   one replica's report (JSON), with an expiry
+//	spillway:cloud:<pool>        the controller's cloud deployment (fenced write)
 package cluster
 
 import (

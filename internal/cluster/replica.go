@@ -281,3 +281,47 @@ func (r *Replica) Close(ctx context.Context) (others int, err error) {
 	}
 	return others, errors.Join(errs...)
 }
+
+// cloudKey holds what the controller deployed to the cloud, for the others.
+func cloudKey(pool string) string { return "spillway:cloud:" + pool }
+
+// publishScript writes KEYS[2] only while KEYS[1], the lease, holds ARGV[1]:
+// a fenced write.
+var publishScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// PublishCloud stores data (how to reach the cloud deployment) for the
+// other replicas, only while this replica holds the lease: a controller
+// that lost it cannot overwrite its successor's deployment.
+func (r *Replica) PublishCloud(ctx context.Context, data []byte) error {
+	gen := r.lease.Generation()
+	if gen == 0 {
+		return fmt.Errorf("publish the cloud deployment: %w", ErrNotController)
+	}
+	n, err := publishScript.Run(ctx, r.rdb, []string{r.lease.key, cloudKey(r.cfg.Pool)}, r.lease.value(gen), data).Int64()
+	if err != nil {
+		return fmt.Errorf("publish the cloud deployment: %w", err)
+	}
+	if n != 1 {
+		return fmt.Errorf("publish the cloud deployment: lease lost: %w", ErrNotController)
+	}
+	return nil
+}
+
+// ReadCloud returns what the controller last published with PublishCloud,
+// nil when nothing is.
+func (r *Replica) ReadCloud(ctx context.Context) ([]byte, error) {
+	b, err := r.rdb.Get(ctx, cloudKey(r.cfg.Pool)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the cloud deployment: %w", err)
+	}
+	return b, nil
+}

@@ -8,6 +8,8 @@ import (
 	"math"
 	"net/netip"
 	"net/url"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +45,7 @@ type Config struct {
 	FunctionName      string        // FAAS_FUNCTION_NAME
 	RedisAddr         string        // REDIS_ADDR
 	PoolName          string        // POOL_NAME
+	LBID              string        // LB_ID: this replica among the pool's lbs
 	WorkerImage       string        // WORKER_IMAGE
 	DockerNetwork     string        // DOCKER_NETWORK
 	WorkerMemory      int64         // WORKER_MEMORY, bytes (accepts 256m, 1g)
@@ -122,6 +125,7 @@ func Load(lookup Lookup) (Config, error) {
 		FunctionName:      p.str("FAAS_FUNCTION_NAME", "faas"),
 		RedisAddr:         p.str("REDIS_ADDR", "127.0.0.1:6379"),
 		PoolName:          p.str("POOL_NAME", "spillway"),
+		LBID:              p.str("LB_ID", defaultLBID()),
 		WorkerImage:       p.str("WORKER_IMAGE", "spillway-worker:"+p.str("IMAGE_TAG", "latest")),
 		WorkerMemory:      p.bytes("WORKER_MEMORY", 256<<20),
 		WorkerCPUs:        p.float("WORKER_CPUS", 1),
@@ -256,6 +260,9 @@ func (c Config) Validate() error {
 	if c.AuthToken == "" && !c.AllowAnonymous && !IsLoopback(c.ListenHost) {
 		bad("LB_LISTEN_HOST", quote(c.ListenHost),
 			"lb listens beyond loopback without a token: set LB_AUTH_TOKEN, or LB_ALLOW_ANONYMOUS=true to accept anonymous callers")
+	}
+	if !lbIDRE.MatchString(c.LBID) {
+		bad("LB_ID", quote(c.LBID), "must be 1-64 letters, digits, '.', '-' or '_', starting with a letter or digit")
 	}
 	if c.RedisAddr == "" {
 		bad("REDIS_ADDR", `""`, "must be host:port")
@@ -459,4 +466,26 @@ func (p *parser) choice(name, def string, choices []string) string {
 	}
 	p.fail(name, v, "must be one of "+strings.Join(choices, ", "))
 	return def
+}
+
+var lbIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// defaultLBID names a replica by its host and process: unique among the
+// replicas of a pool, on one host or several.
+func defaultLBID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "lb"
+	}
+	host = strings.Map(func(r rune) rune {
+		if r == '.' || r == '-' || r == '_' || ('0' <= r && r <= '9') || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') {
+			return r
+		}
+		return '-'
+	}, host)
+	id := fmt.Sprintf("%s-%d", host, os.Getpid())
+	if len(id) > 64 {
+		id = id[len(id)-64:]
+	}
+	return strings.TrimLeft(id, ".-_")
 }

@@ -80,6 +80,7 @@ func TestLoadErrorsNameVariableAndValue(t *testing.T) {
 		{map[string]string{"LOAD_BALANCER_PORT": "70000"}, []string{"LOAD_BALANCER_PORT=70000"}},
 		{map[string]string{"WORKER_MEMORY": "lots"}, []string{`WORKER_MEMORY="lots"`}},
 		{map[string]string{"FAAS_FUNCTION_NAME": "a b"}, []string{`FAAS_FUNCTION_NAME="a b"`}},
+		{map[string]string{"LB_ID": "lb 1"}, []string{`LB_ID="lb 1"`}},
 		{map[string]string{"AWS_ENDPOINT_URL": "localhost:4566"}, []string{"AWS_ENDPOINT_URL"}},
 		{map[string]string{"LAMBDA_MEMORY": "64"}, []string{"LAMBDA_MEMORY=64"}},
 		// several problems are reported together

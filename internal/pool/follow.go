@@ -14,32 +14,68 @@ import (
 // appear and dropping those that go, and never starts or removes a
 // container. Call it before Open to open as a follower.
 //
-// On promotion the pool keeps the workers it serves and takes their number
-// as its desired size, so the new controller neither starts nor drains
-// anything until the autoscaler says so.
+// On promotion the pool first sweeps what the old controller left: it
+// adopts the healthy workers of its function it does not serve yet and
+// removes the other containers of the pool (starts the old controller did
+// not finish, old versions). Then it keeps the workers it serves, takes
+// their number as its desired size (so it neither starts nor drains
+// anything until the autoscaler says so) and acts as the controller.
 func (p *Pool) SetController(controller bool) {
 	p.mu.Lock()
 	was := !p.follower
-	p.follower = !controller
-	if controller && !was {
-		n := 0
-		for _, m := range p.members {
-			if (m.state == StateReady || m.state == StateStarting) && m.key == Key(p.fn) {
-				n++
-			}
-		}
-		p.desired = max(p.cfg.Min, min(n, p.cfg.Max))
-		p.notifyLocked()
+	switch {
+	case !controller:
+		p.follower, p.promoting = true, false
+	case was:
+	case !p.opened.Load():
+		p.follower = false // Open adopts and sweeps
+	default:
+		p.promoting = true
 	}
 	p.mu.Unlock()
 	if p.log != nil && controller != was {
-		p.log.Info("pool mode", "controller", controller)
+		p.log.Info("pool mode", "controller", controller, "sweep_first", controller && p.opened.Load())
+	}
+	select {
+	case p.followKick <- struct{}{}:
+	default:
 	}
 	p.poke()
 }
 
+// promote sweeps the pool's containers, then makes the pool the controller.
+func (p *Pool) promote(ctx context.Context, fn spillway.Function) {
+	if p.Fence != nil {
+		if err := p.Fence(ctx); err != nil {
+			p.log.Warn("promotion deferred", "err", err)
+			return
+		}
+	}
+	kept, removed, err := p.adopt(ctx, fn, true)
+	if err != nil {
+		p.log.Warn("sweep the old controller's containers", "err", err)
+	}
+	p.mu.Lock()
+	if !p.promoting {
+		p.mu.Unlock()
+		return // demoted meanwhile
+	}
+	p.promoting, p.follower = false, false
+	n := 0
+	for _, m := range p.members {
+		if (m.state == StateReady || m.state == StateStarting) && m.key == Key(p.fn) {
+			n++
+		}
+	}
+	p.desired = max(p.cfg.Min, min(n, p.cfg.Max))
+	p.notifyLocked()
+	p.mu.Unlock()
+	p.log.Info("pool controlled by this lb", "workers", n, "adopted", kept, "removed", removed)
+	p.poke()
+}
+
 // Controller reports whether the pool acts on its workers (see
-// SetController).
+// SetController); false while a promotion's sweep runs.
 func (p *Pool) Controller() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -79,15 +115,20 @@ func (p *Pool) followLoop() {
 		case <-p.ctx.Done():
 			return
 		case <-t.C:
+		case <-p.followKick:
 		}
 		p.mu.Lock()
-		follower, fn := p.follower, p.fn
+		follower, promoting, fn := p.follower, p.promoting, p.fn
 		p.mu.Unlock()
 		if !follower {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.StartTimeout)
-		p.followOnce(ctx, fn)
+		if promoting {
+			p.promote(ctx, fn)
+		} else {
+			p.followOnce(ctx, fn)
+		}
 		cancel()
 	}
 }

@@ -192,10 +192,13 @@ type Pool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the pool started
 	kick   chan struct{}  // wakes the reconciler (buffer 1)
-	opened atomic.Bool
+	// followKick wakes the follow loop (buffer 1): a promotion to run.
+	followKick chan struct{}
+	opened     atomic.Bool
 
 	mu           sync.Mutex // guards everything below
 	follower     bool       // another lb replica controls the pool (see SetController)
+	promoting    bool       // becoming the controller: the sweep has not run yet
 	fn           spillway.Function
 	members      []*member // stable order: creation
 	waiters      []*waiter // FIFO
@@ -224,7 +227,8 @@ type Counters struct {
 
 // New returns a pool on backend. Nothing runs until Open.
 func New(backend Backend, cfg Config) *Pool {
-	return &Pool{cfg: cfg.withDefaults(), backend: backend, kick: make(chan struct{}, 1), notify: make(chan struct{})}
+	return &Pool{cfg: cfg.withDefaults(), backend: backend, kick: make(chan struct{}, 1),
+		followKick: make(chan struct{}, 1), notify: make(chan struct{})}
 }
 
 // Open adopts what an earlier run left (see Adopt), starts the health and

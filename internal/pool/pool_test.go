@@ -746,15 +746,24 @@ func TestFollowerServesTheControllersWorkers(t *testing.T) {
 		t.Fatalf("the follower started or removed %d containers", n)
 	}
 
-	// The controller dies without touching the workers; the follower is
-	// promoted, keeps the 4 workers and scales from there.
+	// The controller dies without touching the workers, in the middle of
+	// a start (a container of the old version); the follower is promoted,
+	// removes that leftover, keeps the 4 workers and scales from there.
 	if err := ctrl.Leave(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	orphan, err := b.Start(context.Background(), WorkerSpec{Function: fnVersion(1), Concurrency: 1})
+	if err != nil {
 		t.Fatal(err)
 	}
 	acting.Store(true)
 	f.SetController(true)
+	eventually(t, 30*time.Second, "the promotion completes", f.Controller)
 	if d := f.Snapshot().Desired; d != 4 {
 		t.Errorf("promoted desired = %d, want the 4 it serves", d)
+	}
+	if c.byName(orphan.Name) != nil {
+		t.Errorf("the old controller's leftover %s was not removed", orphan.Name)
 	}
 	f.Scale(5)
 	eventually(t, 30*time.Second, "the new controller starts a fifth", func() bool { return readyOf(f, 2) == 5 })
