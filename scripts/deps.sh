@@ -36,6 +36,9 @@ dpkg -s fonts-dejavu-core >/dev/null 2>&1 || missing+=(fonts-dejavu-core)
 have envsubst || missing+=(gettext-base)
 # curl waits for health in `make up`.
 have curl || missing+=(curl)
+# HAProxy: examples/haproxy.cfg in front of the lb replicas is tested with
+# Debian's (test/integration TestHAProxyInFrontOfReplicas).
+have haproxy || missing+=(haproxy)
 # Compose: either the plugin or the Python tool.
 if ! docker compose version >/dev/null 2>&1 && ! have docker-compose; then
 	missing+=(docker-compose)

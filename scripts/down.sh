@@ -16,8 +16,12 @@ label=spillway.pool=$pool
 "$SPILLWAY_ROOT/scripts/render-compose.sh" 2>/dev/null || true
 if [[ -f compose.yml ]]; then
 	find_compose
-	# Stop lb first so it does not replace the workers removed below.
-	compose stop -t 40 lb >/dev/null 2>&1 || true
+	# Stop every lb replica first (however many LB_REPLICAS started) so none
+	# replaces the workers removed below.
+	lbs=$(docker ps -q --filter "label=com.docker.compose.project=$pool" \
+		--format '{{.ID}} {{.Label "com.docker.compose.service"}}' | awk '$2 ~ /^lb(-[0-9]+)?$/ {print $1}')
+	# shellcheck disable=SC2086
+	[[ -z $lbs ]] || docker stop -t 40 $lbs >/dev/null 2>&1 || true
 fi
 
 ids=$(docker ps -aq --filter "label=$label")

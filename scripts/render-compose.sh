@@ -27,6 +27,11 @@ CLOUD=$(cfg CLOUD local)
 for v in LOAD_BALANCER_PORT REDIS_PORT LOCALCLOUD_PORT; do
 	[[ ${!v} =~ ^[0-9]+$ ]] && ((${!v} > 0 && ${!v} < 65536)) || die "$v='${!v}' is not a TCP port"
 done
+LB_REPLICAS=$(cfg LB_REPLICAS 1)
+[[ $LB_REPLICAS =~ ^[0-9]+$ ]] && ((LB_REPLICAS >= 1 && LB_REPLICAS <= 16)) ||
+	die "LB_REPLICAS='$LB_REPLICAS': want 1 to 16 lb replicas"
+((LOAD_BALANCER_PORT + LB_REPLICAS - 1 < 65536)) ||
+	die "LOAD_BALANCER_PORT=$LOAD_BALANCER_PORT with LB_REPLICAS=$LB_REPLICAS passes the last TCP port"
 
 # The base the images were built on (make images records it).
 SPILLWAY_BASE=$(cat "$SPILLWAY_CACHE/base-image" 2>/dev/null || true)
@@ -67,7 +72,7 @@ write_env() { # file key=value...
 	mv "$f.tmp" "$f"
 }
 
-skip_for_lb=" BASE_IMAGE REDIS_IMAGE REDIS_PORT LOCALCLOUD_PORT DOCKER_SOCKET LB_URL "
+skip_for_lb=" BASE_IMAGE REDIS_IMAGE REDIS_PORT LOCALCLOUD_PORT DOCKER_SOCKET LB_URL LB_REPLICAS LB_ID "
 lb_env=()
 declare -A set_by_us=(
 	[LB_LISTEN_HOST]=0.0.0.0
@@ -139,9 +144,26 @@ for v in "${vars[@]}"; do
 	shell_format+="\${$v} "
 done
 command -v envsubst >/dev/null || die "envsubst is missing (make deps installs gettext-base)"
+# The lb block (between its marker lines) is rendered once per replica.
+tmpl=$SPILLWAY_ROOT/compose.tmpl.yml
+begin='^  # ---- lb replica'
+end='^  # ---- end of lb replica'
+grep -q "$begin" "$tmpl" && grep -q "$end" "$tmpl" || die "compose.tmpl.yml: the lb replica markers are missing"
+lb_urls=()
 {
 	echo "# Rendered from compose.tmpl.yml by scripts/render-compose.sh; edit the template or .env."
-	envsubst "$shell_format" <"$SPILLWAY_ROOT/compose.tmpl.yml"
+	awk -v b="$begin" '$0 ~ b {exit} {print}' "$tmpl" | envsubst "$shell_format"
+	for ((i = 1; i <= LB_REPLICAS; i++)); do
+		LB_SERVICE=lb
+		((i == 1)) || LB_SERVICE=lb-$i
+		LB_ID=lb-$i
+		LB_PORT=$((LOAD_BALANCER_PORT + i - 1))
+		export LB_SERVICE LB_ID LB_PORT
+		awk -v b="$begin" -v e="$end" '$0 ~ b {on=1} on {print} $0 ~ e {on=0}' "$tmpl" |
+			envsubst "$shell_format"'${LB_SERVICE} ${LB_ID} ${LB_PORT}'
+		lb_urls+=("http://127.0.0.1:$LB_PORT/")
+	done
+	awk -v e="$end" 'found {print} $0 ~ e {found=1}' "$tmpl" | envsubst "$shell_format"
 } >"$out.tmp"
 mv "$out.tmp" "$out"
-log "wrote ${out#"$SPILLWAY_ROOT/"} (pool $POOL_NAME, network $DOCKER_NETWORK, lb on 127.0.0.1:$LOAD_BALANCER_PORT, base $SPILLWAY_BASE)"
+log "wrote ${out#"$SPILLWAY_ROOT/"} (pool $POOL_NAME, network $DOCKER_NETWORK, lb $(IFS=,; echo "${lb_urls[*]}"), base $SPILLWAY_BASE)"

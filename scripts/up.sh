@@ -69,17 +69,24 @@ if [[ -f $handler ]]; then
 	bin/addfaas --redis "127.0.0.1:$redis_port" --name "$hname" "$handler"
 fi
 
-wait_for "lb (http://127.0.0.1:$port/healthz)" curl -fsS --max-time 2 "http://127.0.0.1:$port/healthz"
+replicas=$(cfg LB_REPLICAS 1)
+lb_urls=()
+for ((i = 0; i < replicas; i++)); do
+	p=$((port + i))
+	wait_for "lb-$((i + 1)) (http://127.0.0.1:$p/healthz)" curl -fsS --max-time 2 "http://127.0.0.1:$p/healthz"
+	lb_urls+=("http://127.0.0.1:$p/")
+done
+lb_list=$(IFS=,; echo "${lb_urls[*]}")
 
 pool=$(cfg POOL_NAME spillway)
 lb_hint=
-[[ $port == 8000 ]] || lb_hint="export LB_URL=http://127.0.0.1:$port/   # bin/client's target
+[[ $port == 8000 && $replicas == 1 ]] || lb_hint="export LB_URL=$lb_list   # bin/client's target(s)
   "
 ui_hint=
 [[ -z $(cfg LB_AUTH_TOKEN "") ]] || ui_hint=" (user: any, password: LB_AUTH_TOKEN)"
 cat <<MSG
 
-Spillway is up: lb on http://127.0.0.1:$port/ serving '$name' (pool '$pool').
+Spillway is up: $replicas lb on $lb_list serving '$name' (pool '$pool').
 Operator page: http://127.0.0.1:$port/ui$ui_hint
 Next:
   ${lb_hint}bin/client call 20                        # one call through lb

@@ -4,10 +4,12 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/loadgen"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
@@ -69,6 +71,49 @@ func BenchmarkLBOverhead(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					if err := call(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
+		})
+	}
+}
+
+// BenchmarkReplicas compares the throughput of one lb and of two replicas
+// over the same pool (2 workers of a no-op function, WORKER_CONCURRENCY=4),
+// 16 callers in all: through one lb, then half through each replica (each
+// caller with a client over both URLs, as bin/client with a list).
+func BenchmarkReplicas(b *testing.B) {
+	s := newStack(b, stackOptions{env: map[string]string{
+		"NUMBER_OF_SERVERS": "2", "MAX_SERVERS": "2", "WORKER_CONCURRENCY": "4",
+		"OFFLOAD_POLICY": "never", "LOG_LEVEL": "warn",
+	}})
+	s.publish(readExample(b, "noop_handler.py"), spillway.StyleHandler)
+	lb1 := s.startReplica("lb-1")
+	lb2 := s.startReplica("lb-2")
+	for _, tt := range []struct {
+		name string
+		urls [][]string // per caller parity
+	}{
+		{"one-lb", [][]string{{lb1.url}, {lb1.url}}},
+		{"two-replicas", [][]string{{lb1.url, lb2.url}, {lb2.url, lb1.url}}},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			var next atomic.Int64
+			b.SetParallelism(8) // 8 × GOMAXPROCS(2) = 16 callers
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				fo, err := loadgen.NewFailover(tt.urls[next.Add(1)%2], xmlrpc.NewTransport())
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				c := xmlrpc.NewClient("http://unused/", &http.Client{Transport: fo, Timeout: 30 * time.Second})
+				for pb.Next() {
+					var reply any
+					if err := c.Call(context.Background(), "call_faas", []any{"x"}, &reply); err != nil {
 						b.Error(err)
 						return
 					}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -428,4 +429,68 @@ func TestBusyWorkerRoutedAround(t *testing.T) {
 	if err := xmlrpc.NewClient(b.url, nil).Call(ctx, "invoke", []any{"again"}, &reply); errors.As(err, &fault) || err != nil {
 		t.Errorf("next call through lb-b: %v", err)
 	}
+}
+
+// TestHAProxyInFrontOfReplicas runs examples/haproxy.cfg (ports changed to
+// this test's) in front of two replicas: a caller with a single URL sees
+// no failed call when the replica it uses is stopped with SIGTERM.
+func TestHAProxyInFrontOfReplicas(t *testing.T) {
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		haproxy = "/usr/sbin/haproxy"
+	}
+	_, statErr := exec.LookPath(haproxy)
+	testutil.Require(t, statErr == nil, "haproxy (Debian package haproxy)")
+	s := newStack(t, stackOptions{env: map[string]string{"ELASTICITY_SLEEP": "500ms", "SCALE_DOWN_DELAY": "60s"}})
+	s.publish(readExample(t, "fib.py"), spillway.StyleScript)
+	a := s.startReplica("lb-a")
+	b := s.startReplica("lb-b")
+
+	front := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
+	cfg := readExample(t, "haproxy.cfg")
+	for old, repl := range map[string]string{
+		"127.0.0.1:8080": front,
+		"127.0.0.1:8000": strings.TrimSuffix(strings.TrimPrefix(a.url, "http://"), "/"),
+		"127.0.0.1:8001": strings.TrimSuffix(strings.TrimPrefix(b.url, "http://"), "/"),
+	} {
+		if !strings.Contains(cfg, old) {
+			t.Fatalf("examples/haproxy.cfg has no %s", old)
+		}
+		cfg = strings.ReplaceAll(cfg, old, repl)
+	}
+	path := t.TempDir() + "/haproxy.cfg"
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hp := startProc(t, nil, haproxy, "-db", "-f", path)
+	t.Cleanup(func() {
+		hp.stop(syscall.SIGTERM, 10*time.Second)
+		if t.Failed() {
+			t.Logf("haproxy log:\n%s", tail(hp.out.String(), 40))
+		}
+	})
+	frontURL := "http://" + front + "/"
+	seen := map[any]bool{}
+	waitUntil(t, 60*time.Second, "haproxy reaches both replicas", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var st map[string]any
+		if err := xmlrpc.NewClient(frontURL, nil).Call(ctx, "status", nil, &st); err == nil {
+			seen[st["lb_id"]] = true
+		}
+		return seen["lb-a"] && seen["lb-b"]
+	})
+
+	const callers = 4
+	l := startClosedLoop(t, []string{frontURL}, callers, "18")
+	l.waitCalls(t, 40)
+	if err, graceful := a.p.stop(syscall.SIGTERM, 60*time.Second); err != nil || !graceful {
+		t.Errorf("lb-a on SIGTERM: graceful=%v err=%v", graceful, err)
+	}
+	l.waitCalls(t, 40)
+	ok, failed, errs := l.finish()
+	if failed != 0 {
+		t.Errorf("%d of %d calls through haproxy failed across the SIGTERM (first: %v)", failed, ok+failed, errs[0])
+	}
+	t.Logf("calls through haproxy ok %d, failed %d", ok, failed)
 }
