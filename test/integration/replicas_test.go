@@ -84,6 +84,26 @@ func (r *replica) controller() bool {
 	return c
 }
 
+// roles waits until exactly one of a and b is the controller (the first to
+// start normally is; on a loaded machine a late renewal may hand it over)
+// and returns them as controller and follower.
+func roles(t *testing.T, a, b *replica) (ctrl, fol *replica) {
+	t.Helper()
+	waitUntil(t, 60*time.Second, "exactly one controller", func() bool {
+		ca, cb := a.controller(), b.controller()
+		switch {
+		case ca && !cb:
+			ctrl, fol = a, b
+		case cb && !ca:
+			ctrl, fol = b, a
+		default:
+			return false
+		}
+		return true
+	})
+	return ctrl, fol
+}
+
 // closedLoop runs callers that each send call_faas(param) in a loop
 // through a client of their own over urls (moving on only past refused
 // connections, as bin/client does), until stop. Each caller has one call
@@ -192,9 +212,8 @@ func TestReplicaSIGTERMFailsNoCall(t *testing.T) {
 	s.publish(readExample(t, "fib.py"), spillway.StyleScript)
 	a := s.startReplica("lb-a")
 	b := s.startReplica("lb-b")
-	if !a.controller() || b.controller() {
-		t.Fatalf("want lb-a (first) as the controller: a %v b %v", a.status()["controller"], b.status()["controller"])
-	}
+	ctrl, _ := roles(t, a, b)
+	t.Logf("controller before the SIGTERM: %s", ctrl.id)
 	stB := b.status()
 	if stB["lb_id"] != "lb-b" || len(stB["replicas"].([]any)) != 2 {
 		t.Fatalf("lb-b status: lb_id %v replicas %v", stB["lb_id"], stB["replicas"])
@@ -253,12 +272,9 @@ func TestReplicaKilledControllerTakeover(t *testing.T) {
 		"OFFLOAD_POLICY": "never", "SCALE_DOWN_DELAY": "60s", "LOCAL_TIMEOUT": "30s",
 	}})
 	s.publish(sleeper, spillway.StyleHandler)
-	a := s.startReplica("lb-a")
-	b := s.startReplica("lb-b")
-	if !a.controller() || b.controller() {
-		t.Fatal("want lb-a as the controller")
-	}
-	// Both reach the cloud: lb-b adopts what lb-a deployed.
+	// a is the controller (killed below), b the follower that takes over.
+	a, b := roles(t, s.startReplica("lb-a"), s.startReplica("lb-b"))
+	// Both reach the cloud: the follower adopts what the controller deployed.
 	for _, r := range []*replica{a, b} {
 		waitUntil(t, 90*time.Second, r.id+" cloud ready", func() bool {
 			st := r.status()
@@ -276,9 +292,9 @@ func TestReplicaKilledControllerTakeover(t *testing.T) {
 	killed := time.Now()
 	<-a.p.done
 	a.p.done <- nil
-	waitUntil(t, 30*time.Second, "lb-b becomes controller", b.controller)
+	waitUntil(t, 30*time.Second, "the follower becomes controller", b.controller)
 	took := time.Since(killed)
-	t.Logf("lb-b controller %v after the kill (ELASTICITY_SLEEP %v)", took.Round(time.Millisecond), tick)
+	t.Logf("%s controller %v after the kill (ELASTICITY_SLEEP %v)", b.id, took.Round(time.Millisecond), tick)
 	l.waitCalls(t, 20)
 	okBefore, failedAtKill := l.ok.Load(), l.failed.Load()
 	if failedAtKill > callers {
@@ -291,13 +307,13 @@ func TestReplicaKilledControllerTakeover(t *testing.T) {
 	// a worker for a while, more callers than workers.
 	before := readyMembers(b.status(), "")
 	if before >= 4 {
-		t.Fatalf("lb-b already serves %d workers (MAX_SERVERS) before the heavy load", before)
+		t.Fatalf("the new controller already serves %d workers (MAX_SERVERS) before the heavy load", before)
 	}
 	heavy := startClosedLoop(t, []string{b.url}, 8, "sleep:0.4")
-	waitUntil(t, 120*time.Second, "lb-b scales up", func() bool {
+	waitUntil(t, 120*time.Second, "the new controller scales up", func() bool {
 		return readyMembers(b.status(), "") > before
 	})
-	t.Logf("lb-b scaled from %d to %d ready workers under load", before, readyMembers(b.status(), ""))
+	t.Logf("the new controller scaled from %d to %d ready workers under load", before, readyMembers(b.status(), ""))
 	_, hf, herrs := heavy.finish()
 	if hf != 0 {
 		t.Errorf("%d heavy calls failed (first %v)", hf, herrs[0])
@@ -350,11 +366,8 @@ func TestControllerScalesForLoadThroughFollower(t *testing.T) {
 		"OFFLOAD_POLICY": "never", "SCALE_DOWN_DELAY": "60s", "LOCAL_TIMEOUT": "30s",
 	}})
 	s.publish(sleeper, spillway.StyleHandler)
-	a := s.startReplica("lb-a")
-	b := s.startReplica("lb-b")
-	if !a.controller() || b.controller() {
-		t.Fatal("want lb-a as the controller")
-	}
+	// a is the controller, b the follower all the load goes through.
+	a, b := roles(t, s.startReplica("lb-a"), s.startReplica("lb-b"))
 	l := startClosedLoop(t, []string{b.url}, 6, "sleep:0.4")
 	waitUntil(t, 120*time.Second, "the controller scales up for the follower's load", func() bool {
 		return counter(a.status(), "pool_desired") >= 2
