@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -123,5 +124,54 @@ func TestRenderSecurityDefaults(t *testing.T) {
 	if !strings.Contains(string(out), "com.docker.network.bridge.inhibit_ipv4: 'true'") &&
 		!strings.Contains(string(out), `com.docker.network.bridge.inhibit_ipv4: "true"`) {
 		t.Errorf("%v config lacks inhibit_ipv4 on the workers' network:\n%s", tool, out)
+	}
+}
+
+// TestRenderReplicas: LB_REPLICAS=2 renders two lb services, replica i on
+// LOAD_BALANCER_PORT+i-1 published on 127.0.0.1, each with its LB_ID, and
+// the compose tool accepts the file.
+func TestRenderReplicas(t *testing.T) {
+	dir := renderIn(t, "REDIS_PASSWORD=pw123", "POOL_NAME=rendertest", "LB_REPLICAS=2", "LOAD_BALANCER_PORT=18100")
+	b, err := os.ReadFile(filepath.Join(dir, "compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	compose := string(b)
+	for _, want := range []string{
+		"\n  lb:\n", "\n  lb-2:\n",
+		`LB_ID: "lb-1"`, `LB_ID: "lb-2"`,
+		`LOAD_BALANCER_PORT: "18100"`, `LOAD_BALANCER_PORT: "18101"`,
+		`ports: ["127.0.0.1:18100:18100"]`, `ports: ["127.0.0.1:18101:18101"]`,
+	} {
+		if !strings.Contains(compose, want) {
+			t.Errorf("compose.yml lacks %q", want)
+		}
+	}
+	if strings.Contains(compose, "\n  lb-3:") || strings.Contains(compose, "${LB_") {
+		t.Error("compose.yml has a third replica or an unrendered LB_ variable")
+	}
+	one, err := os.ReadFile(filepath.Join(renderIn(t, "REDIS_PASSWORD=pw123", "POOL_NAME=rendertest"), "compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(one), "\n  lb-2:") || !strings.Contains(string(one), `ports: ["127.0.0.1:8000:8000"]`) {
+		t.Error("the default renders other than one lb on 8000")
+	}
+
+	tool := []string{"docker-compose"}
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		tool = []string{"docker", "compose"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tool[0], append(tool[1:], "-f", filepath.Join(dir, "compose.yml"), "config", "--services")...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		testutil.Require(t, false, "docker compose or docker-compose: "+err.Error()+"\n"+string(out))
+	}
+	services := strings.Fields(string(out))
+	if !slices.Contains(services, "lb") || !slices.Contains(services, "lb-2") {
+		t.Errorf("%v config --services = %v, want lb and lb-2", tool, services)
 	}
 }
