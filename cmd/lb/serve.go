@@ -650,6 +650,15 @@ func (d *daemon) collectors() []prometheus.Collector {
 			func(c pool.Counters) uint64 { return c.Started }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spillway_function_version", Help: "Version of the function the pool runs."},
 			func() float64 { return float64(d.pool.Function().Version) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spillway_lb_controller", Help: "1 when this lb replica holds the pool's lease (scales, rolls, deploys)."},
+			func() float64 {
+				if d.replica.Controller() {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spillway_lb_replicas", Help: "Live lb replicas of the pool, this one included."},
+			func() float64 { return float64(1 + len(d.replica.Peers())) }),
 	}
 	if d.offload != nil {
 		cs = append(cs,
