@@ -52,6 +52,8 @@ type sample struct {
 type sampler struct {
 	events *Events
 
+	observing sync.Mutex // serializes observe: each sample reads lb after the one before
+
 	mu         sync.Mutex // guards everything below
 	points     []Point    // oldest first, at most SeriesLength
 	samples    []sample   // oldest first, spanning LatencyWindow
@@ -61,8 +63,11 @@ type sampler struct {
 	controller *controllerSeen
 }
 
-// observe records one tick at now.
+// observe records one tick at now. A sample not later than the last one is
+// dropped, so no call is counted twice.
 func (s *sampler) observe(src Source, now time.Time) error {
+	s.observing.Lock()
+	defer s.observing.Unlock()
 	v, err := decodeStatus(src.Status())
 	if err != nil {
 		return err
@@ -76,6 +81,9 @@ func (s *sampler) observe(src Source, now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if prev := s.last; prev != nil {
+		if !now.After(prev.t) {
+			return nil
+		}
 		if dt := now.Sub(prev.t).Seconds(); dt > 0 {
 			nl, nc := max(0, cur.local-prev.local), max(0, cur.cloud-prev.cloud)
 			s.points = append(s.points, Point{
