@@ -512,3 +512,35 @@ func TestUIBreakerEvent(t *testing.T) {
 		t.Errorf("cloud on the page: %+v, want the breaker not closed and failed calls", d.Cloud)
 	}
 }
+
+// TestUIControllerChange runs two lb replicas of one pool: when the
+// controller stops (SIGTERM hands the lease over), the other replica's page
+// lists that it took the controller lease and shows itself as controller.
+func TestUIControllerChange(t *testing.T) {
+	s := newStack(t, stackOptions{env: map[string]string{"NUMBER_OF_SERVERS": "1", "ELASTICITY_SLEEP": "500ms"}})
+	s.publish(sleeper, spillway.StyleHandler)
+	ctrl, fol := roles(t, s.startReplica("lb-a"), s.startReplica("lb-b"))
+	if err, ok := ctrl.p.stop(syscall.SIGTERM, 60*time.Second); !ok {
+		t.Fatalf("controller %s did not stop: %v", ctrl.id, err)
+	}
+	want := fmt.Sprintf("this lb (%s) took the controller lease", fol.id)
+	var d ui.Data
+	waitUntil(t, 90*time.Second, "the follower's page lists the controller change", func() bool {
+		resp, err := http.Get(fol.url + "ui/data")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		d = ui.Data{}
+		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&d) != nil {
+			return false
+		}
+		for _, e := range d.Events {
+			if e.Kind == spillway.EventControllerChange && strings.Contains(e.Cause, want) {
+				t.Logf("event: %s", e.Cause)
+				return d.LB.Controller && d.LB.ID == fol.id && d.LB.ControllerID == fol.id
+			}
+		}
+		return false
+	})
+}
