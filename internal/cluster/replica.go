@@ -52,9 +52,14 @@ type Config struct {
 	Log          *slog.Logger
 }
 
-func membersKey(pool string) string       { return "spillway:lbs:" + pool }
-func reportKey(pool, id string) string    { return "spillway:lb:" + pool + ":" + id }
-func (c Config) reportTTL() time.Duration { return 3 * c.Tick }
+func membersKey(pool string) string    { return "spillway:lbs:" + pool }
+func reportKey(pool, id string) string { return "spillway:lb:" + pool + ":" + id }
+
+// reportTTL is how long a replica's report outlives it: three ticks, and
+// never under 10 s, so that a replica whose loop is late on a loaded host
+// is not taken for gone (a leaving replica removes the workers only when
+// it sees no other).
+func (c Config) reportTTL() time.Duration { return max(3*c.Tick, 10*time.Second) }
 
 // Replica runs one lb's part in the cluster: each tick it takes or renews
 // the lease, publishes its load and reads the other replicas' reports.

@@ -214,10 +214,11 @@ func TestReplicaSIGTERMFailsNoCall(t *testing.T) {
 	b := s.startReplica("lb-b")
 	ctrl, _ := roles(t, a, b)
 	t.Logf("controller before the SIGTERM: %s", ctrl.id)
-	stB := b.status()
-	if stB["lb_id"] != "lb-b" || len(stB["replicas"].([]any)) != 2 {
-		t.Fatalf("lb-b status: lb_id %v replicas %v", stB["lb_id"], stB["replicas"])
-	}
+	waitUntil(t, 30*time.Second, "lb-b's status shows lb_id lb-b and 2 replicas", func() bool {
+		stB := b.status()
+		reps, _ := stB["replicas"].([]any)
+		return stB["lb_id"] == "lb-b" && len(reps) == 2
+	})
 	workers := s.containers()
 
 	const callers = 4
