@@ -55,11 +55,7 @@ type Config struct {
 func membersKey(pool string) string    { return "spillway:lbs:" + pool }
 func reportKey(pool, id string) string { return "spillway:lb:" + pool + ":" + id }
 
-// reportTTL is how long a replica's report outlives it: three ticks, and
-// never under 10 s, so that a replica whose loop is late on a loaded host
-// is not taken for gone (a leaving replica removes the workers only when
-// it sees no other).
-func (c Config) reportTTL() time.Duration { return max(3*c.Tick, 10*time.Second) }
+func (c Config) reportTTL() time.Duration { return 3 * c.Tick }
 
 // Replica runs one lb's part in the cluster: each tick it takes or renews
 // the lease, publishes its load and reads the other replicas' reports.
@@ -252,7 +248,8 @@ func (r *Replica) OthersLoad(fn string) Load {
 // Close stops the loop, tells OnController it is no longer the
 // controller, hands the lease over (another replica takes it on
 // its next tick) and withdraws this replica's report. It returns how many
-// other replicas are alive, read after the withdrawal.
+// other replicas are alive: those that report again within three ticks
+// (a killed one's report outlives it that long).
 func (r *Replica) Close(ctx context.Context) (others int, err error) {
 	if r.cancel != nil {
 		r.cancel()
@@ -279,12 +276,42 @@ func (r *Replica) Close(ctx context.Context) (others int, err error) {
 		// Unknown: assume the others live, so their workers stay.
 		return len(r.Peers()), errors.Join(errs...)
 	}
+	seen := map[string]time.Time{}
 	for _, p := range peers {
 		if p.ID != r.cfg.ID {
-			others++
+			seen[p.ID] = p.At
 		}
 	}
-	return others, errors.Join(errs...)
+	if len(seen) == 0 {
+		return 0, errors.Join(errs...)
+	}
+	// A report outlives a killed replica by up to three ticks: count only
+	// the replicas that report again within three ticks.
+	alive := map[string]bool{}
+	deadline := time.NewTimer(3 * r.cfg.Tick)
+	defer deadline.Stop()
+	poll := time.NewTicker(max(r.cfg.Tick/4, 10*time.Millisecond))
+	defer poll.Stop()
+	for len(alive) < len(seen) {
+		select {
+		case <-ctx.Done():
+			// Unknown: assume the unconfirmed ones live.
+			return len(seen), errors.Join(append(errs, ctx.Err())...)
+		case <-deadline.C:
+			return len(alive), errors.Join(errs...)
+		case <-poll.C:
+		}
+		fresh, err := ReadReports(ctx, r.rdb, r.cfg.Pool)
+		if err != nil {
+			continue
+		}
+		for _, p := range fresh {
+			if at, ok := seen[p.ID]; ok && p.At.After(at) {
+				alive[p.ID] = true
+			}
+		}
+	}
+	return len(alive), errors.Join(errs...)
 }
 
 // cloudKey holds what the controller deployed to the cloud, for the others.
