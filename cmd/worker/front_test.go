@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,41 +10,6 @@ import (
 
 	"github.com/spillway-faas/spillway/internal/testutil"
 )
-
-// keptOpen sends a request's headers a line a second and reports how long
-// the server kept the connection open (capped at max).
-func keptOpen(t *testing.T, addr string, max time.Duration) time.Duration {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	start := time.Now()
-	closed := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(io.Discard, c)
-		close(closed)
-	}()
-	if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: worker\r\n"); err != nil {
-		return time.Since(start)
-	}
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-closed:
-			return time.Since(start)
-		case <-tick.C:
-		}
-		if time.Since(start) > max {
-			return max
-		}
-		if _, err := fmt.Fprintf(c, "X-Dribble-%d: x\r\n", i); err != nil {
-			return time.Since(start)
-		}
-	}
-}
 
 func TestWorkerFrontCutsSlowAndOversizeHeaders(t *testing.T) {
 	// The worker cuts a client dribbling its headers (ReadHeaderTimeout)
@@ -63,11 +25,11 @@ func TestWorkerFrontCutsSlowAndOversizeHeaders(t *testing.T) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		workerOpen = keptOpen(t, strings.TrimPrefix(w.url, "http://"), 60*time.Second)
+		workerOpen = testutil.HeaderDribble(t, strings.TrimPrefix(w.url, "http://"), 60*time.Second)
 	}()
 	go func() {
 		defer wg.Done()
-		plainOpen = keptOpen(t, strings.TrimPrefix(plain.URL, "http://"), 15*time.Second)
+		plainOpen = testutil.HeaderDribble(t, strings.TrimPrefix(plain.URL, "http://"), 15*time.Second)
 	}()
 
 	huge := strings.Repeat("a", 128<<10)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/cloud"
+	"github.com/spillway-faas/spillway/internal/testutil"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
@@ -375,41 +375,6 @@ func versionOf(r map[string]any) int64 {
 	return v
 }
 
-// dribble sends a request's headers a line a second and reports how long
-// the server kept the connection open (capped at max).
-func dribble(t *testing.T, addr string, max time.Duration) time.Duration {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	start := time.Now()
-	closed := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(io.Discard, c) // returns when the server closes
-		close(closed)
-	}()
-	if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: lb\r\n"); err != nil {
-		return time.Since(start)
-	}
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-closed:
-			return time.Since(start)
-		case <-tick.C:
-		}
-		if time.Since(start) > max {
-			return max
-		}
-		if _, err := fmt.Fprintf(c, "X-Dribble-%d: x\r\n", i); err != nil {
-			return time.Since(start)
-		}
-	}
-}
-
 func TestHTTPFrontCutsSlowAndOversizeHeaders(t *testing.T) {
 	// lb cuts a client that dribbles its headers (ReadHeaderTimeout 10s)
 	// and answers 431 to 128 KiB of headers (MaxHeaderBytes 64 KiB). A
@@ -426,8 +391,8 @@ func TestHTTPFrontCutsSlowAndOversizeHeaders(t *testing.T) {
 	var lbOpen, plainOpen time.Duration
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); lbOpen = dribble(t, lbAddr, 60*time.Second) }()
-	go func() { defer wg.Done(); plainOpen = dribble(t, plainAddr, 15*time.Second) }()
+	go func() { defer wg.Done(); lbOpen = testutil.HeaderDribble(t, lbAddr, 60*time.Second) }()
+	go func() { defer wg.Done(); plainOpen = testutil.HeaderDribble(t, plainAddr, 15*time.Second) }()
 
 	huge := strings.Repeat("a", 128<<10)
 	for _, target := range []struct {
