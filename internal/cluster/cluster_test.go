@@ -36,7 +36,9 @@ func mustTick(t *testing.T, l *Lease, now time.Time) bool {
 func TestLease(t *testing.T) {
 	rdb := mustRedis(t)
 	ctx := context.Background()
-	const ttl = 300 * time.Millisecond
+	// Long enough that a stalled moment on a loaded machine never lets a
+	// renewed lease expire between two steps of a test.
+	const ttl = 3 * time.Second
 
 	tests := []struct {
 		name string
@@ -76,7 +78,7 @@ func TestLease(t *testing.T) {
 			mustTick(t, a, time.Now())
 			stale := a.Generation()
 			var took time.Time
-			waitFor(t, 10*time.Second, "b takes the expired lease", func() bool {
+			waitFor(t, 30*time.Second, "b takes the expired lease", func() bool {
 				took = time.Now()
 				return mustTick(t, b, took)
 			})
@@ -253,7 +255,9 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 func TestReplicas(t *testing.T) {
 	rdb := mustRedis(t)
-	const tick = 100 * time.Millisecond
+	// The lease lives 2 ticks: long enough that a stalled moment on a loaded
+	// machine does not move the controller in the middle of the checks.
+	const tick = 500 * time.Millisecond
 	type rep struct {
 		*Replica
 		changes atomic.Int32

@@ -286,8 +286,10 @@ func TestHungWorkerCountsAsTimeout(t *testing.T) {
 	if !errors.Is(err, spillway.ErrTimeout) {
 		t.Fatalf("err = %v, want ErrTimeout", err)
 	}
-	if d := time.Since(start); d > 100*time.Millisecond+timeoutMargin+200*time.Millisecond {
-		t.Errorf("took %v", d)
+	// The call is cut at its deadline, not left hanging; the slack is for a
+	// loaded machine.
+	if d := time.Since(start); d > 100*time.Millisecond+timeoutMargin+2*time.Second {
+		t.Errorf("took %v, want the call cut at its deadline", d)
 	}
 }
 
