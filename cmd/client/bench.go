@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -56,6 +57,7 @@ type benchFlags struct {
 	param       string
 	paramJSON   bool
 	route       string
+	method      string
 	warmup      warmupFlag
 	jsonOut     bool
 	out         string
@@ -66,14 +68,19 @@ type benchFlags struct {
 }
 
 const benchSynopsis = `bench [-c CONC] [-n COUNT | -d DURATION] [--rate RPS] [--param P] [--warmup N|DURATION]
-              [--json] [--out FILE.png] [--compare] [--route local|cloud] [--lb URL] [--allow-remote]
+              [--json] [--out FILE.png] [--compare] [--route local|cloud] [--method invoke|call_faas]
+              [--lb URL] [--allow-remote]
 
 Closed model by default: CONC callers, each sending its next call when the last is answered.
 With --rate, open model: calls are due at a fixed rate whatever the answers, latency counts from
 the due time (so queueing in the target shows), and at most CONC (default 1024) are in flight.
 -n and -d bound the measured calls; warm-up calls come first and are not in the figures.
 --compare runs the same load three times through invoke: forced local, forced cloud, and the
-lb's own policy (hybrid), and prints one table.`
+lb's own policy (hybrid), and prints one table.
+Any XML-RPC FaaS gateway with call_faas(param) can be measured: --method call_faas calls it
+directly, and the default (invoke) falls back to call_faas when the target has no invoke.
+call_faas does not say where a call ran, so its routes are reported as unknown. --compare and
+--route need invoke.`
 
 func cmdBench(ctx context.Context, args []string, e *env) error {
 	fs := newFlagSet("bench", benchSynopsis, e)
@@ -86,6 +93,7 @@ func cmdBench(ctx context.Context, args []string, e *env) error {
 	fs.StringVar(&f.param, "param", "20", "parameter sent with each call")
 	fs.BoolVar(&f.paramJSON, "param-json", false, "--param is JSON (default: sent as a string)")
 	fs.StringVar(&f.route, "route", "", "force every call's route: local or cloud (default: the lb's policy)")
+	fs.StringVar(&f.method, "method", "invoke", "method to call: invoke (route, worker, reason; falls back to call_faas when the target lacks it) or call_faas (any XML-RPC FaaS gateway; routes unknown)")
 	fs.Var(&f.warmup, "warmup", "warm-up calls before measuring: a count (50) or a duration (2s)")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the report as JSON")
 	fs.StringVar(&f.out, "out", "", "write a PNG chart of latency over time, the local/cloud split and pool size")
@@ -111,6 +119,12 @@ func cmdBench(ctx context.Context, args []string, e *env) error {
 	}
 	if f.compare && f.route != "" {
 		return usagef("--compare and --route do not go together")
+	}
+	if f.method != "invoke" && f.method != "call_faas" {
+		return usagef("--method %q: want invoke or call_faas", f.method)
+	}
+	if f.method == "call_faas" && (f.compare || f.route != "") {
+		return usagef("--compare and --route force routes through invoke: they do not go with --method call_faas")
 	}
 	cfg := loadgen.Config{
 		Concurrency:    f.conc,
@@ -166,19 +180,50 @@ func cmdBench(ctx context.Context, args []string, e *env) error {
 		if ctx.Err() != nil {
 			break
 		}
-		caller := &loadgen.InvokeCaller{Client: cl, Param: param, Options: m.options}
+		// Only a run that forces no route may fall back to call_faas.
+		forced := m.options != nil
+		var caller loadgen.Caller
+		invoke := &loadgen.InvokeCaller{Client: cl, Param: param, Options: m.options, Fallback: !forced}
+		caller = invoke
+		if f.method == "call_faas" {
+			caller = &loadgen.CallFaasCaller{Client: cl, Param: param}
+		}
+		runCtx, stopRun := context.WithCancel(ctx)
+		if forced {
+			// Without invoke the run cannot force routes: stop at the
+			// first answer that says so.
+			caller = loadgen.CallerFunc(func(ctx context.Context) loadgen.Outcome {
+				o := invoke.Call(ctx)
+				if errors.Is(o.Err, loadgen.ErrNoInvoke) {
+					stopRun()
+				}
+				return o
+			})
+		}
 		var done atomic.Int64
 		r := &loadgen.Runner{Caller: caller, PoolSize: poolSizer(cl), Completed: &done}
 		stopBar := startProgress(e, &f, cfg, m.label, &done)
-		res, err := r.Run(ctx, cfg)
+		res, err := r.Run(runCtx, cfg)
 		stopBar()
+		stopRun()
 		if err != nil {
 			return usageError{msg: err.Error()}
+		}
+		if forced && invoke.InvokeMissing() {
+			what := "--route"
+			if f.compare {
+				what = "--compare"
+			}
+			return fmt.Errorf("%s forces routes through invoke, and %s has no invoke method (a gateway with only call_faas): run without %s, or with --method call_faas", what, target, what)
 		}
 		rep := res.Report
 		rep.Label = m.label
 		rep.Target = target
 		rep.Param = param
+		rep.Method = f.method
+		if f.method == "invoke" && invoke.InvokeMissing() {
+			rep.Method, rep.NoInvoke = "call_faas", true
+		}
 		if m.options != nil {
 			rep.Options = m.options
 		}

@@ -1,17 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"image/png"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spillway-faas/spillway/internal/loadgen"
 	"github.com/spillway-faas/spillway/internal/loadgen/fakelb"
+	"github.com/spillway-faas/spillway/internal/testutil"
 )
 
 type result struct {
@@ -231,5 +235,107 @@ func TestBenchAllFailed(t *testing.T) {
 	r := runClient(t, map[string]string{"LB_URL": "http://127.0.0.1:1/"}, "", "bench", "-n", "3", "-c", "1")
 	if r.code != 1 || !strings.Contains(r.stderr, "every call failed (transport error ×3)") {
 		t.Errorf("exit %d stderr %q", r.code, r.stderr)
+	}
+}
+
+// startRefServer runs testdata/refserver.py: Python's SimpleXMLRPCServer
+// with only call_faas, as the reference gateway has.
+func startRefServer(t *testing.T) string {
+	t.Helper()
+	port := testutil.FreePort(t)
+	cmd := exec.Command(testutil.Python(t), "testdata/refserver.py", strconv.Itoa(port))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start python server: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		t.Fatalf("python server did not start: %q %v", line, err)
+	}
+	return "http://127.0.0.1:" + strconv.Itoa(port) + "/"
+}
+
+func TestBenchReferenceServer(t *testing.T) {
+	vars := map[string]string{"LB_URL": startRefServer(t)}
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"invoke falls back", []string{"bench", "-c", "2", "-n", "30", "--warmup", "3"},
+			"method      call_faas (the target has no invoke: routes unknown)"},
+		{"call_faas asked for", []string{"bench", "--method", "call_faas", "-c", "2", "-n", "30"},
+			"method      call_faas (routes unknown)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runClient(t, vars, "", tt.args...)
+			if r.code != 0 {
+				t.Fatalf("exit %d\nstdout %s\nstderr %s", r.code, r.stdout, r.stderr)
+			}
+			for _, w := range []string{"calls       30 sent, 30 ok, 0 errors", tt.want, "unknown", "pool size   not reported"} {
+				if !strings.Contains(r.stdout, w) {
+					t.Errorf("report lacks %q:\n%s", w, r.stdout)
+				}
+			}
+			if strings.Contains(r.stdout, "local  ") || strings.Contains(r.stdout, "cloud  ") {
+				t.Errorf("report claims a route:\n%s", r.stdout)
+			}
+		})
+	}
+	t.Run("json", func(t *testing.T) {
+		r := runClient(t, vars, "", "bench", "-n", "10", "--json")
+		var rep loadgen.Report
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != 0 {
+			t.Fatalf("exit %d JSON %v: %s %s", r.code, err, r.stdout, r.stderr)
+		}
+		if rep.Method != "call_faas" || !rep.NoInvoke || rep.OK != 10 || rep.Routes[loadgen.RouteUnknown].Count != 10 {
+			t.Errorf("report %+v", rep)
+		}
+	})
+	for _, args := range [][]string{
+		{"bench", "--compare", "-n", "10"},
+		{"bench", "--route", "local", "-d", "30s"},
+	} {
+		t.Run(strings.Join(args[1:2], ""), func(t *testing.T) {
+			start := time.Now()
+			r := runClient(t, vars, "", args...)
+			if r.code != 1 || !strings.Contains(r.stderr, "has no invoke method") {
+				t.Errorf("exit %d stderr %q, want 1 and no invoke", r.code, r.stderr)
+			}
+			if took := time.Since(start); took > 10*time.Second {
+				t.Errorf("refusal took %v: the run did not stop at the first answer", took)
+			}
+		})
+	}
+}
+
+func TestBenchMethodFlag(t *testing.T) {
+	lb := fakelb.Start(t, fakelb.Options{})
+	vars := map[string]string{"LB_URL": lb.URL}
+	r := runClient(t, vars, "", "bench", "--method", "call_faas", "-n", "10")
+	if r.code != 0 || !strings.Contains(r.stdout, "method      call_faas (routes unknown)") {
+		t.Errorf("exit %d stdout %s stderr %s", r.code, r.stdout, r.stderr)
+	}
+	r = runClient(t, vars, "", "bench", "-n", "10")
+	if r.code != 0 || strings.Contains(r.stdout, "method ") || !strings.Contains(r.stdout, "local") {
+		t.Errorf("invoke on an lb that has it: exit %d stdout %s", r.code, r.stdout)
+	}
+	for _, args := range [][]string{
+		{"bench", "--method", "poke", "-n", "1"},
+		{"bench", "--method", "call_faas", "--compare", "-n", "1"},
+		{"bench", "--method", "call_faas", "--route", "cloud", "-n", "1"},
+	} {
+		r := runClient(t, vars, "", args...)
+		if r.code != 2 {
+			t.Errorf("%v: exit %d stderr %q, want 2", args, r.code, r.stderr)
+		}
 	}
 }

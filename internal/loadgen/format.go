@@ -24,8 +24,10 @@ func routeOrder(m map[string]Stats) []string {
 			return 0
 		case "cloud":
 			return 1
+		case RouteUnknown:
+			return 2
 		}
-		return 2
+		return 3
 	}
 	sort.Slice(keys, func(i, j int) bool {
 		if rank(keys[i]) != rank(keys[j]) {
@@ -58,6 +60,12 @@ func WriteText(w io.Writer, rep Report) error {
 		fmt.Fprintf(&b, "== %s ==\n", rep.Label)
 	}
 	fmt.Fprintf(&b, "target      %s (%s)\n", rep.Target, model)
+	switch {
+	case rep.NoInvoke:
+		fmt.Fprintf(&b, "method      %s (the target has no invoke: routes unknown)\n", rep.Method)
+	case rep.Method == "call_faas":
+		b.WriteString("method      call_faas (routes unknown)\n")
+	}
 	fmt.Fprintf(&b, "calls       %d sent, %d ok, %d errors", rep.Sent, rep.OK, rep.Errors)
 	if rep.Warmup > 0 {
 		fmt.Fprintf(&b, " (+%d warm-up, not counted)", rep.Warmup)

@@ -25,6 +25,8 @@ var routeColors = map[string]color.Color{
 	"cloud": color.RGBA{R: 255, G: 127, B: 14, A: 255},
 	"error": color.RGBA{R: 214, G: 39, B: 40, A: 255},
 	"":      color.RGBA{R: 127, G: 127, B: 127, A: 255},
+	// RouteUnknown: call_faas does not say where a call ran.
+	RouteUnknown: color.RGBA{R: 127, G: 127, B: 127, A: 255},
 }
 
 // WritePNG draws a ChartWidth×ChartHeight chart of res: latency over time
@@ -40,7 +42,7 @@ func WritePNG(w io.Writer, res *Result, title string) error {
 	for _, p := range res.Points {
 		byRoute[p.Route] = append(byRoute[p.Route], plotter.XY{X: p.T, Y: p.LatencyMs})
 	}
-	for _, route := range []string{"local", "cloud", "", "error"} {
+	for _, route := range []string{"local", "cloud", RouteUnknown, "", "error"} {
 		xys := byRoute[route]
 		if len(xys) == 0 {
 			continue
@@ -65,7 +67,7 @@ func WritePNG(w io.Writer, res *Result, title string) error {
 	split.X.Label.Text = "time since start (s)"
 	split.Y.Label.Text = "calls/s (sampled)"
 	split.Legend.Top = true
-	for _, route := range []string{"local", "cloud", "error"} {
+	for _, route := range []string{"local", "cloud", RouteUnknown, "error"} {
 		xys := perSecond(res.Points, route)
 		if len(xys) == 0 {
 			continue

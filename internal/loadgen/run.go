@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -357,30 +358,96 @@ func (r *Runner) pollPool(ctx context.Context, start time.Time, every time.Durat
 	}
 }
 
+// RouteUnknown is the route of a call made through call_faas, which does
+// not say where the call ran.
+const RouteUnknown = "unknown"
+
+// ErrNoInvoke is wrapped by an InvokeCaller's error when the target has no
+// invoke method (an XML-RPC FaaS gateway other than Spillway's lb).
+var ErrNoInvoke = errors.New("the target has no invoke method")
+
 // InvokeCaller calls the lb's invoke(param[, options]).
 type InvokeCaller struct {
 	Client  *xmlrpc.Client
 	Param   any
 	Options map[string]any // nil: no options (the configured policy decides)
+	// Fallback: when the target has no invoke (see MethodMissing), call
+	// call_faas(param) instead, then and on every later call, and report
+	// the route as RouteUnknown. Without it such a call fails with an error
+	// wrapping ErrNoInvoke.
+	Fallback bool
+
+	noInvoke atomic.Bool
 }
 
 var _ Caller = (*InvokeCaller)(nil)
 
-// Call makes one invoke call.
+// InvokeMissing reports whether the target answered that it has no invoke.
+func (c *InvokeCaller) InvokeMissing() bool { return c.noInvoke.Load() }
+
+// Call makes one invoke call (or a call_faas call once invoke proved missing
+// and Fallback is set).
 func (c *InvokeCaller) Call(ctx context.Context) Outcome {
+	if c.Fallback && c.noInvoke.Load() {
+		return callFaas(ctx, c.Client, c.Param)
+	}
 	args := []any{c.Param}
 	if c.Options != nil {
 		args = append(args, c.Options)
 	}
 	var reply any
 	if err := c.Client.Call(ctx, "invoke", args, &reply); err != nil {
-		return Outcome{Err: err}
+		if !MethodMissing(err) {
+			return Outcome{Err: err}
+		}
+		c.noInvoke.Store(true)
+		if !c.Fallback {
+			return Outcome{Err: fmt.Errorf("%w: %w", ErrNoInvoke, err)}
+		}
+		// The call did not run: make it through call_faas.
+		return callFaas(ctx, c.Client, c.Param)
 	}
 	inv, err := ParseInvocation(reply)
 	if err != nil {
 		return Outcome{Err: err}
 	}
 	return Outcome{Route: string(inv.Route), Reason: string(inv.Reason), Worker: inv.Worker, ColdStart: inv.ColdStart}
+}
+
+// CallFaasCaller calls call_faas(param), the reference interface that every
+// XML-RPC FaaS gateway of this kind offers; it cannot tell the route.
+type CallFaasCaller struct {
+	Client *xmlrpc.Client
+	Param  any
+}
+
+var _ Caller = (*CallFaasCaller)(nil)
+
+// Call makes one call_faas call.
+func (c *CallFaasCaller) Call(ctx context.Context) Outcome { return callFaas(ctx, c.Client, c.Param) }
+
+func callFaas(ctx context.Context, cl *xmlrpc.Client, param any) Outcome {
+	if err := cl.Call(ctx, "call_faas", []any{param}, nil); err != nil {
+		return Outcome{Err: err}
+	}
+	return Outcome{Route: RouteUnknown}
+}
+
+// MethodMissing reports whether err is a server's answer that the method
+// called does not exist: the standard fault -32601 (Spillway's lb and most
+// servers), any fault that says the method is not found or not supported,
+// or fault 1, which is how Python's SimpleXMLRPCServer (the reference
+// gateway) reports an unknown method ('method "invoke" is not supported').
+func MethodMissing(err error) bool {
+	var f *xmlrpc.Fault
+	if !errors.As(err, &f) {
+		return false
+	}
+	if f.Code == spillway.FaultMethodNotFound || f.Code == 1 {
+		return true
+	}
+	s := strings.ToLower(f.String)
+	return strings.Contains(s, "method") && (strings.Contains(s, "not found") || strings.Contains(s, "not supported"))
 }
 
 // ParseInvocation reads invoke's struct {result, route, worker, reason,

@@ -184,3 +184,21 @@ func TestWritePNG(t *testing.T) {
 		})
 	}
 }
+
+func TestMethodMissing(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{&xmlrpc.Fault{Code: -32601, String: `method "invoke" not found`}, true},
+		{&xmlrpc.Fault{Code: 1, String: `<class 'Exception'>:method "invoke" is not supported`}, true},
+		{&xmlrpc.Fault{Code: 7, String: "Method not found: invoke"}, true},
+		{&xmlrpc.Fault{Code: -32500, String: "function raised: ValueError"}, false},
+		{&xmlrpc.Fault{Code: -32000, String: "timeout"}, false},
+		{context.DeadlineExceeded, false},
+	} {
+		if got := loadgen.MethodMissing(tt.err); got != tt.want {
+			t.Errorf("MethodMissing(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}

@@ -280,6 +280,12 @@ type Report struct {
 	Rate        float64 `json:"rate_rps,omitempty"`
 	Param       any     `json:"param"`
 	Options     any     `json:"options,omitempty"`
+	// Method is the XML-RPC method called: "invoke", or "call_faas" (asked
+	// for, or because the target had no invoke), whose calls have the route
+	// RouteUnknown.
+	Method string `json:"method,omitempty"`
+	// NoInvoke says the target had no invoke method.
+	NoInvoke bool `json:"no_invoke,omitempty"`
 
 	Sent       int64            `json:"sent"` // measured calls: OK + Errors
 	OK         int64            `json:"ok"`
