@@ -48,7 +48,7 @@ func benchWorker(b *testing.B, style spillway.Style, example string) *xmlrpc.Cli
 	if err := pool.Open(ctx); err != nil {
 		b.Fatal(err)
 	}
-	svc := &service{pool: pool, cfg: workerConfig{Style: style, MaxBodyBytes: 1 << 20}}
+	svc := &service{pool: pool, cfg: workerConfig{Style: style, MaxRequestBytes: 1 << 20}}
 	srv := httptest.NewServer(svc.handler(log))
 	b.Cleanup(func() {
 		srv.Close()

@@ -4,30 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/config"
+	"github.com/spillway-faas/spillway/internal/workerapi"
 )
 
-// workerConfig is what the worker reads from its environment (TEAM/DESIGN:
-// the Worker section). The lb sets these on each worker container.
-type workerConfig struct {
-	Port         int            // SERVER_PORT
-	Listen       string         // WORKER_LISTEN_HOST: interface to bind; empty means all
-	FunctionPath string         // FUNCTION_PATH
-	Style        spillway.Style // FUNCTION_STYLE
-	Handler      string         // FUNCTION_HANDLER
-	Version      int64          // FUNCTION_VERSION, reported by health()
-	Name         string         // FUNCTION_NAME, given to handlers as context.function_name
-	Concurrency  int            // WORKER_CONCURRENCY
-	Timeout      time.Duration  // LOCAL_TIMEOUT
-	Python       string         // PYTHON
-	MaxBodyBytes int64          // WORKER_MAX_REQUEST_BYTES
-	// MaxResultBytes (MAX_RESULT_BYTES): a larger result is a -32002 fault.
-	MaxResultBytes int64
-	LogLevel       string // LOG_LEVEL
-}
+// workerConfig is what the worker reads from its environment: the
+// environment lb sets on each worker container (workerapi.Env).
+type workerConfig = workerapi.Env
 
 // loadConfig parses the environment; every error names the variable and value.
 func loadConfig(lookup config.Lookup) (workerConfig, error) {
@@ -51,18 +36,17 @@ func loadConfig(lookup config.Lookup) (workerConfig, error) {
 		return n
 	}
 	c := workerConfig{
-		Port:         int(integer("SERVER_PORT", 8001)),
-		Listen:       get("WORKER_LISTEN_HOST", ""),
-		FunctionPath: get("FUNCTION_PATH", "/var/task/function.py"),
-		Handler:      get("FUNCTION_HANDLER", spillway.DefaultHandler),
-		Version:      integer("FUNCTION_VERSION", 0),
-		Name:         get("FUNCTION_NAME", "faas"),
-		Concurrency:  int(integer("WORKER_CONCURRENCY", 1)),
-		Python:       get("PYTHON", "/usr/bin/python3"),
-		MaxBodyBytes: integer("WORKER_MAX_REQUEST_BYTES", 1<<20),
-
-		MaxResultBytes: integer("MAX_RESULT_BYTES", config.DefaultMaxResultBytes),
-		LogLevel:       get("LOG_LEVEL", "info"),
+		Port:            int(integer("SERVER_PORT", 8001)),
+		ListenHost:      get("WORKER_LISTEN_HOST", ""),
+		FunctionPath:    get("FUNCTION_PATH", workerapi.FunctionPath),
+		Handler:         get("FUNCTION_HANDLER", spillway.DefaultHandler),
+		Version:         integer("FUNCTION_VERSION", 0),
+		FunctionName:    get("FUNCTION_NAME", "faas"),
+		Concurrency:     int(integer("WORKER_CONCURRENCY", 1)),
+		Python:          get("PYTHON", "/usr/bin/python3"),
+		MaxRequestBytes: integer("WORKER_MAX_REQUEST_BYTES", 1<<20),
+		MaxResultBytes:  integer("MAX_RESULT_BYTES", config.DefaultMaxResultBytes),
+		LogLevel:        get("LOG_LEVEL", "info"),
 	}
 	styleText := get("FUNCTION_STYLE", string(spillway.StyleScript))
 	style, err := spillway.ParseStyle(styleText)
@@ -71,18 +55,18 @@ func loadConfig(lookup config.Lookup) (workerConfig, error) {
 	}
 	c.Style = style
 	timeoutText := get("LOCAL_TIMEOUT", "5s")
-	c.Timeout, err = config.ParseDuration(timeoutText)
+	c.LocalTimeout, err = config.ParseDuration(timeoutText)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("LOCAL_TIMEOUT=%q: %v", timeoutText, err))
 	}
 	if len(errs) > 0 {
 		return workerConfig{}, errors.Join(errs...)
 	}
-	return c, c.Validate()
+	return c, validate(c)
 }
 
-// Validate checks ranges.
-func (c workerConfig) Validate() error {
+// validate checks ranges.
+func validate(c workerConfig) error {
 	var errs []error
 	if c.Port < 1 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("SERVER_PORT=%d: want 1..65535", c.Port))
@@ -90,8 +74,8 @@ func (c workerConfig) Validate() error {
 	if c.Concurrency < 1 || c.Concurrency > 256 {
 		errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY=%d: want 1..256", c.Concurrency))
 	}
-	if c.Timeout <= 0 {
-		errs = append(errs, fmt.Errorf("LOCAL_TIMEOUT=%s: must be positive", c.Timeout))
+	if c.LocalTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("LOCAL_TIMEOUT=%s: must be positive", c.LocalTimeout))
 	}
 	if c.Version < 0 {
 		errs = append(errs, fmt.Errorf("FUNCTION_VERSION=%d: must not be negative", c.Version))
@@ -99,8 +83,8 @@ func (c workerConfig) Validate() error {
 	if c.MaxResultBytes < 1024 {
 		errs = append(errs, fmt.Errorf("MAX_RESULT_BYTES=%d: want at least 1024", c.MaxResultBytes))
 	}
-	if c.MaxBodyBytes < 1024 {
-		errs = append(errs, fmt.Errorf("WORKER_MAX_REQUEST_BYTES=%d: want at least 1024", c.MaxBodyBytes))
+	if c.MaxRequestBytes < 1024 {
+		errs = append(errs, fmt.Errorf("WORKER_MAX_REQUEST_BYTES=%d: want at least 1024", c.MaxRequestBytes))
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL=%q: %v", c.LogLevel, err))

@@ -9,7 +9,9 @@
 //	                       version, style, ready, runners, concurrency, busy}
 //	GET /healthz          200 when the runners are warm, else 503
 //
-// Configuration comes from the environment (see config.go). SIGTERM or SIGINT
+// The methods, the health struct, the busy fault and the environment are the
+// lb↔worker contract in internal/workerapi. Configuration comes from the
+// environment (see config.go). SIGTERM or SIGINT
 // stops taking connections, lets calls in flight finish (bounded by
 // LOCAL_TIMEOUT plus a grace period), kills the runners and exits 0.
 package main
@@ -31,9 +33,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/lambdawrap"
 	"github.com/spillway-faas/spillway/internal/runner"
+	"github.com/spillway-faas/spillway/internal/workerapi"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
@@ -99,10 +101,10 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 		FunctionPath: cfg.FunctionPath,
 		Style:        cfg.Style,
 		Handler:      cfg.Handler,
-		Name:         cfg.Name,
+		Name:         cfg.FunctionName,
 		Version:      strconv.FormatInt(cfg.Version, 10),
 		Concurrency:  cfg.Concurrency,
-		Timeout:      cfg.Timeout,
+		Timeout:      cfg.LocalTimeout,
 
 		MaxResultBytes: cfg.MaxResultBytes,
 		Output:         output,
@@ -131,19 +133,19 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// The longest call plus the time to send its (MAX_RESULT_BYTES) answer.
-		WriteTimeout:   cfg.Timeout + 30*time.Second,
+		WriteTimeout:   cfg.LocalTimeout + 30*time.Second,
 		MaxHeaderBytes: 64 << 10,
 		IdleTimeout:    2 * time.Minute,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	addr := net.JoinHostPort(cfg.Listen, strconv.Itoa(cfg.Port))
+	addr := net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("SERVER_PORT=%d: listen: %w", cfg.Port, err)
 	}
 	log.Info("worker listening", "addr", ln.Addr().String(), "style", cfg.Style,
 		"version", cfg.Version, "sha256", svc.sha256, "runners", cfg.Concurrency,
-		"timeout", cfg.Timeout)
+		"timeout", cfg.LocalTimeout)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -153,7 +155,7 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 	case <-ctx.Done():
 	}
 	log.Info("worker stopping", "in_flight", pool.Stats().InFlight)
-	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.Timeout+shutdownGrace)
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.LocalTimeout+shutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(drainCtx); err != nil {
 		log.Warn("calls still running at the stop deadline", "err", err)
@@ -177,17 +179,17 @@ type service struct {
 
 func (s *service) handler(log *slog.Logger) http.Handler {
 	rpc := xmlrpc.NewServer()
-	rpc.MaxBodyBytes = s.cfg.MaxBodyBytes
+	rpc.MaxBodyBytes = s.cfg.MaxRequestBytes
 	rpc.Logger = log
-	rpc.Register("call_function", "call_function(param): run the function once with param; "+
+	rpc.Register(workerapi.MethodCallFunction, "call_function(param): run the function once with param; "+
 		"returns its result (script: stdout as a string; handler: its return value).", s.callFunction)
-	rpc.Register("health", "health(): struct of in_flight, completed, cold_starts, failed, "+
+	rpc.Register(workerapi.MethodHealth, "health(): struct of in_flight, completed, cold_starts, failed, "+
 		"sha256, version, style, ready, runners, concurrency, busy.", s.health)
 
 	mux := http.NewServeMux()
 	mux.Handle("/", rpc)
 	mux.Handle("/RPC2", rpc)
-	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET "+workerapi.HealthzPath, s.healthz)
 	return mux
 }
 
@@ -204,7 +206,7 @@ func (s *service) callFunction(ctx context.Context, params []any) (any, error) {
 	case s.slots <- struct{}{}:
 	default:
 		s.busy.Add(1)
-		return nil, fmt.Errorf("worker runs %d calls already (WORKER_CONCURRENCY): %w", cap(s.slots), spillway.ErrWorkerBusy)
+		return nil, workerapi.BusyError(cap(s.slots))
 	}
 	defer func() { <-s.slots }()
 	res, err := s.pool.Call(ctx, param)
@@ -216,19 +218,19 @@ func (s *service) callFunction(ctx context.Context, params []any) (any, error) {
 
 func (s *service) health(ctx context.Context, params []any) (any, error) {
 	st := s.pool.Stats()
-	return map[string]any{
-		"in_flight":   st.InFlight,
-		"completed":   st.Completed,
-		"cold_starts": st.ColdStarts,
-		"failed":      st.Failed,
-		"sha256":      s.sha256,
-		"version":     s.cfg.Version,
-		"style":       string(s.cfg.Style),
-		"ready":       st.Ready,
-		"runners":     int64(st.Runners),
-		"concurrency": int64(s.cfg.Concurrency),
-		"busy":        s.busy.Load(),
-	}, nil
+	return workerapi.Health{
+		InFlight:    st.InFlight,
+		Completed:   st.Completed,
+		ColdStarts:  st.ColdStarts,
+		Failed:      st.Failed,
+		SHA256:      s.sha256,
+		Version:     s.cfg.Version,
+		Style:       s.cfg.Style,
+		Ready:       st.Ready,
+		Runners:     int64(st.Runners),
+		Concurrency: int64(s.cfg.Concurrency),
+		Busy:        s.busy.Load(),
+	}.Map(), nil
 }
 
 func (s *service) healthz(w http.ResponseWriter, r *http.Request) {

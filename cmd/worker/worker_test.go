@@ -475,16 +475,16 @@ func TestWorkerConfigErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := workerConfig{Port: 8001, FunctionPath: "/var/task/function.py", Style: spillway.StyleScript,
-		Handler: "handler", Name: "faas", Concurrency: 1, Timeout: 5 * time.Second,
-		Python: "/usr/bin/python3", MaxBodyBytes: 1 << 20, MaxResultBytes: 6 << 20, LogLevel: "info"}
+		Handler: "handler", FunctionName: "faas", Concurrency: 1, LocalTimeout: 5 * time.Second,
+		Python: "/usr/bin/python3", MaxRequestBytes: 1 << 20, MaxResultBytes: 6 << 20, LogLevel: "info"}
 	if c != want {
 		t.Fatalf("defaults = %+v\nwant %+v", c, want)
 	}
 	c, err = loadConfig(func(k string) (string, bool) {
 		return map[string]string{"LOCAL_TIMEOUT": "2.5"}[k], k == "LOCAL_TIMEOUT"
 	})
-	if err != nil || c.Timeout != 2500*time.Millisecond {
-		t.Fatalf("LOCAL_TIMEOUT=2.5: %v, %v", c.Timeout, err)
+	if err != nil || c.LocalTimeout != 2500*time.Millisecond {
+		t.Fatalf("LOCAL_TIMEOUT=2.5: %v, %v", c.LocalTimeout, err)
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/pool"
+	"github.com/spillway-faas/spillway/internal/workerapi"
 )
 
 // Labels every worker container carries. A restarted lb finds its pool's
@@ -44,8 +45,8 @@ const (
 
 // Paths and identity inside the worker image (see build/worker.Dockerfile).
 const (
-	TaskDir      = "/var/task"
-	FunctionFile = "function.py"
+	TaskDir      = workerapi.TaskDir      // an anonymous volume, the function copied in
+	FunctionFile = workerapi.FunctionFile // the function's file in TaskDir
 	WorkerUID    = 10001
 	WorkerGID    = 10001
 )
@@ -476,33 +477,29 @@ func (b *Backend) containerName(version int64) (string, error) {
 }
 
 // containerConfig is the portable part: image, user, environment, labels.
-// The environment is exactly the worker's own settings; nothing of lb's
-// environment (cloud credentials, Redis) is passed on.
+// The environment is exactly the worker's own settings (workerapi.Env);
+// nothing of lb's environment (cloud credentials, Redis) is passed on.
 func (b *Backend) containerConfig(spec pool.WorkerSpec, labels map[string]string) *container.Config {
-	fn := spec.Function
-	conc := spec.Concurrency
-	if conc < 1 {
-		conc = 1
-	}
-	env := []string{
-		"SERVER_PORT=" + strconv.Itoa(b.cfg.ServerPort),
-		"FUNCTION_PATH=" + TaskDir + "/" + FunctionFile,
-		"FUNCTION_STYLE=" + string(fn.Style),
-		"FUNCTION_HANDLER=" + fn.HandlerName(),
-		"FUNCTION_VERSION=" + strconv.FormatInt(fn.Version, 10),
-		"WORKER_CONCURRENCY=" + strconv.Itoa(conc),
-	}
-	if spec.LocalTimeout > 0 {
-		env = append(env, "LOCAL_TIMEOUT="+spec.LocalTimeout.String())
-	}
-	if spec.MaxResultBytes > 0 {
-		env = append(env, "MAX_RESULT_BYTES="+strconv.FormatInt(spec.MaxResultBytes, 10))
-	}
 	return &container.Config{
 		Image:  b.cfg.Image,
 		User:   fmt.Sprintf("%d:%d", WorkerUID, WorkerGID),
-		Env:    env,
+		Env:    b.workerEnv(spec).Env(),
 		Labels: labels,
+	}
+}
+
+// workerEnv is what the worker of spec is told.
+func (b *Backend) workerEnv(spec pool.WorkerSpec) workerapi.Env {
+	fn := spec.Function
+	return workerapi.Env{
+		Port:           b.cfg.ServerPort,
+		FunctionPath:   workerapi.FunctionPath,
+		Style:          fn.Style,
+		Handler:        fn.HandlerName(),
+		Version:        fn.Version,
+		Concurrency:    max(spec.Concurrency, 1),
+		LocalTimeout:   max(spec.LocalTimeout, 0),
+		MaxResultBytes: max(spec.MaxResultBytes, 0),
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/pool"
 	"github.com/spillway-faas/spillway/internal/testutil"
+	"github.com/spillway-faas/spillway/internal/workerapi"
 )
 
 // RealWorkerImage is the image `make images` builds.
@@ -301,6 +302,13 @@ func TestStartHardenedWorker(t *testing.T) {
 			if !slices.Contains(f.Env, e) {
 				t.Errorf("worker env lacks %s; has %v", e, f.Env)
 			}
+		}
+		// What the worker sees decodes to what lb meant (workerapi.Env).
+		got, err := workerapi.FromEnv(f.Env)
+		want := workerapi.Env{Port: 8001, FunctionPath: workerapi.FunctionPath, Style: fn.Style, Handler: "handler",
+			Version: 7, Concurrency: 2, LocalTimeout: 3 * time.Second}
+		if err != nil || got != want {
+			t.Errorf("worker env decodes to %+v, %v; want %+v", got, err, want)
 		}
 	})
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/workerapi"
 )
 
 // Backend is the part of a container engine the pool needs. internal/docker
@@ -20,6 +21,17 @@ type Backend interface {
 	// List returns the workers of this pool, running or not, including
 	// those a previous run left behind.
 	List(ctx context.Context) ([]Worker, error)
+}
+
+// WorkerConn is how the pool talks to one worker. workerapi.Client
+// implements it; its errors follow workerapi.Client.Call's contract.
+type WorkerConn interface {
+	// Call runs call_function(param).
+	Call(ctx context.Context, param any) (any, error)
+	// Health calls health().
+	Health(ctx context.Context) (workerapi.Health, error)
+	// CloseIdleConnections drops the idle connections: the member left.
+	CloseIdleConnections()
 }
 
 // WorkerSpec is what a new worker runs.

@@ -31,8 +31,8 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	})
 }
 
-// BenchmarkLeaseCall compares a call through a lease with the same XML-RPC
-// call made directly to the worker, on loopback.
+// BenchmarkLeaseCall compares a call through a lease with the same
+// call_function made directly to the worker (workerapi.Client), on loopback.
 func BenchmarkLeaseCall(b *testing.B) {
 	_, fb := newFakeCluster(b, 64)
 	p := New(fb, testConfig(1, 1, 64))
@@ -43,11 +43,11 @@ func BenchmarkLeaseCall(b *testing.B) {
 	}
 	defer p.Close(ctx)
 	b.Run("direct", func(b *testing.B) {
-		client, _ := p.newClient(p.Snapshot().Members[0].Addr)
+		client := p.connect(p.Snapshot().Members[0].Addr)
+		defer client.CloseIdleConnections()
 		b.ReportAllocs()
 		for b.Loop() {
-			var r any
-			if err := client.Call(ctx, "call_function", []any{"x"}, &r); err != nil {
+			if _, err := client.Call(ctx, "x"); err != nil {
 				b.Fatal(err)
 			}
 		}

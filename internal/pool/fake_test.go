@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/workerapi"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
@@ -52,15 +53,15 @@ func (w *fakeWorker) worker(id string) Worker {
 func newFakeWorker(name string, fn spillway.Function, capacity int) *fakeWorker {
 	w := &fakeWorker{name: name, fn: fn}
 	s := xmlrpc.NewServer()
-	s.Register("health", "", func(ctx context.Context, _ []any) (any, error) {
+	s.Register(workerapi.MethodHealth, "", func(ctx context.Context, _ []any) (any, error) {
 		if w.silent.Load() {
 			<-ctx.Done()
 			return nil, ctx.Err()
 		}
-		return map[string]any{"ready": !w.notReady.Load(), "sha256": w.fn.SHA256, "version": w.fn.Version,
-			"in_flight": w.inFlight.Load(), "completed": w.calls.Load(), "cold_starts": int64(1)}, nil
+		return workerapi.Health{Ready: !w.notReady.Load(), SHA256: w.fn.SHA256, Version: w.fn.Version,
+			InFlight: w.inFlight.Load(), Completed: w.calls.Load(), ColdStarts: 1}.Map(), nil
 	})
-	s.Register("call_function", "", func(ctx context.Context, params []any) (any, error) {
+	s.Register(workerapi.MethodCallFunction, "", func(ctx context.Context, params []any) (any, error) {
 		n := w.inFlight.Add(1)
 		defer w.inFlight.Add(-1)
 		for {
@@ -83,9 +84,9 @@ func newFakeWorker(name string, fn spillway.Function, capacity int) *fakeWorker 
 				return nil, ctx.Err()
 			}
 		case param == "busy":
-			return nil, xmlrpc.NewFault(spillway.FaultWorkerBusy, "worker runs 1 calls already")
+			return nil, workerapi.BusyError(1)
 		case param == "timeout":
-			return nil, xmlrpc.NewFault(spillway.FaultTimeout, "call passed LOCAL_TIMEOUT")
+			return nil, xmlrpc.NewFault(workerapi.FaultTimeout, "call passed LOCAL_TIMEOUT")
 		case param == "raise":
 			return nil, &spillway.FunctionError{Type: "ZeroDivisionError", Message: "division by zero"}
 		}

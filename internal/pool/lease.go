@@ -10,7 +10,7 @@ import (
 
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/policy"
-	"github.com/spillway-faas/spillway/internal/xmlrpc"
+	"github.com/spillway-faas/spillway/internal/workerapi"
 )
 
 // Lease is one call slot on one member. Every lease from Acquire or
@@ -55,16 +55,15 @@ func (l *Lease) Call(ctx context.Context, param any) (any, error) {
 	stop := context.AfterFunc(m.ctx, func() { cancel(errMemberGone) })
 	defer stop()
 
-	var reply any
-	err := m.client.Call(callCtx, "call_function", []any{param}, &reply)
+	reply, err := m.client.Call(callCtx, param)
 	if err == nil {
 		m.lastOK.Store(time.Now().UnixNano())
 		return reply, nil
 	}
-	var f *xmlrpc.Fault
+	var f *workerapi.Fault
 	if errors.As(err, &f) {
 		m.lastOK.Store(time.Now().UnixNano())
-		ferr := spillway.ErrorFromFault(f.Code, f.String)
+		ferr := workerapi.FaultError(f)
 		if errors.Is(ferr, spillway.ErrWorkerBusy) {
 			// Another lb replica holds its slots: not a failure. Skip it
 			// for a moment so the call goes elsewhere.
@@ -79,7 +78,7 @@ func (l *Lease) Call(ctx context.Context, param any) (any, error) {
 	if m.ctx.Err() != nil {
 		return nil, fmt.Errorf("call worker %s: %w: it left the pool during the call", m.name, spillway.ErrWorkerFailed)
 	}
-	if errors.Is(err, xmlrpc.ErrResponseTooLarge) {
+	if errors.Is(err, workerapi.ErrResponseTooLarge) {
 		// The worker answered; its answer was too large to take. It stays
 		// in rotation, and the call is not run again.
 		m.lastOK.Store(time.Now().UnixNano())

@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spillway-faas/spillway"
-	"github.com/spillway-faas/spillway/internal/xmlrpc"
+	"github.com/spillway-faas/spillway/internal/workerapi"
 )
 
 // Watcher is optionally implemented by a Backend: it calls died with the
@@ -23,11 +21,6 @@ type Watcher interface {
 
 // reconcileTick bounds how long a needed action waits for a kick.
 const reconcileTick = 250 * time.Millisecond
-
-func dialer(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout, KeepAlive: 15 * time.Second}
-	return d.DialContext
-}
 
 // reconcileLoop moves the members toward the desired state: remove failed
 // and drained members, start missing ones, drain surplus and old-version
@@ -220,9 +213,9 @@ func (p *Pool) start(m *member, spec WorkerSpec) {
 		p.log.Error("start worker", "version", spec.Function.Version, "err", err)
 		return
 	}
-	client, tr := p.newClient(w.Addr)
+	client := p.connect(w.Addr)
 	p.mu.Lock()
-	m.id, m.name, m.addr, m.client, m.tr = w.ID, w.Name, w.Addr, client, tr
+	m.id, m.name, m.addr, m.client = w.ID, w.Name, w.Addr, client
 	orphan := m.removing || m.state == StateFailed
 	p.mu.Unlock()
 	if orphan {
@@ -294,12 +287,12 @@ func (p *Pool) waitHealthy(ctx context.Context, m *member) error {
 	for {
 		h, err := p.probe(ctx, m.client)
 		switch {
-		case err == nil && h.ready:
+		case err == nil && h.Ready:
 			p.mu.Lock()
-			m.completed, m.coldStarts = h.completed, h.coldStarts
+			m.completed, m.coldStarts = h.Completed, h.ColdStarts
 			p.mu.Unlock()
-			if h.sha256 != "" && m.sha256 != "" && h.sha256 != m.sha256 {
-				p.log.Warn("worker reports another function sha256 than its label", "worker", m.name, "reported", h.sha256, "label", m.sha256)
+			if h.SHA256 != "" && m.sha256 != "" && h.SHA256 != m.sha256 {
+				p.log.Warn("worker reports another function sha256 than its label", "worker", m.name, "reported", h.SHA256, "label", m.sha256)
 			}
 			return nil
 		case err == nil:
@@ -315,33 +308,11 @@ func (p *Pool) waitHealthy(ctx context.Context, m *member) error {
 	}
 }
 
-type health struct {
-	ready      bool
-	sha256     string
-	completed  int64
-	coldStarts int64
-}
-
 // probe calls health() with the probe deadline.
-func (p *Pool) probe(ctx context.Context, c *xmlrpc.Client) (health, error) {
+func (p *Pool) probe(ctx context.Context, c WorkerConn) (workerapi.Health, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.HealthTimeout)
 	defer cancel()
-	var reply any
-	if err := c.Call(ctx, "health", nil, &reply); err != nil {
-		return health{}, err
-	}
-	st, ok := reply.(map[string]any)
-	if !ok {
-		return health{}, fmt.Errorf("health() returned %s, want a struct", xmlrpc.TypeName(reply))
-	}
-	h := health{ready: true}
-	if r, ok := st["ready"].(bool); ok {
-		h.ready = r
-	}
-	h.sha256, _ = st["sha256"].(string)
-	h.completed, _ = st["completed"].(int64)
-	h.coldStarts, _ = st["cold_starts"].(int64)
-	return h, nil
+	return c.Health(ctx)
 }
 
 // healthLoop probes every ready or draining member each HealthInterval; a
@@ -365,7 +336,7 @@ func (p *Pool) healthLoop() {
 		}
 		p.mu.Unlock()
 		results := make([]error, len(targets))
-		hs := make([]health, len(targets))
+		hs := make([]workerapi.Health, len(targets))
 		var wg sync.WaitGroup
 		for i, m := range targets {
 			wg.Go(func() { hs[i], results[i] = p.probe(m.ctx, m.client) })
@@ -378,7 +349,7 @@ func (p *Pool) healthLoop() {
 			}
 			if results[i] == nil {
 				m.healthFail = 0
-				m.completed, m.coldStarts = hs[i].completed, hs[i].coldStarts
+				m.completed, m.coldStarts = hs[i].Completed, hs[i].ColdStarts
 				continue
 			}
 			if time.Since(time.Unix(0, m.lastOK.Load())) < p.cfg.HealthInterval {
@@ -448,9 +419,8 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function, removeRest bool)
 	type verdict struct {
 		w    Worker
 		keep bool
-		h    health
-		c    *xmlrpc.Client
-		tr   *http.Transport
+		h    workerapi.Health
+		c    WorkerConn
 	}
 	vs := make([]verdict, 0, len(ws))
 	var wg sync.WaitGroup
@@ -462,11 +432,11 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function, removeRest bool)
 		wg.Go(func() {
 			v := verdict{w: w}
 			if w.Running && w.Addr != "" && w.Key() == Key(fn) && w.Function == fn.Name {
-				v.c, v.tr = p.newClient(w.Addr)
+				v.c = p.connect(w.Addr)
 				h, err := p.probe(ctx, v.c)
-				v.keep, v.h = err == nil && h.ready, h
+				v.keep, v.h = err == nil && h.Ready, h
 				if !v.keep {
-					v.tr.CloseIdleConnections()
+					v.c.CloseIdleConnections()
 				}
 			}
 			mu.Lock()
@@ -480,8 +450,8 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function, removeRest bool)
 	p.mu.Lock()
 	for _, v := range vs {
 		if !v.keep || kept >= p.cfg.Max || p.closed {
-			if v.tr != nil && v.keep {
-				v.tr.CloseIdleConnections()
+			if v.c != nil && v.keep {
+				v.c.CloseIdleConnections()
 			}
 			if removeRest {
 				toRemove = append(toRemove, v.w)
@@ -490,9 +460,9 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function, removeRest bool)
 		}
 		mctx, cancel := context.WithCancel(p.baseCtx())
 		m := &member{
-			id: v.w.ID, name: v.w.Name, addr: v.w.Addr, client: v.c, tr: v.tr,
+			id: v.w.ID, name: v.w.Name, addr: v.w.Addr, client: v.c,
 			version: v.w.Version, sha256: v.w.SHA256, key: v.w.Key(), capacity: p.cfg.Concurrency,
-			ctx: mctx, cancel: cancel, completed: v.h.completed, coldStarts: v.h.coldStarts,
+			ctx: mctx, cancel: cancel, completed: v.h.Completed, coldStarts: v.h.ColdStarts,
 		}
 		p.setStateLocked(m, StateReady)
 		p.members = append(p.members, m)
@@ -528,17 +498,18 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function, removeRest bool)
 	return kept, removed, errors.Join(errs...)
 }
 
-// newClient returns an XML-RPC client to one worker on a transport of its
-// own: keep-alive, no proxy, a short connect timeout.
-func (p *Pool) newClient(addr string) (*xmlrpc.Client, *http.Transport) {
-	tr := xmlrpc.NewTransport()
-	tr.DialContext = dialer(p.cfg.DialTimeout)
-	tr.MaxIdleConns = p.cfg.Concurrency + 2
-	tr.MaxIdleConnsPerHost = p.cfg.Concurrency + 2
-	c := xmlrpc.NewClient("http://"+addr+"/", &http.Client{Transport: tr})
-	// The XML of a result can be several times its JSON (MAX_RESULT_BYTES).
-	c.MaxResponseBytes = max(xmlrpc.DefaultMaxResponseBytes, 8*p.cfg.MaxResultBytes)
-	return c, tr
+// connect returns the connection to one worker: Pool.Connect's, else a
+// workerapi.Client on connections of its own (keep-alive, no proxy, a
+// short connect timeout).
+func (p *Pool) connect(addr string) WorkerConn {
+	if p.Connect != nil {
+		return p.Connect(addr)
+	}
+	return workerapi.NewClient(addr, workerapi.ClientOptions{
+		DialTimeout:    p.cfg.DialTimeout,
+		IdleConns:      p.cfg.Concurrency + 2,
+		MaxResultBytes: p.cfg.MaxResultBytes,
+	})
 }
 
 func (p *Pool) baseCtx() context.Context {

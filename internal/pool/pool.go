@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +22,6 @@ import (
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/policy"
-	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
 // State is a member's place in its lifecycle.
@@ -126,8 +124,7 @@ type member struct {
 	id     string
 	name   string
 	addr   string
-	client *xmlrpc.Client
-	tr     *http.Transport // this member's own connections, closed when it goes
+	client WorkerConn // this member's own connections, closed when it goes
 	// immutable from creation
 	version  int64
 	sha256   string
@@ -153,8 +150,8 @@ type member struct {
 // the same IP: it must never be sent a stale connection of the old one,
 // which is why each member has its own transport.
 func (m *member) closeConns() {
-	if m.tr != nil {
-		m.tr.CloseIdleConnections()
+	if m.client != nil {
+		m.client.CloseIdleConnections()
 	}
 }
 
@@ -183,6 +180,11 @@ type Pool struct {
 	// Events learns rolls and replacements of failed workers; nil tells no
 	// one. Set before Open. It is called with the pool's lock held.
 	Events spillway.EventSink
+	// Connect returns the connection to the worker at addr (host:port);
+	// nil means a workerapi.Client with the pool's dial timeout, one idle
+	// connection per call slot (and two more) and its result limit. Set
+	// before Open.
+	Connect func(addr string) WorkerConn
 
 	cfg     Config
 	backend Backend
