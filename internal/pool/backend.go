@@ -34,6 +34,8 @@ type WorkerConn interface {
 	CloseIdleConnections()
 }
 
+var _ WorkerConn = (*workerapi.Client)(nil)
+
 // WorkerSpec is what a new worker runs.
 type WorkerSpec struct {
 	Function     spillway.Function
