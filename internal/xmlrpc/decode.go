@@ -31,8 +31,16 @@ const (
 // FaultParse (not well-formed XML) or FaultInvalidRequest (well-formed, but
 // not a valid call, or over a limit).
 func DecodeCall(body []byte) (method string, params []any, err error) {
+	if method, params, ok := fastCall(body); ok {
+		return method, params, nil
+	}
+	return fullCall(body)
+}
+
+// fullCall is DecodeCall on encoding/xml: every document, every error.
+func fullCall(body []byte) (string, []any, error) {
 	d := newDecoder(body, defaultMaxElements)
-	method, params, err = d.call()
+	method, params, err := d.call()
 	if err != nil {
 		return "", nil, err
 	}
@@ -44,8 +52,15 @@ func DecodeCall(body []byte) (method string, params []any, err error) {
 // FaultParse or FaultInvalidRequest too, so callers should not tell the two
 // apart by type alone: use IsRemoteFault.
 func DecodeResponse(body []byte) (any, error) {
-	d := newDecoder(body, responseMaxElements)
-	return d.response()
+	if v, err, ok := fastResponse(body); ok {
+		return v, err
+	}
+	return fullResponse(body)
+}
+
+// fullResponse is DecodeResponse on encoding/xml.
+func fullResponse(body []byte) (any, error) {
+	return newDecoder(body, responseMaxElements).response()
 }
 
 type decoder struct {
@@ -434,9 +449,15 @@ func (d *decoder) typed(name string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch name {
-	case "string":
+	if name == "string" {
 		return string(b), nil
+	}
+	return scalar(name, b)
+}
+
+// scalar converts the text of a scalar value of type name.
+func scalar(name string, b []byte) (any, error) {
+	switch name {
 	case "int", "i4", "i8", "i2", "i1":
 		n, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
 		if err != nil {
