@@ -1,9 +1,15 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,20 +24,46 @@ import (
 // WORKER_CONCURRENCY=4, so both paths reach the same Python runners.
 // "serial" reports per-call latency (p50/p99 in µs); "parallel" the
 // throughput of 16 callers, enough to keep all four runners busy on either
-// path. The difference of the serial p50s is what lb adds.
+// path, and lb's CPU per call (user + system time of the lb process from
+// /proc over the run, divided by the calls). The difference of the serial
+// p50s is what lb adds.
+//
+// SPILLWAY_BENCH_LB=/path/to/lb measures that binary instead of one built
+// from this tree; SPILLWAY_BENCH_LB_BEFORE=/path/to/lb also measures that lb binary (an
+// older build, say) on a stack of its own in the same run, as "before-*".
+// SPILLWAY_BENCH_PROFILE=FILE writes a CPU profile of lb during lb/parallel
+// (LB_PPROF); give a benchtime long enough to fill it.
 func BenchmarkLBOverhead(b *testing.B) {
-	s := newStack(b, stackOptions{env: map[string]string{
-		"NUMBER_OF_SERVERS": "1", "MAX_SERVERS": "1", "WORKER_CONCURRENCY": "4",
-		"OFFLOAD_POLICY": "never", "LOG_LEVEL": "warn",
-	}})
-	s.publish(readExample(b, "noop_handler.py"), spillway.StyleHandler)
-	s.startLB()
-	ms := s.members()
-	if len(ms) != 1 {
-		b.Fatalf("members = %v, want 1", ms)
+	type variant struct{ prefix, bin string }
+	variants := []variant{{"", os.Getenv("SPILLWAY_BENCH_LB")}}
+	if before := os.Getenv("SPILLWAY_BENCH_LB_BEFORE"); before != "" {
+		variants = append(variants, variant{"before-", before})
 	}
-	workerURL := "http://" + str(ms[0]["addr"]) + "/"
+	profile := os.Getenv("SPILLWAY_BENCH_PROFILE")
+	for _, v := range variants {
+		env := map[string]string{
+			"NUMBER_OF_SERVERS": "1", "MAX_SERVERS": "1", "WORKER_CONCURRENCY": "4",
+			"OFFLOAD_POLICY": "never", "LOG_LEVEL": "warn",
+		}
+		if profile != "" && v.prefix == "" {
+			env["LB_PPROF"] = "true"
+		}
+		s := newStack(b, stackOptions{env: env})
+		s.lbBinary = v.bin
+		s.publish(readExample(b, "noop_handler.py"), spillway.StyleHandler)
+		s.startLB()
+		ms := s.members()
+		if len(ms) != 1 {
+			b.Fatalf("members = %v, want 1", ms)
+		}
+		workerURL := "http://" + str(ms[0]["addr"]) + "/"
+		lbPid := s.lb.cmd.Process.Pid
+		benchOverhead(b, v.prefix, workerURL, s.lbURL, lbPid, profile)
+		s.stopLB()
+	}
+}
 
+func benchOverhead(b *testing.B, prefix, workerURL, lbURL string, lbPid int, profile string) {
 	hc := &http.Client{Transport: xmlrpc.NewTransport(), Timeout: 10 * time.Second}
 	targets := []struct {
 		name   string
@@ -39,7 +71,7 @@ func BenchmarkLBOverhead(b *testing.B) {
 		method string
 	}{
 		{"direct", workerURL, "call_function"},
-		{"lb", s.lbURL, "call_faas"},
+		{"lb", lbURL, "call_faas"},
 	}
 	for _, tt := range targets {
 		c := xmlrpc.NewClient(tt.url, hc)
@@ -52,7 +84,7 @@ func BenchmarkLBOverhead(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		b.Run(tt.name+"/serial", func(b *testing.B) {
+		b.Run(prefix+tt.name+"/serial", func(b *testing.B) {
 			lat := make([]time.Duration, 0, b.N)
 			for b.Loop() {
 				start := time.Now()
@@ -65,8 +97,13 @@ func BenchmarkLBOverhead(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 		})
-		b.Run(tt.name+"/parallel", func(b *testing.B) {
+		b.Run(prefix+tt.name+"/parallel", func(b *testing.B) {
+			var stopProfile func()
+			if profile != "" && prefix == "" && tt.name == "lb" {
+				stopProfile = startProfile(b, lbURL, profile)
+			}
 			b.SetParallelism(8) // 8 × GOMAXPROCS(2) = 16 callers
+			cpu0 := procCPU(b, lbPid)
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -76,8 +113,69 @@ func BenchmarkLBOverhead(b *testing.B) {
 					}
 				}
 			})
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
+			elapsed := time.Since(start)
+			cpu := procCPU(b, lbPid) - cpu0
+			if stopProfile != nil {
+				stopProfile()
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "calls/s")
+			if tt.name == "lb" {
+				b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "lb-cpu-µs/call")
+			}
 		})
+	}
+}
+
+// procCPU is the user + system time pid has used (/proc/PID/stat).
+func procCPU(t testing.TB, pid int) time.Duration {
+	t.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after the command name (which may hold spaces) start
+	// after the last ')': state is field 3, utime 14, stime 15.
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	if len(f) < 13 {
+		t.Fatalf("/proc/%d/stat: %q", pid, raw)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/%d/stat: %q", pid, raw)
+	}
+	const clockTicks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// startProfile starts a CPU profile of lb (LB_PPROF=true) and returns a
+// function that waits for it and writes it to path.
+func startProfile(t testing.TB, lbURL, path string) func() {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(lbURL + "debug/pprof/profile?seconds=10")
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // let the profile begin
+	return func() {
+		if err := <-done; err != nil {
+			t.Errorf("lb profile: %v", err)
+		}
 	}
 }
 

@@ -114,6 +114,9 @@ type stack struct {
 	lbPort   int
 	lbURL    string
 	env      map[string]string
+	// lbBinary, when set, is the lb binary launchLB runs instead of one
+	// built from this tree.
+	lbBinary string
 }
 
 type stackOptions struct {
@@ -204,7 +207,11 @@ func (s *stack) launchLB() {
 	for k, v := range s.env {
 		env = append(env, k+"="+v)
 	}
-	s.lb = startProc(s.t, env, binary(s.t, "lb"))
+	bin := s.lbBinary
+	if bin == "" {
+		bin = binary(s.t, "lb")
+	}
+	s.lb = startProc(s.t, env, bin)
 	lb := s.lb
 	s.t.Cleanup(func() {
 		lb.stop(syscall.SIGTERM, 30*time.Second)
@@ -383,4 +390,12 @@ func readExample(t testing.TB, name string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// stopLB stops lb (which removes its workers) and waits for it.
+func (s *stack) stopLB() {
+	s.t.Helper()
+	if err, ok := s.lb.stop(syscall.SIGTERM, 30*time.Second); !ok {
+		s.t.Errorf("lb did not stop within 30s: %v", err)
+	}
 }
