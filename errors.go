@@ -46,6 +46,13 @@ var (
 	ErrInvalidParams    = errors.New("invalid params")
 )
 
+// ErrCloudNotRun marks a cloud error after which the function provably did
+// not run: the cloud is off, not deployed or its breaker is open, the request
+// was never sent (refused connection), or the cloud refused it before running
+// (429, 403, 404, 413). Such a call may be run elsewhere. It comes wrapped
+// with ErrCloudUnavailable or ErrBudgetExhausted, which give the fault code.
+var ErrCloudNotRun = errors.New("the function did not run")
+
 // FunctionError is an exception raised by the user's function.
 type FunctionError struct {
 	Type      string // Python exception type, e.g. ZeroDivisionError

@@ -1,10 +1,13 @@
 // Package spillway holds the domain types the whole system talks in: function
-// records, routes and reasons of an invocation, and the error kinds that map to
+// records, routes and reasons of an invocation, the types that cross between
+// packages (a worker lease, the pool's counts, a replica's load, a cloud call
+// and its result), lb's status (status.go), and the error kinds that map to
 // XML-RPC fault codes. It imports nothing of ours; the packages under internal/
 // implement and consume these types, and only cmd/ wires them together.
 package spillway
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -88,6 +91,70 @@ type Invocation struct {
 	Reason    Reason
 	Duration  time.Duration
 	ColdStart bool
+}
+
+// Lease is one call slot on one local worker, held for one call. The pool
+// hands leases out; the gateway runs calls on them.
+type Lease interface {
+	// Worker is the worker's name (invoke's `worker` field).
+	Worker() string
+	// ColdStart reports whether this is the worker's first call.
+	ColdStart() bool
+	// Call runs the function; a worker that cannot be reached fails with an
+	// error wrapping ErrWorkerFailed.
+	Call(ctx context.Context, param any) (any, error)
+	// Release gives the slot back; it is called exactly once.
+	Release()
+}
+
+// PoolCounts are a pool's sizes, cheap to take on every call: what the
+// offload policy and the autoscaler read.
+type PoolCounts struct {
+	Members       int // all members, starting ones included, draining ones not
+	Ready         int
+	ReadySlots    int // slots of ready members
+	StartingSlots int // slots of members still starting
+	FreeSlots     int // free slots of ready members
+	Desired       int
+}
+
+// CloudCall is one call to send to the cloud.
+type CloudCall struct {
+	// ID identifies the call in lb's logs; it is sent to the cloud as the
+	// X-Spillway-Call-Id header, so both sides' logs name the same call.
+	ID    string
+	Param any
+	// Idempotent says the function may run twice (addfaas --idempotent):
+	// a 5xx or a lost answer, after which the function may have run, is then
+	// retried too. Without it only answers that prove the function did not
+	// run (429, a refused connection) are.
+	Idempotent bool
+	// Resend, when set, is asked before each request after the first, with
+	// the reason ("throttled", "not_sent", "server_error", "lost"); false
+	// stops the retries. lb charges the cloud budget and counts the re-run
+	// there.
+	Resend func(reason string) bool
+}
+
+// CloudResult is the outcome of one call run in the cloud.
+type CloudResult struct {
+	Value     any           // the function's result (script: stdout string; handler: return value, ints as int64)
+	ColdStart bool          // Lambda reported a cold start for this call
+	Latency   time.Duration // wall time of the whole call, retries included
+	Attempts  int           // requests sent (1 without retries)
+}
+
+// Load is one lb replica's load of one function: what the controller sizes
+// the pool for.
+type Load struct {
+	InFlight    int     `json:"in_flight"`    // calls holding a worker slot
+	Queued      int     `json:"queued"`       // calls waiting for a slot
+	ArrivalRate float64 `json:"arrival_rate"` // calls per second
+}
+
+// Add sums two loads.
+func (a Load) Add(b Load) Load {
+	return Load{InFlight: a.InFlight + b.InFlight, Queued: a.Queued + b.Queued, ArrivalRate: a.ArrivalRate + b.ArrivalRate}
 }
 
 // EventKind names a change in lb that an operator wants to see (the events

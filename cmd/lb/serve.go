@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"github.com/spillway-faas/spillway/internal/cloud"
 	"github.com/spillway-faas/spillway/internal/cluster"
 	"github.com/spillway-faas/spillway/internal/config"
+	"github.com/spillway-faas/spillway/internal/control"
 	"github.com/spillway-faas/spillway/internal/docker"
 	"github.com/spillway-faas/spillway/internal/gateway"
 	"github.com/spillway-faas/spillway/internal/lambdawrap"
@@ -103,9 +103,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		return err
 	}
-	h := d.gw.Handler()
+	h := d.gw.Handler(d.report)
 	handler.Store(&h)
-	page.SetSource(d.gw)
+	page.SetSource(pageSource{d.report, d.metrics})
 	d.gw.SetReady(true)
 	page.Events().Event(spillway.EventStart, fmt.Sprintf("lb ready: %s v%d (%s style), workers ready: %d", d.fn.Name, d.fn.Version, d.fn.Style, cfg.NumberOfServers))
 	log.Info("lb ready", "function", d.fn.Name, "version", d.fn.Version, "sha256", short(d.fn.SHA256), "style", d.fn.Style)
@@ -138,6 +138,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	return d.close(dctx)
 }
+
+// pageSource is what the operator page reads: the status and the metrics.
+type pageSource struct {
+	*control.Report
+	metrics prometheus.Gatherer
+}
+
+func (s pageSource) Metrics() prometheus.Gatherer { return s.metrics }
 
 // handoverQuiet is how long a leaving lb keeps an idle open connection for
 // a call its client may still send on it.
@@ -207,65 +215,36 @@ type daemon struct {
 	watcher *registry.Watcher
 	backend *docker.Backend
 	pool    *pool.Pool
-	guard   *netguard.Listener // lb's listener: refuses the workers' subnets
 	offload *cloud.Offloader
-	budget  *policy.Budget // CLOUD_MAX_RPS, CLOUD_MAX_COST_PER_HOUR on every path to the cloud
-	deploy  *cloud.Deployer
 	gw      *gateway.Gateway
-	fn      spillway.Function
-	events  spillway.EventSink
-	replica *cluster.Replica // this lb among the pool's replicas
-	tick    time.Duration    // ELASTICITY_SLEEP
+	fn      spillway.Function // the version lb started with
+	replica *cluster.Replica  // this lb among the pool's replicas
+	metrics *prometheus.Registry
+
+	// What runs beside the calls (internal/control).
+	cloudRollout *control.CloudRollout // nil when CLOUD=off
+	rollout      *control.Rollout
+	elasticity   *control.Elasticity
+	report       *control.Report
 
 	poolRef atomic.Pointer[pool.Pool]       // set once the pool exists, for OnController
 	gwRef   atomic.Pointer[gateway.Gateway] // set once the gateway exists, for load reports
 
 	cancel context.CancelFunc // stops the loops below
 	wg     sync.WaitGroup
-
-	deployMu sync.Mutex // serialises deploys (start-up retry and updates)
-
-	wantMu sync.Mutex        // guards want
-	want   spillway.Function // the newest version the cloud should run
-
-	deployKick chan struct{}                     // a new version is wanted in the cloud
-	current    atomic.Pointer[spillway.Function] // what the workers run (or roll to)
-	deployed   atomic.Pointer[string]            // pool.Key of what the cloud runs
 }
 
-// function is what the workers run now.
-func (d *daemon) function() spillway.Function {
-	if fn := d.current.Load(); fn != nil {
-		return *fn
-	}
-	return spillway.Function{}
-}
-
-// cloudCurrent reports whether the cloud runs the workers' code: calls of a
-// newer version than the cloud's stay local.
-func (d *daemon) cloudCurrent() bool {
-	k := d.deployed.Load()
-	return k != nil && *k == pool.Key(d.function())
-}
-
-// setWant records the version the cloud should run; every deploy after it
-// deploys this one, so a slow retry of an older version never wins.
-func (d *daemon) setWant(fn spillway.Function) {
-	d.wantMu.Lock()
-	defer d.wantMu.Unlock()
-	if fn.Version >= d.want.Version {
-		d.want = fn
-	}
-}
-
-func (d *daemon) wanted() spillway.Function {
-	d.wantMu.Lock()
-	defer d.wantMu.Unlock()
-	return d.want
+// run runs an owner's loop on the daemon's wait group.
+func (d *daemon) run(ctx context.Context, loop func(context.Context)) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		loop(ctx)
+	}()
 }
 
 func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netguard.Listener, events spillway.EventSink) (_ *daemon, err error) {
-	d := &daemon{log: log, guard: guard, events: events, deployKick: make(chan struct{}, 1), tick: cfg.ElasticitySleep}
+	d := &daemon{log: log, metrics: prometheus.NewRegistry()}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	defer func() {
@@ -286,15 +265,13 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	if err != nil {
 		return nil, err
 	}
-	first := d.fn
-	d.current.Store(&first)
 
 	// The pool's replicas: the lease holder controls the pool and the cloud.
 	d.replica, err = cluster.Open(ctx, d.store.Client(), cluster.Config{
 		Pool: cfg.PoolName, ID: cfg.LBID, Addr: cfg.ListenAddr(), Tick: cfg.ElasticitySleep, Log: log,
-		Load: func() map[string]cluster.Load {
+		Load: func() map[string]spillway.Load {
 			if gw := d.gwRef.Load(); gw != nil {
-				return gw.Load()
+				return map[string]spillway.Load{cfg.FunctionName: gw.Load()}
 			}
 			return nil
 		},
@@ -329,7 +306,6 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 		return nil, fmt.Errorf("cloud budget: %w", err)
 	}
 	ocfg.Budget = budget
-	d.budget = budget
 	offloader, err := policy.NewOffloader(cfg.OffloadPolicy, ocfg)
 	if err != nil {
 		return nil, fmt.Errorf("OFFLOAD_POLICY: %w", err)
@@ -351,19 +327,17 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 		if err != nil {
 			return nil, fmt.Errorf("load AWS configuration: %w", err)
 		}
-		d.deploy = cloud.NewDeployer(awsCfg, ccfg, log)
+		deployer := cloud.NewDeployer(awsCfg, ccfg, log)
 		// The shim in Lambda refuses results over MAX_RESULT_BYTES too.
-		d.deploy.BuildZip = func(fn spillway.Function) ([]byte, error) {
+		deployer.BuildZip = func(fn spillway.Function) ([]byte, error) {
 			return lambdawrap.BuildZipCapped(fn, cfg.MaxResultBytes)
 		}
 		d.offload = cloud.NewOffloader(awsCfg, ccfg, log)
-		d.setWant(d.fn)
-		d.deployKick <- struct{}{}
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			d.deployLoop(loopCtx)
-		}()
+		d.cloudRollout = control.NewCloudRollout(d.fn, control.CloudRolloutDeps{
+			Deployer: deployer, Offload: d.offload, Replica: d.replica,
+			Tick: cfg.ElasticitySleep, Events: events, Log: log,
+		})
+		d.run(loopCtx, d.cloudRollout.Run)
 	}
 
 	// Local pool.
@@ -393,33 +367,59 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 		return nil, fmt.Errorf("start %d workers of %s: %w", cfg.NumberOfServers, cfg.WorkerImage, err)
 	}
 
+	// The request path, and what runs beside it.
+	d.rollout = control.NewRollout(d.fn, control.RolloutDeps{
+		Updates: d.watcher.Updates(), Pool: d.pool, Cloud: d.cloudRollout, Events: events, Log: log,
+	})
 	deps := gateway.Deps{
-		Pool:       gateway.PoolOf(d.pool),
-		Offloader:  offloader,
-		Budget:     budget,
-		Function:   d.function,
-		Autoscaler: autoscaler,
-		Estimator:  estimator,
-		Scale:      func(n int) { d.pool.Scale(n) },
-		Cluster:    d.replica,
-		Details:    d.details,
-		Log:        log,
-		Events:     events,
+		Pool:      d.pool,
+		Offloader: offloader,
+		Budget:    budget,
+		Function:  d.rollout.Function,
+		Estimator: estimator,
+		Metrics:   d.metrics,
+		Log:       log,
 	}
 	if d.offload != nil {
 		deps.Cloud = d.offload
-		deps.CloudCurrent = d.cloudCurrent
+		deps.CloudCurrent = d.rollout.CloudCurrent
 	}
-	deps.Collectors = d.collectors()
-	d.gw = gateway.New(cfg, deps)
+	d.gw = gateway.New(gatewayConfig(cfg), deps)
 	d.gwRef.Store(d.gw)
-
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		d.followUpdates(loopCtx)
-	}()
+	d.elasticity = control.NewElasticity(control.ElasticityConfig{Function: cfg.FunctionName, Tick: cfg.ElasticitySleep},
+		control.ElasticityDeps{Pool: d.pool, Calls: d.gw, Autoscaler: autoscaler, Estimator: estimator,
+			Peers: d.replica, Events: events, Log: log})
+	rdeps := control.ReportDeps{
+		Calls: d.gw, Pool: d.pool, Budget: budget, Replicas: d.replica,
+		LastScale: d.elasticity.LastScale, Refused: guard.Refused,
+	}
+	if d.offload != nil {
+		rdeps.Cloud = d.offload
+		rdeps.CloudCurrent = d.rollout.CloudCurrent
+	}
+	d.report = control.NewReport(control.ReportConfig{
+		Function: cfg.FunctionName, ListenAddr: cfg.ListenAddr(),
+		PoolMin: cfg.NumberOfServers, PoolMax: cfg.MaxServers, Concurrency: cfg.WorkerConcurrency,
+		Scheduler: cfg.Scheduler, OffloadPolicy: cfg.OffloadPolicy, Autoscaler: cfg.Autoscaler, CloudMode: cfg.Cloud.Mode,
+	}, rdeps)
+	d.metrics.MustRegister(d.report.Collectors()...)
+	d.run(loopCtx, d.elasticity.Run)
+	d.run(loopCtx, d.rollout.Run)
 	return d, nil
+}
+
+// gatewayConfig is what the request path needs of lb's configuration.
+func gatewayConfig(c config.Config) gateway.Config {
+	return gateway.Config{
+		FunctionName:    c.FunctionName,
+		LocalTimeout:    c.LocalTimeout,
+		CloudTimeout:    c.Cloud.LambdaTimeout,
+		LocalSlots:      c.LocalSlots(),
+		MaxQueued:       c.MaxQueued,
+		MaxRequestBytes: c.MaxRequestBytes,
+		AuthToken:       c.AuthToken,
+		Pprof:           c.Pprof,
+	}
 }
 
 // firstFunction waits for the function record: a fresh stack starts lb before
@@ -447,259 +447,18 @@ func firstFunction(ctx context.Context, store *registry.Store, w *registry.Watch
 	}
 }
 
-// deployLoop deploys the wanted version each time it is kicked, until ctx
-// ends. It runs apart from the pool's rolls, which never wait for it.
-func (d *daemon) deployLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-d.deployKick:
-		}
-		d.deployWithRetry(ctx)
-	}
-}
-
-// kickDeploy asks deployLoop to deploy the wanted version.
-func (d *daemon) kickDeploy() {
-	select {
-	case d.deployKick <- struct{}{}:
-	default: // a deploy of the newest wanted version is already due
-	}
-}
-
-// deployWithRetry makes the offloader reach the wanted version in the
-// cloud: the controller deploys it, retrying with capped backoff; another
-// replica waits until the controller has published it (or it becomes the
-// controller itself).
-func (d *daemon) deployWithRetry(ctx context.Context) {
-	backoff := time.Second
-	for {
-		var err error
-		if d.replica.Controller() {
-			err = d.deployOnce(ctx)
-		} else {
-			err = d.adoptDeployment(ctx)
-		}
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		wait := backoff
-		if errors.Is(err, cluster.ErrNotController) || errors.Is(err, errNotPublished) {
-			wait = d.tick
-		} else {
-			d.log.Warn("cloud deploy failed; offloading waits for it", "err", err, "retry_in", backoff)
-			backoff = min(2*backoff, 30*time.Second)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
-}
-
-// errNotPublished says the controller has not published the wanted version.
-var errNotPublished = errors.New("the controller has not deployed this version yet")
-
-// deployment is what the controller publishes of its cloud deployment.
-type deployment struct {
-	Version  int64          `json:"version"`
-	Endpoint cloud.Endpoint `json:"endpoint"`
-}
-
-// adoptDeployment points the offloader at the controller's deployment of
-// the wanted version.
-func (d *daemon) adoptDeployment(ctx context.Context) error {
-	fn := d.wanted()
-	b, err := d.replica.ReadCloud(ctx)
-	if err != nil {
-		return err
-	}
-	var dep deployment
-	if b == nil {
-		return errNotPublished
-	}
-	if err := json.Unmarshal(b, &dep); err != nil {
-		return fmt.Errorf("read the controller's cloud deployment: %w", err)
-	}
-	if dep.Version < fn.Version {
-		return errNotPublished
-	}
-	d.offload.SetEndpoint(dep.Endpoint)
-	d.log.Info("cloud deployment of the controller adopted", "function", fn.Name, "version", dep.Version, "endpoint", dep.Endpoint)
-	return nil
-}
-
-func (d *daemon) deployOnce(ctx context.Context) error {
-	d.deployMu.Lock()
-	defer d.deployMu.Unlock()
-	fn := d.wanted()
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	start := time.Now()
-	if err := d.replica.Fence(dctx); err != nil {
-		return fmt.Errorf("deploy %s v%d: %w", fn.Name, fn.Version, err)
-	}
-	ep, err := d.deploy.Deploy(dctx, fn)
-	if err != nil {
-		return fmt.Errorf("deploy %s v%d: %w", fn.Name, fn.Version, err)
-	}
-	d.offload.SetEndpoint(ep)
-	key := pool.Key(fn)
-	d.deployed.Store(&key)
-	d.events.Event(spillway.EventStart, fmt.Sprintf("cloud deployed: %s v%d", fn.Name, fn.Version))
-	if b, err := json.Marshal(deployment{Version: fn.Version, Endpoint: ep}); err == nil {
-		if err := d.replica.PublishCloud(dctx, b); err != nil {
-			d.log.Warn("publish the cloud deployment to the other replicas", "err", err)
-		}
-	}
-	d.log.Info("cloud deployed", "function", fn.Name, "version", fn.Version, "endpoint", ep,
-		"took", time.Since(start).Round(time.Millisecond))
-	return nil
-}
-
-// followUpdates rolls the pool and redeploys the Lambda for each new version.
-func (d *daemon) followUpdates(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case fn, ok := <-d.watcher.Updates():
-			if !ok {
-				return
-			}
-			same := pool.Key(fn) == pool.Key(d.pool.Function())
-			d.current.Store(&fn) // flags such as idempotent apply at once
-			if same {
-				continue // same code, style and handler: nothing to roll
-			}
-			d.log.Info("function updated; rolling the pool", "version", fn.Version, "sha256", short(fn.SHA256))
-			if d.deploy != nil {
-				// The cloud follows in its own loop: a slow or failing deploy
-				// never holds up the local roll, and until it succeeds the
-				// new version's calls stay local (cloudCurrent).
-				d.setWant(fn)
-				d.kickDeploy()
-			}
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-			if err := d.pool.Roll(rctx, fn); err != nil {
-				d.log.Error("roll to the new version incomplete", "version", fn.Version, "err", err)
-				d.events.Event(spillway.EventRoll, fmt.Sprintf("roll to version %d incomplete: %v", fn.Version, err))
-			} else {
-				d.log.Info("pool rolled", "version", fn.Version)
-				d.events.Event(spillway.EventRoll, fmt.Sprintf("every worker runs version %d", fn.Version))
-			}
-			cancel()
-		}
-	}
-}
-
-func (d *daemon) details() map[string]any {
-	s := d.pool.Snapshot()
-	members := make([]any, 0, len(s.Members))
-	for _, m := range s.Members {
-		members = append(members, map[string]any{
-			"name": m.Name, "addr": m.Addr, "state": string(m.State), "in_flight": m.InFlight, "capacity": m.Capacity,
-			"version": m.Version, "sha256": m.SHA256, "completed": m.Completed, "cold_starts": m.ColdStarts,
-		})
-	}
-	fn := d.pool.Function()
-	out := map[string]any{
-		"members":  members,
-		"function": map[string]any{"name": fn.Name, "version": fn.Version, "sha256": fn.SHA256, "style": string(fn.Style)},
-		"pool": map[string]any{
-			"starting": s.Starting, "draining": s.Draining, "waiting": s.Waiting,
-			"started": s.Counters.Started, "adopted": s.Counters.Adopted, "failed": s.Counters.Failed,
-			"replacements": s.Counters.Replacements, "removed": s.Counters.Removed, "start_failed": s.Counters.StartFailed,
-		},
-	}
-	if d.offload != nil {
-		st := d.offload.Stats()
-		out["cloud"] = map[string]any{
-			"ready": d.offload.Ready(), "current": d.cloudCurrent(), "breaker": st.Breaker.String(), "calls": st.Calls,
-			"succeeded": st.Succeeded, "failed": st.Failed, "retries": st.Retries,
-			"throttled": st.Throttled, "rejected": st.Rejected, "cold_starts": st.ColdStarts,
-		}
-		if use, ok := d.budget.Use(time.Now()); ok {
-			out["cloud"].(map[string]any)["budget"] = map[string]any{
-				"max_rps": use.MaxRPS, "max_cost_per_hour": use.MaxCostPerHour,
-				"calls": use.Calls, "spent_usd": use.SpentUSD, "used": use.Used,
-			}
-		}
-	}
-	return out
-}
-
-// collectors expose the pool's and the cloud's counters to /metrics.
-func (d *daemon) collectors() []prometheus.Collector {
-	poolCounter := func(name, help string, f func(pool.Counters) uint64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
-			func() float64 { return float64(f(d.pool.Snapshot().Counters)) })
-	}
-	cs := []prometheus.Collector{
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "spillway_lb_refused_connections_total",
-			Help: "Connections and requests to lb refused because they came from the workers' network.",
-		}, func() float64 { return float64(d.guard.Refused()) }),
-		poolCounter("spillway_worker_replacements_total", "Workers started to replace a failed one.",
-			func(c pool.Counters) uint64 { return c.Replacements }),
-		poolCounter("spillway_worker_failures_total", "Ready workers taken out of rotation (failed call, health probe, container died).",
-			func(c pool.Counters) uint64 { return c.Failed }),
-		poolCounter("spillway_worker_starts_total", "Workers that became ready after a start.",
-			func(c pool.Counters) uint64 { return c.Started }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spillway_function_version", Help: "Version of the function the pool runs."},
-			func() float64 { return float64(d.pool.Function().Version) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spillway_lb_controller", Help: "1 when this lb replica holds the pool's lease (scales, rolls, deploys)."},
-			func() float64 {
-				if d.replica.Controller() {
-					return 1
-				}
-				return 0
-			}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spillway_lb_replicas", Help: "Live lb replicas of the pool, this one included."},
-			func() float64 { return float64(1 + len(d.replica.Peers())) }),
-	}
-	if d.offload != nil {
-		cs = append(cs,
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "spillway_cloud_circuit_state",
-				Help: "Offload circuit breaker: 0 closed, 1 half-open, 2 open.",
-			}, func() float64 { return breakerValue(d.offload.State()) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "spillway_cloud_ready",
-				Help: "1 when the function is deployed and the breaker lets calls through.",
-			}, func() float64 {
-				if d.offload.Ready() {
-					return 1
-				}
-				return 0
-			}),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "spillway_cloud_throttled_total",
-				Help: "429 answers from the cloud (each is retried within the call's deadline).",
-			}, func() float64 { return float64(d.offload.Stats().Throttled) }),
-		)
-	}
-	return cs
-}
-
-func breakerValue(s cloud.BreakerState) float64 {
-	switch s {
-	case cloud.BreakerHalfOpen:
-		return 1
-	case cloud.BreakerOpen:
-		return 2
-	}
-	return 0
-}
-
 // close stops the loops and removes the workers.
 func (d *daemon) close(ctx context.Context) error {
 	d.cancel()
 	var errs []error
-	if d.gw != nil {
-		d.gw.Close()
+	if d.rollout != nil {
+		d.rollout.Close()
+	}
+	if d.cloudRollout != nil {
+		d.cloudRollout.Close()
+	}
+	if d.elasticity != nil {
+		d.elasticity.Close()
 	}
 	d.wg.Wait()
 	// Hand the lease over; the workers stay while another replica lives.

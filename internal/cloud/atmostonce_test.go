@@ -65,9 +65,9 @@ func TestServerErrorAfterRunningIsNotRetried(t *testing.T) {
 			defer srv.Close()
 			o := fakeOffloader(t, srv.URL)
 			var resends []string
-			_, err := o.Invoke(context.Background(), cloud.Call{ID: "0123456789abcdef", Param: "x", Idempotent: idempotent,
+			_, err := o.Invoke(context.Background(), spillway.CloudCall{ID: "0123456789abcdef", Param: "x", Idempotent: idempotent,
 				Resend: func(why string) bool { resends = append(resends, why); return true }})
-			if !errors.Is(err, spillway.ErrCloudUnavailable) || errors.Is(err, cloud.ErrNotRun) {
+			if !errors.Is(err, spillway.ErrCloudUnavailable) || errors.Is(err, spillway.ErrCloudNotRun) {
 				t.Fatalf("err = %v, want cloud unavailable, not marked as not run", err)
 			}
 			want := int64(1)
@@ -97,14 +97,14 @@ func TestThrottledCallIsResentWithinTheBudget(t *testing.T) {
 	defer srv.Close()
 	o := fakeOffloader(t, srv.URL)
 	var asked int
-	_, err := o.Invoke(context.Background(), cloud.Call{Param: "x", Resend: func(why string) bool {
+	_, err := o.Invoke(context.Background(), spillway.CloudCall{Param: "x", Resend: func(why string) bool {
 		asked++
 		if why != "throttled" {
 			t.Errorf("Resend reason %q, want throttled", why)
 		}
 		return false // the budget is spent
 	}})
-	if !errors.Is(err, cloud.ErrNotRun) {
+	if !errors.Is(err, spillway.ErrCloudNotRun) {
 		t.Errorf("err = %v, want it marked as not run", err)
 	}
 	if n := len(stage.ids); n != 1 || asked != 1 {
@@ -123,14 +123,14 @@ func TestRefusedConnectionIsNotRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var resends int
-	_, err = o.Invoke(ctx, cloud.Call{Param: "x", Resend: func(why string) bool {
+	_, err = o.Invoke(ctx, spillway.CloudCall{Param: "x", Resend: func(why string) bool {
 		if why != "not_sent" {
 			t.Errorf("Resend reason %q, want not_sent", why)
 		}
 		resends++
 		return true
 	}})
-	if !errors.Is(err, cloud.ErrNotRun) || !errors.Is(err, spillway.ErrCloudUnavailable) {
+	if !errors.Is(err, spillway.ErrCloudNotRun) || !errors.Is(err, spillway.ErrCloudUnavailable) {
 		t.Errorf("err = %v, want cloud unavailable and not run", err)
 	}
 	if resends != 2 {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/cloud"
 	"github.com/spillway-faas/spillway/internal/localcloud"
 )
@@ -25,7 +26,7 @@ func BenchmarkOffloadWarm(b *testing.B) {
 			invoke(b, o, nil) // warm the environment and the connection
 			ctx := context.Background()
 			for b.Loop() {
-				res, err := o.Invoke(ctx, cloud.Call{Param: nil})
+				res, err := o.Invoke(ctx, spillway.CloudCall{Param: nil})
 				if err != nil || res.ColdStart {
 					b.Fatalf("warm call: %+v %v", res, err)
 				}
@@ -58,7 +59,7 @@ func BenchmarkOffloadCold(b *testing.B) {
 				fn.Code += fmt.Sprintf("# %s %d %d\n", via, i, time.Now().UnixNano())
 				o.SetEndpoint(deploy(b, env, c, fn))
 				b.StartTimer()
-				res, err := o.Invoke(ctx, cloud.Call{Param: nil})
+				res, err := o.Invoke(ctx, spillway.CloudCall{Param: nil})
 				if err != nil || !res.ColdStart {
 					b.Fatalf("cold call: %+v %v", res, err)
 				}

@@ -130,11 +130,11 @@ func offloader(t testing.TB, env *cloudEnv, cfg cloud.Config, ep cloud.Endpoint)
 	return o
 }
 
-func invoke(t testing.TB, o *cloud.Offloader, param any) cloud.Result {
+func invoke(t testing.TB, o *cloud.Offloader, param any) spillway.CloudResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := o.Invoke(ctx, cloud.Call{Param: param})
+	res, err := o.Invoke(ctx, spillway.CloudCall{Param: param})
 	if err != nil {
 		t.Fatalf("Invoke(%v): %v", param, err)
 	}
@@ -304,7 +304,7 @@ func TestOffloadErrors(t *testing.T) {
 			defer cancel()
 
 			t.Run("exception", func(t *testing.T) {
-				res, err := o.Invoke(ctx, cloud.Call{Param: map[string]any{"raise": "bad input"}})
+				res, err := o.Invoke(ctx, spillway.CloudCall{Param: map[string]any{"raise": "bad input"}})
 				var fe *spillway.FunctionError
 				if !errors.As(err, &fe) || fe.Type != "ValueError" || fe.Message != "bad input" {
 					t.Fatalf("error %v, want ValueError: bad input", err)
@@ -314,7 +314,7 @@ func TestOffloadErrors(t *testing.T) {
 				}
 			})
 			t.Run("Lambda timeout", func(t *testing.T) {
-				res, err := o.Invoke(ctx, cloud.Call{Param: map[string]any{"sleep": 3}})
+				res, err := o.Invoke(ctx, spillway.CloudCall{Param: map[string]any{"sleep": 3}})
 				if !errors.Is(err, spillway.ErrTimeout) {
 					t.Fatalf("error %v, want ErrTimeout", err)
 				}
@@ -326,7 +326,7 @@ func TestOffloadErrors(t *testing.T) {
 				short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 				defer cancel()
 				start := time.Now()
-				_, err := o.Invoke(short, cloud.Call{Param: map[string]any{"sleep": 0.9}})
+				_, err := o.Invoke(short, spillway.CloudCall{Param: map[string]any{"sleep": 0.9}})
 				if !errors.Is(err, spillway.ErrTimeout) || !strings.Contains(err.Error(), "before the deadline") || time.Since(start) > 850*time.Millisecond {
 					t.Fatalf("error %v after %s, want ErrTimeout at the caller's deadline", err, time.Since(start))
 				}
@@ -335,7 +335,7 @@ func TestOffloadErrors(t *testing.T) {
 				c := cfg
 				c.CallTimeout = 300 * time.Millisecond
 				o := offloader(t, env, c, ep)
-				_, err := o.Invoke(context.Background(), cloud.Call{Param: map[string]any{"sleep": 0.9}})
+				_, err := o.Invoke(context.Background(), spillway.CloudCall{Param: map[string]any{"sleep": 0.9}})
 				if !errors.Is(err, spillway.ErrTimeout) || !strings.Contains(err.Error(), "before the deadline") {
 					t.Fatalf("error %v, want ErrTimeout at CallTimeout", err)
 				}
@@ -352,7 +352,7 @@ func TestOffloadErrors(t *testing.T) {
 			bad := ep
 			bad.APIKey = key
 			o := offloader(t, env, cfg, bad)
-			res, err := o.Invoke(context.Background(), cloud.Call{Param: "x"})
+			res, err := o.Invoke(context.Background(), spillway.CloudCall{Param: "x"})
 			if !errors.Is(err, spillway.ErrCloudUnavailable) || !strings.Contains(err.Error(), "API key rejected") {
 				t.Fatalf("key %q: error %v, want ErrCloudUnavailable: API key rejected", key, err)
 			}
@@ -387,7 +387,7 @@ func TestOffloadThrottledBurst(t *testing.T) {
 			wg.Go(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				defer cancel()
-				_, err := o.Invoke(ctx, cloud.Call{Param: map[string]any{"sleep": 0.2}})
+				_, err := o.Invoke(ctx, spillway.CloudCall{Param: map[string]any{"sleep": 0.2}})
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -448,7 +448,7 @@ func TestOffloadUsagePlanThrottle(t *testing.T) {
 	o := offloader(t, env, once, ep)
 	var throttled error
 	for range 4 {
-		if _, err := o.Invoke(context.Background(), cloud.Call{Param: nil}); err != nil {
+		if _, err := o.Invoke(context.Background(), spillway.CloudCall{Param: nil}); err != nil {
 			throttled = err
 		}
 	}
@@ -461,7 +461,7 @@ func TestOffloadUsagePlanThrottle(t *testing.T) {
 	o = offloader(t, env, retry, ep)
 	for i := range 4 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := o.Invoke(ctx, cloud.Call{Param: nil})
+		_, err := o.Invoke(ctx, spillway.CloudCall{Param: nil})
 		cancel()
 		if err != nil {
 			t.Fatalf("call %d with retries: %v", i, err)
@@ -488,7 +488,7 @@ func TestBreakerAgainstStoppedCloud(t *testing.T) {
 
 			stopped := stopServer(t, env)
 			for i := range c.BreakerThreshold {
-				_, err := o.Invoke(context.Background(), cloud.Call{Param: nil})
+				_, err := o.Invoke(context.Background(), spillway.CloudCall{Param: nil})
 				if !errors.Is(err, spillway.ErrCloudUnavailable) || !strings.Contains(err.Error(), "cannot reach") {
 					t.Fatalf("call %d against a stopped cloud: %v", i, err)
 				}
@@ -497,7 +497,7 @@ func TestBreakerAgainstStoppedCloud(t *testing.T) {
 				t.Fatalf("breaker %s ready %v after %d failures, want open", o.State(), o.Ready(), c.BreakerThreshold)
 			}
 			start := time.Now()
-			_, err := o.Invoke(context.Background(), cloud.Call{Param: nil})
+			_, err := o.Invoke(context.Background(), spillway.CloudCall{Param: nil})
 			if took := time.Since(start); took > 50*time.Millisecond {
 				t.Errorf("open breaker took %s to answer, want < 50ms", took)
 			}
@@ -567,7 +567,7 @@ func TestCloudOff(t *testing.T) {
 	if o.Enabled() || o.Ready() {
 		t.Error("offloader enabled with CLOUD=off")
 	}
-	_, err = o.Invoke(context.Background(), cloud.Call{Param: "x"})
+	_, err = o.Invoke(context.Background(), spillway.CloudCall{Param: "x"})
 	if !errors.Is(err, spillway.ErrCloudUnavailable) || !strings.Contains(err.Error(), "cloud is off") {
 		t.Errorf("Invoke: %v, want ErrCloudUnavailable: cloud is off", err)
 	}
@@ -581,7 +581,7 @@ func TestNotDeployedYet(t *testing.T) {
 	if o.Ready() {
 		t.Fatal("ready before SetEndpoint")
 	}
-	if _, err := o.Invoke(context.Background(), cloud.Call{Param: 1}); !errors.Is(err, spillway.ErrCloudUnavailable) {
+	if _, err := o.Invoke(context.Background(), spillway.CloudCall{Param: 1}); !errors.Is(err, spillway.ErrCloudUnavailable) {
 		t.Fatalf("Invoke before SetEndpoint: %v", err)
 	}
 }
@@ -693,7 +693,7 @@ func TestDeployRepairsDrift(t *testing.T) {
 	bad := second
 	bad.APIKey = ""
 	o2 := offloader(t, env, cfg, bad)
-	if _, err := o2.Invoke(ctx, cloud.Call{Param: "x"}); !strings.Contains(fmt.Sprint(err), "API key rejected") {
+	if _, err := o2.Invoke(ctx, spillway.CloudCall{Param: "x"}); !strings.Contains(fmt.Sprint(err), "API key rejected") {
 		t.Fatalf("without key after repair: %v", err)
 	}
 	invoke(t, o, "x")

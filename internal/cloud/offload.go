@@ -23,14 +23,6 @@ import (
 	"github.com/spillway-faas/spillway"
 )
 
-// Result is the outcome of one offloaded call.
-type Result struct {
-	Value     any           // the function's result (script: stdout string; handler: return value, ints as int64)
-	ColdStart bool          // Lambda reported a cold start for this call
-	Latency   time.Duration // wall time of the whole call, retries included
-	Attempts  int           // requests sent (1 without retries)
-}
-
 // Stats are the offloader's counters since it was built.
 type Stats struct {
 	Calls      int64 // Invoke calls that reached the breaker
@@ -159,58 +151,34 @@ const (
 	classCaller                   // the caller's context ended
 )
 
-// Call is one call to send to the cloud.
-type Call struct {
-	// ID identifies the call in lb's logs; it is sent to the cloud as the
-	// X-Spillway-Call-Id header, so both sides' logs name the same call.
-	ID    string
-	Param any
-	// Idempotent says the function may run twice (addfaas --idempotent):
-	// a 5xx or a lost answer, after which the function may have run, is then
-	// retried too. Without it only answers that prove the function did not
-	// run (429, a refused connection) are.
-	Idempotent bool
-	// Resend, when set, is asked before each request after the first, with
-	// the reason ("throttled", "not_sent", "server_error", "lost"); false
-	// stops the retries. lb charges the cloud budget and counts the re-run
-	// there.
-	Resend func(reason string) bool
-}
-
-// ErrNotRun marks a cloud error after which the function provably did not
-// run: the cloud is off, not deployed or its breaker is open, the request was
-// never sent (refused connection), or the cloud refused it before running
-// (429, 403, 404, 413). Such a call may be run elsewhere.
-var ErrNotRun = errors.New("the function did not run")
-
-// CallIDHeader carries Call.ID to the cloud.
+// CallIDHeader carries spillway.CloudCall.ID to the cloud.
 const CallIDHeader = "X-Spillway-Call-Id"
 
 // Invoke runs the function in the cloud with c.Param as the event's
 // "parameter". Errors: *spillway.FunctionError when the function raised;
 // spillway.ErrTimeout when Lambda timed it out or the caller's deadline
 // passed; spillway.ErrCloudUnavailable when the cloud is off, not deployed,
-// unreachable, rejects the key, or the breaker is open; ErrNotRun as well
+// unreachable, rejects the key, or the breaker is open; spillway.ErrCloudNotRun as well
 // where the function provably did not run.
-func (o *Offloader) Invoke(ctx context.Context, c Call) (Result, error) {
+func (o *Offloader) Invoke(ctx context.Context, c spillway.CloudCall) (spillway.CloudResult, error) {
 	if !o.Enabled() {
 		o.rejected.Add(1)
-		return Result{}, fmt.Errorf("offload: cloud is off: %w: %w", spillway.ErrCloudUnavailable, ErrNotRun)
+		return spillway.CloudResult{}, fmt.Errorf("offload: cloud is off: %w: %w", spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
 	}
 	ep := o.ep.Load()
 	if ep == nil {
 		o.rejected.Add(1)
-		return Result{}, fmt.Errorf("offload: function not deployed yet: %w: %w", spillway.ErrCloudUnavailable, ErrNotRun)
+		return spillway.CloudResult{}, fmt.Errorf("offload: function not deployed yet: %w: %w", spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
 	}
 	body, err := json.Marshal(map[string]any{"parameter": c.Param})
 	if err != nil {
-		return Result{}, fmt.Errorf("offload: encode parameter: %v: %w", err, spillway.ErrInvalidParams)
+		return spillway.CloudResult{}, fmt.Errorf("offload: encode parameter: %v: %w", err, spillway.ErrInvalidParams)
 	}
 	start := o.now()
 	if !o.br.Allow(start) {
 		o.rejected.Add(1)
-		return Result{}, fmt.Errorf("offload to %s: circuit breaker open after %d consecutive failures, next probe in %s: %w: %w",
-			o.target(ep), o.cfg.BreakerThreshold, o.br.RetryIn(start).Round(time.Millisecond), spillway.ErrCloudUnavailable, ErrNotRun)
+		return spillway.CloudResult{}, fmt.Errorf("offload to %s: circuit breaker open after %d consecutive failures, next probe in %s: %w: %w",
+			o.target(ep), o.cfg.BreakerThreshold, o.br.RetryIn(start).Round(time.Millisecond), spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
 	}
 	o.calls.Add(1)
 	if _, ok := ctx.Deadline(); !ok {
@@ -220,7 +188,7 @@ func (o *Offloader) Invoke(ctx context.Context, c Call) (Result, error) {
 	}
 
 	var (
-		res   Result
+		res   spillway.CloudResult
 		cl    class
 		lastE error
 	)
@@ -274,12 +242,12 @@ func (o *Offloader) Invoke(ctx context.Context, c Call) (Result, error) {
 	return res, nil
 }
 
-// resendReason names why a request is sent again, for Call.Resend.
+// resendReason names why a request is sent again, for CloudCall.Resend.
 func resendReason(cl class, err error) string {
 	switch {
 	case cl == classThrottled:
 		return "throttled"
-	case errors.Is(err, ErrNotRun):
+	case errors.Is(err, spillway.ErrCloudNotRun):
 		return "not_sent"
 	case errors.Is(err, errServerError):
 		return "server_error"
@@ -319,7 +287,7 @@ func (o *Offloader) once(ctx context.Context, ep *Endpoint, body []byte, callID 
 func (o *Offloader) onceHTTP(ctx context.Context, ep *Endpoint, body []byte, callID string) (any, bool, class, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.InvokeURL, bytes.NewReader(body))
 	if err != nil {
-		return nil, false, classUnavailable, fmt.Errorf("offload: build request for %s: %v: %w: %w", ep.InvokeURL, err, spillway.ErrCloudUnavailable, ErrNotRun)
+		return nil, false, classUnavailable, fmt.Errorf("offload: build request for %s: %v: %w: %w", ep.InvokeURL, err, spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -349,11 +317,11 @@ func classifyHTTP(status int, data []byte, url string) (any, bool, class, error)
 		v, cold, err := parsePayload(data, "")
 		return v, cold, payloadClass(err), err
 	case status == http.StatusForbidden:
-		return nil, false, classUnavailable, fmt.Errorf("offload to %s: API key rejected (403 %s): %w: %w", url, apiMessage(data), spillway.ErrCloudUnavailable, ErrNotRun)
+		return nil, false, classUnavailable, fmt.Errorf("offload to %s: API key rejected (403 %s): %w: %w", url, apiMessage(data), spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
 	case status == http.StatusTooManyRequests:
-		return nil, false, classThrottled, fmt.Errorf("offload to %s: throttled (429 %s): %w: %w", url, apiMessage(data), spillway.ErrCloudUnavailable, ErrNotRun)
+		return nil, false, classThrottled, fmt.Errorf("offload to %s: throttled (429 %s): %w: %w", url, apiMessage(data), spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
 	case status == http.StatusRequestEntityTooLarge:
-		return nil, false, classFinal, fmt.Errorf("offload to %s: 413 %s: %w: %w", url, apiMessage(data), spillway.ErrPayloadTooLarge, ErrNotRun)
+		return nil, false, classFinal, fmt.Errorf("offload to %s: 413 %s: %w: %w", url, apiMessage(data), spillway.ErrPayloadTooLarge, spillway.ErrCloudNotRun)
 	case status == http.StatusGatewayTimeout:
 		// API Gateway gave up on the integration (its 29 s limit).
 		return nil, false, classFinal, fmt.Errorf("offload to %s: 504 %s: %w", url, apiMessage(data), spillway.ErrTimeout)
@@ -432,12 +400,12 @@ func (o *Offloader) invokeErr(ctx context.Context, name string, err error) error
 	}
 	var tooBig *ltypes.RequestTooLargeException
 	if errors.As(err, &tooBig) {
-		return fmt.Errorf("offload to Lambda %s: %v: %w: %w", name, err, spillway.ErrPayloadTooLarge, ErrNotRun)
+		return fmt.Errorf("offload to Lambda %s: %v: %w: %w", name, err, spillway.ErrPayloadTooLarge, spillway.ErrCloudNotRun)
 	}
 	var resp *awshttp.ResponseError
 	if !errors.As(err, &resp) || resp.HTTPStatusCode() == 0 {
 		if notSent(err) {
-			return fmt.Errorf("offload to Lambda %s: cannot reach the cloud: %v: %w: %w", name, err, spillway.ErrCloudUnavailable, ErrNotRun)
+			return fmt.Errorf("offload to Lambda %s: cannot reach the cloud: %v: %w: %w", name, err, spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
 		}
 		return fmt.Errorf("offload to Lambda %s: cannot reach the cloud: %v: %w", name, err, spillway.ErrCloudUnavailable)
 	}
@@ -445,7 +413,7 @@ func (o *Offloader) invokeErr(ctx context.Context, name string, err error) error
 	case code >= 500:
 		return fmt.Errorf("offload to Lambda %s: %v: %w: %w", name, err, spillway.ErrCloudUnavailable, errServerError)
 	case code == http.StatusTooManyRequests || code == http.StatusForbidden || code == http.StatusNotFound:
-		return fmt.Errorf("offload to Lambda %s: %v: %w: %w", name, err, spillway.ErrCloudUnavailable, ErrNotRun)
+		return fmt.Errorf("offload to Lambda %s: %v: %w: %w", name, err, spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
 	}
 	return fmt.Errorf("offload to Lambda %s: %v: %w", name, err, spillway.ErrCloudUnavailable)
 }
@@ -466,7 +434,7 @@ func (o *Offloader) transportErr(ctx context.Context, target string, err error) 
 		return fmt.Errorf("offload to %s: %w", target, ctx.Err())
 	}
 	if notSent(err) {
-		return fmt.Errorf("offload to %s: cannot reach the cloud: %v: %w: %w", target, err, spillway.ErrCloudUnavailable, ErrNotRun)
+		return fmt.Errorf("offload to %s: cannot reach the cloud: %v: %w: %w", target, err, spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
 	}
 	return fmt.Errorf("offload to %s: cannot reach the cloud or its answer was lost: %v: %w", target, err, spillway.ErrCloudUnavailable)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/testutil"
 )
 
@@ -262,12 +263,12 @@ func TestReplicas(t *testing.T) {
 		*Replica
 		changes atomic.Int32
 	}
-	open := func(id string, load Load) *rep {
+	open := func(id string, load spillway.Load) *rep {
 		r := &rep{}
 		var err error
 		r.Replica, err = Open(context.Background(), rdb, Config{
 			Pool: "pool", ID: id, Addr: id + ":8000", Tick: tick,
-			Load:         func() map[string]Load { return map[string]Load{"faas": load} },
+			Load:         func() map[string]spillway.Load { return map[string]spillway.Load{"faas": load} },
 			OnController: func(bool) { r.changes.Add(1) },
 		})
 		if err != nil {
@@ -276,9 +277,9 @@ func TestReplicas(t *testing.T) {
 		t.Cleanup(func() { r.Close(context.Background()) })
 		return r
 	}
-	a := open("a", Load{InFlight: 3, Queued: 1, ArrivalRate: 10})
-	b := open("b", Load{InFlight: 2, Queued: 4, ArrivalRate: 5})
-	c := open("c", Load{InFlight: 1, ArrivalRate: 1})
+	a := open("a", spillway.Load{InFlight: 3, Queued: 1, ArrivalRate: 10})
+	b := open("b", spillway.Load{InFlight: 2, Queued: 4, ArrivalRate: 5})
+	c := open("c", spillway.Load{InFlight: 1, ArrivalRate: 1})
 	all := []*rep{a, b, c}
 
 	if !a.Controller() || b.Controller() || c.Controller() {
@@ -287,10 +288,10 @@ func TestReplicas(t *testing.T) {
 	waitFor(t, 10*time.Second, "every replica sees the two others", func() bool {
 		return len(a.Peers()) == 2 && len(b.Peers()) == 2 && len(c.Peers()) == 2
 	})
-	if got, want := a.OthersLoad("faas"), (Load{InFlight: 3, Queued: 4, ArrivalRate: 6}); got != want {
+	if got, want := a.OthersLoad("faas"), (spillway.Load{InFlight: 3, Queued: 4, ArrivalRate: 6}); got != want {
 		t.Errorf("a's view of the others' load = %+v, want %+v", got, want)
 	}
-	if got := a.OthersLoad("other"); got != (Load{}) {
+	if got := a.OthersLoad("other"); got != (spillway.Load{}) {
 		t.Errorf("load of a function nobody serves = %+v", got)
 	}
 

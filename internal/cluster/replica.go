@@ -11,28 +11,18 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/spillway-faas/spillway"
 )
-
-// Load is one replica's load of one function.
-type Load struct {
-	InFlight    int     `json:"in_flight"`    // calls holding a worker slot
-	Queued      int     `json:"queued"`       // calls waiting for a slot
-	ArrivalRate float64 `json:"arrival_rate"` // calls per second
-}
-
-// Add sums two loads.
-func (a Load) Add(b Load) Load {
-	return Load{InFlight: a.InFlight + b.InFlight, Queued: a.Queued + b.Queued, ArrivalRate: a.ArrivalRate + b.ArrivalRate}
-}
 
 // Report is what a replica publishes each tick.
 type Report struct {
-	ID         string          `json:"lb_id"`
-	Addr       string          `json:"addr"`
-	Controller bool            `json:"controller"`
-	Generation int64           `json:"generation,omitempty"`
-	Functions  map[string]Load `json:"functions"`
-	At         time.Time       `json:"at"`
+	ID         string                   `json:"lb_id"`
+	Addr       string                   `json:"addr"`
+	Controller bool                     `json:"controller"`
+	Generation int64                    `json:"generation,omitempty"`
+	Functions  map[string]spillway.Load `json:"functions"`
+	At         time.Time                `json:"at"`
 }
 
 // Config describes one replica.
@@ -45,7 +35,7 @@ type Config struct {
 	// so another replica takes over within 3×Tick of the holder's death).
 	TTL time.Duration
 	// Load is this replica's load, read each tick.
-	Load func() map[string]Load
+	Load func() map[string]spillway.Load
 	// OnController learns each change of controllership; it runs on the
 	// replica's goroutine and must not block for long.
 	OnController func(controller bool)
@@ -237,8 +227,8 @@ func (r *Replica) Peers() []Report {
 }
 
 // OthersLoad sums the other live replicas' load of fn.
-func (r *Replica) OthersLoad(fn string) Load {
-	var sum Load
+func (r *Replica) OthersLoad(fn string) spillway.Load {
+	var sum spillway.Load
 	for _, p := range r.Peers() {
 		sum = sum.Add(p.Functions[fn])
 	}

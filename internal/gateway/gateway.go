@@ -1,7 +1,9 @@
 // Package gateway is lb's request path: it places each call on a local worker
 // or in the cloud through the policies, retries a call whose worker failed,
-// hands a call that ran past LOCAL_TIMEOUT to the cloud, keeps the counters and
-// metrics, and runs the elasticity loop that resizes the pool.
+// hands a call that ran past LOCAL_TIMEOUT to the cloud, keeps the call
+// counters and metrics, and serves lb's port (handler.go). It knows the pool
+// and the cloud only through the small interfaces below; what runs beside
+// the calls (rollout, elasticity, status) is internal/control's.
 package gateway
 
 import (
@@ -9,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -17,64 +20,39 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spillway-faas/spillway"
-	"github.com/spillway-faas/spillway/internal/cloud"
-	"github.com/spillway-faas/spillway/internal/cluster"
-	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/policy"
 )
 
-// Pool is the part of the worker pool the gateway needs.
+// Config is what the request path needs of lb's configuration.
+type Config struct {
+	FunctionName string        // FAAS_FUNCTION_NAME: the label of spillway_reruns_total
+	LocalTimeout time.Duration // LOCAL_TIMEOUT: a local call's deadline
+	// CloudTimeout (LAMBDA_TIMEOUT) bounds a cloud run: a call never
+	// outlives LocalTimeout + CloudTimeout + 5s.
+	CloudTimeout    time.Duration
+	LocalSlots      int    // MAX_SERVERS × WORKER_CONCURRENCY: the offload policy's MaxSlots
+	MaxQueued       int    // MAX_QUEUED: calls that may wait for a worker at once (0: no limit)
+	MaxRequestBytes int64  // LB_MAX_REQUEST_BYTES
+	AuthToken       string // LB_AUTH_TOKEN: required of every caller but /healthz when set
+	Pprof           bool   // LB_PPROF: serve /debug/pprof/
+}
+
+// Pool is the part of the worker pool the gateway needs (internal/pool.Pool).
 type Pool interface {
 	// Acquire waits for a free slot on a ready worker, or for ctx to end.
-	Acquire(ctx context.Context) (Lease, error)
+	Acquire(ctx context.Context) (spillway.Lease, error)
 	// TryAcquire takes a free slot if there is one now.
-	TryAcquire() (Lease, bool)
+	TryAcquire() (spillway.Lease, bool)
 	// Counts is a cheap snapshot of the pool's sizes and slots.
-	Counts() PoolCounts
+	Counts() spillway.PoolCounts
 }
 
-// Lease is one slot on one worker, held for one call.
-type Lease interface {
-	Worker() string
-	// ColdStart reports whether this is the worker's first call.
-	ColdStart() bool
-	// Call runs the function; a worker that cannot be reached fails with an
-	// error wrapping spillway.ErrWorkerFailed.
-	Call(ctx context.Context, param any) (any, error)
-	// Release gives the slot back; it is called exactly once.
-	Release()
-}
-
-// PoolCounts are the numbers the policies read.
-type PoolCounts struct {
-	Members       int // all members, starting ones included
-	Ready         int
-	ReadySlots    int
-	StartingSlots int
-	FreeSlots     int
-	Desired       int
-}
-
-// Cloud is the offload client.
+// Cloud is the offload client (internal/cloud.Offloader).
 type Cloud interface {
-	Invoke(ctx context.Context, c cloud.Call) (cloud.Result, error)
+	Invoke(ctx context.Context, c spillway.CloudCall) (spillway.CloudResult, error)
 	// Ready is false when the cloud is off, not deployed, or its breaker is open.
 	Ready() bool
 }
-
-// Cluster is what the gateway reads of the other lb replicas of its pool
-// (internal/cluster.Replica).
-type Cluster interface {
-	ID() string
-	// Controller reports whether this replica scales the pool now.
-	Controller() bool
-	// Peers are the other live replicas.
-	Peers() []cluster.Report
-	// OthersLoad sums the other live replicas' load of a function.
-	OthersLoad(function string) cluster.Load
-}
-
-var _ Cluster = (*cluster.Replica)(nil)
 
 // Deps are the gateway's collaborators, built by cmd/lb.
 type Deps struct {
@@ -83,14 +61,8 @@ type Deps struct {
 	Offloader policy.Offloader
 	// Budget is the cloud budget every path to the cloud spends from; the
 	// Offloader must share it (policy.OffloadConfig.Budget). nil: no caps.
-	Budget     *policy.Budget
-	Autoscaler policy.Autoscaler
-	Estimator  *policy.Estimator
-	// Scale applies the autoscaler's decision; nil disables the elasticity loop.
-	Scale func(desired int)
-	// Cluster is this lb's place among the pool's replicas; nil means a
-	// lone lb that is always the controller.
-	Cluster Cluster
+	Budget    *policy.Budget
+	Estimator *policy.Estimator
 	// Function is the function the workers run now (its Idempotent flag
 	// decides what may be retried); nil means the zero Function.
 	Function func() spillway.Function
@@ -98,21 +70,16 @@ type Deps struct {
 	// while it does not (a deploy of a new version failed or is under way)
 	// no call is sent to the cloud. nil means always.
 	CloudCurrent func() bool
-	// Details adds pool and cloud details to Status; nil adds nothing.
-	Details func() map[string]any
-	// Collectors are registered with the gateway's metrics (pool and cloud
-	// counters read at scrape time).
-	Collectors []prometheus.Collector
-	Log        *slog.Logger
-	Now        func() time.Time // nil means time.Now
-	// Events learns each scale decision that changes the pool's size; nil
-	// tells no one.
-	Events spillway.EventSink
+	// Metrics is the registry the gateway's instruments join (lb's
+	// /metrics); nil gives the gateway one of its own.
+	Metrics *prometheus.Registry
+	Log     *slog.Logger
+	Now     func() time.Time // nil means time.Now
 }
 
-// Gateway answers calls. Build it with New; Close stops its loops.
+// Gateway answers calls. Build it with New.
 type Gateway struct {
-	cfg     config.Config
+	cfg     Config
 	d       Deps
 	log     *slog.Logger
 	now     func() time.Time
@@ -124,26 +91,9 @@ type Gateway struct {
 	queued        atomic.Int64 // waiting for a worker slot
 	closing       atomic.Bool
 	ready         atomic.Bool
-	started       time.Time
 
 	countsMu sync.Mutex // guards counts
-	counts   counters
-
-	stop context.CancelFunc
-	wg   sync.WaitGroup
-}
-
-// counters are the totals status() reports.
-type counters struct {
-	Calls         int64            `json:"calls"`
-	Local         int64            `json:"local"`
-	Cloud         int64            `json:"cloud"`
-	Errors        int64            `json:"errors"`
-	ColdStarts    int64            `json:"cold_starts"`
-	Reasons       map[string]int64 `json:"reasons"`
-	ErrorsByFault map[string]int64 `json:"errors_by_fault"`
-	LastScale     string           `json:"last_scale"`
-	Busy          int64            `json:"busy"` // worker answers of busy, each placed again
+	counts   spillway.Counters
 }
 
 // timeoutMargin lets the worker's own timeout fault arrive before lb gives up
@@ -153,30 +103,17 @@ const timeoutMargin = 500 * time.Millisecond
 // maxLocalAttempts bounds retries of a call whose worker failed.
 const maxLocalAttempts = 3
 
-// New builds a gateway and starts its elasticity loop.
-func New(cfg config.Config, d Deps) *Gateway {
-	g := &Gateway{cfg: cfg, d: d, log: d.Log, now: d.Now, metrics: newMetrics()}
+// New builds a gateway.
+func New(cfg Config, d Deps) *Gateway {
+	g := &Gateway{cfg: cfg, d: d, log: d.Log, now: d.Now, metrics: newMetrics(d.Metrics)}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
 	if g.now == nil {
 		g.now = time.Now
 	}
-	g.started = g.now()
 	g.counts.Reasons = map[string]int64{}
 	g.counts.ErrorsByFault = map[string]int64{}
-	g.registerGauges()
-	g.metrics.registry.MustRegister(d.Collectors...)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	g.stop = cancel
-	if d.Scale != nil && d.Autoscaler != nil {
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			g.elasticity(ctx)
-		}()
-	}
 	return g
 }
 
@@ -205,12 +142,6 @@ func (g *Gateway) Drain(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the elasticity loop.
-func (g *Gateway) Close() {
-	g.stop()
-	g.wg.Wait()
-}
-
 // Invoke runs one call and reports where and how it ran.
 func (g *Gateway) Invoke(ctx context.Context, param any, opts InvokeOptions) (spillway.Invocation, error) {
 	if g.closing.Load() {
@@ -227,7 +158,7 @@ func (g *Gateway) Invoke(ctx context.Context, param any, opts InvokeOptions) (sp
 		g.d.Estimator.ObserveArrival(start)
 	}
 	// A call never outlives a local attempt plus a full cloud attempt.
-	budget := g.cfg.LocalTimeout + g.cfg.Cloud.LambdaTimeout + 5*time.Second
+	budget := g.cfg.LocalTimeout + g.cfg.CloudTimeout + 5*time.Second
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 
@@ -296,7 +227,7 @@ func (g *Gateway) place(ctx context.Context, c *call, opts InvokeOptions, start 
 			if err == nil || !errors.Is(err, spillway.ErrCloudUnavailable) || ctx.Err() != nil {
 				return inv, err
 			}
-			if !errors.Is(err, cloud.ErrNotRun) && !c.fn.Idempotent {
+			if !errors.Is(err, spillway.ErrCloudNotRun) && !c.fn.Idempotent {
 				// A 5xx or a lost answer: the function may have run, and it
 				// runs at most once unless published --idempotent.
 				return inv, err
@@ -336,7 +267,7 @@ func (g *Gateway) decide(waited time.Duration) policy.OffloadDecision {
 		InFlight:       int(g.localInFlight.Load()),
 		Queued:         int(g.queued.Load()),
 		CloudInFlight:  int(g.cloudInFlight.Load()),
-		MaxSlots:       g.cfg.LocalSlots(),
+		MaxSlots:       g.cfg.LocalSlots,
 		ReadySlots:     pc.ReadySlots,
 		StartingSlots:  pc.StartingSlots,
 		FreeSlots:      pc.FreeSlots,
@@ -362,7 +293,7 @@ var errWaitExpired = errors.New("local wait expired")
 
 // acquire takes a worker slot, waiting at most maxWait (0: until ctx ends).
 // At most MAX_QUEUED calls wait at once; past that a call fails at once.
-func (g *Gateway) acquire(ctx context.Context, maxWait time.Duration) (Lease, error) {
+func (g *Gateway) acquire(ctx context.Context, maxWait time.Duration) (spillway.Lease, error) {
 	if lease, ok := g.d.Pool.TryAcquire(); ok {
 		return lease, nil
 	}
@@ -402,7 +333,7 @@ func (g *Gateway) acquire(ctx context.Context, maxWait time.Duration) (Lease, er
 // Both are re-runs of a call that did not complete: the worker died or was
 // cut off mid-call (spillway.ErrWorkerFailed), or killed the call at its
 // deadline (spillway.ErrTimeout); each is counted in spillway_reruns_total.
-func (g *Gateway) runLocal(ctx context.Context, c *call, lease Lease, reason spillway.Reason, fallback bool) (spillway.Invocation, error) {
+func (g *Gateway) runLocal(ctx context.Context, c *call, lease spillway.Lease, reason spillway.Reason, fallback bool) (spillway.Invocation, error) {
 	for attempt := 1; ; attempt++ {
 		inv := spillway.Invocation{Route: spillway.RouteLocal, Worker: lease.Worker(), Reason: reason, ColdStart: lease.ColdStart()}
 		result, err := g.callWorker(ctx, lease, c.param)
@@ -463,7 +394,7 @@ func (g *Gateway) runLocal(ctx context.Context, c *call, lease Lease, reason spi
 }
 
 // callWorker runs one attempt and releases the lease.
-func (g *Gateway) callWorker(ctx context.Context, lease Lease, param any) (any, error) {
+func (g *Gateway) callWorker(ctx context.Context, lease spillway.Lease, param any) (any, error) {
 	g.localInFlight.Add(1)
 	start := g.now()
 	wctx, cancel := context.WithTimeout(ctx, g.cfg.LocalTimeout+timeoutMargin)
@@ -509,24 +440,24 @@ func (g *Gateway) takeBudget() bool {
 func (g *Gateway) runCloud(ctx context.Context, c *call, reason spillway.Reason, charged bool) (spillway.Invocation, error) {
 	inv := spillway.Invocation{Route: spillway.RouteCloud, Reason: reason}
 	if g.d.Cloud == nil {
-		return inv, fmt.Errorf("call needs the cloud (%s) but CLOUD=off: %w: %w", reasonText(reason), spillway.ErrCloudUnavailable, cloud.ErrNotRun)
+		return inv, fmt.Errorf("call needs the cloud (%s) but CLOUD=off: %w: %w", reasonText(reason), spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
 	}
 	if !g.cloudCurrent() {
 		err := fmt.Errorf("call needs the cloud (%s) but the cloud does not run the workers' version %d yet: %w: %w",
-			reasonText(reason), c.fn.Version, spillway.ErrCloudUnavailable, cloud.ErrNotRun)
+			reasonText(reason), c.fn.Version, spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
 		return inv, g.timeoutOr(reason, err)
 	}
 	if !charged && !g.takeBudget() {
 		g.metrics.budgetRefused.WithLabelValues(reasonText(reason)).Inc()
 		err := fmt.Errorf("call needs the cloud (%s) but CLOUD_MAX_RPS / CLOUD_MAX_COST_PER_HOUR is spent: %w: %w",
-			reasonText(reason), spillway.ErrBudgetExhausted, cloud.ErrNotRun)
+			reasonText(reason), spillway.ErrBudgetExhausted, spillway.ErrCloudNotRun)
 		return inv, g.timeoutOr(reason, err)
 	}
 	n := g.cloudInFlight.Add(1)
 	if g.d.Estimator != nil {
 		g.d.Estimator.ObserveCloudStart(int(n), g.now())
 	}
-	res, err := g.d.Cloud.Invoke(ctx, cloud.Call{
+	res, err := g.d.Cloud.Invoke(ctx, spillway.CloudCall{
 		ID:         c.id,
 		Param:      c.param,
 		Idempotent: c.fn.Idempotent,
@@ -617,70 +548,29 @@ func (g *Gateway) record(inv spillway.Invocation, err error) {
 	}
 }
 
-// Load is this replica's load of its function, for the other replicas'
-// controller.
-func (g *Gateway) Load() map[string]cluster.Load {
-	l := cluster.Load{InFlight: int(g.localInFlight.Load()), Queued: int(g.queued.Load())}
+// Calls are the gateway's calls: those in flight now and the totals.
+func (g *Gateway) Calls() spillway.CallStats {
+	st := spillway.CallStats{
+		InFlight:      g.inFlight.Load(),
+		LocalInFlight: g.localInFlight.Load(),
+		CloudInFlight: g.cloudInFlight.Load(),
+		Queued:        g.queued.Load(),
+	}
+	g.countsMu.Lock()
+	st.Counters = g.counts
+	st.Counters.Reasons = maps.Clone(g.counts.Reasons)
+	st.Counters.ErrorsByFault = maps.Clone(g.counts.ErrorsByFault)
+	g.countsMu.Unlock()
+	return st
+}
+
+// Load is this lb's load of its function: the calls holding or waiting for
+// a worker slot and their arrival rate, what the controller sizes the pool
+// for.
+func (g *Gateway) Load() spillway.Load {
+	l := spillway.Load{InFlight: int(g.localInFlight.Load()), Queued: int(g.queued.Load())}
 	if g.d.Estimator != nil {
 		l.ArrivalRate = g.d.Estimator.Estimates(g.now()).ArrivalRate
 	}
-	return map[string]cluster.Load{g.cfg.FunctionName: l}
+	return l
 }
-
-// elasticity is the collect–decide–act loop: every ELASTICITY_SLEEP it
-// snapshots the load, asks the autoscaler for a size and hands it to Scale.
-func (g *Gateway) elasticity(ctx context.Context) {
-	t := time.NewTicker(g.cfg.ElasticitySleep)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if g.d.Cluster != nil && !g.d.Cluster.Controller() {
-			continue // another replica sizes the pool
-		}
-		now := g.now()
-		pc := g.d.Pool.Counts()
-		snap := policy.ScaleSnapshot{
-			Now:      now,
-			Members:  pc.Members,
-			Ready:    pc.Ready,
-			InFlight: int(g.localInFlight.Load()),
-			Queued:   int(g.queued.Load()),
-		}
-		if g.d.Estimator != nil {
-			est := g.d.Estimator.Estimates(now)
-			snap.ArrivalRate = est.ArrivalRate
-			snap.ServiceTime = est.LocalService
-			snap.ColdStart = est.WorkerColdStart
-		}
-		if g.d.Cluster != nil {
-			// The pool serves every replica: size it for their sum.
-			o := g.d.Cluster.OthersLoad(g.cfg.FunctionName)
-			snap.InFlight += o.InFlight
-			snap.Queued += o.Queued
-			snap.ArrivalRate += o.ArrivalRate
-		}
-		dec := g.d.Autoscaler.Decide(snap)
-		if dec.Desired != pc.Desired {
-			g.log.Info("scale", "from", pc.Desired, "to", dec.Desired, "reason", dec.Reason,
-				"in_flight", snap.InFlight, "queued", snap.Queued, "rate", fmt.Sprintf("%.1f/s", snap.ArrivalRate))
-			g.countsMu.Lock()
-			g.counts.LastScale = fmt.Sprintf("%s %d->%d (%s)", now.UTC().Format(time.RFC3339), pc.Desired, dec.Desired, dec.Reason)
-			g.countsMu.Unlock()
-			if g.d.Events != nil {
-				kind := spillway.EventScaleUp
-				if dec.Desired < pc.Desired {
-					kind = spillway.EventScaleDown
-				}
-				g.d.Events.Event(kind, fmt.Sprintf("%d → %d workers: %s (in flight %d, queued %d, %.1f calls/s)",
-					pc.Desired, dec.Desired, dec.Reason, snap.InFlight, snap.Queued, snap.ArrivalRate))
-			}
-		}
-		g.d.Scale(dec.Desired)
-	}
-}
-
-var _ Cloud = (*cloud.Offloader)(nil)

@@ -10,9 +10,6 @@ import (
 	"time"
 
 	"github.com/spillway-faas/spillway"
-	"github.com/spillway-faas/spillway/internal/cloud"
-	"github.com/spillway-faas/spillway/internal/cluster"
-	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/policy"
 )
 
@@ -38,7 +35,7 @@ func newFakePool(workers ...string) *fakePool {
 	return p
 }
 
-func (p *fakePool) take() Lease {
+func (p *fakePool) take() spillway.Lease {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	w := p.free[0]
@@ -47,7 +44,7 @@ func (p *fakePool) take() Lease {
 	return &fakeLease{pool: p, worker: w}
 }
 
-func (p *fakePool) Acquire(ctx context.Context) (Lease, error) {
+func (p *fakePool) Acquire(ctx context.Context) (spillway.Lease, error) {
 	select {
 	case <-p.slots:
 		return p.take(), nil
@@ -56,7 +53,7 @@ func (p *fakePool) Acquire(ctx context.Context) (Lease, error) {
 	}
 }
 
-func (p *fakePool) TryAcquire() (Lease, bool) {
+func (p *fakePool) TryAcquire() (spillway.Lease, bool) {
 	select {
 	case <-p.slots:
 		return p.take(), true
@@ -65,10 +62,10 @@ func (p *fakePool) TryAcquire() (Lease, bool) {
 	}
 }
 
-func (p *fakePool) Counts() PoolCounts {
+func (p *fakePool) Counts() spillway.PoolCounts {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return PoolCounts{Members: p.total, Ready: p.total, ReadySlots: p.total, FreeSlots: len(p.free), Desired: int(p.desired.Load())}
+	return spillway.PoolCounts{Members: p.total, Ready: p.total, ReadySlots: p.total, FreeSlots: len(p.free), Desired: int(p.desired.Load())}
 }
 
 type fakeLease struct {
@@ -97,30 +94,42 @@ func (l *fakeLease) Release() {
 type fakeCloud struct {
 	ready bool
 	calls atomic.Int64
-	fn    func(ctx context.Context, param any) (cloud.Result, error)
+	fn    func(ctx context.Context, param any) (spillway.CloudResult, error)
 }
 
 func (c *fakeCloud) Ready() bool { return c.ready }
-func (c *fakeCloud) Invoke(ctx context.Context, call cloud.Call) (cloud.Result, error) {
+func (c *fakeCloud) Invoke(ctx context.Context, call spillway.CloudCall) (spillway.CloudResult, error) {
 	c.calls.Add(1)
 	if c.fn != nil {
 		return c.fn(ctx, call.Param)
 	}
-	return cloud.Result{Value: fmt.Sprint("cloud:", call.Param), Latency: time.Millisecond}, nil
+	return spillway.CloudResult{Value: fmt.Sprint("cloud:", call.Param), Latency: time.Millisecond}, nil
 }
 
-func testConfig(t *testing.T, env map[string]string) config.Config {
-	t.Helper()
-	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
+// setup is what a test configures: the gateway's Config and the offload
+// policy's settings, lb's defaults unless a test changes them.
+type setup struct {
+	Config
+	offload      string        // OFFLOAD_POLICY
+	queueTimeout time.Duration // QUEUE_TIMEOUT
+	cloudMaxRPS  float64       // CLOUD_MAX_RPS
+}
+
+func testConfig(edits ...func(*setup)) setup {
+	s := setup{
+		Config: Config{FunctionName: "faas", LocalTimeout: 5 * time.Second, CloudTimeout: 30 * time.Second,
+			LocalSlots: 4, MaxQueued: 1000, MaxRequestBytes: 1 << 20},
+		offload: "overflow",
 	}
-	return cfg
+	for _, edit := range edits {
+		edit(&s)
+	}
+	return s
 }
 
-func newTestGateway(t *testing.T, cfg config.Config, p Pool, c Cloud) *Gateway {
+func newTestGateway(t *testing.T, cfg setup, p Pool, c Cloud) *Gateway {
 	t.Helper()
-	off, err := policy.NewOffloader(cfg.OffloadPolicy, policy.OffloadConfig{QueueTimeout: cfg.QueueTimeout})
+	off, err := policy.NewOffloader(cfg.offload, policy.OffloadConfig{QueueTimeout: cfg.queueTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,9 +137,8 @@ func newTestGateway(t *testing.T, cfg config.Config, p Pool, c Cloud) *Gateway {
 	if c != nil {
 		d.Cloud = c
 	}
-	g := New(cfg, d)
+	g := New(cfg.Config, d)
 	g.SetReady(true)
-	t.Cleanup(g.Close)
 	return g
 }
 
@@ -141,7 +149,7 @@ func echo(ctx context.Context, worker string, param any) (any, error) {
 func TestLocalCallsSpreadAndReport(t *testing.T) {
 	p := newFakePool("w1", "w2")
 	p.callFn = echo
-	g := newTestGateway(t, testConfig(t, nil), p, &fakeCloud{ready: true})
+	g := newTestGateway(t, testConfig(), p, &fakeCloud{ready: true})
 	inv, err := g.Invoke(context.Background(), "20", InvokeOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +164,7 @@ func TestLocalCallsSpreadAndReport(t *testing.T) {
 
 func TestOverflowGoesToCloudAtMaxSlots(t *testing.T) {
 	// MAX_SERVERS=2: two slow local calls fill every slot; the third overflows.
-	cfg := testConfig(t, map[string]string{"NUMBER_OF_SERVERS": "1", "MAX_SERVERS": "2"})
+	cfg := testConfig(func(s *setup) { s.LocalSlots = 2 }) // MAX_SERVERS=2
 	p := newFakePool("w1", "w2")
 	release := make(chan struct{})
 	p.callFn = func(ctx context.Context, w string, param any) (any, error) {
@@ -186,7 +194,7 @@ func TestOverflowGoesToCloudAtMaxSlots(t *testing.T) {
 	if inv.Route != spillway.RouteCloud || inv.Reason != spillway.ReasonOverflow {
 		t.Errorf("third call = route %q reason %q, want cloud/overflow", inv.Route, inv.Reason)
 	}
-	st := g.Status()
+	st := g.Calls()
 	if st.Counters.Calls != 3 || st.Counters.Cloud != 1 || st.Counters.Reasons["overflow"] != 1 {
 		t.Errorf("counters = %+v", st.Counters)
 	}
@@ -196,10 +204,10 @@ func TestRefusedOffloadFallsBackToLocal(t *testing.T) {
 	// OFFLOAD_POLICY=always, but the cloud answers 429 after its retries.
 	p := newFakePool("w1")
 	p.callFn = echo
-	c := &fakeCloud{ready: true, fn: func(ctx context.Context, param any) (cloud.Result, error) {
-		return cloud.Result{}, fmt.Errorf("offload: HTTP 429: %w: %w", spillway.ErrCloudUnavailable, cloud.ErrNotRun)
+	c := &fakeCloud{ready: true, fn: func(ctx context.Context, param any) (spillway.CloudResult, error) {
+		return spillway.CloudResult{}, fmt.Errorf("offload: HTTP 429: %w: %w", spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
 	}}
-	g := newTestGateway(t, testConfig(t, map[string]string{"OFFLOAD_POLICY": "always"}), p, c)
+	g := newTestGateway(t, testConfig(func(s *setup) { s.offload = "always" }), p, c)
 	inv, err := g.Invoke(context.Background(), "x", InvokeOptions{})
 	if err != nil || inv.Route != spillway.RouteLocal || c.calls.Load() != 1 {
 		t.Errorf("Invoke = %+v, %v (cloud calls %d); want a local answer after the refusal", inv, err, c.calls.Load())
@@ -212,7 +220,7 @@ func TestRefusedOffloadFallsBackToLocal(t *testing.T) {
 
 func TestBelowMaxSlotsWaitsForLocal(t *testing.T) {
 	// One ready worker but MAX_SERVERS=2: the second call waits (reference rule).
-	cfg := testConfig(t, map[string]string{"NUMBER_OF_SERVERS": "1", "MAX_SERVERS": "2"})
+	cfg := testConfig(func(s *setup) { s.LocalSlots = 2 }) // MAX_SERVERS=2
 	p := newFakePool("w1")
 	p.callFn = func(ctx context.Context, w string, param any) (any, error) {
 		time.Sleep(50 * time.Millisecond)
@@ -258,7 +266,7 @@ func TestTimeoutGoesToCloud(t *testing.T) {
 			if tt.cloud != nil {
 				c = tt.cloud
 			}
-			g := newTestGateway(t, testConfig(t, nil), p, c)
+			g := newTestGateway(t, testConfig(), p, c)
 			inv, err := g.Invoke(context.Background(), "x", InvokeOptions{})
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
@@ -274,7 +282,7 @@ func TestTimeoutGoesToCloud(t *testing.T) {
 }
 
 func TestHungWorkerCountsAsTimeout(t *testing.T) {
-	cfg := testConfig(t, map[string]string{"LOCAL_TIMEOUT": "100ms", "CLOUD": "off"})
+	cfg := testConfig(func(s *setup) { s.LocalTimeout = 100 * time.Millisecond })
 	p := newFakePool("w1")
 	p.callFn = func(ctx context.Context, w string, param any) (any, error) {
 		<-ctx.Done()
@@ -301,7 +309,7 @@ func TestFailedWorkerIsRetriedElsewhere(t *testing.T) {
 		}
 		return "ok", nil
 	}
-	g := newTestGateway(t, testConfig(t, nil), p, &fakeCloud{ready: true})
+	g := newTestGateway(t, testConfig(), p, &fakeCloud{ready: true})
 	for range 4 {
 		inv, err := g.Invoke(context.Background(), "x", InvokeOptions{})
 		if err != nil || inv.Result != "ok" || inv.Worker != "alive" {
@@ -319,7 +327,7 @@ func TestFunctionErrorIsNotRetried(t *testing.T) {
 		return nil, &spillway.FunctionError{Type: "ZeroDivisionError", Message: "division by zero"}
 	}
 	c := &fakeCloud{ready: true}
-	g := newTestGateway(t, testConfig(t, nil), p, c)
+	g := newTestGateway(t, testConfig(), p, c)
 	_, err := g.Invoke(context.Background(), "x", InvokeOptions{})
 	if spillway.FaultCode(err) != spillway.FaultApplication {
 		t.Fatalf("err = %v, want an application fault", err)
@@ -332,7 +340,7 @@ func TestFunctionErrorIsNotRetried(t *testing.T) {
 func TestForcedRoutes(t *testing.T) {
 	p := newFakePool("w1")
 	p.callFn = echo
-	g := newTestGateway(t, testConfig(t, map[string]string{"OFFLOAD_POLICY": "always"}), p, &fakeCloud{ready: true})
+	g := newTestGateway(t, testConfig(func(s *setup) { s.offload = "always" }), p, &fakeCloud{ready: true})
 	for _, route := range []spillway.Route{spillway.RouteLocal, spillway.RouteCloud} {
 		inv, err := g.Invoke(context.Background(), "x", InvokeOptions{Route: route})
 		if err != nil || inv.Route != route || inv.Reason != spillway.ReasonForced {
@@ -349,7 +357,7 @@ func TestQueuedCallPastItsDeadlineIsATimeout(t *testing.T) {
 		<-block
 		return "late", nil
 	}
-	g := newTestGateway(t, testConfig(t, map[string]string{"CLOUD": "off", "OFFLOAD_POLICY": "never"}), p, nil)
+	g := newTestGateway(t, testConfig(func(s *setup) { s.offload = "never" }), p, nil)
 	go func() { _, _ = g.Invoke(context.Background(), "first", InvokeOptions{}) }()
 	waitFor(t, func() bool { return p.calls.Load() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -363,7 +371,7 @@ func TestQueuedCallPastItsDeadlineIsATimeout(t *testing.T) {
 func TestDrainRefusesNewCalls(t *testing.T) {
 	p := newFakePool("w1")
 	p.callFn = echo
-	g := newTestGateway(t, testConfig(t, nil), p, nil)
+	g := newTestGateway(t, testConfig(), p, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if err := g.Drain(ctx); err != nil {
@@ -377,7 +385,7 @@ func TestDrainRefusesNewCalls(t *testing.T) {
 // TestAccountingUnderConcurrency: many callers, random outcomes; every lease
 // is released once and the gauges return to zero.
 func TestAccountingUnderConcurrency(t *testing.T) {
-	cfg := testConfig(t, map[string]string{"NUMBER_OF_SERVERS": "2", "MAX_SERVERS": "4", "WORKER_CONCURRENCY": "2"})
+	cfg := testConfig(func(s *setup) { s.LocalSlots = 8 }) // MAX_SERVERS=4, WORKER_CONCURRENCY=2
 	p := newFakePool("a1", "a2", "b1", "b2")
 	var n atomic.Int64
 	p.callFn = func(ctx context.Context, w string, param any) (any, error) {
@@ -402,7 +410,7 @@ func TestAccountingUnderConcurrency(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	st := g.Status()
+	st := g.Calls()
 	if p.leases.Load() != 0 || st.InFlight != 0 || st.LocalInFlight != 0 || st.Queued != 0 || st.CloudInFlight != 0 {
 		t.Errorf("after the storm: leases %d, status %+v", p.leases.Load(), st)
 	}
@@ -434,91 +442,18 @@ func TestBusyWorkerIsPlacedAgainNotFailed(t *testing.T) {
 		return w, nil
 	}
 	c := &fakeCloud{ready: true}
-	g := newTestGateway(t, testConfig(t, nil), p, c)
+	g := newTestGateway(t, testConfig(), p, c)
 	for _, opts := range []InvokeOptions{{}, {}, {Route: spillway.RouteLocal}, {Route: spillway.RouteLocal}, {}} {
 		inv, err := g.Invoke(context.Background(), "x", opts)
 		if err != nil || inv.Route != spillway.RouteLocal {
 			t.Fatalf("Invoke(%+v) = %+v, %v; want a local result", opts, inv, err)
 		}
 	}
-	st := g.Status()
+	st := g.Calls()
 	if st.Counters.Errors != 0 || st.Counters.Busy != 3 || c.calls.Load() != 0 {
 		t.Errorf("errors %d, busy %d, cloud calls %d; want 0, 3, 0", st.Counters.Errors, st.Counters.Busy, c.calls.Load())
 	}
 	if p.leases.Load() != 0 {
 		t.Errorf("%d leases still held", p.leases.Load())
-	}
-}
-
-// fakeCluster is the other replicas as the gateway sees them.
-type fakeCluster struct {
-	controller atomic.Bool
-	others     cluster.Load
-}
-
-func (c *fakeCluster) ID() string       { return "lb-a" }
-func (c *fakeCluster) Controller() bool { return c.controller.Load() }
-func (c *fakeCluster) Peers() []cluster.Report {
-	return []cluster.Report{{ID: "lb-b", Controller: !c.controller.Load()}}
-}
-func (c *fakeCluster) OthersLoad(fn string) cluster.Load { return c.others }
-
-type autoscalerFunc func(policy.ScaleSnapshot) policy.ScaleDecision
-
-func (f autoscalerFunc) Decide(s policy.ScaleSnapshot) policy.ScaleDecision { return f(s) }
-
-func TestControllerSizesForAllReplicas(t *testing.T) {
-	cfg := testConfig(t, map[string]string{"ELASTICITY_SLEEP": "10ms"})
-	cl := &fakeCluster{others: cluster.Load{InFlight: 7, Queued: 5, ArrivalRate: 40}}
-	snaps := make(chan policy.ScaleSnapshot, 100)
-	scaled := make(chan int, 100)
-	off, err := policy.NewOffloader(cfg.OffloadPolicy, policy.OffloadConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := New(cfg, Deps{
-		Pool: newFakePool("w1"), Offloader: off, Cluster: cl,
-		Autoscaler: autoscalerFunc(func(s policy.ScaleSnapshot) policy.ScaleDecision {
-			select {
-			case snaps <- s:
-			default:
-			}
-			return policy.ScaleDecision{Desired: 4}
-		}),
-		Scale: func(n int) {
-			select {
-			case scaled <- n:
-			default:
-			}
-		},
-	})
-	t.Cleanup(g.Close)
-
-	// A follower neither decides nor scales.
-	time.Sleep(100 * time.Millisecond) // ten ticks; a follower must stay quiet through all of them
-	if len(snaps) != 0 || len(scaled) != 0 {
-		t.Fatalf("follower decided %d times and scaled %d times, want never", len(snaps), len(scaled))
-	}
-	st := g.Status()
-	if st.LBID != "lb-a" || st.Controller || len(st.Replicas) != 2 || !st.Replicas[1].Controller {
-		t.Errorf("follower status lb_id %q controller %v replicas %+v", st.LBID, st.Controller, st.Replicas)
-	}
-
-	cl.controller.Store(true)
-	select {
-	case s := <-snaps:
-		if s.InFlight != 7 || s.Queued != 5 || s.ArrivalRate < 40 {
-			t.Errorf("controller's snapshot %+v, want the other replicas' 7 in flight, 5 queued, >= 40/s", s)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the controller never decided")
-	}
-	select {
-	case n := <-scaled:
-		if n != 4 {
-			t.Errorf("scaled to %d, want 4", n)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the controller never scaled")
 	}
 }

@@ -16,8 +16,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/spillway-faas/spillway"
-	"github.com/spillway-faas/spillway/internal/cloud"
-	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/policy"
 	"github.com/spillway-faas/spillway/internal/testutil"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
@@ -26,15 +24,15 @@ import (
 // guardGateway builds a gateway whose clock stands still (so a budget never
 // refills during a test) and whose budget, when limited, is shared by the
 // policy and every other cloud path, as cmd/lb wires it.
-func guardGateway(t *testing.T, cfg config.Config, p Pool, c Cloud, fn spillway.Function, log *slog.Logger) *Gateway {
+func guardGateway(t *testing.T, cfg setup, p Pool, c Cloud, fn spillway.Function, log *slog.Logger) *Gateway {
 	t.Helper()
-	ocfg := policy.OffloadConfig{QueueTimeout: cfg.QueueTimeout, CloudMaxRPS: cfg.CloudMaxRPS, BudgetBurst: cfg.CloudBudgetBurst}
+	ocfg := policy.OffloadConfig{QueueTimeout: cfg.queueTimeout, CloudMaxRPS: cfg.cloudMaxRPS, BudgetBurst: time.Second}
 	budget, err := policy.NewBudget(ocfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ocfg.Budget = budget
-	off, err := policy.NewOffloader(cfg.OffloadPolicy, ocfg)
+	off, err := policy.NewOffloader(cfg.offload, ocfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,9 +43,8 @@ func guardGateway(t *testing.T, cfg config.Config, p Pool, c Cloud, fn spillway.
 	if c != nil {
 		d.Cloud = c
 	}
-	g := New(cfg, d)
+	g := New(cfg.Config, d)
 	g.SetReady(true)
-	t.Cleanup(g.Close)
 	return g
 }
 
@@ -63,30 +60,32 @@ func TestBudgetBindsEveryCloudPath(t *testing.T) {
 	}
 	paths := []struct {
 		name     string
-		env      map[string]string
+		offload  string // OFFLOAD_POLICY; "" for the default
 		worker   func(ctx context.Context, w string, param any) (any, error)
 		opts     InvokeOptions
 		overCode int // the fault past the budget
 	}{
-		{"forced", nil, echo, InvokeOptions{Route: spillway.RouteCloud}, spillway.FaultBudgetExhausted},
-		{"timeout", nil, timeoutWorker, InvokeOptions{}, spillway.FaultTimeout},
-		{"retry", nil, failedWorker, InvokeOptions{}, spillway.FaultBudgetExhausted},
-		{"policy", map[string]string{"OFFLOAD_POLICY": "always"}, echo, InvokeOptions{}, 0},
+		{"forced", "", echo, InvokeOptions{Route: spillway.RouteCloud}, spillway.FaultBudgetExhausted},
+		{"timeout", "", timeoutWorker, InvokeOptions{}, spillway.FaultTimeout},
+		{"retry", "", failedWorker, InvokeOptions{}, spillway.FaultBudgetExhausted},
+		{"policy", "always", echo, InvokeOptions{}, 0},
 	}
 	for _, path := range paths {
 		for _, protected := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s/budget=%v", path.name, protected), func(t *testing.T) {
-				env := map[string]string{"LOCAL_TIMEOUT": "1s"}
-				for k, v := range path.env {
-					env[k] = v
-				}
-				if protected {
-					env["CLOUD_MAX_RPS"] = "2"
-				}
+				cfg := testConfig(func(s *setup) {
+					s.LocalTimeout = time.Second
+					if path.offload != "" {
+						s.offload = path.offload
+					}
+					if protected {
+						s.cloudMaxRPS = 2
+					}
+				})
 				p := newFakePool("w1")
 				p.callFn = path.worker
 				c := &fakeCloud{ready: true}
-				g := guardGateway(t, testConfig(t, env), p, c, spillway.Function{}, nil)
+				g := guardGateway(t, cfg, p, c, spillway.Function{}, nil)
 				var over int
 				for range 20 {
 					_, err := g.Invoke(context.Background(), "x", path.opts)
@@ -120,13 +119,14 @@ func TestBudgetBindsMulticall(t *testing.T) {
 	// 20 calls: 2 reach the cloud, 18 get -32003. Without a budget, 20 do.
 	for _, protected := range []bool{true, false} {
 		t.Run(fmt.Sprintf("budget=%v", protected), func(t *testing.T) {
-			env := map[string]string{}
-			if protected {
-				env["CLOUD_MAX_RPS"] = "2"
-			}
+			cfg := testConfig(func(s *setup) {
+				if protected {
+					s.cloudMaxRPS = 2
+				}
+			})
 			c := &fakeCloud{ready: true}
-			g := guardGateway(t, testConfig(t, env), newFakePool("w1"), c, spillway.Function{}, nil)
-			srv := httptest.NewServer(g.Handler())
+			g := guardGateway(t, cfg, newFakePool("w1"), c, spillway.Function{}, nil)
+			srv := httptest.NewServer(g.Handler(callsReporter{g}))
 			defer srv.Close()
 			calls := make([]any, 20)
 			for i := range calls {
@@ -161,10 +161,10 @@ func TestCloudServerErrorRunsAtMostOnce(t *testing.T) {
 		t.Run(fmt.Sprintf("idempotent=%v", idempotent), func(t *testing.T) {
 			p := newFakePool("w1")
 			p.callFn = echo
-			c := &fakeCloud{ready: true, fn: func(ctx context.Context, param any) (cloud.Result, error) {
-				return cloud.Result{}, fmt.Errorf("offload: 500: %w", spillway.ErrCloudUnavailable)
+			c := &fakeCloud{ready: true, fn: func(ctx context.Context, param any) (spillway.CloudResult, error) {
+				return spillway.CloudResult{}, fmt.Errorf("offload: 500: %w", spillway.ErrCloudUnavailable)
 			}}
-			cfg := testConfig(t, map[string]string{"OFFLOAD_POLICY": "always"})
+			cfg := testConfig(func(s *setup) { s.offload = "always" })
 			g := guardGateway(t, cfg, p, c, spillway.Function{Name: "faas", Idempotent: idempotent}, nil)
 			_, err := g.Invoke(context.Background(), "x", InvokeOptions{})
 			reruns := counterValue(t, g.metrics.reruns.WithLabelValues("faas", "cloud_refused"))
@@ -192,8 +192,8 @@ func TestFaultsCarryNoInternalAddresses(t *testing.T) {
 	}
 	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	g := guardGateway(t, testConfig(t, nil), p, nil, spillway.Function{}, log)
-	srv := httptest.NewServer(g.Handler())
+	g := guardGateway(t, testConfig(), p, nil, spillway.Function{}, log)
+	srv := httptest.NewServer(g.Handler(callsReporter{g}))
 	defer srv.Close()
 
 	err := xmlrpc.NewClient(srv.URL, nil).Call(context.Background(), "call_faas", []any{"x"}, nil)
@@ -235,9 +235,9 @@ func TestQueueBoundedByMaxQueued(t *testing.T) {
 	// (MAX_QUEUED large) the third waits too.
 	for _, bounded := range []bool{true, false} {
 		t.Run(fmt.Sprintf("bounded=%v", bounded), func(t *testing.T) {
-			max := "1"
+			max := 1
 			if !bounded {
-				max = "1000"
+				max = 1000
 			}
 			p := newFakePool("w1")
 			release := make(chan struct{})
@@ -245,7 +245,7 @@ func TestQueueBoundedByMaxQueued(t *testing.T) {
 				<-release
 				return "ok", nil
 			}
-			g := newTestGateway(t, testConfig(t, map[string]string{"MAX_QUEUED": max, "CLOUD": "off"}), p, nil)
+			g := newTestGateway(t, testConfig(func(s *setup) { s.MaxQueued = max }), p, nil)
 			var wg sync.WaitGroup
 			var done atomic.Int64
 			start := func() {
@@ -292,13 +292,12 @@ func TestStaleCloudTakesNoCall(t *testing.T) {
 		return nil, fmt.Errorf("worker says: %w", spillway.ErrTimeout)
 	}
 	c := &fakeCloud{ready: true}
-	cfg := testConfig(t, nil)
-	off, err := policy.NewOffloader(cfg.OffloadPolicy, policy.OffloadConfig{})
+	cfg := testConfig()
+	off, err := policy.NewOffloader(cfg.offload, policy.OffloadConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := New(cfg, Deps{Pool: p, Cloud: c, Offloader: off, CloudCurrent: current.Load})
-	t.Cleanup(g.Close)
+	g := New(cfg.Config, Deps{Pool: p, Cloud: c, Offloader: off, CloudCurrent: current.Load})
 	g.SetReady(true)
 
 	if _, err := g.Invoke(context.Background(), "x", InvokeOptions{}); !errors.Is(err, spillway.ErrTimeout) {
@@ -315,6 +314,15 @@ func TestStaleCloudTakesNoCall(t *testing.T) {
 	if err != nil || inv.Route != spillway.RouteCloud || c.calls.Load() != 1 {
 		t.Errorf("with the cloud current: %+v, %v; want the timed-out call taken over by the cloud", inv, err)
 	}
+}
+
+// callsReporter reports the gateway's own calls as the status.
+type callsReporter struct{ g *Gateway }
+
+func (r callsReporter) Status() spillway.Status {
+	c := r.g.Calls()
+	return spillway.Status{Ready: r.g.Ready(), InFlight: c.InFlight, LocalInFlight: c.LocalInFlight,
+		CloudInFlight: c.CloudInFlight, Queued: c.Queued, Counters: c.Counters}
 }
 
 // counterValue reads one counter.

@@ -5,8 +5,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// metrics are the lb's Prometheus instruments, on a registry of their own so
-// that tests can build many gateways in one process.
+// metrics are the request path's Prometheus instruments, on lb's registry
+// (Deps.Metrics) or, when none is given, on one of their own so that tests
+// can build many gateways in one process.
 type metrics struct {
 	registry      *prometheus.Registry
 	calls         *prometheus.CounterVec   // route, reason, outcome
@@ -23,9 +24,12 @@ type metrics struct {
 // latencyBuckets span a no-op call (sub-millisecond) to a Lambda timeout.
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 
-func newMetrics() *metrics {
+func newMetrics(reg *prometheus.Registry) *metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	m := &metrics{
-		registry: prometheus.NewRegistry(),
+		registry: reg,
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_calls_total",
 			Help: "Calls answered, by route (local, cloud), offload reason and outcome (ok, function_error, timeout, error).",
@@ -67,9 +71,4 @@ func newMetrics() *metrics {
 	m.registry.MustRegister(m.calls, m.latency, m.coldStart, m.inFlight, m.queued, m.busy, m.queueFull, m.reruns, m.budgetRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
-}
-
-// gaugeFunc registers a gauge read from f at scrape time.
-func (m *metrics) gaugeFunc(name, help string, f func() float64) {
-	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 }

@@ -65,7 +65,7 @@ func openDocker(t *testing.T) *docker.Backend {
 func callWithRetry(ctx context.Context, p *pool.Pool, param string) (any, error) {
 	var err error
 	for range 3 {
-		var l *pool.Lease
+		var l spillway.Lease
 		l, err = p.Acquire(ctx)
 		if err != nil {
 			return nil, err

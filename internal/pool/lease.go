@@ -13,6 +13,8 @@ import (
 	"github.com/spillway-faas/spillway/internal/workerapi"
 )
 
+var _ spillway.Lease = (*Lease)(nil)
+
 // Lease is one call slot on one member. Every lease from Acquire or
 // TryAcquire must be released exactly once; a second Release is a no-op
 // that logs the bug.
@@ -124,7 +126,7 @@ func (l *Lease) Release() {
 // Acquire waits, first come first served, for a free slot on a ready
 // member and leases it. It fails with ctx's error when ctx ends first and
 // with spillway.ErrUnavailable once the pool is closing.
-func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
+func (p *Pool) Acquire(ctx context.Context) (spillway.Lease, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -143,7 +145,10 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 
 	select {
 	case <-w.ch:
-		return w.lease, w.err
+		if w.err != nil {
+			return nil, w.err
+		}
+		return w.lease, nil
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
@@ -164,7 +169,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Lease, error) {
 
 // TryAcquire leases a free slot if one is free now and nobody is waiting
 // for one; it never blocks.
-func (p *Pool) TryAcquire() (*Lease, bool) {
+func (p *Pool) TryAcquire() (spillway.Lease, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || len(p.waiters) > 0 {

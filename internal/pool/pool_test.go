@@ -513,7 +513,7 @@ func TestChaos(t *testing.T) {
 				}
 				var err error
 				for range 4 {
-					var l *Lease
+					var l spillway.Lease
 					if l, err = p.Acquire(ctx); err != nil {
 						break
 					}

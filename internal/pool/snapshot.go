@@ -1,6 +1,10 @@
 package pool
 
-import "time"
+import (
+	"time"
+
+	"github.com/spillway-faas/spillway"
+)
 
 // MemberInfo is one member as Snapshot reports it.
 type MemberInfo struct {
@@ -65,22 +69,11 @@ func (p *Pool) Snapshot() Snapshot {
 	return s
 }
 
-// Counts are the sizes the policies read, cheap to take on every call.
-// Its fields match gateway.PoolCounts, so one converts to the other.
-type Counts struct {
-	Members       int // all members, starting ones included, draining ones not
-	Ready         int
-	ReadySlots    int // slots of ready members
-	StartingSlots int // slots of members still starting
-	FreeSlots     int // free slots of ready members
-	Desired       int
-}
-
 // Counts takes the sizes under a short lock without allocating.
-func (p *Pool) Counts() Counts {
+func (p *Pool) Counts() spillway.PoolCounts {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c := Counts{Desired: p.desired}
+	c := spillway.PoolCounts{Desired: p.desired}
 	for _, m := range p.members {
 		switch m.state {
 		case StateStarting:

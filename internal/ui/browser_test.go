@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/spillway-faas/spillway"
-	"github.com/spillway-faas/spillway/internal/gateway"
 	"github.com/spillway-faas/spillway/internal/testutil"
 	"github.com/spillway-faas/spillway/internal/testutil/browsertest"
 )
@@ -87,7 +86,7 @@ func TestPageInBrowser(t *testing.T) {
 				src.latency.WithLabelValues("local").Observe(0.04)
 				src.latency.WithLabelValues("cloud").Observe(0.2)
 			}
-			src.edit(func(st *gateway.Status) {
+			src.edit(func(st *spillway.Status) {
 				st.Counters.Local, st.Counters.Cloud, st.Counters.Calls = 300, 100, 400
 				st.Counters.Reasons = map[string]int64{"overflow": 90, "timeout": 10}
 			})
@@ -124,12 +123,12 @@ func TestPageInBrowser(t *testing.T) {
 			}
 
 			// Cloud off, and no ready worker: both said plainly.
-			src.edit(func(st *gateway.Status) {
+			src.edit(func(st *spillway.Status) {
 				st.CloudMode = "off"
-				delete(st.Details, "cloud")
-				st.Details["members"] = []any{}
+				st.Details.Cloud = nil
+				st.Details.Members = nil
 			})
-			defer src.edit(func(st *gateway.Status) {
+			defer src.edit(func(st *spillway.Status) {
 				st.CloudMode = "local"
 				fresh := newFakeSource()
 				st.Details = fresh.st.Details

@@ -1,16 +1,14 @@
 package ui
 
 import (
-	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/spillway-faas/spillway"
-	"github.com/spillway-faas/spillway/internal/gateway"
 )
 
 // Data is what GET /ui/data answers and the page draws. Every number in it
-// comes from status() (taken when the request arrives) except Series and
+// comes from the status (spillway.Status, what status() and /status show,
+// taken when the request arrives) except Series and
 // Latency, which the sampler derives once a second.
 type Data struct {
 	// State is "starting" (no function or pool yet), "ready", or
@@ -161,79 +159,13 @@ var Reasons = []string{
 	string(spillway.ReasonForced), string(spillway.ReasonRetry), "cold",
 }
 
-// view is the part of status() the page reads, decoded from its JSON so the
-// page sees exactly what /status and status() show.
-type view struct {
-	Ready         bool    `json:"ready"`
-	UptimeS       float64 `json:"uptime_s"`
-	InFlight      int64   `json:"in_flight"`
-	LocalInFlight int64   `json:"local_in_flight"`
-	CloudInFlight int64   `json:"cloud_in_flight"`
-	Queued        int64   `json:"queued"`
-	PoolDesired   int     `json:"pool_desired"`
-	PoolMin       int     `json:"pool_min"`
-	PoolMax       int     `json:"pool_max"`
-	Scheduler     string  `json:"scheduler"`
-	OffloadPolicy string  `json:"offload_policy"`
-	Autoscaler    string  `json:"autoscaler"`
-	CloudMode     string  `json:"cloud"`
-	LBID          string  `json:"lb_id"`
-	Controller    bool    `json:"controller"`
-	Replicas      []struct {
-		LBID       string `json:"lb_id"`
-		Controller bool   `json:"controller"`
-		InFlight   int    `json:"in_flight"`
-		Queued     int    `json:"queued"`
-	} `json:"replicas"`
-	Counters struct {
-		Calls      int64            `json:"calls"`
-		Local      int64            `json:"local"`
-		Cloud      int64            `json:"cloud"`
-		Errors     int64            `json:"errors"`
-		ColdStarts int64            `json:"cold_starts"`
-		Reasons    map[string]int64 `json:"reasons"`
-	} `json:"counters"`
-	Details struct {
-		Members  []Member `json:"members"`
-		Function struct {
-			Name    string `json:"name"`
-			Version int64  `json:"version"`
-			SHA256  string `json:"sha256"`
-			Style   string `json:"style"`
-		} `json:"function"`
-		Cloud *struct {
-			Ready      bool    `json:"ready"`
-			Breaker    string  `json:"breaker"`
-			Calls      int64   `json:"calls"`
-			Failed     int64   `json:"failed"`
-			Throttled  int64   `json:"throttled"`
-			Rejected   int64   `json:"rejected"`
-			ColdStarts int64   `json:"cold_starts"`
-			Warm       *int64  `json:"warm_environments"`
-			Budget     *Budget `json:"budget"`
-		} `json:"cloud"`
-	} `json:"details"`
-}
-
-func decodeStatus(st gateway.Status) (view, error) {
-	var v view
-	b, err := json.Marshal(st)
-	if err != nil {
-		return v, fmt.Errorf("encode status: %w", err)
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return v, fmt.Errorf("decode status: %w", err)
-	}
-	return v, nil
-}
-
 // controllerID names the replica that controls the pool: this one, or the
 // live replica that says it does ("" when none does, or lb runs alone).
-func (v view) controllerID() string {
-	if v.Controller {
-		return v.LBID
+func controllerID(st spillway.Status) string {
+	if st.Controller {
+		return st.LBID
 	}
-	for _, r := range v.Replicas {
+	for _, r := range st.Replicas {
 		if r.Controller {
 			return r.LBID
 		}
@@ -242,14 +174,14 @@ func (v view) controllerID() string {
 }
 
 // fill sets every field of d that comes from status().
-func (d *Data) fill(v view) {
+func (d *Data) fill(v spillway.Status) {
 	d.State = "ready"
 	if !v.Ready {
 		d.State = "not-ready"
 		d.Message = "lb is not taking calls (shutting down)"
 	}
-	d.LB = LB{ID: v.LBID, Controller: v.Controller, ControllerID: v.controllerID(), Replicas: []Replica{},
-		UptimeS: v.UptimeS, Scheduler: v.Scheduler, OffloadPolicy: v.OffloadPolicy, Autoscaler: v.Autoscaler}
+	d.LB = LB{ID: v.LBID, Controller: v.Controller, ControllerID: controllerID(v), Replicas: []Replica{},
+		UptimeS: v.UptimeSeconds, Scheduler: v.Scheduler, OffloadPolicy: v.OffloadPolicy, Autoscaler: v.Autoscaler}
 	for _, r := range v.Replicas {
 		d.LB.Replicas = append(d.LB.Replicas, Replica{ID: r.LBID, Controller: r.Controller, InFlight: r.InFlight, Queued: r.Queued})
 	}
@@ -260,13 +192,17 @@ func (d *Data) fill(v view) {
 	for _, r := range Reasons {
 		d.Reasons = append(d.Reasons, Count{Name: r, Count: c.Reasons[r]})
 	}
-	fn := v.Details.Function
-	f := FunctionState{Name: fn.Name, Version: fn.Version, Style: fn.Style, SHA256: fn.SHA256,
-		Desired: v.PoolDesired, Min: v.PoolMin, Max: v.PoolMax, Queued: v.Queued, Members: v.Details.Members}
-	if f.Members == nil {
-		f.Members = []Member{}
+	f := FunctionState{Desired: v.PoolDesired, Min: v.PoolMin, Max: v.PoolMax, Queued: v.Queued, Members: []Member{}}
+	d.Cloud = CloudState{Mode: v.CloudMode}
+	if v.Details == nil {
+		d.Functions = []FunctionState{f}
+		return
 	}
-	for _, m := range f.Members {
+	fn := v.Details.Function
+	f.Name, f.Version, f.Style, f.SHA256 = fn.Name, fn.Version, fn.Style, fn.SHA256
+	for _, m := range v.Details.Members {
+		f.Members = append(f.Members, Member{Name: m.Name, State: m.State, Version: m.Version, InFlight: m.InFlight,
+			Capacity: m.Capacity, Completed: m.Completed, ColdStarts: m.ColdStarts})
 		switch m.State {
 		case "ready":
 			f.Workers.Ready++
@@ -282,11 +218,12 @@ func (d *Data) fill(v view) {
 		f.ColdStarts += m.ColdStarts
 	}
 	d.Functions = []FunctionState{f}
-	d.Cloud = CloudState{Mode: v.CloudMode}
 	if cl := v.Details.Cloud; cl != nil {
 		d.Cloud.Ready, d.Cloud.Breaker = cl.Ready, cl.Breaker
 		d.Cloud.Calls, d.Cloud.Failed, d.Cloud.Throttled, d.Cloud.Rejected = cl.Calls, cl.Failed, cl.Throttled, cl.Rejected
-		d.Cloud.ColdStarts, d.Cloud.Warm = cl.ColdStarts, cl.Warm
-		d.Cloud.Budget = cl.Budget
+		d.Cloud.ColdStarts = cl.ColdStarts
+		if b := cl.Budget; b != nil {
+			d.Cloud.Budget = &Budget{MaxRPS: b.MaxRPS, MaxCostPerHour: b.MaxCostPerHour, Calls: b.Calls, SpentUSD: b.SpentUSD, Used: b.Used}
+		}
 	}
 }

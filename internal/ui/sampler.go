@@ -11,7 +11,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/spillway-faas/spillway"
-	"github.com/spillway-faas/spillway/internal/gateway"
 )
 
 const (
@@ -23,13 +22,12 @@ const (
 	latencyFamily = "spillway_call_duration_seconds"
 )
 
-// Source is what the page reads from a running lb; *gateway.Gateway is one.
+// Source is what the page reads from a running lb: its status
+// (internal/control.Report) and its metrics registry.
 type Source interface {
-	Status() gateway.Status
+	Status() spillway.Status
 	Metrics() prometheus.Gatherer
 }
-
-var _ Source = (*gateway.Gateway)(nil)
 
 // histogram is one route's cumulative latency histogram at one instant.
 type histogram struct {
@@ -68,15 +66,12 @@ type sampler struct {
 func (s *sampler) observe(src Source, now time.Time) error {
 	s.observing.Lock()
 	defer s.observing.Unlock()
-	v, err := decodeStatus(src.Status())
-	if err != nil {
-		return err
-	}
+	v := src.Status()
 	hs, err := histograms(src.Metrics())
 	if err != nil {
 		return err
 	}
-	cur := sample{t: now, uptime: v.UptimeS, local: v.Counters.Local, cloud: v.Counters.Cloud, histograms: hs}
+	cur := sample{t: now, uptime: v.UptimeSeconds, local: v.Counters.Local, cloud: v.Counters.Cloud, histograms: hs}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -103,7 +98,8 @@ func (s *sampler) observe(src Source, now time.Time) error {
 		s.trimmed = true
 	}
 
-	if cl := v.Details.Cloud; cl != nil {
+	if v.Details != nil && v.Details.Cloud != nil {
+		cl := v.Details.Cloud
 		if s.breaker != "" && cl.Breaker != s.breaker {
 			cause := fmt.Sprintf("%s → %s", s.breaker, cl.Breaker)
 			switch cl.Breaker {
@@ -118,7 +114,7 @@ func (s *sampler) observe(src Source, now time.Time) error {
 		}
 		s.breaker = cl.Breaker
 	}
-	seen := controllerSeen{self: v.Controller, id: v.controllerID()}
+	seen := controllerSeen{self: v.Controller, id: controllerID(v)}
 	if prev := s.controller; prev != nil && *prev != seen {
 		s.events.Event(spillway.EventControllerChange, controllerCause(v.LBID, *prev, seen))
 	}

@@ -164,11 +164,7 @@ func (u *UI) Data() (Data, error) {
 		d.Series, d.Latency, d.LB.Replicas = []Point{}, []RouteLatency{}, []Replica{}
 		return d, nil
 	}
-	v, err := decodeStatus(src.Status())
-	if err != nil {
-		return d, err
-	}
-	d.fill(v)
+	d.fill(src.Status())
 	d.Series = u.sampler.series()
 	d.Latency = u.sampler.latency()
 	return d, nil

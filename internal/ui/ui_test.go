@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,14 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spillway-faas/spillway"
-	"github.com/spillway-faas/spillway/internal/gateway"
 )
 
 // fakeSource is a gateway stand-in: a status the test edits and a real
 // Prometheus histogram like the gateway's.
 type fakeSource struct {
 	mu      sync.Mutex
-	st      gateway.Status
+	st      spillway.Status
 	reg     *prometheus.Registry
 	latency *prometheus.HistogramVec
 }
@@ -33,51 +34,52 @@ func newFakeSource() *fakeSource {
 		Name: latencyFamily, Buckets: []float64{.01, .025, .05, .1, .25, .5, 1},
 	}, []string{"route"})
 	f.reg.MustRegister(f.latency)
-	f.st = gateway.Status{Ready: true, Controller: true, PoolMin: 1, PoolMax: 4, PoolDesired: 2, Scheduler: "round-robin",
+	f.st = spillway.Status{Ready: true, Controller: true, PoolMin: 1, PoolMax: 4, PoolDesired: 2, Scheduler: "round-robin",
 		OffloadPolicy: "overflow", Autoscaler: "reactive", CloudMode: "local"}
-	f.st.Details = map[string]any{
-		"function": map[string]any{"name": "fib", "version": int64(3), "sha256": "abcdef0123456789", "style": "script"},
-		"members": []any{
-			map[string]any{"name": "w1", "state": "ready", "in_flight": 1, "capacity": 1, "version": int64(3), "completed": uint64(7), "cold_starts": uint64(1)},
-			map[string]any{"name": "w2", "state": "starting", "in_flight": 0, "capacity": 1, "version": int64(3), "completed": uint64(0), "cold_starts": uint64(0)},
+	f.st.Details = &spillway.StatusDetails{
+		Function: spillway.FunctionStatus{Name: "fib", Version: 3, SHA256: "abcdef0123456789", Style: "script"},
+		Members: []spillway.MemberStatus{
+			{Name: "w1", State: "ready", InFlight: 1, Capacity: 1, Version: 3, Completed: 7, ColdStarts: 1},
+			{Name: "w2", State: "starting", InFlight: 0, Capacity: 1, Version: 3},
 		},
-		"cloud": map[string]any{"ready": true, "breaker": "closed", "calls": int64(5), "failed": int64(0), "cold_starts": int64(2),
-			"budget": map[string]any{"max_rps": 5.0, "max_cost_per_hour": 0.0, "calls": int64(5), "spent_usd": 0.0001, "used": 0.4}},
+		Cloud: &spillway.CloudStatus{Ready: true, Breaker: "closed", Calls: 5, ColdStarts: 2,
+			Budget: &spillway.BudgetStatus{MaxRPS: 5, Calls: 5, SpentUSD: 0.0001, Used: 0.4}},
 	}
 	return f
 }
 
-func (f *fakeSource) Status() gateway.Status {
+func (f *fakeSource) Status() spillway.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st := f.st
-	st.Details = deepCopy(f.st.Details).(map[string]any)
-	return st
+	return deepCopy(f.st)
 }
 
-// deepCopy copies the maps and slices of a status' details, so a test's
-// edit never races a reader.
-func deepCopy(x any) any {
-	switch x := x.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, v := range x {
-			out[k] = deepCopy(v)
-		}
-		return out
-	case []any:
-		out := make([]any, len(x))
-		for i, v := range x {
-			out[i] = deepCopy(v)
-		}
-		return out
+// deepCopy copies a status' slices and pointers, so a test's edit never
+// races a reader.
+func deepCopy(st spillway.Status) spillway.Status {
+	st.Replicas = slices.Clone(st.Replicas)
+	st.Counters.Reasons = maps.Clone(st.Counters.Reasons)
+	st.Counters.ErrorsByFault = maps.Clone(st.Counters.ErrorsByFault)
+	if st.Details == nil {
+		return st
 	}
-	return x
+	d := *st.Details
+	d.Members = slices.Clone(d.Members)
+	if d.Cloud != nil {
+		c := *d.Cloud
+		if c.Budget != nil {
+			b := *c.Budget
+			c.Budget = &b
+		}
+		d.Cloud = &c
+	}
+	st.Details = &d
+	return st
 }
 
 func (f *fakeSource) Metrics() prometheus.Gatherer { return f.reg }
 
-func (f *fakeSource) edit(fn func(st *gateway.Status)) {
+func (f *fakeSource) edit(fn func(st *spillway.Status)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fn(&f.st)
@@ -146,7 +148,7 @@ func TestSamplerSeriesLatencyAndBreakerEvents(t *testing.T) {
 	must(t, u.Sample(now))
 
 	// Two seconds later: 10 local and 4 cloud calls more.
-	src.edit(func(st *gateway.Status) {
+	src.edit(func(st *spillway.Status) {
 		st.Counters.Local, st.Counters.Cloud, st.Counters.Calls = 10, 4, 14
 	})
 	for range 10 {
@@ -158,8 +160,8 @@ func TestSamplerSeriesLatencyAndBreakerEvents(t *testing.T) {
 	now = t0.Add(2 * time.Second)
 	must(t, u.Sample(now))
 	// The breaker opens.
-	src.edit(func(st *gateway.Status) {
-		st.Details["cloud"].(map[string]any)["breaker"] = "open"
+	src.edit(func(st *spillway.Status) {
+		st.Details.Cloud.Breaker = "open"
 	})
 	now = now.Add(time.Second)
 	must(t, u.Sample(now))
@@ -217,28 +219,28 @@ func TestControllerChangeEvents(t *testing.T) {
 	now := time.Unix(1000, 0)
 	u := New(Options{Interval: time.Hour, Now: func() time.Time { return now }})
 	defer u.Close()
-	step := func(edit func(st *gateway.Status)) {
+	step := func(edit func(st *spillway.Status)) {
 		t.Helper()
 		src.edit(edit)
 		now = now.Add(time.Second)
 		must(t, u.Sample(now))
 	}
 	u.SetSource(src) // lb alone: controller, no replicas
-	step(func(st *gateway.Status) { st.Counters.Calls++ })
+	step(func(st *spillway.Status) { st.Counters.Calls++ })
 	if ev := u.Events().Last(); len(ev) != 0 {
 		t.Fatalf("lb alone: events %+v, want none", ev)
 	}
-	step(func(st *gateway.Status) {
+	step(func(st *spillway.Status) {
 		st.LBID, st.Controller = "a", true
-		st.Replicas = []gateway.Replica{{LBID: "a", Controller: true}, {LBID: "b"}}
+		st.Replicas = []spillway.ReplicaStatus{{LBID: "a", Controller: true}, {LBID: "b"}}
 	})
-	step(func(st *gateway.Status) {
+	step(func(st *spillway.Status) {
 		st.Controller = false
-		st.Replicas = []gateway.Replica{{LBID: "a"}, {LBID: "b", Controller: true}}
+		st.Replicas = []spillway.ReplicaStatus{{LBID: "a"}, {LBID: "b", Controller: true}}
 	})
-	step(func(st *gateway.Status) {
+	step(func(st *spillway.Status) {
 		st.Controller = true
-		st.Replicas = []gateway.Replica{{LBID: "a", Controller: true}}
+		st.Replicas = []spillway.ReplicaStatus{{LBID: "a", Controller: true}}
 	})
 	var causes []string
 	for _, e := range u.Events().Last() {

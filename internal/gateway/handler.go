@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -16,9 +17,15 @@ import (
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
+// Reporter assembles the status that status() and GET /status render
+// (internal/control.Report).
+type Reporter interface {
+	Status() spillway.Status
+}
+
 // Handler is lb's one port: XML-RPC at / and /RPC2, plus /healthz, /metrics
-// and /status as plain HTTP.
-func (g *Gateway) Handler() http.Handler {
+// and /status as plain HTTP. status() and /status render rep's Status.
+func (g *Gateway) Handler(rep Reporter) http.Handler {
 	rpc := xmlrpc.NewServer()
 	rpc.MaxBodyBytes = g.cfg.MaxRequestBytes
 	rpc.Logger = g.log
@@ -34,7 +41,7 @@ func (g *Gateway) Handler() http.Handler {
 			if len(params) != 0 {
 				return nil, fmt.Errorf("status takes no parameters, got %d: %w", len(params), spillway.ErrInvalidParams)
 			}
-			return g.Status().rpc(), nil
+			return statusRPC(rep.Status()), nil
 		})
 
 	mux := http.NewServeMux()
@@ -46,7 +53,7 @@ func (g *Gateway) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(g.Status())
+		_ = enc.Encode(rep.Status())
 	})))
 	if g.cfg.Pprof {
 		mux.Handle("GET /debug/pprof/", g.authorize(http.HandlerFunc(pprof.Index)))
@@ -145,6 +152,22 @@ func Authorize(token string, next http.Handler) http.Handler {
 		w.Header().Set("WWW-Authenticate", `Basic realm="spillway"`)
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 	})
+}
+
+// statusRPC renders the status as an XML-RPC struct: the JSON field names,
+// with JSON numbers as ints or doubles.
+func statusRPC(s spillway.Status) map[string]any {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	var out map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&out); err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	return out
 }
 
 func (g *Gateway) rpcCallFaas(ctx context.Context, params []any) (any, error) {

@@ -1,0 +1,245 @@
+package control
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/cloud"
+	"github.com/spillway-faas/spillway/internal/cluster"
+	"github.com/spillway-faas/spillway/internal/policy"
+	"github.com/spillway-faas/spillway/internal/pool"
+)
+
+// CallSource is the request path's part of the status
+// (internal/gateway.Gateway).
+type CallSource interface {
+	// Ready reports whether lb takes calls.
+	Ready() bool
+	Calls() spillway.CallStats
+	Load() spillway.Load
+}
+
+// ReportedPool is what the status shows of the worker pool
+// (internal/pool.Pool).
+type ReportedPool interface {
+	Snapshot() pool.Snapshot
+	Counts() spillway.PoolCounts
+	Function() spillway.Function
+}
+
+// ReportedCloud is the offload client's state (internal/cloud.Offloader).
+type ReportedCloud interface {
+	Ready() bool
+	State() cloud.BreakerState
+	Stats() cloud.Stats
+}
+
+// Replicas is what the status shows of the pool's lb replicas
+// (internal/cluster.Replica).
+type Replicas interface {
+	ID() string
+	Controller() bool
+	// Peers are the other live replicas.
+	Peers() []cluster.Report
+}
+
+// ReportConfig is the configuration the status repeats.
+type ReportConfig struct {
+	Function      string // FAAS_FUNCTION_NAME
+	ListenAddr    string // this replica's address, for replicas[]
+	PoolMin       int    // NUMBER_OF_SERVERS
+	PoolMax       int    // MAX_SERVERS
+	Concurrency   int    // WORKER_CONCURRENCY
+	Scheduler     string // SCHEDULER
+	OffloadPolicy string // OFFLOAD_POLICY
+	Autoscaler    string // AUTOSCALER
+	CloudMode     string // CLOUD
+}
+
+// ReportDeps are what the status and the metrics read.
+type ReportDeps struct {
+	Calls CallSource
+	Pool  ReportedPool
+	// Cloud is nil when CLOUD=off; CloudCurrent then is not read.
+	Cloud        ReportedCloud
+	CloudCurrent func() bool
+	Budget       *policy.Budget // nil: no caps
+	// Replicas is nil for a lone lb, always the controller.
+	Replicas Replicas
+	// LastScale is the autoscaler's last change (Elasticity.LastScale);
+	// nil for none.
+	LastScale func() string
+	// Refused counts the connections lb refused from the workers' network
+	// (netguard.Listener.Refused); nil for none.
+	Refused func() uint64
+	Clock   Clock
+}
+
+// Report assembles lb's status and the pool's, the cloud's and the
+// replicas' metrics from what each part already keeps; it keeps nothing of
+// its own but its start time.
+type Report struct {
+	cfg     ReportConfig
+	d       ReportDeps
+	clock   Clock
+	started time.Time
+}
+
+// NewReport starts the uptime clock.
+func NewReport(cfg ReportConfig, d ReportDeps) *Report {
+	r := &Report{cfg: cfg, d: d, clock: clockOr(d.Clock)}
+	r.started = r.clock.Now()
+	return r
+}
+
+// Status is lb's state now: what status(), GET /status and /ui show.
+func (r *Report) Status() spillway.Status {
+	now := r.clock.Now()
+	calls := r.d.Calls.Calls()
+	pc := r.d.Pool.Counts()
+	s := spillway.Status{
+		Ready:         r.d.Calls.Ready(),
+		UptimeSeconds: now.Sub(r.started).Round(time.Millisecond).Seconds(),
+		InFlight:      calls.InFlight,
+		LocalInFlight: calls.LocalInFlight,
+		CloudInFlight: calls.CloudInFlight,
+		Queued:        calls.Queued,
+		PoolSize:      pc.Members,
+		PoolReady:     pc.Ready,
+		PoolDesired:   pc.Desired,
+		PoolMin:       r.cfg.PoolMin,
+		PoolMax:       r.cfg.PoolMax,
+		Concurrency:   r.cfg.Concurrency,
+		Scheduler:     r.cfg.Scheduler,
+		OffloadPolicy: r.cfg.OffloadPolicy,
+		Autoscaler:    r.cfg.Autoscaler,
+		CloudMode:     r.cfg.CloudMode,
+		Counters:      calls.Counters,
+		Controller:    true,
+		Replicas:      []spillway.ReplicaStatus{},
+	}
+	if r.d.LastScale != nil {
+		s.Counters.LastScale = r.d.LastScale()
+	}
+	if c := r.d.Replicas; c != nil {
+		s.LBID, s.Controller = c.ID(), c.Controller()
+		self := r.d.Calls.Load()
+		s.Replicas = append(s.Replicas, spillway.ReplicaStatus{LBID: s.LBID, Addr: r.cfg.ListenAddr, Controller: s.Controller,
+			InFlight: self.InFlight, Queued: self.Queued})
+		for _, p := range c.Peers() {
+			l := p.Functions[r.cfg.Function]
+			s.Replicas = append(s.Replicas, spillway.ReplicaStatus{LBID: p.ID, Addr: p.Addr, Controller: p.Controller,
+				InFlight: l.InFlight, Queued: l.Queued})
+		}
+	}
+	s.Details = r.details(now)
+	return s
+}
+
+// details are the pool's members and counters, its function and the cloud.
+func (r *Report) details(now time.Time) *spillway.StatusDetails {
+	snap := r.d.Pool.Snapshot()
+	fn := r.d.Pool.Function()
+	d := &spillway.StatusDetails{
+		Members:  make([]spillway.MemberStatus, 0, len(snap.Members)),
+		Function: spillway.FunctionStatus{Name: fn.Name, Version: fn.Version, SHA256: fn.SHA256, Style: string(fn.Style)},
+		Pool: spillway.PoolStatus{
+			Starting: snap.Starting, Draining: snap.Draining, Waiting: snap.Waiting,
+			Started: snap.Counters.Started, Adopted: snap.Counters.Adopted, Failed: snap.Counters.Failed,
+			Replacements: snap.Counters.Replacements, Removed: snap.Counters.Removed, StartFailed: snap.Counters.StartFailed,
+		},
+	}
+	for _, m := range snap.Members {
+		d.Members = append(d.Members, spillway.MemberStatus{
+			Name: m.Name, Addr: m.Addr, State: string(m.State), InFlight: m.InFlight, Capacity: m.Capacity,
+			Version: m.Version, SHA256: m.SHA256, Completed: m.Completed, ColdStarts: m.ColdStarts,
+		})
+	}
+	if r.d.Cloud != nil {
+		st := r.d.Cloud.Stats()
+		d.Cloud = &spillway.CloudStatus{
+			Ready: r.d.Cloud.Ready(), Current: r.d.CloudCurrent == nil || r.d.CloudCurrent(), Breaker: st.Breaker.String(),
+			Calls: st.Calls, Succeeded: st.Succeeded, Failed: st.Failed, Retries: st.Retries,
+			Throttled: st.Throttled, Rejected: st.Rejected, ColdStarts: st.ColdStarts,
+		}
+		if use, ok := r.d.Budget.Use(now); ok {
+			d.Cloud.Budget = &spillway.BudgetStatus{MaxRPS: use.MaxRPS, MaxCostPerHour: use.MaxCostPerHour,
+				Calls: use.Calls, SpentUSD: use.SpentUSD, Used: use.Used}
+		}
+	}
+	return d
+}
+
+// Collectors expose the pool's, the cloud's and the replicas' state to
+// /metrics, read at scrape time. The request path's own instruments are the
+// gateway's.
+func (r *Report) Collectors() []prometheus.Collector {
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+	}
+	poolCounter := func(name, help string, f func(pool.Counters) uint64) prometheus.Collector {
+		return counter(name, help, func() float64 { return float64(f(r.d.Pool.Snapshot().Counters)) })
+	}
+	bit := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	cs := []prometheus.Collector{
+		gauge("spillway_pool_workers", "Pool members, starting ones included.",
+			func() float64 { return float64(r.d.Pool.Counts().Members) }),
+		gauge("spillway_pool_ready_workers", "Pool members ready to take calls.",
+			func() float64 { return float64(r.d.Pool.Counts().Ready) }),
+		gauge("spillway_pool_desired_workers", "Pool size the autoscaler asked for.",
+			func() float64 { return float64(r.d.Pool.Counts().Desired) }),
+		poolCounter("spillway_worker_replacements_total", "Workers started to replace a failed one.",
+			func(c pool.Counters) uint64 { return c.Replacements }),
+		poolCounter("spillway_worker_failures_total", "Ready workers taken out of rotation (failed call, health probe, container died).",
+			func(c pool.Counters) uint64 { return c.Failed }),
+		poolCounter("spillway_worker_starts_total", "Workers that became ready after a start.",
+			func(c pool.Counters) uint64 { return c.Started }),
+		gauge("spillway_function_version", "Version of the function the pool runs.",
+			func() float64 { return float64(r.d.Pool.Function().Version) }),
+		gauge("spillway_lb_controller", "1 when this lb replica holds the pool's lease (scales, rolls, deploys).",
+			func() float64 { return bit(r.d.Replicas == nil || r.d.Replicas.Controller()) }),
+		gauge("spillway_lb_replicas", "Live lb replicas of the pool, this one included.",
+			func() float64 {
+				if r.d.Replicas == nil {
+					return 1
+				}
+				return float64(1 + len(r.d.Replicas.Peers()))
+			}),
+	}
+	if r.d.Refused != nil {
+		cs = append(cs, counter("spillway_lb_refused_connections_total",
+			"Connections and requests to lb refused because they came from the workers' network.",
+			func() float64 { return float64(r.d.Refused()) }))
+	}
+	if c := r.d.Cloud; c != nil {
+		cs = append(cs,
+			gauge("spillway_cloud_circuit_state", "Offload circuit breaker: 0 closed, 1 half-open, 2 open.",
+				func() float64 { return breakerValue(c.State()) }),
+			gauge("spillway_cloud_ready", "1 when the function is deployed and the breaker lets calls through.",
+				func() float64 { return bit(c.Ready()) }),
+			counter("spillway_cloud_throttled_total", "429 answers from the cloud (each is retried within the call's deadline).",
+				func() float64 { return float64(c.Stats().Throttled) }),
+		)
+	}
+	return cs
+}
+
+func breakerValue(s cloud.BreakerState) float64 {
+	switch s {
+	case cloud.BreakerHalfOpen:
+		return 1
+	case cloud.BreakerOpen:
+		return 2
+	}
+	return 0
+}

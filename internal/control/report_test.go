@@ -1,0 +1,168 @@
+package control
+
+import (
+	"encoding/json"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/cloud"
+	"github.com/spillway-faas/spillway/internal/cluster"
+	"github.com/spillway-faas/spillway/internal/policy"
+	"github.com/spillway-faas/spillway/internal/pool"
+)
+
+func testReport(t *testing.T, withCloud bool) (*Report, *fakeClock) {
+	t.Helper()
+	clock := newFakeClock()
+	p := &fakePool{
+		counts: spillway.PoolCounts{Members: 2, Ready: 1, Desired: 3},
+		fn:     spillway.Function{Name: "faas", Version: 4, SHA256: "abc", Style: spillway.StyleHandler},
+		snap: pool.Snapshot{
+			Members: []pool.MemberInfo{
+				{Name: "w1", Addr: "10.0.0.2:8001", State: pool.StateReady, InFlight: 1, Capacity: 2, Version: 4, SHA256: "abc", Completed: 9, ColdStarts: 1},
+				{Name: "w2", State: pool.StateStarting, Capacity: 2, Version: 4},
+			},
+			Starting: 1, Waiting: 2, Counters: pool.Counters{Started: 5, Failed: 1, Replacements: 1},
+		},
+	}
+	calls := &fakeCalls{ready: true, load: spillway.Load{InFlight: 1, Queued: 2},
+		calls: spillway.CallStats{InFlight: 3, LocalInFlight: 1, CloudInFlight: 2, Queued: 2,
+			Counters: spillway.Counters{Calls: 10, Local: 7, Cloud: 3, Reasons: map[string]int64{"overflow": 3}, ErrorsByFault: map[string]int64{}}}}
+	rep := &fakeReplica{controller: true, peers: []cluster.Report{
+		{ID: "lb-b", Addr: "b:8001", Functions: map[string]spillway.Load{"faas": {InFlight: 4, Queued: 5}}},
+	}}
+	d := ReportDeps{Calls: calls, Pool: p, Replicas: rep, LastScale: func() string { return "2->3 (busy)" },
+		Refused: func() uint64 { return 6 }, Clock: clock}
+	if withCloud {
+		budget, err := policy.NewBudget(policy.OffloadConfig{CloudMaxRPS: 5, BudgetBurst: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Cloud = &fakeOffload{ready: true, stats: cloud.Stats{Calls: 3, Succeeded: 3, Breaker: cloud.BreakerOpen}}
+		d.CloudCurrent = func() bool { return false }
+		d.Budget = budget
+	}
+	r := NewReport(ReportConfig{Function: "faas", ListenAddr: "a:8000", PoolMin: 1, PoolMax: 4, Concurrency: 2,
+		Scheduler: "round-robin", OffloadPolicy: "overflow", Autoscaler: "predictive", CloudMode: "local"}, d)
+	return r, clock
+}
+
+func TestReportStatus(t *testing.T) {
+	r, clock := testReport(t, true)
+	clock.Advance(90 * time.Second)
+	st := r.Status()
+	if !st.Ready || st.UptimeSeconds != 90 || st.InFlight != 3 || st.CloudInFlight != 2 || st.PoolSize != 2 ||
+		st.PoolReady != 1 || st.PoolDesired != 3 || st.PoolMax != 4 || st.Concurrency != 2 || st.Autoscaler != "predictive" {
+		t.Errorf("status %+v", st)
+	}
+	if st.Counters.Calls != 10 || st.Counters.LastScale != "2->3 (busy)" {
+		t.Errorf("counters %+v", st.Counters)
+	}
+	wantReplicas := []spillway.ReplicaStatus{
+		{LBID: "lb-a", Addr: "a:8000", Controller: true, InFlight: 1, Queued: 2},
+		{LBID: "lb-b", Addr: "b:8001", InFlight: 4, Queued: 5},
+	}
+	if st.LBID != "lb-a" || !st.Controller || !slices.Equal(st.Replicas, wantReplicas) {
+		t.Errorf("replicas: lb_id %q controller %v %+v, want %+v", st.LBID, st.Controller, st.Replicas, wantReplicas)
+	}
+	d := st.Details
+	if d == nil || len(d.Members) != 2 || d.Members[0] != (spillway.MemberStatus{Name: "w1", Addr: "10.0.0.2:8001", State: "ready",
+		InFlight: 1, Capacity: 2, Version: 4, SHA256: "abc", Completed: 9, ColdStarts: 1}) {
+		t.Fatalf("details %+v", d)
+	}
+	if d.Function != (spillway.FunctionStatus{Name: "faas", Version: 4, SHA256: "abc", Style: "handler"}) ||
+		d.Pool != (spillway.PoolStatus{Starting: 1, Waiting: 2, Started: 5, Failed: 1, Replacements: 1}) {
+		t.Errorf("function %+v, pool %+v", d.Function, d.Pool)
+	}
+	if c := d.Cloud; c == nil || !c.Ready || c.Current || c.Breaker != "open" || c.Calls != 3 || c.Budget == nil || c.Budget.MaxRPS != 5 {
+		t.Errorf("cloud %+v", c)
+	}
+}
+
+// TestStatusKeys pins the keys status() and /status show: clients, the
+// README and the operator page name them.
+func TestStatusKeys(t *testing.T) {
+	r, _ := testReport(t, true)
+	b, err := json.Marshal(r.Status())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	details := m["details"].(map[string]any)
+	for _, tt := range []struct {
+		name string
+		obj  any
+		want []string
+	}{
+		{"status", m, []string{"autoscaler", "cloud", "cloud_in_flight", "controller", "counters", "details", "in_flight", "lb_id",
+			"local_in_flight", "offload_policy", "pool_desired", "pool_max", "pool_min", "pool_ready", "pool_size", "queued",
+			"ready", "replicas", "scheduler", "uptime_s", "worker_concurrency"}},
+		{"counters", m["counters"], []string{"busy", "calls", "cloud", "cold_starts", "errors", "errors_by_fault", "last_scale", "local", "reasons"}},
+		{"replicas[0]", m["replicas"].([]any)[0], []string{"addr", "controller", "in_flight", "lb_id", "queued"}},
+		{"details", details, []string{"cloud", "function", "members", "pool"}},
+		{"details.members[0]", details["members"].([]any)[0], []string{"addr", "capacity", "cold_starts", "completed", "in_flight", "name", "sha256", "state", "version"}},
+		{"details.function", details["function"], []string{"name", "sha256", "style", "version"}},
+		{"details.pool", details["pool"], []string{"adopted", "draining", "failed", "removed", "replacements", "start_failed", "started", "starting", "waiting"}},
+		{"details.cloud", details["cloud"], []string{"breaker", "budget", "calls", "cold_starts", "current", "failed", "ready", "rejected", "retries", "succeeded", "throttled"}},
+		{"details.cloud.budget", details["cloud"].(map[string]any)["budget"], []string{"calls", "max_cost_per_hour", "max_rps", "spent_usd", "used"}},
+	} {
+		var got []string
+		for k := range tt.obj.(map[string]any) {
+			got = append(got, k)
+		}
+		sort.Strings(got)
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s keys:\n got %v\nwant %v", tt.name, got, tt.want)
+		}
+	}
+
+	// CLOUD=off: no cloud in the details.
+	r, _ = testReport(t, false)
+	if st := r.Status(); st.Details.Cloud != nil {
+		t.Errorf("cloud off: details.cloud = %+v, want none", st.Details.Cloud)
+	}
+}
+
+func TestReportMetrics(t *testing.T) {
+	for _, withCloud := range []bool{false, true} {
+		r, _ := testReport(t, withCloud)
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(r.Collectors()...)
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			m := mf.GetMetric()[0]
+			got[mf.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+		want := map[string]float64{
+			"spillway_pool_workers": 2, "spillway_pool_ready_workers": 1, "spillway_pool_desired_workers": 3,
+			"spillway_worker_replacements_total": 1, "spillway_worker_failures_total": 1, "spillway_worker_starts_total": 5,
+			"spillway_function_version": 4, "spillway_lb_controller": 1, "spillway_lb_replicas": 2,
+			"spillway_lb_refused_connections_total": 6,
+		}
+		if withCloud {
+			want["spillway_cloud_circuit_state"] = 2
+			want["spillway_cloud_ready"] = 1
+			want["spillway_cloud_throttled_total"] = 0
+		}
+		for name, v := range want {
+			if g, ok := got[name]; !ok || g != v {
+				t.Errorf("cloud=%v: %s = %v (present %v), want %v", withCloud, name, g, ok, v)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("cloud=%v: %d metrics, want %d: %v", withCloud, len(got), len(want), got)
+		}
+	}
+}
