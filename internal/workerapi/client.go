@@ -2,8 +2,6 @@ package workerapi
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
@@ -28,24 +26,20 @@ type ClientOptions struct {
 // get the address of an old one and must never be sent its connections.
 // It is safe for concurrent use.
 type Client struct {
-	rpc *xmlrpc.Client
-	tr  *http.Transport
+	rpc   *xmlrpc.Client
+	conns *xmlrpc.Conns
 }
 
 // NewClient returns a client of the worker at addr (host:port).
 func NewClient(addr string, o ClientOptions) *Client {
-	tr := xmlrpc.NewTransport()
-	if o.DialTimeout > 0 {
-		tr.DialContext = (&net.Dialer{Timeout: o.DialTimeout, KeepAlive: 15 * time.Second}).DialContext
-	}
-	if o.IdleConns > 0 {
-		tr.MaxIdleConns = o.IdleConns
-		tr.MaxIdleConnsPerHost = o.IdleConns
-	}
-	c := xmlrpc.NewClient("http://"+addr+"/", &http.Client{Transport: tr})
+	// The lean transport: each call on the caller's goroutine, one write
+	// per request, no per-call allocations of headers.
+	conns := xmlrpc.NewConns(addr, xmlrpc.ConnsOptions{DialTimeout: o.DialTimeout, MaxIdle: o.IdleConns})
+	c := xmlrpc.NewClient("http://"+addr+"/", nil)
+	c.Conns = conns
 	// The XML of a result can be several times its JSON.
 	c.MaxResponseBytes = max(xmlrpc.DefaultMaxResponseBytes, 8*o.MaxResultBytes)
-	return &Client{rpc: c, tr: tr}
+	return &Client{rpc: c, conns: conns}
 }
 
 // Call runs call_function(param) and returns the function's result. The
@@ -76,4 +70,4 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 
 // CloseIdleConnections drops the client's idle connections; calls in
 // flight keep theirs.
-func (c *Client) CloseIdleConnections() { c.tr.CloseIdleConnections() }
+func (c *Client) CloseIdleConnections() { c.conns.CloseIdleConnections() }

@@ -34,6 +34,9 @@ type Client struct {
 	Header http.Header
 	// MaxResponseBytes limits a response body; 0 means DefaultMaxResponseBytes.
 	MaxResponseBytes int64
+	// Conns, when set, carries the calls instead of HTTP: a leaner client
+	// for many small calls to one host (URL then only names it in errors).
+	Conns *Conns
 }
 
 // NewClient returns a client for url. A nil hc gets a client of its own whose
@@ -91,28 +94,51 @@ func (c *Client) Call(ctx context.Context, method string, args []any, reply any)
 	}
 	*buf = body[:0]
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("xmlrpc call %s: build request for %s: %w", method, c.URL, err)
-	}
-	req.Header.Set("Content-Type", "text/xml")
-	for k, vs := range c.Header {
-		req.Header[k] = vs
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("xmlrpc call %s: send to %s: %w", method, c.URL, err)
-	}
-	respBody, readErr := c.readResponse(resp)
-	if readErr != nil {
-		return fmt.Errorf("xmlrpc call %s: read response from %s: %w", method, c.URL, readErr)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("xmlrpc call %s: %s answered HTTP %d: %s", method, c.URL, resp.StatusCode, clip(bytes.TrimSpace(respBody)))
+	var respBody []byte
+	if c.Conns != nil {
+		out := getBuf()
+		defer putBuf(out)
+		var status int
+		status, *out, err = c.Conns.post(ctx, c.Header, body, c.limit(), (*out)[:0])
+		respBody = *out
+		if err != nil {
+			if cerr := context.Cause(ctx); cerr != nil && ctx.Err() != nil {
+				err = fmt.Errorf("%w (%w)", cerr, err)
+			}
+			var se *errSend
+			if errors.As(err, &se) {
+				return fmt.Errorf("xmlrpc call %s: send to %s: %w", method, c.URL, err)
+			}
+			return fmt.Errorf("xmlrpc call %s: read response from %s: %w", method, c.URL, err)
+		}
+		if status != http.StatusOK {
+			return fmt.Errorf("xmlrpc call %s: %s answered HTTP %d: %s", method, c.URL, status, clip(bytes.TrimSpace(respBody)))
+		}
+	} else {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(body))
+		if err != nil {
+			return fmt.Errorf("xmlrpc call %s: build request for %s: %w", method, c.URL, err)
+		}
+		req.Header.Set("Content-Type", "text/xml")
+		for k, vs := range c.Header {
+			req.Header[k] = vs
+		}
+		hc := c.HTTP
+		if hc == nil {
+			hc = http.DefaultClient
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return fmt.Errorf("xmlrpc call %s: send to %s: %w", method, c.URL, err)
+		}
+		var readErr error
+		respBody, readErr = c.readResponse(resp)
+		if readErr != nil {
+			return fmt.Errorf("xmlrpc call %s: read response from %s: %w", method, c.URL, readErr)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("xmlrpc call %s: %s answered HTTP %d: %s", method, c.URL, resp.StatusCode, clip(bytes.TrimSpace(respBody)))
+		}
 	}
 
 	v, err := DecodeResponse(respBody)
@@ -138,10 +164,7 @@ func (c *Client) Call(ctx context.Context, method string, args []any, reply any)
 // closes it so the connection can be reused.
 func (c *Client) readResponse(resp *http.Response) ([]byte, error) {
 	defer resp.Body.Close()
-	limit := c.MaxResponseBytes
-	if limit <= 0 {
-		limit = DefaultMaxResponseBytes
-	}
+	limit := c.limit()
 	var b []byte
 	if resp.ContentLength > 0 && resp.ContentLength <= limit {
 		b = make([]byte, 0, resp.ContentLength)
@@ -158,4 +181,11 @@ func (c *Client) readResponse(resp *http.Response) ([]byte, error) {
 		return nil, fmt.Errorf("%w: over %s bytes", ErrResponseTooLarge, strconv.FormatInt(limit, 10))
 	}
 	return w.Bytes(), nil
+}
+
+func (c *Client) limit() int64 {
+	if c.MaxResponseBytes <= 0 {
+		return DefaultMaxResponseBytes
+	}
+	return c.MaxResponseBytes
 }

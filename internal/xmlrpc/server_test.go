@@ -234,7 +234,24 @@ func TestServerRegisterWhileServing(t *testing.T) {
 	}
 }
 
+// TestClient runs every case on net/http and on Conns.
 func TestClient(t *testing.T) {
+	for _, tr := range []struct {
+		name      string
+		newClient func(url string, _ *http.Client) *Client
+	}{
+		{"net/http", NewClient},
+		{"conns", func(url string, _ *http.Client) *Client {
+			c := NewClient(url, nil)
+			c.Conns = NewConns(strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/"), ConnsOptions{})
+			return c
+		}},
+	} {
+		t.Run(tr.name, func(t *testing.T) { testClient(t, tr.newClient) })
+	}
+}
+
+func testClient(t *testing.T, NewClient func(string, *http.Client) *Client) {
 	_, hs := newTestServer(t)
 	ctx := context.Background()
 
