@@ -47,6 +47,13 @@ type Pool interface {
 	Counts() spillway.PoolCounts
 }
 
+// countingPool is a Pool that takes a free slot and the counts the
+// placement decision reads under one lock (internal/pool's does): the
+// counts are from before the lease.
+type countingPool interface {
+	TryAcquireCounts() (spillway.Lease, spillway.PoolCounts, bool)
+}
+
 // Cloud is the offload client (internal/cloud.Offloader).
 type Cloud interface {
 	Invoke(ctx context.Context, c spillway.CloudCall) (spillway.CloudResult, error)
@@ -188,7 +195,17 @@ type call struct {
 	fn    spillway.Function // what the workers ran when the call arrived
 }
 
-func newCallID() string { return fmt.Sprintf("%016x", rand.Uint64()) }
+// newCallID is 16 hex digits.
+func newCallID() string {
+	const hex = "0123456789abcdef"
+	var b [16]byte
+	n := rand.Uint64()
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = hex[n&0xf]
+		n >>= 4
+	}
+	return string(b[:])
+}
 
 // CallError is a failed call with the id its log lines carry.
 type CallError struct {
@@ -219,9 +236,26 @@ func (g *Gateway) place(ctx context.Context, c *call, opts InvokeOptions, start 
 	}
 
 	waited := time.Duration(0)
+	// The first decision reads the counts taken with a free slot, if there
+	// is one, under the pool's one lock; the slot goes back if the policy
+	// sends the call to the cloud.
+	var (
+		lease spillway.Lease
+		dec   policy.OffloadDecision
+	)
+	if cp, ok := g.d.Pool.(countingPool); ok {
+		var pc spillway.PoolCounts
+		lease, pc, _ = cp.TryAcquireCounts()
+		dec = g.decideFrom(pc, waited)
+	} else {
+		dec = g.decide(waited)
+	}
 	for {
-		dec := g.decide(waited)
 		if dec.Route == spillway.RouteCloud {
+			if lease != nil {
+				lease.Release()
+				lease = nil
+			}
 			// The policy took this call's share of the budget.
 			inv, err := g.runCloud(ctx, c, dec.Reason, true)
 			if err == nil || !errors.Is(err, spillway.ErrCloudUnavailable) || ctx.Err() != nil {
@@ -242,13 +276,18 @@ func (g *Gateway) place(ctx context.Context, c *call, opts InvokeOptions, start 
 			g.rerun(c, "cloud_refused", err)
 			return g.runLocal(ctx, c, lease, spillway.ReasonNone, false)
 		}
-		lease, err := g.acquire(ctx, dec.MaxWait)
+		var err error
+		if lease == nil {
+			lease, err = g.acquire(ctx, dec.MaxWait)
+		}
 		if err == nil {
 			inv, err := g.runLocal(ctx, c, lease, spillway.ReasonNone, true)
 			if !errors.Is(err, errPlaceAgain) {
 				return inv, err
 			}
+			lease = nil
 			waited = g.now().Sub(start)
+			dec = g.decide(waited)
 			continue
 		}
 		if !errors.Is(err, errWaitExpired) {
@@ -256,12 +295,16 @@ func (g *Gateway) place(ctx context.Context, c *call, opts InvokeOptions, start 
 		}
 		// The policy let the call wait this long: ask it again.
 		waited = g.now().Sub(start)
+		dec = g.decide(waited)
 	}
 }
 
 func (g *Gateway) decide(waited time.Duration) policy.OffloadDecision {
+	return g.decideFrom(g.d.Pool.Counts(), waited)
+}
+
+func (g *Gateway) decideFrom(pc spillway.PoolCounts, waited time.Duration) policy.OffloadDecision {
 	now := g.now()
-	pc := g.d.Pool.Counts()
 	in := policy.OffloadInput{
 		Now:            now,
 		InFlight:       int(g.localInFlight.Load()),

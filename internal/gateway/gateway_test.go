@@ -23,6 +23,8 @@ type fakePool struct {
 	leases  atomic.Int64 // outstanding leases
 	callFn  func(ctx context.Context, worker string, param any) (any, error)
 	desired atomic.Int64
+	// tryCounts counts TryAcquireCounts calls.
+	tryCounts atomic.Int64
 }
 
 func newFakePool(workers ...string) *fakePool {
@@ -67,6 +69,17 @@ func (p *fakePool) Counts() spillway.PoolCounts {
 	defer p.mu.Unlock()
 	return spillway.PoolCounts{Members: p.total, Ready: p.total, ReadySlots: p.total, FreeSlots: len(p.free), Desired: int(p.desired.Load())}
 }
+
+// TryAcquireCounts takes the counts, then a slot if one is free: the
+// gateway's one-lock path (internal/pool has it).
+func (p *fakePool) TryAcquireCounts() (spillway.Lease, spillway.PoolCounts, bool) {
+	p.tryCounts.Add(1)
+	c := p.Counts()
+	l, ok := p.TryAcquire()
+	return l, c, ok
+}
+
+var _ countingPool = (*fakePool)(nil)
 
 type fakeLease struct {
 	pool     *fakePool
@@ -455,5 +468,24 @@ func TestBusyWorkerIsPlacedAgainNotFailed(t *testing.T) {
 	}
 	if p.leases.Load() != 0 {
 		t.Errorf("%d leases still held", p.leases.Load())
+	}
+}
+
+// A policy that sends a call to the cloud while a slot is free gives back
+// the slot the one-lock path took with the counts.
+func TestCloudDecisionGivesTheSlotBack(t *testing.T) {
+	p := newFakePool("w1", "w2")
+	p.callFn = echo
+	c := &fakeCloud{ready: true}
+	g := newTestGateway(t, testConfig(func(s *setup) { s.offload = "always" }), p, c)
+	for range 3 {
+		inv, err := g.Invoke(context.Background(), "x", InvokeOptions{})
+		if err != nil || inv.Route != spillway.RouteCloud {
+			t.Fatalf("Invoke = %+v, %v; want the cloud", inv, err)
+		}
+	}
+	if p.tryCounts.Load() != 3 || p.leases.Load() != 0 || p.calls.Load() != 0 || p.Counts().FreeSlots != 2 {
+		t.Errorf("counting acquires %d, leases held %d, local calls %d, free %d; want 3, 0, 0, 2",
+			p.tryCounts.Load(), p.leases.Load(), p.calls.Load(), p.Counts().FreeSlots)
 	}
 }

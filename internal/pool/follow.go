@@ -88,7 +88,7 @@ func (p *Pool) Controller() bool {
 func (p *Pool) followLocked() {
 	kept := p.members[:0]
 	for _, m := range p.members {
-		if m.state == StateFailed || (m.state == StateDraining && m.inFlight == 0) {
+		if m.state == StateFailed || (m.state == StateDraining && m.inFlight.Load() == 0) {
 			m.cancel()
 			m.closeConns()
 			continue

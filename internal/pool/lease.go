@@ -100,10 +100,19 @@ func (l *Lease) Release() {
 	}
 	p := l.p
 	m := l.m
+	// The common case takes no lock: a ready member, nobody waiting. The
+	// decrement comes before both checks, and Acquire publishes a waiter
+	// (and a drain the member's state) before it looks at the slots: so
+	// either this Release sees the waiter (or the state) and takes the
+	// lock below to hand the slot on, or the waiter (or the drain) sees
+	// the free slot itself.
+	n := m.inFlight.Add(-1)
+	if n >= 0 && m.ready.Load() && p.nWaiters.Load() == 0 {
+		return
+	}
 	p.mu.Lock()
-	m.inFlight--
-	if m.inFlight < 0 {
-		m.inFlight = 0
+	if n < 0 {
+		m.inFlight.Add(1)
 		if p.log != nil {
 			p.log.Error("bug: negative in-flight count", "worker", m.name)
 		}
@@ -111,7 +120,7 @@ func (l *Lease) Release() {
 	switch {
 	case m.state == StateReady:
 		p.grantLocked()
-	case m.inFlight == 0:
+	case m.inFlight.Load() == 0:
 		// A draining or failed member may now be removed; Close may be
 		// waiting for the last call.
 		if m.state == StateFailed || m.removing {
@@ -141,6 +150,10 @@ func (p *Pool) Acquire(ctx context.Context) (spillway.Lease, error) {
 	}
 	w := &waiter{ch: make(chan struct{})}
 	p.waiters = append(p.waiters, w)
+	p.nWaiters.Store(int64(len(p.waiters)))
+	// A Release that freed a slot without the lock (it saw no waiter
+	// before this one was published) left it free: look again.
+	p.grantLocked()
 	p.mu.Unlock()
 
 	select {
@@ -161,6 +174,7 @@ func (p *Pool) Acquire(ctx context.Context) (spillway.Lease, error) {
 	} else {
 		if i := slices.Index(p.waiters, w); i >= 0 {
 			p.waiters = slices.Delete(p.waiters, i, i+1)
+			p.nWaiters.Store(int64(len(p.waiters)))
 		}
 		p.mu.Unlock()
 	}
@@ -182,8 +196,25 @@ func (p *Pool) TryAcquire() (spillway.Lease, bool) {
 	return p.leaseLocked(m), true
 }
 
+// TryAcquireCounts is Counts and TryAcquire under one lock, the request
+// path's one pool lock per call: the counts are those from before the
+// lease, which the caller's placement decision reads.
+func (p *Pool) TryAcquireCounts() (spillway.Lease, spillway.PoolCounts, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.countsLocked()
+	if p.closed || len(p.waiters) > 0 {
+		return nil, c, false
+	}
+	m := p.pickLocked()
+	if m == nil {
+		return nil, c, false
+	}
+	return p.leaseLocked(m), c, true
+}
+
 func (p *Pool) leaseLocked(m *member) *Lease {
-	m.inFlight++
+	m.inFlight.Add(1)
 	m.leases++
 	return &Lease{p: p, m: m, cold: m.leases == 1 && m.completed == 0}
 }
@@ -198,6 +229,7 @@ func (p *Pool) grantLocked() {
 		w := p.waiters[0]
 		p.waiters[0] = nil
 		p.waiters = p.waiters[1:]
+		p.nWaiters.Store(int64(len(p.waiters)))
 		w.lease = p.leaseLocked(m)
 		w.done = true
 		close(w.ch)
@@ -221,7 +253,7 @@ func (p *Pool) pickLocked() *member {
 			m.busyUntil = time.Time{}
 		}
 		if m.state == StateReady {
-			p.candBuf = append(p.candBuf, policy.Member{Name: m.name, InFlight: m.inFlight, Capacity: m.capacity})
+			p.candBuf = append(p.candBuf, policy.Member{Name: m.name, InFlight: int(m.inFlight.Load()), Capacity: m.capacity})
 			p.candIdx = append(p.candIdx, m)
 		}
 	}
@@ -232,11 +264,11 @@ func (p *Pool) pickLocked() *member {
 	if p.Scheduler != nil {
 		i = p.Scheduler.Pick(p.candBuf)
 	}
-	if i >= 0 && i < len(p.candIdx) && p.candIdx[i].inFlight < p.candIdx[i].capacity {
+	if i >= 0 && i < len(p.candIdx) && int(p.candIdx[i].inFlight.Load()) < p.candIdx[i].capacity {
 		return p.candIdx[i]
 	}
 	for _, m := range p.candIdx { // the scheduler erred or saw all full
-		if m.inFlight < m.capacity {
+		if int(m.inFlight.Load()) < m.capacity {
 			return m
 		}
 	}

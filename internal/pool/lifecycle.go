@@ -55,7 +55,7 @@ func (p *Pool) reconcile() {
 	kept := p.members[:0]
 	var removed []*member
 	for _, m := range p.members {
-		gone := m.state == StateFailed || (m.state == StateDraining && m.inFlight == 0)
+		gone := m.state == StateFailed || (m.state == StateDraining && m.inFlight.Load() == 0)
 		if gone && m.id == "" && m.state == StateFailed {
 			// A start that failed before the container existed: its
 			// goroutine already cleaned up.
@@ -100,7 +100,7 @@ func (p *Pool) reconcile() {
 	// 4. Above the desired size: drain idle members only, newest first.
 	if surplus := len(current) - p.desired; surplus > 0 {
 		for i := len(readyCurrent) - 1; i >= 0 && surplus > 0; i-- {
-			if m := readyCurrent[i]; m.inFlight == 0 {
+			if m := readyCurrent[i]; m.inFlight.Load() == 0 {
 				p.drainLocked(m, "scale down")
 				surplus--
 			}
@@ -116,7 +116,7 @@ func (p *Pool) reconcile() {
 				if drop == 0 {
 					break
 				}
-				if m.state == StateReady && (pass == 1 || m.inFlight == 0) {
+				if m.state == StateReady && (pass == 1 || m.inFlight.Load() == 0) {
 					p.drainLocked(m, "roll to version "+fmt.Sprint(p.fn.Version))
 					drop--
 				}
@@ -128,8 +128,8 @@ func (p *Pool) reconcile() {
 func (p *Pool) drainLocked(m *member, why string) {
 	p.setStateLocked(m, StateDraining)
 	p.notifyLocked()
-	p.log.Info("draining worker", "worker", m.name, "reason", why, "in_flight", m.inFlight)
-	if m.inFlight == 0 {
+	p.log.Info("draining worker", "worker", m.name, "reason", why, "in_flight", m.inFlight.Load())
+	if m.inFlight.Load() == 0 {
 		p.poke()
 	}
 }

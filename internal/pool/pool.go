@@ -5,7 +5,9 @@
 // without a failed call.
 //
 // Locking: one mutex (Pool.mu) guards the members, the waiters and the
-// counters; it is held only for bookkeeping. Backend calls and worker calls
+// counters; it is held only for bookkeeping. A call takes it once
+// (TryAcquireCounts); its Release takes it only when someone waits for a
+// slot or the member left rotation. Backend calls and worker calls
 // happen outside it, in goroutines the pool owns (Close stops them) or on
 // the caller's goroutine with the caller's context.
 package pool
@@ -134,9 +136,14 @@ type member struct {
 	cancel   context.CancelFunc
 	lastOK   atomic.Int64 // unix nanos of the last call the worker answered (result or fault)
 
-	state      State
+	state State
+	// ready mirrors state == StateReady, and inFlight counts the leases
+	// held; both are atomics so that Release can skip the lock (see
+	// Lease.Release), and are written only under mu, but for Release's
+	// decrement.
+	ready      atomic.Bool
+	inFlight   atomic.Int64
 	since      time.Time
-	inFlight   int
 	leases     int64 // leases ever handed out
 	healthFail int
 	completed  int64
@@ -198,12 +205,15 @@ type Pool struct {
 	followKick chan struct{}
 	opened     atomic.Bool
 
+	// nWaiters is len(waiters), for Release's lock-free check.
+	nWaiters atomic.Int64
+
 	mu           sync.Mutex // guards everything below
 	follower     bool       // another lb replica controls the pool (see SetController)
 	promoting    bool       // becoming the controller: the sweep has not run yet
 	fn           spillway.Function
 	members      []*member // stable order: creation
-	waiters      []*waiter // FIFO
+	waiters      []*waiter // FIFO; its length is mirrored in nWaiters
 	desired      int
 	closed       bool
 	notify       chan struct{} // closed and replaced on every state change
@@ -382,6 +392,7 @@ func (p *Pool) close(ctx context.Context, remove bool) error {
 		close(w.ch)
 	}
 	p.waiters = nil
+	p.nWaiters.Store(0)
 	for _, m := range p.members {
 		if m.state == StateReady || m.state == StateStarting {
 			p.setStateLocked(m, StateDraining)
@@ -451,7 +462,7 @@ func (p *Pool) close(ctx context.Context, remove bool) error {
 func (p *Pool) waitDrained(ctx context.Context) error {
 	return p.waitFor(ctx, true, func() bool {
 		for _, m := range p.members {
-			if m.inFlight > 0 {
+			if m.inFlight.Load() > 0 {
 				return false
 			}
 		}
@@ -461,6 +472,7 @@ func (p *Pool) waitDrained(ctx context.Context) error {
 
 func (p *Pool) setStateLocked(m *member, s State) {
 	m.state = s
+	m.ready.Store(s == StateReady)
 	m.since = time.Now()
 }
 

@@ -771,3 +771,65 @@ func TestFollowerServesTheControllersWorkers(t *testing.T) {
 		t.Errorf("%d containers, want 5", c.count())
 	}
 }
+
+// TryAcquireCounts reports the counts from before its lease, and nothing
+// when the pool is full.
+func TestTryAcquireCounts(t *testing.T) {
+	c, b := newFakeCluster(t, 2)
+	p := openPool(t, b, c, testConfig(1, 1, 2), fnVersion(1))
+	l1, c1, ok := p.TryAcquireCounts()
+	if !ok || c1.FreeSlots != 2 || c1.ReadySlots != 2 || c1.Ready != 1 {
+		t.Fatalf("first: ok %v counts %+v", ok, c1)
+	}
+	l2, c2, ok := p.TryAcquireCounts()
+	if !ok || c2.FreeSlots != 1 {
+		t.Fatalf("second: ok %v counts %+v", ok, c2)
+	}
+	if l, c3, ok := p.TryAcquireCounts(); ok || l != nil || c3.FreeSlots != 0 {
+		t.Fatalf("full: ok %v lease %v counts %+v", ok, l, c3)
+	}
+	l1.Release()
+	l2.Release()
+	if got := p.Counts().FreeSlots; got != 2 {
+		t.Errorf("free slots after both releases = %d, want 2", got)
+	}
+}
+
+// A Release that takes no lock must never strand a waiter: callers on one
+// slot, each slot handed on by a lock-free Release or found free by the
+// waiter that was just published.
+func TestLockFreeReleaseWakesEveryWaiter(t *testing.T) {
+	c, b := newFakeCluster(t, 1)
+	p := openPool(t, b, c, testConfig(1, 1, 1), fnVersion(1))
+	const callers, rounds = 4, 20000
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	for range callers {
+		wg.Go(func() {
+			for range rounds {
+				// A stranded waiter waits for ever: a few seconds tell.
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				l, err := p.Acquire(ctx)
+				cancel()
+				if err != nil {
+					t.Errorf("acquire: %v (a waiter was stranded)", err)
+					return
+				}
+				l.Release()
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if done.Load() != callers*rounds {
+		t.Fatalf("%d of %d acquires", done.Load(), callers*rounds)
+	}
+	if s := p.Snapshot(); s.InFlight != 0 || s.Waiting != 0 || p.Counts().FreeSlots != 1 {
+		t.Errorf("after the run: in flight %d, waiting %d, free %d", s.InFlight, s.Waiting, p.Counts().FreeSlots)
+	}
+}
+
+// The gateway takes a slot and the counts with one lock through this.
+var _ interface {
+	TryAcquireCounts() (spillway.Lease, spillway.PoolCounts, bool)
+} = (*Pool)(nil)

@@ -52,10 +52,10 @@ func (p *Pool) Snapshot() Snapshot {
 	for _, m := range p.members {
 		s.Members = append(s.Members, MemberInfo{
 			ID: m.id, Name: m.name, Addr: m.addr, State: m.state, Since: m.since,
-			InFlight: m.inFlight, Capacity: m.capacity, Version: m.version, SHA256: m.sha256,
+			InFlight: int(m.inFlight.Load()), Capacity: m.capacity, Version: m.version, SHA256: m.sha256,
 			Completed: m.completed, ColdStarts: m.coldStarts,
 		})
-		s.InFlight += m.inFlight
+		s.InFlight += int(m.inFlight.Load())
 		switch m.state {
 		case StateStarting:
 			s.Starting++
@@ -73,6 +73,10 @@ func (p *Pool) Snapshot() Snapshot {
 func (p *Pool) Counts() spillway.PoolCounts {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.countsLocked()
+}
+
+func (p *Pool) countsLocked() spillway.PoolCounts {
 	c := spillway.PoolCounts{Desired: p.desired}
 	for _, m := range p.members {
 		switch m.state {
@@ -83,7 +87,7 @@ func (p *Pool) Counts() spillway.PoolCounts {
 			c.Members++
 			c.Ready++
 			c.ReadySlots += m.capacity
-			c.FreeSlots += max(0, m.capacity-m.inFlight)
+			c.FreeSlots += max(0, m.capacity-int(m.inFlight.Load()))
 		}
 	}
 	return c

@@ -23,8 +23,9 @@ import (
 // called through lb with the same worker called directly: one worker with
 // WORKER_CONCURRENCY=4, so both paths reach the same Python runners.
 // "serial" reports per-call latency (p50/p99 in µs); "parallel" the
-// throughput of 16 callers, enough to keep all four runners busy on either
-// path, and lb's CPU per call (user + system time of the lb process from
+// throughput of 16 callers through lb and of 4 directly (the worker answers
+// busy beyond its 4), enough to keep all four runners busy on either path,
+// and lb's CPU per call (user + system time of the lb process from
 // /proc over the run, divided by the calls). The difference of the serial
 // p50s is what lb adds.
 //
@@ -102,7 +103,13 @@ func benchOverhead(b *testing.B, prefix, workerURL, lbURL string, lbPid int, pro
 			if profile != "" && prefix == "" && tt.name == "lb" {
 				stopProfile = startProfile(b, lbURL, profile)
 			}
+			// 16 callers through lb; directly, the worker takes only
+			// WORKER_CONCURRENCY=4 calls at once (it answers busy beyond),
+			// so 4 callers keep its runners as busy as 16 would.
 			b.SetParallelism(8) // 8 × GOMAXPROCS(2) = 16 callers
+			if tt.name == "direct" {
+				b.SetParallelism(2)
+			}
 			cpu0 := procCPU(b, lbPid)
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
