@@ -1,13 +1,19 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,7 +54,7 @@ func benchWorker(b *testing.B, style spillway.Style, example string) *xmlrpc.Cli
 	if err := pool.Open(ctx); err != nil {
 		b.Fatal(err)
 	}
-	svc := &service{pool: pool, cfg: workerConfig{Style: style, MaxRequestBytes: 1 << 20}}
+	svc := &service{pool: pool, cfg: workerConfig{Style: style, MaxRequestBytes: 1 << 20}, slots: make(chan struct{}, 1)}
 	srv := httptest.NewServer(svc.handler(log))
 	b.Cleanup(func() {
 		srv.Close()
@@ -132,39 +138,232 @@ func BenchmarkSpawnPython(b *testing.B) {
 	reportPercentiles(b, "", lat)
 }
 
-// BenchmarkWorkerVsSpawn interleaves, per iteration, 1 spawn, 4 back-to-back
-// script-style calls, 4 script-style calls after 5 ms idle (the runner has its
-// spare child ready), and 40 handler-style calls, so all see the same machine
-// load, and reports each p50 and the ratios spawn-p50 / worker-p50.
+// BenchmarkWorkerVsSpawn runs real worker processes (the built binary, as a
+// container runs it) and interleaves, per iteration, 1 spawn, then for each
+// script-style worker 4 back-to-back calls and 4 calls after 5 ms idle, and
+// 40 handler-style calls, so all see the same machine load; it reports each
+// p50 and the ratios spawn-p50 / worker-p50. Then, in the same run, the CPU
+// of each script worker's process tree per back-to-back call (/proc
+// accounting: user + system of the worker, its runners and their reaped
+// children) over bursts of calls, alternated with bursts of bare fork+exit
+// of the script zygote in its serving state (zygote.py --fork-cost), and the
+// ratio of the two.
+//
+// SPILLWAY_BENCH_WORKER_BEFORE names an older worker binary to measure the
+// same way (metrics before-*), and SPILLWAY_BENCH_SHIM_BEFORE its handler.py,
+// whose warm runner's bare fork+exit is then measured too.
 func BenchmarkWorkerVsSpawn(b *testing.B) {
 	py := testutil.Python(b)
-	spawnFn := filepath.Join(testutil.RepoRoot(b), "examples", "noop.py")
-	handler := benchWorker(b, spillway.StyleHandler, "noop_handler.py")
-	script := benchWorker(b, spillway.StyleScript, "noop.py")
-	var hl, sl, il, pl []time.Duration
+	root := testutil.RepoRoot(b)
+	spawnFn := filepath.Join(root, "examples", "noop.py")
+	bin := testutil.BuildBinary(b, "worker")
+	handler, hw := benchProcess(b, bin, "noop_handler.py", "FUNCTION_STYLE=handler")
+	scripts := []*benchScript{{name: "script"}}
+	if before := os.Getenv("SPILLWAY_BENCH_WORKER_BEFORE"); before != "" {
+		scripts = append(scripts, &benchScript{name: "before-script", bin: before})
+	}
+	for _, s := range scripts {
+		s.c, s.w = benchProcess(b, cmp.Or(s.bin, bin), "noop.py", append([]string{"FUNCTION_STYLE=script"}, s.env...)...)
+	}
+	var hl, pl []time.Duration
 	b.ResetTimer()
 	for range b.N {
 		pl = append(pl, spawnOnce(b, py, spawnFn))
-		for range 4 {
-			sl = append(sl, callOnce(b, script))
-		}
-		for range 4 {
-			time.Sleep(5 * time.Millisecond)
-			il = append(il, callOnce(b, script))
+		for _, s := range scripts {
+			for range 4 {
+				s.back = append(s.back, callOnce(b, s.c))
+			}
+			for range 4 {
+				time.Sleep(5 * time.Millisecond)
+				s.idle = append(s.idle, callOnce(b, s.c))
+			}
 		}
 		for range 40 {
 			hl = append(hl, callOnce(b, handler))
 		}
 	}
 	b.StopTimer()
-	h, s, p := percentile(hl, 0.5), percentile(sl, 0.5), percentile(pl, 0.5)
+	h, p := percentile(hl, 0.5), percentile(pl, 0.5)
 	b.ReportMetric(float64(h.Microseconds()), "handler-p50-µs")
 	b.ReportMetric(float64(percentile(hl, 0.99).Microseconds()), "handler-p99-µs")
-	b.ReportMetric(float64(s.Microseconds()), "script-p50-µs")
-	b.ReportMetric(float64(percentile(sl, 0.99).Microseconds()), "script-p99-µs")
-	b.ReportMetric(float64(percentile(il, 0.5).Microseconds()), "script-idle-p50-µs")
 	b.ReportMetric(float64(p.Microseconds()), "spawn-p50-µs")
 	b.ReportMetric(float64(p)/float64(h), "handler-x")
-	b.ReportMetric(float64(p)/float64(s), "script-x")
-	b.ReportMetric(float64(p)/float64(percentile(il, 0.5)), "script-idle-x")
+	for _, s := range scripts {
+		back, idle := percentile(s.back, 0.5), percentile(s.idle, 0.5)
+		b.ReportMetric(float64(back.Microseconds()), s.name+"-p50-µs")
+		b.ReportMetric(float64(percentile(s.back, 0.99).Microseconds()), s.name+"-p99-µs")
+		b.ReportMetric(float64(idle.Microseconds()), s.name+"-idle-p50-µs")
+		b.ReportMetric(float64(p)/float64(back), s.name+"-x")
+		b.ReportMetric(float64(p)/float64(idle), s.name+"-idle-x")
+	}
+
+	// CPU: rounds of a burst of back-to-back calls to each script worker
+	// (the worker tree's CPU) and of bare forks of the zygote (and of the
+	// older runner), alternated so that all see the same load; then handler
+	// calls for comparison.
+	const rounds, burst, forks = 6, 100, 300
+	zygote := filepath.Join(root, "internal", "lambdawrap", "zygote.py")
+	shimBefore := os.Getenv("SPILLWAY_BENCH_SHIM_BEFORE")
+	var forkCPU, forkBefore time.Duration
+	for range rounds {
+		for _, s := range scripts {
+			pid := s.w.cmd.Process.Pid
+			tree, own := treeCPU(b, pid), ownCPU(b, pid)
+			for range burst {
+				callOnce(b, s.c)
+			}
+			s.cpu += treeCPU(b, pid) - tree
+			s.goCPU += ownCPU(b, pid) - own
+		}
+		forkCPU += forkCost(b, exec.Command(py, zygote, "--fork-cost", strconv.Itoa(forks), spawnFn, "2", "6291456"))
+		if shimBefore != "" {
+			forkBefore += forkCost(b, exec.Command(py, "-c", oldRunnerForkCost, shimBefore, spawnFn, strconv.Itoa(forks)))
+		}
+	}
+	tree := treeCPU(b, hw.cmd.Process.Pid)
+	for range 5 * burst {
+		callOnce(b, handler)
+	}
+	b.ReportMetric(float64(((treeCPU(b, hw.cmd.Process.Pid) - tree) / (5 * burst)).Microseconds()), "handler-cpu-µs/call")
+	fork := forkCPU / rounds
+	b.ReportMetric(float64(fork.Microseconds()), "fork-exit-cpu-µs")
+	if shimBefore != "" {
+		b.ReportMetric(float64((forkBefore / rounds).Microseconds()), "before-fork-exit-cpu-µs")
+	}
+	for _, s := range scripts {
+		perCall := s.cpu / (rounds * burst)
+		b.ReportMetric(float64(perCall.Microseconds()), s.name+"-cpu-µs/call")
+		b.ReportMetric(float64((s.goCPU / (rounds * burst)).Microseconds()), s.name+"-go-cpu-µs/call")
+		den := fork // against the fork of the runner it runs on
+		if s.bin != "" && shimBefore != "" {
+			den = forkBefore / rounds
+		}
+		b.ReportMetric(float64(perCall)/float64(den), s.name+"-cpu/fork")
+	}
+}
+
+// benchScript is one script-style worker under BenchmarkWorkerVsSpawn.
+type benchScript struct {
+	name       string
+	bin        string   // the worker binary; empty: this tree's
+	env        []string // beyond FUNCTION_STYLE=script
+	c          *xmlrpc.Client
+	w          *worker
+	back, idle []time.Duration
+	cpu, goCPU time.Duration // the tree's and the Go process's own, over the bursts
+}
+
+// oldRunnerForkCost measures a bare fork+exit of a runner of the shim
+// before the script zygote: handler.py in worker mode, with its spare
+// script child forked (argv: shim, function, count).
+const oldRunnerForkCost = `import os, sys
+shim, fn, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+import argparse, gc
+ns = {"__name__": "spillway_shim", "__file__": shim}
+stderr, sys.stderr = sys.stderr, open(os.devnull, "w")
+exec(compile(open(shim).read(), shim, "exec"), ns)
+sys.stderr = stderr
+f = ns["Function"](fn, "script", "handler", close_fds=(), prefork=True)
+gc.collect()
+gc.freeze()
+f.after_call()
+t0 = os.times()
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+t1 = os.times()
+print("fork_exit_cpu_us=%.1f" % ((sum(t1[:4]) - sum(t0[:4])) / n * 1e6))
+os.kill(f._spare[0], 9)
+`
+
+// benchProcess starts the worker binary serving examples/NAME with env and
+// returns a warm client and the worker.
+func benchProcess(b *testing.B, bin, example string, env ...string) (*xmlrpc.Client, *worker) {
+	b.Helper()
+	code, err := os.ReadFile(filepath.Join(testutil.RepoRoot(b), "examples", example))
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := startWorker(b, bin, string(code), append(env, "LOG_LEVEL=warn")...)
+	c := xmlrpc.NewClient(w.url+"/RPC2", nil)
+	for range 20 { // warm the runner and the connection
+		callOnce(b, c)
+	}
+	return c, w
+}
+
+// treeCPU is the user + system time of pid, its descendants, and the
+// children they reaped (/proc/PID/stat utime, stime, cutime, cstime).
+func treeCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	total, err := procCPU(pid, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return total
+}
+
+// procCPU is treeCPU that returns its error; a descendant that is gone
+// by the time it is read counts as nothing (its parent reaped it).
+func procCPU(pid int, withChildren bool) (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	fields := []int{11, 12} // utime stime
+	if withChildren {
+		fields = append(fields, 13, 14) // cutime cstime
+	}
+	var ticks int64
+	for _, i := range fields {
+		n, _ := strconv.ParseInt(f[i], 10, 64)
+		ticks += n
+	}
+	total := time.Duration(ticks) * time.Second / 100 // USER_HZ
+	if !withChildren {
+		return total, nil
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		kids, _ := os.ReadFile(t)
+		for _, k := range strings.Fields(string(kids)) {
+			if c, err := strconv.Atoi(k); err == nil {
+				sub, _ := procCPU(c, true)
+				total += sub
+			}
+		}
+	}
+	return total, nil
+}
+
+// ownCPU is the user + system time of pid alone.
+func ownCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	total, err := procCPU(pid, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return total
+}
+
+// forkCost runs a fork-cost command and returns its fork_exit_cpu_us
+// figure: the CPU of one bare fork+exit.
+func forkCost(b *testing.B, cmd *exec.Cmd) time.Duration {
+	b.Helper()
+	out, err := cmd.Output()
+	if err != nil {
+		b.Fatalf("%s: %v", cmd, err)
+	}
+	for _, kv := range strings.Fields(string(out)) {
+		if v, ok := strings.CutPrefix(kv, "fork_exit_cpu_us="); ok {
+			us, _ := strconv.ParseFloat(v, 64)
+			return time.Duration(us * float64(time.Microsecond))
+		}
+	}
+	b.Fatalf("%s: no fork_exit_cpu_us in %q", cmd, out)
+	return 0
 }

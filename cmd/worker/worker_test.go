@@ -56,7 +56,7 @@ type worker struct {
 
 // startWorker runs bin with the function code and extra env, and waits until
 // /healthz answers 200.
-func startWorker(t *testing.T, bin, code string, env ...string) *worker {
+func startWorker(t testing.TB, bin, code string, env ...string) *worker {
 	t.Helper()
 	py := testutil.Python(t)
 	dir := t.TempDir()

@@ -34,12 +34,12 @@ answer is {"statusCode": 413, "errorType": "ResultTooLarge", ...}.
 A handler that exits the process (sys.exit, os._exit, a crash) ends the stream;
 the parent treats that as a crashed runner.
 
-Script semantics, the same in both modes. The script is compiled once; each
-call runs in a child forked from the warm process (in worker mode the child is
-forked after the previous call and waits, prepared, for its argv), with
-sys.argv = [<file name>, str(param)] (no argument when param is null), stdin
-/dev/null and stdout captured in an in-memory file, runs the code as __main__
-and leaves with os._exit. Then:
+Script semantics, the same everywhere. The script is compiled once; each
+call runs in a child forked from the warm process (the worker runs script-style
+functions through zygote.py instead, a smaller process with the same
+semantics), with sys.argv = [<file name>, str(param)] (no argument when param
+is null), stdin /dev/null and stdout captured in an in-memory file, runs the
+code as __main__ and leaves with os._exit. Then:
   - normal end, or SystemExit with any code, and some stdout: the result is
     stdout exactly (a usage line printed before sys.exit(1) is a result);
   - SystemExit with a non-zero code and no stdout: error SystemExit with the
@@ -103,11 +103,8 @@ def _argv_param(param):
 class Function:
     """One user function, loaded once, invoked many times."""
 
-    def __init__(self, path, style, handler_name="handler", close_fds=(), prefork=False):
+    def __init__(self, path, style, handler_name="handler", close_fds=()):
         self.path = os.path.abspath(path)
-        self.prefork = prefork  # keep a forked script child ready (worker mode)
-        self._spare = None
-        self._zombies = []
         self.style = style
         self.handler_name = handler_name or "handler"
         self.close_fds = tuple(close_fds)  # closed in forked script children
@@ -184,33 +181,9 @@ class Function:
         os.close(st_w)
         return pid, arg_w, out_fd, st_r
 
-    def after_call(self):
-        """Forks the spare child for the next call (worker mode), off the next
-        call's path, and reaps finished script children. In worker mode it
-        does not wait for a child still tearing down; a later call reaps it."""
-        if (self.prefork and self._spare is None and self.init_error is None
-                and self.style == STYLE_SCRIPT):
-            self._spare = self._fork_child()
-        self.reap(os.WNOHANG if self.prefork else 0)
-
-    def reap(self, flags=os.WNOHANG):
-        """Reaps the script children that reported their exit code. In worker
-        mode a SIGCHLD handler calls it too, so a child that finished tearing
-        down after its call is not left a zombie while the runner is idle."""
-        pending = []
-        for pid in self._zombies:
-            try:
-                done, _ = os.waitpid(pid, flags)
-            except ChildProcessError:
-                continue
-            if done == 0:
-                pending.append(pid)
-        self._zombies = pending
-
     def _run_script(self, param):
         argv = [os.path.basename(self.path)] + _argv_param(param)
-        child, self._spare = self._spare or self._fork_child(), None
-        pid, arg_w, out_fd, st_r = child
+        pid, arg_w, out_fd, st_r = self._fork_child()
         try:
             try:
                 _write_all(arg_w, json.dumps(argv).encode())
@@ -225,9 +198,7 @@ class Function:
             if "code" in st:
                 # The child has finished and is exiting with this code.
                 code = st["code"]
-                self._zombies.append(pid)
-                if not self.prefork:
-                    self.after_call()
+                os.waitpid(pid, 0)
             else:
                 # It ended without a word (os._exit, a signal): ask the kernel.
                 _, wstatus = os.waitpid(pid, 0)
@@ -273,14 +244,6 @@ class Function:
         main.__file__ = self.path
         main.__builtins__ = builtins
         sys.modules["__main__"] = main
-
-        # Touch now, before the call, what every call touches: copy-on-write
-        # page faults are most of a forked call's cost.
-        import atexit  # noqa: F401  (used at the end of the call)
-        json.loads(json.dumps([{"status": "ok", "code": 0}, "x"]))
-        print("", end="")
-        sys.stdout.flush()
-        exec(compile("import sys\nlen(sys.argv)", "<warm>", "exec"), {"__name__": "__warm__"})
 
         data = _read_all(arg_r)
         if not data:
@@ -542,13 +505,11 @@ def _worker_main(args):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     fn = Function(opts.function, opts.style, opts.handler,
-                  close_fds=(opts.in_fd, opts.out_fd), prefork=True)
+                  close_fds=(opts.in_fd, opts.out_fd))
     requests = os.fdopen(opts.in_fd, "rb")
     responses = os.fdopen(opts.out_fd, "wb")
     gc.collect()
     gc.freeze()  # keep forked children from copying the warm heap
-    signal.signal(signal.SIGCHLD, lambda signum, frame: fn.reap())
-    fn.after_call()
 
     def send(msg):
         responses.write(json.dumps(msg).encode() + b"\n")
@@ -586,7 +547,6 @@ def _worker_main(args):
             data = json.dumps(msg)
         responses.write(data.encode() + b"\n")
         responses.flush()
-        fn.after_call()
 
 
 if __name__ == "__main__":

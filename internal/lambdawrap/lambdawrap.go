@@ -1,4 +1,4 @@
-// Package lambdawrap holds Spillway's one Python shim, handler.py, and builds
+// Package lambdawrap holds Spillway's Python shims, handler.py and zygote.py, and builds
 // the deterministic Lambda deployment zip around a function.
 //
 // The same shim runs a function in three places: inside AWS Lambda, inside
@@ -28,10 +28,17 @@ import (
 //go:embed handler.py
 var Shim []byte
 
+// Zygote is the source of zygote.py, which runs script-style functions in
+// the worker: one child forked per call from a small warm process.
+//
+//go:embed zygote.py
+var Zygote []byte
+
 // File names inside the zip and the Lambda handler string.
 const (
 	FunctionFile = "function.py"
 	ShimFile     = "handler.py"
+	ZygoteFile   = "zygote.py"
 	ConfigFile   = "spillway.json"
 	// LambdaHandler is the Lambda Handler setting for a zip from BuildZip.
 	LambdaHandler = "handler.handler"
@@ -133,9 +140,13 @@ func CodeSHA256(zip []byte) string {
 	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
-// WriteShim writes handler.py into dir (created if missing) and returns its path.
+// WriteShim writes handler.py, and zygote.py beside it, into dir (created if
+// missing) and returns the path of handler.py.
 func WriteShim(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("write shim: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ZygoteFile), Zygote, 0o644); err != nil {
 		return "", fmt.Errorf("write shim: %w", err)
 	}
 	p := filepath.Join(dir, ShimFile)

@@ -23,9 +23,15 @@ import (
 // pipes of its own (fd 3 requests, fd 4 responses). It serves one call at a
 // time; whoever holds it (a call, the idle channel, a replacer) owns it.
 type proc struct {
-	id    int
-	cmd   *exec.Cmd
-	reqW  *os.File
+	id int
+	// zygote says the runner is a script zygote (zygote.py), which speaks
+	// length-framed text instead of JSON lines.
+	zygote bool
+	cmd    *exec.Cmd
+	reqW   *os.File
+	// bulkW carries the arguments of large requests to a zygote (fd 5); nil
+	// for the shim.
+	bulkW *os.File
 	respR *os.File
 	rd    *bufio.Reader
 	tail  *tailWriter
@@ -70,6 +76,8 @@ type response struct {
 	Crash  bool            `json:"crash"`
 	// TooLarge says the result was over MaxResultBytes and was dropped.
 	TooLarge bool `json:"tooLarge"`
+	// text is a script's stdout, from a zygote (Result stays empty).
+	text *string
 }
 
 // startProc starts a runner and waits, within ctx and startTimeout, for its
@@ -96,10 +104,31 @@ func startProc(ctx context.Context, cfg *Config, id int, wg *sync.WaitGroup) (*p
 		"--version", cfg.Version,
 		"--max-result-bytes", strconv.FormatInt(cfg.MaxResultBytes, 10),
 		"--in-fd", "3", "--out-fd", "4"}
+	if cfg.ReuseProcess {
+		args = append(args, "--reuse-process")
+	}
+	files := []*os.File{reqR, reqW, respR, respW}
+	extra := []*os.File{reqR, respW}
+	var bulkR, bulkW *os.File
+	if cfg.zygote() {
+		// Requests on fd 3, answers on fd 4, as the shim; large arguments
+		// on fd 5.
+		args = []string{cfg.ZygotePath, cfg.FunctionPath, strconv.Itoa(cfg.Spares),
+			strconv.FormatInt(cfg.MaxResultBytes, 10)}
+		bulkR, bulkW, err = os.Pipe()
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, rdy, fmt.Errorf("start runner %d: argument pipe: %w", id, err)
+		}
+		files = append(files, bulkR, bulkW)
+		extra = append(extra, bulkR)
+	}
 	cmd := exec.Command(cfg.Python, args...)
 	cmd.Env = cfg.Env
 	cmd.Dir = cfg.Dir
-	cmd.ExtraFiles = []*os.File{reqR, respW}
+	cmd.ExtraFiles = extra
 	tail := &tailWriter{w: cfg.Output}
 	cmd.Stdout = tail
 	cmd.Stderr = tail
@@ -108,14 +137,15 @@ func startProc(ctx context.Context, cfg *Config, id int, wg *sync.WaitGroup) (*p
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
-		for _, f := range []*os.File{reqR, reqW, respR, respW} {
+		for _, f := range files {
 			f.Close()
 		}
 		return nil, rdy, fmt.Errorf("start runner %d: %w", id, err)
 	}
-	reqR.Close()
-	respW.Close()
-	p := &proc{id: id, cmd: cmd, reqW: reqW, respR: respR, rd: bufio.NewReaderSize(respR, 64<<10),
+	for _, f := range extra {
+		f.Close()
+	}
+	p := &proc{id: id, zygote: cfg.zygote(), cmd: cmd, reqW: reqW, bulkW: bulkW, respR: respR, rd: bufio.NewReaderSize(respR, 64<<10),
 		tail: tail, done: make(chan struct{}), fresh: true, maxLine: cfg.MaxResultBytes + responseOverhead}
 	wg.Go(func() {
 		p.waitErr = cmd.Wait()
@@ -128,9 +158,18 @@ func startProc(ctx context.Context, cfg *Config, id int, wg *sync.WaitGroup) (*p
 	}
 	_ = respR.SetReadDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = respR.SetReadDeadline(time.Now()) })
-	line, err := p.rd.ReadBytes('\n')
+	var line []byte
+	if p.zygote {
+		rdy, err = p.readZygoteReady()
+	} else {
+		line, err = p.rd.ReadBytes('\n')
+	}
 	stop()
 	_ = respR.SetReadDeadline(time.Time{})
+	if errors.Is(err, errBadFrame) {
+		p.release()
+		return nil, rdy, fmt.Errorf("start runner %d: %w", id, err)
+	}
 	if err != nil {
 		p.release()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -140,6 +179,9 @@ func startProc(ctx context.Context, cfg *Config, id int, wg *sync.WaitGroup) (*p
 			return nil, rdy, fmt.Errorf("start runner %d: not ready within %s", id, cfg.StartTimeout)
 		}
 		return nil, rdy, fmt.Errorf("start runner %d: %s", id, p.exitText())
+	}
+	if p.zygote {
+		return p, rdy, nil
 	}
 	if err := json.Unmarshal(line, &rdy); err != nil || !rdy.Ready {
 		p.release()
@@ -153,19 +195,38 @@ func startProc(ctx context.Context, cfg *Config, id int, wg *sync.WaitGroup) (*p
 // at once; the caller then owns a broken runner to replace.
 func (p *proc) call(ctx context.Context, req request) (response, error) {
 	var resp response
-	line, err := json.Marshal(req)
+	var line, bulk []byte
+	var err error
+	if p.zygote {
+		line, bulk, err = zygoteRequest(req)
+	} else {
+		line, err = json.Marshal(req)
+		line = append(line, '\n')
+	}
 	if err != nil {
 		return resp, fmt.Errorf("encode request: %w", err)
 	}
-	line = append(line, '\n')
 	stop := context.AfterFunc(ctx, func() {
 		p.kill()
 		now := time.Now()
 		_ = p.reqW.SetWriteDeadline(now)
+		if p.bulkW != nil {
+			_ = p.bulkW.SetWriteDeadline(now)
+		}
 		_ = p.respR.SetReadDeadline(now)
 	})
 	_, err = p.reqW.Write(line)
-	if err == nil {
+	if err == nil && bulk != nil {
+		_, err = p.bulkW.Write(bulk)
+	}
+	if err == nil && p.zygote {
+		resp, err = p.readZygoteAnswer(req.ID)
+		if errors.Is(err, errBadFrame) && stop() {
+			p.broken = true
+			p.kill()
+			return resp, fmt.Errorf("runner %d: %w: %w", p.id, err, spillway.ErrRunnerCrashed)
+		}
+	} else if err == nil {
 		line, err = p.readLine()
 	}
 	if errors.Is(err, errLineTooLong) && stop() {
@@ -191,6 +252,9 @@ func (p *proc) call(ctx context.Context, req request) (response, error) {
 			awaitTeardown(ctx)
 		}
 		return resp, fmt.Errorf("runner %d %s: %w", p.id, text, spillway.ErrRunnerCrashed)
+	}
+	if p.zygote {
+		return resp, nil
 	}
 	if err := json.Unmarshal(line, &resp); err != nil {
 		p.broken = true
@@ -313,6 +377,9 @@ func (p *proc) release() {
 		p.kill()
 		<-p.done
 		p.reqW.Close()
+		if p.bulkW != nil {
+			p.bulkW.Close()
+		}
 		p.respR.Close()
 	})
 }

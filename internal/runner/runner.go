@@ -1,9 +1,14 @@
 // Package runner keeps a pool of warm Python processes that run one function
 // through the lambdawrap shim in worker mode, one call at a time each.
 //
-// Handler-style functions are imported once per runner and stay warm;
-// script-style functions are compiled once and run in a child forked from the
-// warm runner for each call. A call past its deadline has its runner's process
+// Handler-style functions are imported once per runner and stay warm.
+// Script-style functions run as a spawned `python3 function.py ARG` would, in
+// a fresh process per call: each runner is then a small zygote
+// (lambdawrap.Zygote) that compiled the function once and keeps prepared
+// children forked ahead of the calls; a child takes a request, runs the
+// script and answers itself, and the zygote forks the next. With
+// Config.ReuseProcess a script runs instead in the warm runner itself, with a
+// fresh __main__ per call but the process kept. A call past its deadline has its runner's process
 // group killed, is answered with spillway.ErrTimeout at once, and the runner is
 // replaced in the background; a runner that dies mid-call (os._exit, a crash,
 // sys.exit in a handler) gives spillway.ErrRunnerCrashed and is replaced too.
@@ -17,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,8 +34,21 @@ import (
 // Config describes the function and the pool. Zero values take the defaults
 // noted on each field.
 type Config struct {
-	Python       string         // interpreter; default /usr/bin/python3
-	ShimPath     string         // handler.py on disk (lambdawrap.WriteShim); required
+	Python   string // interpreter; default /usr/bin/python3
+	ShimPath string // handler.py on disk (lambdawrap.WriteShim); required
+	// ZygotePath is zygote.py on disk, which runs script-style functions;
+	// default lambdawrap.ZygoteFile beside ShimPath (WriteShim writes both).
+	ZygotePath string
+	// ReuseProcess runs a script-style function in the warm runner itself,
+	// as handler-style functions run: each call gets a fresh __main__, its
+	// own sys.argv and captured stdout, but module state, threads and the
+	// like persist between calls (the shim restores the cwd, os.environ and
+	// sys.path). Much faster; not the semantics of a spawned process.
+	ReuseProcess bool
+	// Spares is how many prepared children each script-style runner keeps
+	// forked ahead of the calls; default 2, so that back-to-back calls do not
+	// wait for a fork.
+	Spares       int
 	FunctionPath string         // the user's function.py; required
 	Style        spillway.Style // script or handler; required
 	Handler      string         // handler-style entry point; default "handler"
@@ -72,6 +91,15 @@ func (c *Config) setDefaults() {
 	if c.Handler == "" {
 		c.Handler = spillway.DefaultHandler
 	}
+	if c.ZygotePath == "" && c.ShimPath != "" {
+		c.ZygotePath = filepath.Join(filepath.Dir(c.ShimPath), lambdawrap.ZygoteFile)
+	}
+	if c.Spares == 0 {
+		c.Spares = 2
+	}
+	if c.Dir == "" && c.FunctionPath != "" {
+		c.Dir = filepath.Dir(c.FunctionPath)
+	}
 	if c.Name == "" {
 		c.Name = "function"
 	}
@@ -101,6 +129,12 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// zygote reports whether the runners are script zygotes: script style, not
+// reusing the process.
+func (c *Config) zygote() bool {
+	return c.Style == spillway.StyleScript && !c.ReuseProcess
+}
+
 // Validate reports the first bad field.
 func (c *Config) Validate() error {
 	switch {
@@ -114,6 +148,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("runner config: Timeout %s is negative", c.Timeout)
 	case c.MaxResultBytes < 0:
 		return fmt.Errorf("runner config: MaxResultBytes %d is negative", c.MaxResultBytes)
+	case c.Spares < 0 || c.Spares > 64:
+		return fmt.Errorf("runner config: Spares %d, want 1..64", c.Spares)
 	}
 	if _, err := spillway.ParseStyle(string(c.Style)); err != nil {
 		return fmt.Errorf("runner config: %w", err)
@@ -354,6 +390,11 @@ func (p *Pool) Call(ctx context.Context, param any) (Result, error) {
 		}
 		p.completed.Add(1)
 		return res, &spillway.FunctionError{Type: e.Type, Message: e.Message, Traceback: e.Traceback}
+	}
+	if resp.text != nil {
+		res.Value = *resp.text
+		p.completed.Add(1)
+		return res, nil
 	}
 	v, err := lambdawrap.DecodeResult(resp.Result)
 	if err != nil {
