@@ -573,7 +573,7 @@ func functionTar(fn spillway.Function) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-var _ pool.Watcher = (*Backend)(nil)
+var _ pool.ExitWatcher = (*Backend)(nil)
 
 // Watch calls died with the id of every container of this pool that
 // exits (Docker's "die" event), until ctx ends or the event stream fails.

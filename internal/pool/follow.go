@@ -82,26 +82,6 @@ func (p *Pool) Controller() bool {
 	return !p.follower
 }
 
-// followLocked is the follower's reconcile: members that failed or
-// drained leave the list, their containers stay (the controller owns
-// them).
-func (p *Pool) followLocked() {
-	kept := p.members[:0]
-	for _, m := range p.members {
-		if m.state == StateFailed || (m.state == StateDraining && m.inFlight.Load() == 0) {
-			m.cancel()
-			m.closeConns()
-			continue
-		}
-		kept = append(kept, m)
-	}
-	if len(kept) != len(p.members) {
-		clear(p.members[len(kept):])
-		p.members = kept
-		p.notifyLocked()
-	}
-}
-
 // followLoop, while the pool is a follower, lists the pool's containers
 // every HealthInterval: it adopts the ready workers of the current
 // function it does not serve yet, and drops members whose container is
@@ -145,22 +125,24 @@ func (p *Pool) followOnce(ctx context.Context, fn spillway.Function) {
 			running[w.ID] = true
 		}
 	}
+	var gone []*member
 	p.mu.Lock()
-	gone := false
 	for _, m := range p.members {
 		if m.id != "" && !running[m.id] && m.state != StateFailed {
 			// Removed by the controller: not a failure of ours.
 			p.setStateLocked(m, StateFailed)
-			m.cancel()
-			m.closeConns()
-			gone = true
+			gone = append(gone, m)
 		}
 	}
-	if gone {
+	if len(gone) > 0 {
 		p.notifyLocked()
 	}
 	p.mu.Unlock()
-	if gone {
+	for _, m := range gone {
+		m.cancel()
+		m.closeConns()
+	}
+	if len(gone) > 0 {
 		p.poke()
 	}
 	if _, _, err := p.adopt(ctx, fn, false); err != nil && ctx.Err() == nil {

@@ -111,25 +111,31 @@ func (l *Lease) Release() {
 		return
 	}
 	p.mu.Lock()
-	if n < 0 {
+	negative := n < 0
+	if negative {
 		m.inFlight.Add(1)
-		if p.log != nil {
-			p.log.Error("bug: negative in-flight count", "worker", m.name)
-		}
 	}
+	idle := false // the last call of a member out of rotation
 	switch {
 	case m.state == StateReady:
 		p.grantLocked()
 	case m.inFlight.Load() == 0:
 		// A draining or failed member may now be removed; Close may be
 		// waiting for the last call.
-		if m.state == StateFailed || m.removing {
-			m.closeConns()
-		}
+		idle = true
 		p.notifyLocked()
+	}
+	gone := idle && (m.state == StateFailed || m.removing)
+	p.mu.Unlock()
+	if negative && p.log != nil {
+		p.log.Error("bug: negative in-flight count", "worker", m.name)
+	}
+	if gone {
+		m.closeConns()
+	}
+	if idle {
 		p.poke()
 	}
-	p.mu.Unlock()
 }
 
 // Acquire waits, first come first served, for a free slot on a ready
@@ -282,14 +288,17 @@ const BusyBackoff = 50 * time.Millisecond
 // markBusy skips m for BusyBackoff, then offers its slots to waiters again.
 func (p *Pool) markBusy(m *member) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.counters.Busy++
 	m.busyUntil = time.Now().Add(BusyBackoff)
-	if m.busyWake || p.closed {
+	wake := !m.busyWake && !p.closed
+	if wake {
+		m.busyWake = true
+		p.wg.Add(1) // under mu: Close sets closed under mu before it waits
+	}
+	p.mu.Unlock()
+	if !wake {
 		return
 	}
-	m.busyWake = true
-	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		t := time.NewTimer(BusyBackoff)

@@ -4,12 +4,23 @@
 // replaces them, scales with drain, and rolls to a new function version
 // without a failed call.
 //
+// The files: lease.go hands out call slots (the request path); plan.go
+// decides, purely, what the reconciler does next (plan(view, now)), and
+// reconcile.go applies it and starts and removes containers; health.go
+// probes the workers and ejects dead ones; adopt.go takes over the workers
+// an earlier run or another lb left; follow.go is the mode of an lb that
+// follows another replica; roll.go moves to a new version; snapshot.go
+// reports.
+//
 // Locking: one mutex (Pool.mu) guards the members, the waiters and the
 // counters; it is held only for bookkeeping. A call takes it once
 // (TryAcquireCounts); its Release takes it only when someone waits for a
-// slot or the member left rotation. Backend calls and worker calls
-// happen outside it, in goroutines the pool owns (Close stops them) or on
-// the caller's goroutine with the caller's context.
+// slot or the member left rotation. Nothing slow happens under it: no
+// backend or worker call, no log line, no connection closed, no event told
+// and no goroutine started (a section under mu leaves those to a deferred
+// list run after the unlock). Backend calls and worker calls happen in
+// goroutines the pool owns (Close stops them) or on the caller's goroutine
+// with the caller's context.
 package pool
 
 import (
@@ -185,7 +196,7 @@ type Pool struct {
 	// controls the pool now). Set before Open.
 	Fence func(ctx context.Context) error
 	// Events learns rolls and replacements of failed workers; nil tells no
-	// one. Set before Open. It is called with the pool's lock held.
+	// one. Set before Open. It is never called with the pool's lock held.
 	Events spillway.EventSink
 	// Connect returns the connection to the worker at addr (host:port);
 	// nil means a workerapi.Client with the pool's dial timeout, one idle
@@ -278,7 +289,7 @@ func (p *Pool) Open(ctx context.Context, fn spillway.Function) error {
 	go p.reconcileLoop()
 	go p.healthLoop()
 	go p.followLoop()
-	if w, ok := p.backend.(Watcher); ok {
+	if w, ok := p.backend.(ExitWatcher); ok {
 		p.wg.Add(1)
 		go p.watchLoop(w)
 	}
@@ -413,15 +424,16 @@ func (p *Pool) close(ctx context.Context, remove bool) error {
 	defer cancel()
 	ids := map[string]bool{}
 	p.mu.Lock()
-	for _, m := range p.members {
+	members := p.members
+	p.members = nil
+	p.mu.Unlock()
+	for _, m := range members {
 		m.cancel()
 		m.closeConns()
 		if m.id != "" {
 			ids[m.id] = true
 		}
 	}
-	p.members = nil
-	p.mu.Unlock()
 	if !remove {
 		p.log.Info("pool left to the other lb replicas", "workers", len(ids))
 		return drainErr
@@ -476,30 +488,34 @@ func (p *Pool) setStateLocked(m *member, s State) {
 	m.since = time.Now()
 }
 
-// failLocked takes m out of rotation for good and aborts its calls; the
-// reconciler removes and replaces it.
-func (p *Pool) failLocked(m *member, cause error) {
+// failLocked takes m out of rotation for good; later aborts its calls and
+// drops its connections. The reconciler removes and replaces it.
+func (p *Pool) failLocked(m *member, cause error, later *deferred) {
 	if m.state == StateFailed || m.removing {
 		return
 	}
 	wasReady := m.state == StateReady
 	p.setStateLocked(m, StateFailed)
-	m.cancel()
-	m.closeConns()
 	if wasReady {
 		p.counters.Failed++
 		p.lastFailure = fmt.Sprintf("%s failed: %v", m.name, cause)
 	}
 	p.notifyLocked()
-	if p.log != nil {
-		p.log.Warn("worker failed, taking it out of rotation", "worker", m.name, "addr", m.addr, "err", cause)
-	}
-	p.poke()
+	later.add(func() {
+		m.cancel()
+		m.closeConns()
+		if p.log != nil {
+			p.log.Warn("worker failed, taking it out of rotation", "worker", m.name, "addr", m.addr, "err", cause)
+		}
+		p.poke()
+	})
 }
 
 // fail is failLocked for callers without the lock.
 func (p *Pool) fail(m *member, cause error) {
+	var later deferred
 	p.mu.Lock()
-	p.failLocked(m, cause)
+	p.failLocked(m, cause, &later)
 	p.mu.Unlock()
+	later.run()
 }

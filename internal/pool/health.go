@@ -1,0 +1,135 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spillway-faas/spillway/internal/workerapi"
+)
+
+// ExitWatcher is optionally implemented by a Backend: it calls died with
+// the id of each worker container of the pool that exits, until ctx ends.
+// The pool ejects such a member before any call or probe notices.
+type ExitWatcher interface {
+	Watch(ctx context.Context, died func(id string)) error
+}
+
+// waitHealthy probes m until it answers health() ready, or ctx ends.
+func (p *Pool) waitHealthy(ctx context.Context, m *member) error {
+	var last error
+	for {
+		h, err := p.probe(ctx, m.client)
+		switch {
+		case err == nil && h.Ready:
+			p.mu.Lock()
+			m.completed, m.coldStarts = h.Completed, h.ColdStarts
+			p.mu.Unlock()
+			if h.SHA256 != "" && m.sha256 != "" && h.SHA256 != m.sha256 {
+				p.log.Warn("worker reports another function sha256 than its label", "worker", m.name, "reported", h.SHA256, "label", m.sha256)
+			}
+			return nil
+		case err == nil:
+			last = errors.New("health() says not ready")
+		default:
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last probe: %v)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// probe calls health() with the probe deadline.
+func (p *Pool) probe(ctx context.Context, c WorkerConn) (workerapi.Health, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.HealthTimeout)
+	defer cancel()
+	return c.Health(ctx)
+}
+
+// healthLoop probes every ready or draining member each HealthInterval; a
+// member that misses HealthFailures probes in a row is ejected.
+func (p *Pool) healthLoop() {
+	defer p.wg.Done()
+	t := time.NewTicker(p.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		var targets []*member
+		for _, m := range p.members {
+			if (m.state == StateReady || m.state == StateDraining) && m.client != nil {
+				targets = append(targets, m)
+			}
+		}
+		p.mu.Unlock()
+		results := make([]error, len(targets))
+		hs := make([]workerapi.Health, len(targets))
+		var wg sync.WaitGroup
+		for i, m := range targets {
+			wg.Go(func() { hs[i], results[i] = p.probe(m.ctx, m.client) })
+		}
+		wg.Wait()
+		var later deferred
+		p.mu.Lock()
+		for i, m := range targets {
+			if m.ctx.Err() != nil {
+				continue
+			}
+			if results[i] == nil {
+				m.healthFail = 0
+				m.completed, m.coldStarts = hs[i].Completed, hs[i].ColdStarts
+				continue
+			}
+			if time.Since(time.Unix(0, m.lastOK.Load())) < p.cfg.HealthInterval {
+				// It answered a call just now: busy (a starved probe on a
+				// saturated machine), not dead.
+				continue
+			}
+			m.healthFail++
+			if m.healthFail >= p.cfg.HealthFailures || errors.Is(results[i], syscall.ECONNREFUSED) {
+				// Refused is certain: nothing listens there any more.
+				p.failLocked(m, fmt.Errorf("missed %d health probes: %w", m.healthFail, results[i]), &later)
+			}
+		}
+		p.mu.Unlock()
+		later.run()
+	}
+}
+
+// watchLoop ejects members whose container the backend reports dead. It
+// re-subscribes after errors until the pool closes.
+func (p *Pool) watchLoop(w ExitWatcher) {
+	defer p.wg.Done()
+	for p.ctx.Err() == nil {
+		err := w.Watch(p.ctx, func(id string) {
+			var later deferred
+			p.mu.Lock()
+			for _, m := range p.members {
+				if m.id == id && (m.state == StateReady || m.state == StateStarting) {
+					p.failLocked(m, errors.New("container exited"), &later)
+				}
+			}
+			p.mu.Unlock()
+			later.run()
+		})
+		if p.ctx.Err() != nil {
+			return
+		}
+		p.log.Warn("watch worker containers", "err", err)
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
