@@ -208,8 +208,8 @@ func (c *CloudRollout) wanted() spillway.Function {
 	return c.want
 }
 
-// Deployed is the pool.Key of what this replica's controller deployed; ""
-// until then.
+// Deployed is the pool.Key of what the cloud runs, as this replica
+// deployed it or adopted the controller's deployment; "" until then.
 func (c *CloudRollout) Deployed() string {
 	if k := c.deployed.Load(); k != nil {
 		return *k
@@ -272,6 +272,7 @@ func (c *CloudRollout) deployWithRetry(ctx context.Context) {
 // deployment is what the controller publishes of its cloud deployment.
 type deployment struct {
 	Version  int64          `json:"version"`
+	Key      string         `json:"key,omitempty"` // pool.Key of the deployed version
 	Endpoint cloud.Endpoint `json:"endpoint"`
 }
 
@@ -294,6 +295,11 @@ func (c *CloudRollout) adopt(ctx context.Context) error {
 		return errNotPublished
 	}
 	c.d.Offload.SetEndpoint(dep.Endpoint)
+	key := dep.Key
+	if key == "" { // published by an lb that did not say
+		key = pool.Key(fn)
+	}
+	c.deployed.Store(&key)
 	c.log.Info("cloud deployment of the controller adopted", "function", fn.Name, "version", dep.Version, "endpoint", dep.Endpoint)
 	return nil
 }
@@ -319,7 +325,7 @@ func (c *CloudRollout) deployOnce(ctx context.Context) error {
 	if c.d.Events != nil {
 		c.d.Events.Event(spillway.EventStart, fmt.Sprintf("cloud deployed: %s v%d", fn.Name, fn.Version))
 	}
-	if b, err := json.Marshal(deployment{Version: fn.Version, Endpoint: ep}); err == nil {
+	if b, err := json.Marshal(deployment{Version: fn.Version, Key: key, Endpoint: ep}); err == nil {
 		if err := c.d.Replica.PublishCloud(dctx, b); err != nil {
 			c.log.Warn("publish the cloud deployment to the other replicas", "err", err)
 		}

@@ -128,7 +128,7 @@ func TestCloudDeployBackoff(t *testing.T) {
 	}
 	var pub deployment
 	published := rep.publishedData()
-	if err := json.Unmarshal(published, &pub); err != nil || pub.Version != 1 || pub.Endpoint.FunctionName != "faas" {
+	if err := json.Unmarshal(published, &pub); err != nil || pub.Version != 1 || pub.Key != pool.Key(v1) || pub.Endpoint.FunctionName != "faas" {
 		t.Errorf("published %s (%v), want version 1 and its endpoint", published, err)
 	}
 	if evs := ev.all(); !slices.Equal(evs, []string{"lb: cloud deployed: faas v1"}) {
@@ -157,8 +157,9 @@ func TestCloudDeployWantsNewest(t *testing.T) {
 
 func TestCloudRolloutFollower(t *testing.T) {
 	// Not the controller: no deploy; each tick it looks for the controller's
-	// deployment of the wanted version and points the offloader at it. A
-	// fence lost mid-deploy waits a tick too, not the backoff.
+	// deployment of the wanted version, points the offloader at it and
+	// counts the cloud current, so this replica offloads too. A fence lost
+	// mid-deploy waits a tick too, not the backoff.
 	clock := newFakeClock()
 	dep := &fakeDeployer{}
 	off := &fakeOffload{}
@@ -177,14 +178,19 @@ func TestCloudRolloutFollower(t *testing.T) {
 	rep.mu.Unlock()
 	clock.Advance(3 * time.Second)
 	<-clock.waiting // only an older version published
-	cur, _ := json.Marshal(deployment{Version: 2, Endpoint: cloudEndpoint("faas")})
+	cur, _ := json.Marshal(deployment{Version: 2, Key: pool.Key(version(2, "bbb")), Endpoint: cloudEndpoint("faas")})
 	rep.mu.Lock()
 	rep.readCloud = cur
 	rep.mu.Unlock()
 	clock.Advance(3 * time.Second)
-	waitFor(t, "adopted", func() bool { return off.endpoint().FunctionName == "faas" })
+	waitFor(t, "adopted", func() bool {
+		return off.endpoint().FunctionName == "faas" && c.Deployed() == pool.Key(version(2, "bbb"))
+	})
 	if n := len(dep.attempts()); n != 0 {
 		t.Errorf("a follower deployed %d times", n)
+	}
+	if r := NewRollout(version(2, "bbb"), RolloutDeps{Cloud: c}); !r.CloudCurrent() {
+		t.Error("a follower that adopted the controller's deployment keeps calls off the cloud")
 	}
 
 	// Promoted, but the lease is lost before the deploy: wait a tick.
