@@ -565,8 +565,19 @@ func (g *Gateway) record(inv spillway.Invocation, err error) {
 	default:
 		outcome = "error"
 	}
-	g.metrics.calls.WithLabelValues(route, string(inv.Reason), outcome).Inc()
-	g.metrics.latency.WithLabelValues(route).Observe(inv.Duration.Seconds())
+	if route == string(spillway.RouteLocal) && inv.Reason == spillway.ReasonNone && outcome == "ok" {
+		g.metrics.okLocal.Inc()
+	} else {
+		g.metrics.calls.WithLabelValues(route, string(inv.Reason), outcome).Inc()
+	}
+	switch route {
+	case string(spillway.RouteLocal):
+		g.metrics.latLocal.Observe(inv.Duration.Seconds())
+	case string(spillway.RouteCloud):
+		g.metrics.latCloud.Observe(inv.Duration.Seconds())
+	default:
+		g.metrics.latency.WithLabelValues(route).Observe(inv.Duration.Seconds())
+	}
 	if inv.ColdStart {
 		g.metrics.coldStart.WithLabelValues(route).Inc()
 	}

@@ -3,6 +3,8 @@ package gateway
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/spillway-faas/spillway"
 )
 
 // metrics are the request path's Prometheus instruments, on lb's registry
@@ -19,6 +21,11 @@ type metrics struct {
 	reruns        *prometheus.CounterVec // function, reason
 	budgetRefused *prometheus.CounterVec // reason
 	busy          prometheus.Counter
+
+	// The children of the labels nearly every call has, resolved once so
+	// that a call hashes no labels.
+	okLocal            prometheus.Counter  // calls{local, "", ok}
+	latLocal, latCloud prometheus.Observer // latency{local}, latency{cloud}
 }
 
 // latencyBuckets span a no-op call (sub-millisecond) to a Lambda timeout.
@@ -70,5 +77,8 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	}
 	m.registry.MustRegister(m.calls, m.latency, m.coldStart, m.inFlight, m.queued, m.busy, m.queueFull, m.reruns, m.budgetRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.okLocal = m.calls.WithLabelValues(string(spillway.RouteLocal), "", "ok")
+	m.latLocal = m.latency.WithLabelValues(string(spillway.RouteLocal))
+	m.latCloud = m.latency.WithLabelValues(string(spillway.RouteCloud))
 	return m
 }

@@ -30,8 +30,11 @@ type WorkerConn interface {
 	Call(ctx context.Context, param any) (any, error)
 	// Health calls health().
 	Health(ctx context.Context) (workerapi.Health, error)
-	// CloseIdleConnections drops the idle connections: the member left.
+	// CloseIdleConnections drops the idle connections.
 	CloseIdleConnections()
+	// Close drops every connection and interrupts the calls in flight:
+	// the member left.
+	Close()
 }
 
 var _ WorkerConn = (*workerapi.Client)(nil)

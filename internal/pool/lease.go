@@ -35,9 +35,6 @@ func (l *Lease) ColdStart() bool { return l.cold }
 // Addr is the member's host:port.
 func (l *Lease) Addr() string { return l.m.addr }
 
-// errMemberGone cancels the calls of a member that failed or was removed.
-var errMemberGone = errors.New("worker taken out of the pool")
-
 // Call runs call_function(param) on the leased member. A fault comes back
 // as the domain error (spillway.ErrorFromFault: *spillway.FunctionError,
 // spillway.ErrTimeout, ...), and the member stays in rotation. A busy
@@ -52,12 +49,12 @@ func (l *Lease) Call(ctx context.Context, param any) (any, error) {
 	if l.released.Load() {
 		return nil, fmt.Errorf("call on worker %s with a released lease", m.name)
 	}
-	callCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stop := context.AfterFunc(m.ctx, func() { cancel(errMemberGone) })
-	defer stop()
-
-	reply, err := m.client.Call(callCtx, param)
+	if m.ctx.Err() != nil {
+		return nil, fmt.Errorf("call worker %s: %w: it left the pool", m.name, spillway.ErrWorkerFailed)
+	}
+	// A member that leaves has its connections closed (closeConns), which
+	// interrupts this call: no context of its own is needed for that.
+	reply, err := m.client.Call(ctx, param)
 	if err == nil {
 		m.lastOK.Store(time.Now().UnixNano())
 		return reply, nil

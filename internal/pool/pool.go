@@ -164,12 +164,16 @@ type member struct {
 	busyWake   bool      // a goroutine will offer its slots at busyUntil
 }
 
-// closeConns drops the member's idle connections. A new container may get
+// closeConns drops the member's connections. A new container may get
 // the same IP: it must never be sent a stale connection of the old one,
 // which is why each member has its own transport.
+//
+// It also interrupts the member's calls in flight: every caller of
+// closeConns has cancelled m.ctx (the member failed or left), and those
+// calls fail with spillway.ErrWorkerFailed (see Lease.Call).
 func (m *member) closeConns() {
 	if m.client != nil {
-		m.client.CloseIdleConnections()
+		m.client.Close()
 	}
 }
 

@@ -71,3 +71,7 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 // CloseIdleConnections drops the client's idle connections; calls in
 // flight keep theirs.
 func (c *Client) CloseIdleConnections() { c.conns.CloseIdleConnections() }
+
+// Close drops every connection and interrupts the calls in flight, which
+// fail at once (the worker left); later calls fail too.
+func (c *Client) Close() { c.conns.Close() }

@@ -39,9 +39,11 @@ type Conns struct {
 	maxIdle     int
 	idleTimeout time.Duration
 
-	mu   sync.Mutex // guards idle and gen
-	idle []*pconn   // most recently used last
-	gen  uint64     // bumped by CloseIdleConnections
+	mu     sync.Mutex // guards idle, active, gen and closed
+	idle   []*pconn   // most recently used last
+	active map[*pconn]struct{}
+	gen    uint64 // bumped by CloseIdleConnections
+	closed bool
 }
 
 // ConnsOptions tune Conns; zero values take the defaults.
@@ -69,7 +71,28 @@ func NewConns(addr string, o ConnsOptions) *Conns {
 		o.IdleTimeout = 30 * time.Second
 	}
 	d := &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
-	return &Conns{addr: addr, path: "/", dial: d.DialContext, maxIdle: o.MaxIdle, idleTimeout: o.IdleTimeout}
+	return &Conns{addr: addr, path: "/", dial: d.DialContext, maxIdle: o.MaxIdle, idleTimeout: o.IdleTimeout,
+		active: map[*pconn]struct{}{}}
+}
+
+// ErrConnsClosed is the error of a call made after Close.
+var ErrConnsClosed = errors.New("connections closed")
+
+// Close closes the idle connections and interrupts the calls in flight
+// (they fail at once); later calls fail with ErrConnsClosed.
+func (c *Conns) Close() {
+	c.mu.Lock()
+	idle := c.idle
+	c.idle = nil
+	c.gen++
+	c.closed = true
+	for pc := range c.active {
+		pc.abort()
+	}
+	c.mu.Unlock()
+	for _, pc := range idle {
+		_ = pc.c.Close()
+	}
 }
 
 // pconn is one connection and its buffers.
@@ -102,29 +125,37 @@ func (c *Conns) CloseIdleConnections() {
 }
 
 // get takes the most recently used idle connection that is young enough,
-// or dials a new one.
+// or dials a new one; either is counted in use.
 func (c *Conns) get(ctx context.Context) (*pconn, error) {
 	now := time.Now()
 	c.mu.Lock()
-	for len(c.idle) > 0 {
+	for {
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrConnsClosed
+		}
+		if len(c.idle) == 0 {
+			break
+		}
 		pc := c.idle[len(c.idle)-1]
 		c.idle[len(c.idle)-1] = nil
 		c.idle = c.idle[:len(c.idle)-1]
 		idleFor := now.Sub(pc.lastUsed)
-		if idleFor < c.idleTimeout {
-			c.mu.Unlock()
-			// Under load a connection comes back within microseconds; one
-			// that waited longer may have been closed by the server (it
-			// shut down, say): look before sending on it.
-			if idleFor < liveCheckAfter || peerOpen(pc.c) {
-				pc.reused = true
-				return pc, nil
-			}
+		if idleFor >= c.idleTimeout {
 			_ = pc.c.Close()
-			c.mu.Lock()
 			continue
 		}
-		_ = pc.c.Close()
+		c.active[pc] = struct{}{}
+		c.mu.Unlock()
+		// Under load a connection comes back within microseconds; one
+		// that waited longer may have been closed by the server (it
+		// shut down, say): look before sending on it.
+		if idleFor < liveCheckAfter || peerOpen(pc.c) {
+			pc.reused = true
+			return pc, nil
+		}
+		c.drop(pc)
+		c.mu.Lock()
 	}
 	gen := c.gen
 	c.mu.Unlock()
@@ -132,7 +163,28 @@ func (c *Conns) get(ctx context.Context) (*pconn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pconn{c: nc, br: bufio.NewReaderSize(nc, 4096), gen: gen}, nil
+	return c.activate(&pconn{c: nc, br: bufio.NewReaderSize(nc, 4096), gen: gen})
+}
+
+// activate counts pc among the connections in use, which Close
+// interrupts.
+func (c *Conns) activate(pc *pconn) (*pconn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		_ = pc.c.Close()
+		return nil, ErrConnsClosed
+	}
+	c.active[pc] = struct{}{}
+	return pc, nil
+}
+
+// drop closes pc, which is in use.
+func (c *Conns) drop(pc *pconn) {
+	c.mu.Lock()
+	delete(c.active, pc)
+	c.mu.Unlock()
+	_ = pc.c.Close()
 }
 
 // liveCheckAfter is how long a connection may idle before get checks that
@@ -164,6 +216,7 @@ func peerOpen(c net.Conn) bool {
 func (c *Conns) put(pc *pconn) {
 	pc.lastUsed = time.Now()
 	c.mu.Lock()
+	delete(c.active, pc)
 	if pc.gen == c.gen && len(c.idle) < c.maxIdle {
 		c.idle = append(c.idle, pc)
 		c.mu.Unlock()
@@ -209,7 +262,7 @@ func (c *Conns) roundTrip(ctx context.Context, pc *pconn, hdr http.Header, body 
 	defer func() {
 		// The abort ran (or runs now): the connection's deadline is spent.
 		if !stop() || !keep || err != nil {
-			_ = pc.c.Close()
+			c.drop(pc)
 			return
 		}
 		c.put(pc)

@@ -221,3 +221,27 @@ func TestConnsBadAnswers(t *testing.T) {
 		})
 	}
 }
+
+// Close interrupts a call in flight and refuses later ones.
+func TestConnsCloseInterrupts(t *testing.T) {
+	c, _ := connsServer(t, pingServer())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Call(context.Background(), "sleep", nil, nil) }()
+	time.Sleep(50 * time.Millisecond) // let the call reach the server
+	start := time.Now()
+	c.Conns.Close()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("interrupted call succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not interrupt the call in flight")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("interruption took %v", d)
+	}
+	if err := c.Call(context.Background(), "ping", nil, nil); !errors.Is(err, ErrConnsClosed) {
+		t.Errorf("call after Close: %v, want ErrConnsClosed", err)
+	}
+}
