@@ -212,7 +212,7 @@ func startingHandler() http.Handler {
 type daemon struct {
 	log     *slog.Logger
 	store   *registry.Store
-	watcher *registry.Watcher
+	watcher *registry.VersionWatcher
 	backend *docker.Backend
 	pool    *pool.Pool
 	offload *cloud.Offloader
@@ -424,7 +424,7 @@ func gatewayConfig(c config.Config) gateway.Config {
 
 // firstFunction waits for the function record: a fresh stack starts lb before
 // anyone has published.
-func firstFunction(ctx context.Context, store *registry.Store, w *registry.Watcher, name string, log *slog.Logger) (spillway.Function, error) {
+func firstFunction(ctx context.Context, store *registry.Store, w *registry.VersionWatcher, name string, log *slog.Logger) (spillway.Function, error) {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	fn, err := store.Get(rctx, name)
 	cancel()

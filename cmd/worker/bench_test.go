@@ -33,7 +33,7 @@ import (
 // BenchmarkWorkerVsSpawn measures all three in one loop and reports p50s and
 // the speed-up ratios (handler-x, script-x) as metrics.
 
-// benchWorker serves one example function in process: runner pool, the
+// benchWorker serves one example function in process: the runners, the
 // worker's XML-RPC handler, an httptest server, and an XML-RPC client.
 func benchWorker(b *testing.B, style spillway.Style, example string) *xmlrpc.Client {
 	b.Helper()
@@ -44,23 +44,23 @@ func benchWorker(b *testing.B, style spillway.Style, example string) *xmlrpc.Cli
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	pool, err := runner.New(runner.Config{Python: py, ShimPath: shim, FunctionPath: fn,
+	runners, err := runner.New(runner.Config{Python: py, ShimPath: shim, FunctionPath: fn,
 		Style: style, Concurrency: 1, Timeout: 10 * time.Second, Logger: log})
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := pool.Open(ctx); err != nil {
+	if err := runners.Open(ctx); err != nil {
 		b.Fatal(err)
 	}
-	svc := &service{pool: pool, cfg: workerConfig{Style: style, MaxRequestBytes: 1 << 20}, slots: make(chan struct{}, 1)}
+	svc := &service{runners: runners, cfg: workerConfig{Style: style, MaxRequestBytes: 1 << 20}, slots: make(chan struct{}, 1)}
 	srv := httptest.NewServer(svc.handler(log))
 	b.Cleanup(func() {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = pool.Close(ctx)
+		_ = runners.Close(ctx)
 	})
 	c := xmlrpc.NewClient(srv.URL+"/RPC2", nil)
 	for range 20 { // warm the runner and the connection

@@ -1,4 +1,4 @@
-// Command worker serves one Python function over XML-RPC from a pool of warm
+// Command worker serves one Python function over XML-RPC from a set of warm
 // Python runners. It is the process inside each worker container.
 //
 //	call_function(param)  the function's result, or a fault; beyond
@@ -95,7 +95,7 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 		return err
 	}
 
-	pool, err := runner.New(runner.Config{
+	runners, err := runner.New(runner.Config{
 		Python:       cfg.Python,
 		ShimPath:     shim,
 		FunctionPath: cfg.FunctionPath,
@@ -114,7 +114,7 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 		return err
 	}
 	openCtx, cancelOpen := context.WithTimeout(ctx, time.Minute)
-	err = pool.Open(openCtx)
+	err = runners.Open(openCtx)
 	cancelOpen()
 	if err != nil {
 		return fmt.Errorf("PYTHON=%q FUNCTION_PATH=%q: %w", cfg.Python, cfg.FunctionPath, err)
@@ -122,12 +122,12 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 	defer func() {
 		closeCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
-		if err := pool.Close(closeCtx); err != nil {
+		if err := runners.Close(closeCtx); err != nil {
 			log.Warn("close runners", "err", err)
 		}
 	}()
 
-	svc := &service{pool: pool, cfg: cfg, sha256: hex.EncodeToString(sum[:]), slots: make(chan struct{}, cfg.Concurrency)}
+	svc := &service{runners: runners, cfg: cfg, sha256: hex.EncodeToString(sum[:]), slots: make(chan struct{}, cfg.Concurrency)}
 	srv := &http.Server{
 		Handler:           svc.handler(log),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -154,7 +154,7 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("worker stopping", "in_flight", pool.Stats().InFlight)
+	log.Info("worker stopping", "in_flight", runners.Stats().InFlight)
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.LocalTimeout+shutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(drainCtx); err != nil {
@@ -162,15 +162,15 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 		_ = srv.Close()
 	}
 	<-served
-	log.Info("worker stopped", "completed", pool.Stats().Completed)
+	log.Info("worker stopped", "completed", runners.Stats().Completed)
 	return nil
 }
 
 // service is the worker's XML-RPC and HTTP surface.
 type service struct {
-	pool   *runner.Pool
-	cfg    workerConfig
-	sha256 string
+	runners *runner.Runners
+	cfg     workerConfig
+	sha256  string
 	// slots holds one token per call_function running: the worker takes at
 	// most WORKER_CONCURRENCY calls at once and answers busy beyond.
 	slots chan struct{}
@@ -209,7 +209,7 @@ func (s *service) callFunction(ctx context.Context, params []any) (any, error) {
 		return nil, workerapi.BusyError(cap(s.slots))
 	}
 	defer func() { <-s.slots }()
-	res, err := s.pool.Call(ctx, param)
+	res, err := s.runners.Call(ctx, param)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +217,7 @@ func (s *service) callFunction(ctx context.Context, params []any) (any, error) {
 }
 
 func (s *service) health(ctx context.Context, params []any) (any, error) {
-	st := s.pool.Stats()
+	st := s.runners.Stats()
 	return workerapi.Health{
 		InFlight:    st.InFlight,
 		Completed:   st.Completed,
@@ -234,7 +234,7 @@ func (s *service) health(ctx context.Context, params []any) (any, error) {
 }
 
 func (s *service) healthz(w http.ResponseWriter, r *http.Request) {
-	st := s.pool.Stats()
+	st := s.runners.Stats()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if !st.Ready || st.Runners == 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)

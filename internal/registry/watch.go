@@ -13,7 +13,7 @@ import (
 	"github.com/spillway-faas/spillway"
 )
 
-// Watcher follows one function's record and delivers each new version on
+// VersionWatcher follows one function's record and delivers each new version on
 // Updates. Pub/sub is at-most-once (a message sent while the subscription is
 // down is lost), so the watcher re-reads the record after every subscribe and
 // resubscribe, and every Options.ResyncInterval; what it delivers is
@@ -21,7 +21,7 @@ import (
 //
 // It survives Redis restarts: a lost subscription is retried with capped
 // backoff (Options.MinBackoff..MaxBackoff) for as long as the watcher runs.
-type Watcher struct {
+type VersionWatcher struct {
 	store  *Store
 	name   string
 	out    chan spillway.Function
@@ -39,9 +39,9 @@ type Watcher struct {
 //
 // The watcher stops when ctx ends or Close is called; either way Updates is
 // closed once it has stopped.
-func (s *Store) Watch(ctx context.Context, name string, have spillway.Function) *Watcher {
+func (s *Store) Watch(ctx context.Context, name string, have spillway.Function) *VersionWatcher {
 	ctx, cancel := context.WithCancel(ctx)
-	w := &Watcher{
+	w := &VersionWatcher{
 		store:  s,
 		name:   name,
 		out:    make(chan spillway.Function, 1),
@@ -56,16 +56,16 @@ func (s *Store) Watch(ctx context.Context, name string, have spillway.Function) 
 // Updates delivers new records. It holds at most one pending record: if the
 // reader is slow, a newer record replaces the one it has not taken yet, so the
 // reader always gets the latest and the watcher never blocks on it.
-func (w *Watcher) Updates() <-chan spillway.Function { return w.out }
+func (w *VersionWatcher) Updates() <-chan spillway.Function { return w.out }
 
 // Close stops the watcher and waits for it to finish.
-func (w *Watcher) Close() error {
+func (w *VersionWatcher) Close() error {
 	w.once.Do(w.cancel)
 	<-w.done
 	return nil
 }
 
-func (w *Watcher) run(ctx context.Context) {
+func (w *VersionWatcher) run(ctx context.Context) {
 	defer close(w.done)
 	defer close(w.out)
 	log := w.store.opts.Logger.With("function", w.name, "addr", w.store.addr)
@@ -96,7 +96,7 @@ func (w *Watcher) run(ctx context.Context) {
 // session subscribes, re-reads the record, then follows messages until the
 // connection fails or ctx ends. subscribed reports whether it got as far as
 // a confirmed subscription.
-func (w *Watcher) session(ctx context.Context) (subscribed bool, err error) {
+func (w *VersionWatcher) session(ctx context.Context) (subscribed bool, err error) {
 	opts := w.store.opts
 	ps := w.store.client.Subscribe(ctx) // no channels yet: Subscribe below reports errors
 	defer ps.Close()
@@ -171,7 +171,7 @@ func awaitSubscription(ctx context.Context, ps *redis.PubSub, timeout time.Durat
 // resync reads the record and delivers it when it differs from the last one.
 // A missing or malformed record is not delivered and is not a connection
 // error; any other read error is returned so the session reconnects.
-func (w *Watcher) resync(ctx context.Context) error {
+func (w *VersionWatcher) resync(ctx context.Context) error {
 	fn, err := w.store.Get(ctx, w.name)
 	if errors.Is(err, spillway.ErrFunctionNotFound) {
 		return nil
@@ -193,7 +193,7 @@ func (w *Watcher) resync(ctx context.Context) error {
 
 // deliver puts fn in the one-slot channel, replacing a record the reader has
 // not taken yet. Only run sends, so after the drain the send cannot block.
-func (w *Watcher) deliver(fn spillway.Function) {
+func (w *VersionWatcher) deliver(fn spillway.Function) {
 	select {
 	case w.out <- fn:
 		return

@@ -16,7 +16,7 @@ import (
 )
 
 // next waits for the watcher's next record.
-func next(t *testing.T, w *registry.Watcher, within time.Duration) spillway.Function {
+func next(t *testing.T, w *registry.VersionWatcher, within time.Duration) spillway.Function {
 	t.Helper()
 	select {
 	case fn, ok := <-w.Updates():
@@ -31,7 +31,7 @@ func next(t *testing.T, w *registry.Watcher, within time.Duration) spillway.Func
 }
 
 // quiet asserts the watcher delivers nothing for d.
-func quiet(t *testing.T, w *registry.Watcher, d time.Duration) {
+func quiet(t *testing.T, w *registry.VersionWatcher, d time.Duration) {
 	t.Helper()
 	select {
 	case fn := <-w.Updates():

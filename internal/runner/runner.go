@@ -1,4 +1,4 @@
-// Package runner keeps a pool of warm Python processes that run one function
+// Package runner keeps a set of warm Python processes (Runners) that run one function
 // through the lambdawrap shim in worker mode, one call at a time each.
 //
 // Handler-style functions are imported once per runner and stay warm.
@@ -176,8 +176,8 @@ type Stats struct {
 	Ready      bool  // open and not closing
 }
 
-// Pool is a fixed-size set of warm runners.
-type Pool struct {
+// Runners is a fixed-size set of warm runners: one call at a time each.
+type Runners struct {
 	cfg Config
 	log *slog.Logger
 
@@ -204,14 +204,14 @@ type Pool struct {
 	initErr   atomic.Pointer[pyError]
 }
 
-// New checks cfg and returns a pool that Open starts.
-func New(cfg Config) (*Pool, error) {
+// New checks cfg and returns the runners that Open starts.
+func New(cfg Config) (*Runners, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	bg, cancel := context.WithCancel(context.Background())
-	return &Pool{
+	return &Runners{
 		cfg:      cfg,
 		log:      cfg.Logger,
 		idle:     make(chan *proc, cfg.Concurrency),
@@ -222,7 +222,7 @@ func New(cfg Config) (*Pool, error) {
 }
 
 // Open starts all runners and waits until each has loaded the function.
-func (p *Pool) Open(ctx context.Context) error {
+func (p *Runners) Open(ctx context.Context) error {
 	type started struct {
 		pr  *proc
 		err error
@@ -264,7 +264,7 @@ func (p *Pool) Open(ctx context.Context) error {
 }
 
 // start starts one runner and registers it.
-func (p *Pool) start(ctx context.Context) (*proc, error) {
+func (p *Runners) start(ctx context.Context) (*proc, error) {
 	id := int(p.procID.Add(1))
 	pr, rdy, err := startProc(ctx, &p.cfg, id, &p.wg)
 	if err != nil {
@@ -281,7 +281,7 @@ func (p *Pool) start(ctx context.Context) (*proc, error) {
 }
 
 // retire kills a runner, reaps it and forgets it.
-func (p *Pool) retire(pr *proc) {
+func (p *Runners) retire(pr *proc) {
 	p.mu.Lock()
 	_, known := p.procs[pr]
 	delete(p.procs, pr)
@@ -293,7 +293,7 @@ func (p *Pool) retire(pr *proc) {
 }
 
 // replace retires a broken runner and starts another in the background.
-func (p *Pool) replace(old *proc) {
+func (p *Runners) replace(old *proc) {
 	p.mu.Lock()
 	if p.stopping {
 		p.mu.Unlock()
@@ -333,7 +333,7 @@ func (p *Pool) replace(old *proc) {
 // spillway.ErrRunnerCrashed (the runner or the script's child died),
 // spillway.ErrUnavailable (closed), spillway.ErrInvalidParams (param not JSON),
 // or ctx's cancellation.
-func (p *Pool) Call(ctx context.Context, param any) (Result, error) {
+func (p *Runners) Call(ctx context.Context, param any) (Result, error) {
 	p.inFlight.Add(1)
 	defer p.inFlight.Add(-1)
 	if p.closed.Load() || !p.opened.Load() {
@@ -407,7 +407,7 @@ func (p *Pool) Call(ctx context.Context, param any) (Result, error) {
 }
 
 // Stats returns the current counters.
-func (p *Pool) Stats() Stats {
+func (p *Runners) Stats() Stats {
 	return Stats{
 		InFlight:   p.inFlight.Load(),
 		Completed:  p.completed.Load(),
@@ -420,7 +420,7 @@ func (p *Pool) Stats() Stats {
 
 // InitError is the function's import or compile error as the runners
 // reported it, or nil.
-func (p *Pool) InitError() *spillway.FunctionError {
+func (p *Runners) InitError() *spillway.FunctionError {
 	e := p.initErr.Load()
 	if e == nil {
 		return nil
@@ -431,7 +431,7 @@ func (p *Pool) InitError() *spillway.FunctionError {
 // Close stops taking calls, lets the calls in flight finish until ctx ends,
 // then kills every runner and waits for them. It returns ctx's error when
 // calls were still running at the deadline.
-func (p *Pool) Close(ctx context.Context) error {
+func (p *Runners) Close(ctx context.Context) error {
 	if p.closed.Swap(true) {
 		return nil
 	}

@@ -65,7 +65,7 @@ def handler(event, context):
 `
 
 type fixture struct {
-	pool   *runner.Pool
+	pool   *runner.Runners
 	output *testutil.SyncBuffer
 	fnPath string // the function's file
 }
@@ -118,7 +118,7 @@ func newPoolWith(t *testing.T, style spillway.Style, code string, conc int, time
 	return &fixture{pool: p, output: out, fnPath: fnPath}
 }
 
-func call(t *testing.T, p *runner.Pool, param any) (runner.Result, error) {
+func call(t *testing.T, p *runner.Runners, param any) (runner.Result, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -302,7 +302,7 @@ func TestTimeoutReplacesRunner(t *testing.T) {
 
 // waitReplaced waits until a one-runner pool has retired its broken runner
 // and started the replacement, however slowly a loaded machine starts it.
-func waitReplaced(t *testing.T, p *runner.Pool) {
+func waitReplaced(t *testing.T, p *runner.Runners) {
 	t.Helper()
 	retired := time.Now().Add(time.Second)
 	for p.Stats().Runners != 0 && time.Now().Before(retired) {

@@ -216,7 +216,7 @@ func TestScriptPreimportsOnlyUnshadowedStdlib(t *testing.T) {
 }
 
 // newPoolAt opens a one-runner pool on an existing function file.
-func newPoolAt(t *testing.T, fnPath string, style spillway.Style) *runner.Pool {
+func newPoolAt(t *testing.T, fnPath string, style spillway.Style) *runner.Runners {
 	t.Helper()
 	shim, err := lambdawrap.WriteShim(filepath.Join(t.TempDir(), "shim"))
 	if err != nil {
