@@ -3,6 +3,7 @@ package xmlrpc
 import (
 	"context"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -93,6 +94,26 @@ func BenchmarkRoundTripHTTP(b *testing.B) {
 	hs := httptest.NewServer(s)
 	defer hs.Close()
 	c := NewClient(hs.URL, nil)
+	ctx := context.Background()
+	args := []any{"30"}
+	b.ReportAllocs()
+	for b.Loop() {
+		var got any
+		if err := c.Call(ctx, "call_function", args, &got); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRoundTripConns is BenchmarkRoundTripHTTP with the client on
+// Conns, lb's transport to its workers.
+func BenchmarkRoundTripConns(b *testing.B) {
+	s := NewServer()
+	s.Register("call_function", "", func(_ context.Context, params []any) (any, error) { return "832040\n", nil })
+	hs := httptest.NewServer(s)
+	defer hs.Close()
+	c := NewClient(hs.URL, nil)
+	c.Conns = NewConns(strings.TrimPrefix(hs.URL, "http://"), ConnsOptions{})
 	ctx := context.Background()
 	args := []any{"30"}
 	b.ReportAllocs()
