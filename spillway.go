@@ -53,6 +53,12 @@ type Function struct {
 	// retry a call after a cloud 5xx or a lost answer, when the function may
 	// already have run; other functions run at most once.
 	Idempotent bool
+	// ReuseProcess (addfaas --reuse-process, field "reuse_process" = "1")
+	// runs a script-style function in its warm runner instead of a fresh
+	// process per call: each call gets a fresh __main__, its own sys.argv
+	// and captured stdout, but module state, threads and the like persist
+	// between calls. Much faster; not the semantics of a spawned process.
+	ReuseProcess bool
 }
 
 // HandlerName returns the handler to call, defaulting to DefaultHandler.

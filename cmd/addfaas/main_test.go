@@ -79,7 +79,7 @@ func cleanEnv() []string {
 	return env
 }
 
-var outRE = regexp.MustCompile(`(?m)^(name|version|style|handler|sha256):\s+(\S+)$`)
+var outRE = regexp.MustCompile(`(?m)^(name|version|style|handler|sha256|reuse_process):\s+(\S+)$`)
 
 func parseOut(t *testing.T, s string) map[string]string {
 	t.Helper()
@@ -535,5 +535,45 @@ func TestAddfaasRedisPassword(t *testing.T) {
 				t.Errorf("stderr shows the password: %s", res.stderr)
 			}
 		})
+	}
+}
+
+func TestAddfaasReuseProcess(t *testing.T) {
+	// --reuse-process is stored in the record (field reuse_process=1) and
+	// shown; publishing again without it removes it; a handler-style
+	// function refuses it with exit 2 and writes nothing.
+	r := testutil.StartRedis(t)
+	c := cli{t: t, bin: testutil.BuildBinary(t, "addfaas"), python: testutil.Python(t)}
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rc.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	src := t.TempDir()
+	scriptFile := writeFile(t, src, "fib.py", scriptSrc)
+	handlerFile := writeFile(t, src, "h.py", handlerSrc)
+	env := []string{"REDIS_ADDR=" + r.Addr}
+
+	res := c.run("", env, "", "--name", "fast", "--reuse-process", scriptFile)
+	if res.code != 0 || parseOut(t, res.stdout)["reuse_process"] != "yes" {
+		t.Fatalf("publish with --reuse-process: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if v := rc.HGet(ctx, registry.Key("fast"), "reuse_process").Val(); v != "1" {
+		t.Errorf("field reuse_process = %q, want 1", v)
+	}
+	if res := c.run("", env, "", "--show", "fast"); !strings.Contains(res.stdout, "reuse_process: yes") {
+		t.Errorf("--show does not say it:\n%s", res.stdout)
+	}
+	res = c.run("", env, "", "--name", "fast", scriptFile)
+	if res.code != 0 || rc.HExists(ctx, registry.Key("fast"), "reuse_process").Val() {
+		t.Errorf("publish without the flag kept reuse_process (exit %d)", res.code)
+	}
+
+	before := snapshot(t, rc)
+	res = c.run("", env, "", "--name", "h", "--reuse-process", handlerFile)
+	if res.code != 2 || !strings.Contains(res.stderr, "--reuse-process is for script-style") {
+		t.Errorf("handler with --reuse-process: exit %d, %q; want 2 and the reason", res.code, res.stderr)
+	}
+	if after := snapshot(t, rc); after != before {
+		t.Error("a refused publish wrote to Redis")
 	}
 }

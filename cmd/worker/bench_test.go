@@ -140,7 +140,9 @@ func BenchmarkSpawnPython(b *testing.B) {
 
 // BenchmarkWorkerVsSpawn runs real worker processes (the built binary, as a
 // container runs it) and interleaves, per iteration, 1 spawn, then for each
-// script-style worker 4 back-to-back calls and 4 calls after 5 ms idle, and
+// script-style worker (default, and reuse: FUNCTION_REUSE_PROCESS=1, as
+// addfaas --reuse-process makes it) 4 back-to-back calls and 4 calls after
+// 5 ms idle, and
 // 40 handler-style calls, so all see the same machine load; it reports each
 // p50 and the ratios spawn-p50 / worker-p50. Then, in the same run, the CPU
 // of each script worker's process tree per back-to-back call (/proc
@@ -158,7 +160,7 @@ func BenchmarkWorkerVsSpawn(b *testing.B) {
 	spawnFn := filepath.Join(root, "examples", "noop.py")
 	bin := testutil.BuildBinary(b, "worker")
 	handler, hw := benchProcess(b, bin, "noop_handler.py", "FUNCTION_STYLE=handler")
-	scripts := []*benchScript{{name: "script"}}
+	scripts := []*benchScript{{name: "script"}, {name: "reuse", env: []string{"FUNCTION_REUSE_PROCESS=1"}}}
 	if before := os.Getenv("SPILLWAY_BENCH_WORKER_BEFORE"); before != "" {
 		scripts = append(scripts, &benchScript{name: "before-script", bin: before})
 	}

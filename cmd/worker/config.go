@@ -54,6 +54,13 @@ func loadConfig(lookup config.Lookup) (workerConfig, error) {
 		errs = append(errs, fmt.Errorf("FUNCTION_STYLE=%q: want script or handler", styleText))
 	}
 	c.Style = style
+	switch v := get(workerapi.VarReuseProcess, "0"); v {
+	case "1", "true":
+		c.ReuseProcess = true
+	case "0", "false":
+	default:
+		errs = append(errs, fmt.Errorf("%s=%q: want 1 or 0", workerapi.VarReuseProcess, v))
+	}
 	timeoutText := get("LOCAL_TIMEOUT", "5s")
 	c.LocalTimeout, err = config.ParseDuration(timeoutText)
 	if err != nil {

@@ -101,6 +101,7 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 		FunctionPath: cfg.FunctionPath,
 		Style:        cfg.Style,
 		Handler:      cfg.Handler,
+		ReuseProcess: cfg.ReuseProcess,
 		Name:         cfg.FunctionName,
 		Version:      strconv.FormatInt(cfg.Version, 10),
 		Concurrency:  cfg.Concurrency,

@@ -502,3 +502,45 @@ func jsonEqual(a, b any) bool {
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
 }
+
+// FUNCTION_REUSE_PROCESS=1 (lb sets it from the record's reuse_process)
+// runs a script in the warm runner: every call answers from one process. By
+// default each call is a process of its own.
+func TestWorkerReuseProcess(t *testing.T) {
+	bin := testutil.BuildBinary(t, "worker")
+	const pidScript = "import os\nprint(os.getpid(), end='')\n"
+	for _, tc := range []struct {
+		env      []string
+		samePids bool
+	}{
+		{env: []string{"FUNCTION_STYLE=script", "FUNCTION_REUSE_PROCESS=1"}, samePids: true},
+		{env: []string{"FUNCTION_STYLE=script"}, samePids: false},
+	} {
+		t.Run(strings.Join(tc.env, " "), func(t *testing.T) {
+			w := startWorker(t, bin, pidScript, tc.env...)
+			got := pyCalls(t, w.url, false, call("call_function", "x"), call("call_function", "x"), call("call_function", "x"))
+			pids := map[any]bool{}
+			for _, a := range got {
+				if a.Fault != 0 {
+					t.Fatalf("call: %+v", a)
+				}
+				pids[a.Value] = true
+			}
+			if same := len(pids) == 1; same != tc.samePids {
+				t.Errorf("pids of three calls %v: one process = %v, want %v", pids, same, tc.samePids)
+			}
+		})
+	}
+}
+
+func TestWorkerRefusesABadReuseProcess(t *testing.T) {
+	_, err := loadConfig(func(name string) (string, bool) {
+		if name == "FUNCTION_REUSE_PROCESS" {
+			return "yes", true
+		}
+		return "", false
+	})
+	if err == nil || !strings.Contains(err.Error(), `FUNCTION_REUSE_PROCESS="yes"`) {
+		t.Errorf("err = %v, want one naming FUNCTION_REUSE_PROCESS", err)
+	}
+}

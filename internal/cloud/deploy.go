@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -133,6 +134,9 @@ type functionSpec struct {
 	role    string
 	memory  int32
 	timeout int32 // seconds
+	// env is the function's environment: the shim's reuse-process switch
+	// (lambdawrap.ReuseProcessEnv) when the record asks for it, else none.
+	env map[string]string
 }
 
 func (d *Deployer) spec(fn spillway.Function) functionSpec {
@@ -140,17 +144,26 @@ func (d *Deployer) spec(fn spillway.Function) functionSpec {
 	if rt == "" {
 		rt = spillway.DefaultRuntime
 	}
+	env := map[string]string{}
+	if fn.ReuseProcess && fn.Style == spillway.StyleScript {
+		env[lambdawrap.ReuseProcessEnv] = "1"
+	}
 	return functionSpec{
 		runtime: ltypes.Runtime(rt),
 		role:    d.cfg.Role,
 		memory:  d.cfg.MemoryMB,
 		timeout: int32((d.cfg.Timeout + time.Second - 1) / time.Second),
+		env:     env,
 	}
 }
 
 func (s functionSpec) matches(c *ltypes.FunctionConfiguration) bool {
+	var env map[string]string
+	if c.Environment != nil {
+		env = c.Environment.Variables
+	}
 	return c.Runtime == s.runtime && aws.ToString(c.Handler) == Handler && aws.ToString(c.Role) == s.role &&
-		aws.ToInt32(c.MemorySize) == s.memory && aws.ToInt32(c.Timeout) == s.timeout
+		aws.ToInt32(c.MemorySize) == s.memory && aws.ToInt32(c.Timeout) == s.timeout && maps.Equal(env, s.env)
 }
 
 // ensureFunction creates the function or brings its code and configuration up
@@ -169,6 +182,7 @@ func (d *Deployer) ensureFunction(ctx context.Context, fn spillway.Function, zip
 			Code:         &ltypes.FunctionCode{ZipFile: zip},
 			MemorySize:   aws.Int32(want.memory),
 			Timeout:      aws.Int32(want.timeout),
+			Environment:  &ltypes.Environment{Variables: want.env},
 			Description:  aws.String("Spillway function " + fn.Name),
 			PackageType:  ltypes.PackageTypeZip,
 		})
@@ -215,6 +229,7 @@ func (d *Deployer) ensureFunction(ctx context.Context, fn spillway.Function, zip
 			Handler:      aws.String(Handler),
 			MemorySize:   aws.Int32(want.memory),
 			Timeout:      aws.Int32(want.timeout),
+			Environment:  &ltypes.Environment{Variables: want.env},
 		})
 		if err != nil {
 			return "", fmt.Errorf("update function configuration: %w", err)

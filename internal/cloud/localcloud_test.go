@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/cloud"
+	"github.com/spillway-faas/spillway/internal/lambdawrap"
 	"github.com/spillway-faas/spillway/internal/localcloud"
 	"github.com/spillway-faas/spillway/internal/testutil"
 )
@@ -756,5 +757,41 @@ func TestDeployTagsWhatItCreates(t *testing.T) {
 	}
 	if found != 2 {
 		t.Errorf("found %d of the usage plan and its key", found)
+	}
+}
+
+// TestDeployReuseProcess: a record with reuse_process deploys the Lambda
+// with the shim's switch in its environment, so that the shim runs the
+// script in its warm process (one pid for every warm call); deploying it
+// again without the flag takes the switch away (a pid per call).
+func TestDeployReuseProcess(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{Isolation: localcloud.IsolationUnsafeProcess})
+	cfg := testConfig(env.url, "pids")
+	fn := spillway.Function{Name: "pids", Style: spillway.StyleScript, ReuseProcess: true,
+		Code: "import os\nprint(os.getpid(), end='')\n"}
+	for _, reuse := range []bool{true, false} {
+		fn.ReuseProcess = reuse
+		o := offloader(t, env, cfg, deploy(t, env, cfg, fn))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		got, err := env.lambda.GetFunctionConfiguration(ctx, &lambda.GetFunctionConfigurationInput{FunctionName: aws.String(cfg.LambdaName)})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v string
+		if got.Environment != nil {
+			v = got.Environment.Variables[lambdawrap.ReuseProcessEnv]
+		}
+		if (v == "1") != reuse {
+			t.Errorf("reuse_process %v: %s=%q in the function's environment", reuse, lambdawrap.ReuseProcessEnv, v)
+		}
+		invoke(t, o, nil) // the cold start
+		pids := map[any]bool{}
+		for range 3 {
+			pids[invoke(t, o, nil).Value] = true
+		}
+		if same := len(pids) == 1; same != reuse {
+			t.Errorf("reuse_process %v: pids of three warm calls %v", reuse, pids)
+		}
 	}
 }

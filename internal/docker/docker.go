@@ -41,6 +41,9 @@ const (
 	LabelSHA256   = "spillway.sha256"
 	LabelStyle    = "spillway.style"
 	LabelHandler  = "spillway.handler"
+	// LabelReuseProcess is "1" on a worker that runs a script in its warm
+	// runner (the record's reuse_process), absent otherwise.
+	LabelReuseProcess = "spillway.reuse_process"
 )
 
 // Paths and identity inside the worker image (see build/worker.Dockerfile).
@@ -347,6 +350,10 @@ func (b *Backend) Start(ctx context.Context, spec pool.WorkerSpec) (pool.Worker,
 		LabelStyle:    string(fn.Style),
 		LabelHandler:  fn.HandlerName(),
 	}
+	reuse := fn.ReuseProcess && fn.Style == spillway.StyleScript
+	if reuse {
+		labels[LabelReuseProcess] = "1"
+	}
 	created, err := b.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name:             name,
 		Config:           b.containerConfig(spec, labels),
@@ -357,7 +364,7 @@ func (b *Backend) Start(ctx context.Context, spec pool.WorkerSpec) (pool.Worker,
 		return pool.Worker{}, fmt.Errorf("create worker container %s: %w", name, err)
 	}
 	w := pool.Worker{ID: created.ID, Name: name, Function: fn.Name, Version: fn.Version, SHA256: fn.SHA256,
-		Style: fn.Style, Handler: fn.HandlerName()}
+		Style: fn.Style, Handler: fn.HandlerName(), ReuseProcess: reuse}
 	cleanup := func(cause error) (pool.Worker, error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 		defer cancel()
@@ -433,14 +440,15 @@ func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
 		}
 		version, _ := strconv.ParseInt(c.Labels[LabelVersion], 10, 64)
 		w := pool.Worker{
-			ID:       c.ID,
-			Name:     name,
-			Function: c.Labels[LabelFunction],
-			Version:  version,
-			SHA256:   c.Labels[LabelSHA256],
-			Style:    spillway.Style(c.Labels[LabelStyle]),
-			Handler:  c.Labels[LabelHandler],
-			Running:  c.State == container.StateRunning,
+			ID:           c.ID,
+			Name:         name,
+			Function:     c.Labels[LabelFunction],
+			Version:      version,
+			SHA256:       c.Labels[LabelSHA256],
+			Style:        spillway.Style(c.Labels[LabelStyle]),
+			Handler:      c.Labels[LabelHandler],
+			ReuseProcess: c.Labels[LabelReuseProcess] == "1",
+			Running:      c.State == container.StateRunning,
 		}
 		if w.Running {
 			var nets map[string]*network.EndpointSettings
@@ -496,6 +504,7 @@ func (b *Backend) workerEnv(spec pool.WorkerSpec) workerapi.Env {
 		FunctionPath:   workerapi.FunctionPath,
 		Style:          fn.Style,
 		Handler:        fn.HandlerName(),
+		ReuseProcess:   fn.ReuseProcess && fn.Style == spillway.StyleScript,
 		Version:        fn.Version,
 		Concurrency:    max(spec.Concurrency, 1),
 		LocalTimeout:   max(spec.LocalTimeout, 0),

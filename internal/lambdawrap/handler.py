@@ -47,8 +47,21 @@ code as __main__ and leaves with os._exit. Then:
   - an uncaught exception: error with its type and message (traceback on stderr);
   - the child killed by a signal: a crash (error type Runtime.ExitError).
 
+Reuse-process mode (addfaas --reuse-process: in the worker `--reuse-process`,
+in Lambda the environment variable SPILLWAY_REUSE_PROCESS=1) runs a script in
+the warm process itself instead: each call gets a fresh __main__, its own
+sys.argv, sys.stdin on /dev/null and its stdout (file descriptor 1 too)
+captured, and SystemExit and uncaught exceptions are answered as above. After
+each call the shim restores the working directory, os.environ, sys.path,
+sys.argv, __main__ and the standard streams. What else a call changes stays
+for the next: imported modules and their state, threads it started, open
+files, atexit functions (they run when the process exits). os._exit or a
+signal ends the process, which the worker replaces (a crash).
+
 Standard library only; Python 3.11+.
 """
+
+REUSE_PROCESS_ENV = "SPILLWAY_REUSE_PROCESS"
 
 import builtins
 import gc
@@ -103,9 +116,16 @@ def _argv_param(param):
 class Function:
     """One user function, loaded once, invoked many times."""
 
-    def __init__(self, path, style, handler_name="handler", close_fds=()):
+    def __init__(self, path, style, handler_name="handler", close_fds=(), reuse_process=False):
         self.path = os.path.abspath(path)
         self.style = style
+        # A script runs in this process, not a forked child (reuse-process mode).
+        self.reuse_process = reuse_process and style == STYLE_SCRIPT
+        self._out_fd = None  # reuse-process mode: the calls' stdout, the process's fd 1, its cwd
+        self._fd1 = None
+        self._cwd = None
+        self._stdout = None
+        self._stdin = None
         self.handler_name = handler_name or "handler"
         self.close_fds = tuple(close_fds)  # closed in forked script children
         self.init_error = None
@@ -156,7 +176,93 @@ class Function:
             except Exception as exc:
                 traceback.print_exc(file=sys.stderr)
                 return "error", _error(exc)
+        if self.reuse_process:
+            return self._run_in_process(param)
         return self._run_script(param)
+
+    def _run_in_process(self, param):
+        """Runs the script in this process (reuse-process mode) with the
+        outcomes of _run_script, and restores what a call may change that is
+        cheap to restore."""
+        if self._out_fd is None:
+            self._out_fd = _memfile()
+            self._fd1 = os.dup(1)
+            self._cwd = os.getcwd()
+        out_fd = self._out_fd
+        os.ftruncate(out_fd, 0)
+        os.lseek(out_fd, 0, os.SEEK_SET)
+        # os.environ's own bytes mapping: copied and compared at C speed.
+        environ, env = os.environ, dict(os.environ._data)
+        path_list, path = sys.path, list(sys.path)
+        argv, main = sys.argv, sys.modules.get("__main__")
+        streams = sys.stdin, sys.stdout, sys.stderr
+        for s in streams[1:]:
+            try:
+                s.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os.dup2(out_fd, 1)
+        if self._stdout is None or self._stdout.closed:
+            self._stdout = open(1, "w", encoding=sys.stdout.encoding or "utf-8", closefd=False)
+        if self._stdin is None or self._stdin.closed:
+            self._stdin = open(os.devnull, "r")
+        stdout, stdin = self._stdout, self._stdin
+        module = types.ModuleType("__main__")
+        module.__file__ = self.path
+        module.__builtins__ = builtins
+        module.__cached__ = None
+        module.__annotations__ = {}
+        sys.stdin, sys.stdout = stdin, stdout
+        sys.modules["__main__"] = module
+        sys.argv = [os.path.basename(self.path)] + _argv_param(param)
+        status = {"status": "ok", "code": 0}
+        try:
+            exec(self._code, module.__dict__)
+        except SystemExit as exc:
+            if exc.code is None:
+                code = 0
+            elif isinstance(exc.code, int):
+                code = exc.code & 0xFF
+            else:
+                print(exc.code, file=sys.stderr)
+                code = 1
+            status = {"status": "exit", "code": code}
+            if exc.code is not None:
+                status["message"] = str(exc.code)[:_MAX_TEXT]
+        except BaseException as exc:
+            traceback.print_exc(file=sys.stderr)
+            status = dict(_error(exc), status="raised", code=1)
+        finally:
+            for s in (sys.stdout, stdout, sys.stderr):
+                try:
+                    s.flush()
+                except BaseException:
+                    pass
+            os.dup2(self._fd1, 1)
+            sys.stdin, sys.stdout, sys.stderr = streams
+            sys.argv = argv
+            if main is not None:
+                sys.modules["__main__"] = main
+            if os.getcwd() != self._cwd:
+                os.chdir(self._cwd)
+            if os.environ is not environ:
+                os.environ = environ
+            if os.environ._data != env:
+                os.environ.clear()
+                for k, v in env.items():
+                    os.environ[os.fsdecode(k)] = os.fsdecode(v)
+            if sys.path is not path_list:
+                sys.path = path_list
+            if sys.path != path:
+                sys.path[:] = path
+        out = _read_file(out_fd)
+        if status["status"] == "raised":
+            return "error", {k: status.get(k, "") for k in ("type", "message", "traceback")}
+        code = status["code"]
+        if code == 0 or out:
+            return "ok", out.decode("utf-8", "replace")
+        message = status.get("message") or "exit status %d" % code
+        return "error", {"type": "SystemExit", "message": message, "traceback": ""}
 
     def _fork_child(self):
         """Forks a child that prepares itself and then waits for its argv.
@@ -389,7 +495,8 @@ def _lambda_function():
             pass
         _LAMBDA_FUNCTION = Function(os.path.join(here, "function.py"),
                                     conf.get("style") or STYLE_SCRIPT,
-                                    conf.get("handler") or "handler")
+                                    conf.get("handler") or "handler",
+                                    reuse_process=os.environ.get(REUSE_PROCESS_ENV) == "1")
         _LAMBDA_FUNCTION.max_result_bytes = int(
             conf.get("maxResultBytes") or DEFAULT_MAX_RESULT_BYTES)
     return _LAMBDA_FUNCTION
@@ -496,6 +603,7 @@ def _worker_main(args):
     p.add_argument("--in-fd", type=int, default=3)
     p.add_argument("--out-fd", type=int, default=4)
     p.add_argument("--max-result-bytes", type=int, default=DEFAULT_MAX_RESULT_BYTES)
+    p.add_argument("--reuse-process", action="store_true")
     opts = p.parse_args(args)
 
     # The protocol has its own descriptors; anything the function prints goes
@@ -505,7 +613,7 @@ def _worker_main(args):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     fn = Function(opts.function, opts.style, opts.handler,
-                  close_fds=(opts.in_fd, opts.out_fd))
+                  close_fds=(opts.in_fd, opts.out_fd), reuse_process=opts.reuse_process)
     requests = os.fdopen(opts.in_fd, "rb")
     responses = os.fdopen(opts.out_fd, "wb")
     gc.collect()

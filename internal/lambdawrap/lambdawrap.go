@@ -42,6 +42,10 @@ const (
 	ConfigFile   = "spillway.json"
 	// LambdaHandler is the Lambda Handler setting for a zip from BuildZip.
 	LambdaHandler = "handler.handler"
+	// ReuseProcessEnv set to "1" in the function's environment makes the
+	// shim run a script-style function in its warm process (the record's
+	// reuse_process; the worker passes --reuse-process instead).
+	ReuseProcessEnv = "SPILLWAY_REUSE_PROCESS"
 )
 
 // zipTime is the modification time of every zip entry, so that the same

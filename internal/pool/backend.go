@@ -59,7 +59,10 @@ type Worker struct {
 	SHA256   string         // spillway.sha256 label
 	Style    spillway.Style // spillway.style label
 	Handler  string         // spillway.handler label
-	Running  bool
+	// ReuseProcess is the spillway.reuse_process label: the worker runs a
+	// script in its warm runner (the record's reuse_process).
+	ReuseProcess bool
+	Running      bool
 }
 
 // Key identifies what a worker runs: the code and how it is called. Two
@@ -68,10 +71,13 @@ func Key(fn spillway.Function) string {
 	if fn.Style == spillway.StyleHandler {
 		return fn.SHA256 + "/" + string(fn.Style) + "/" + fn.HandlerName()
 	}
+	if fn.ReuseProcess {
+		return fn.SHA256 + "/" + string(fn.Style) + "/reuse-process"
+	}
 	return fn.SHA256 + "/" + string(fn.Style)
 }
 
 // Key is the key of the function the worker runs, from its labels.
 func (w Worker) Key() string {
-	return Key(spillway.Function{SHA256: w.SHA256, Style: w.Style, Handler: w.Handler})
+	return Key(spillway.Function{SHA256: w.SHA256, Style: w.Style, Handler: w.Handler, ReuseProcess: w.ReuseProcess})
 }

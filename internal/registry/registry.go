@@ -139,8 +139,8 @@ func (o Options) backoff(attempt int) time.Duration {
 // cannot go out for a write that did not happen (or the reverse).
 //
 // KEYS[1] record hash; ARGV: name, code, style, handler, runtime, sha256,
-// updated_at, channel, idempotent ("1" or ""; an empty one removes the
-// field). Returns the new version.
+// updated_at, channel, idempotent, reuse_process (each "1" or ""; an empty
+// one removes the field). Returns the new version.
 const publishScript = `
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1],
@@ -150,6 +150,11 @@ if ARGV[9] == '1' then
   redis.call('HSET', KEYS[1], 'idempotent', '1')
 else
   redis.call('HDEL', KEYS[1], 'idempotent')
+end
+if ARGV[10] == '1' then
+  redis.call('HSET', KEYS[1], 'reuse_process', '1')
+else
+  redis.call('HDEL', KEYS[1], 'reuse_process')
 end
 redis.call('PUBLISH', ARGV[8], ARGV[1])
 return v
@@ -260,7 +265,7 @@ func (s *Store) Publish(ctx context.Context, fn spillway.Function) (spillway.Fun
 
 	v, err := s.publish.Run(ctx, s.client, []string{Key(fn.Name)},
 		fn.Name, fn.Code, string(fn.Style), fn.Handler, fn.Runtime, fn.SHA256,
-		fn.UpdatedAt.Format(time.RFC3339), UpdatesChannel, idempotentField(fn.Idempotent)).Int64()
+		fn.UpdatedAt.Format(time.RFC3339), UpdatesChannel, flagField(fn.Idempotent), flagField(fn.ReuseProcess)).Int64()
 	if err != nil {
 		return spillway.Function{}, fmt.Errorf("publish function %q to redis at %s: %w", fn.Name, s.addr, err)
 	}
@@ -268,7 +273,7 @@ func (s *Store) Publish(ctx context.Context, fn spillway.Function) (spillway.Fun
 	return fn, nil
 }
 
-func idempotentField(b bool) string {
+func flagField(b bool) string {
 	if b {
 		return "1"
 	}
@@ -310,7 +315,7 @@ func (s *Store) Get(ctx context.Context, name string) (spillway.Function, error)
 
 // listFields are the hash fields List reads (everything but the code).
 func listFields() []string {
-	return []string{"style", "handler", "runtime", "sha256", "version", "updated_at", "idempotent"}
+	return []string{"style", "handler", "runtime", "sha256", "version", "updated_at", "idempotent", "reuse_process"}
 }
 
 // List returns every hashed record, sorted by name, without Code (SHA256 is
@@ -396,12 +401,14 @@ func parseRecord(name string, h map[string]string, withCode bool) (spillway.Func
 			return bad("version %q is not an integer", v)
 		}
 	}
-	switch v := h["idempotent"]; v {
-	case "", "0", "false":
-	case "1", "true":
-		fn.Idempotent = true
-	default:
-		return bad("idempotent %q is not 1 or 0", v)
+	for field, flag := range map[string]*bool{"idempotent": &fn.Idempotent, "reuse_process": &fn.ReuseProcess} {
+		switch v := h[field]; v {
+		case "", "0", "false":
+		case "1", "true":
+			*flag = true
+		default:
+			return bad("%s %q is not 1 or 0", field, v)
+		}
 	}
 	if u := h["updated_at"]; u != "" {
 		if fn.UpdatedAt, err = time.Parse(time.RFC3339, u); err != nil {

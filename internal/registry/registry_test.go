@@ -443,3 +443,36 @@ func TestIdempotentFlagRoundTrips(t *testing.T) {
 		}
 	}
 }
+
+func TestReuseProcessFlagRoundTrips(t *testing.T) {
+	// addfaas --reuse-process writes field reuse_process=1, which Get and
+	// List read back; a later publish without it removes the field.
+	r := testutil.StartRedis(t)
+	s := mustDial(t, r, registry.Options{})
+	raw := rawClient(t, r)
+	ctx := ctxT(t, 20*time.Second)
+	for i, reuse := range []bool{true, false} {
+		fn := spillway.Function{Name: "fast", Code: scriptCode + fmt.Sprintf("# %d\n", i), Style: spillway.StyleScript, ReuseProcess: reuse}
+		if _, err := s.Publish(ctx, fn); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, "fast")
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed, err := s.List(ctx)
+		if err != nil || len(listed) != 1 {
+			t.Fatalf("List: %v, %v", listed, err)
+		}
+		field, _ := raw.HGet(ctx, registry.Key("fast"), "reuse_process").Result()
+		if got.ReuseProcess != reuse || listed[0].ReuseProcess != reuse || (field == "1") != reuse || got.Idempotent {
+			t.Errorf("published reuse_process=%v: Get %v, List %v, field %q", reuse, got.ReuseProcess, listed[0].ReuseProcess, field)
+		}
+	}
+	if err := raw.HSet(ctx, registry.Key("fast"), "reuse_process", "maybe").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "fast"); !errors.Is(err, registry.ErrMalformedRecord) {
+		t.Errorf("reuse_process=maybe: %v, want ErrMalformedRecord", err)
+	}
+}

@@ -85,6 +85,7 @@ const (
 	VarFunctionPath    = "FUNCTION_PATH"
 	VarStyle           = "FUNCTION_STYLE"
 	VarHandler         = "FUNCTION_HANDLER"
+	VarReuseProcess    = "FUNCTION_REUSE_PROCESS"
 	VarVersion         = "FUNCTION_VERSION"
 	VarFunctionName    = "FUNCTION_NAME"
 	VarConcurrency     = "WORKER_CONCURRENCY"
@@ -105,6 +106,7 @@ type Env struct {
 	FunctionPath    string         // FUNCTION_PATH: the function's source
 	Style           spillway.Style // FUNCTION_STYLE: script | handler
 	Handler         string         // FUNCTION_HANDLER: a handler-style function's entry point
+	ReuseProcess    bool           // FUNCTION_REUSE_PROCESS=1: a script runs in its warm runner, not a fresh process per call
 	Version         int64          // FUNCTION_VERSION: reported by health()
 	FunctionName    string         // FUNCTION_NAME: handlers' context.function_name
 	Concurrency     int            // WORKER_CONCURRENCY: warm runners, calls at once
@@ -135,6 +137,9 @@ func (e Env) Env() []string {
 	str(VarFunctionPath, e.FunctionPath)
 	str(VarStyle, string(e.Style))
 	str(VarHandler, e.Handler)
+	if e.ReuseProcess {
+		out = append(out, VarReuseProcess+"=1")
+	}
 	num(VarVersion, e.Version)
 	str(VarFunctionName, e.FunctionName)
 	num(VarConcurrency, int64(e.Concurrency))
@@ -178,6 +183,14 @@ func FromEnv(environ []string) (Env, error) {
 			e.Style = spillway.Style(v)
 		case VarHandler:
 			e.Handler = v
+		case VarReuseProcess:
+			switch v {
+			case "1", "true":
+				e.ReuseProcess = true
+			case "", "0", "false":
+			default:
+				errs = append(errs, fmt.Errorf("%s=%q: want 1 or 0", name, v))
+			}
 		case VarVersion:
 			e.Version = integer(name, v, 64)
 		case VarFunctionName:

@@ -19,7 +19,7 @@ import (
 func TestEnvRoundTrip(t *testing.T) {
 	full := Env{
 		Port: 8001, ListenHost: "127.0.0.1", FunctionPath: FunctionPath, Style: spillway.StyleHandler,
-		Handler: "main", Version: 42, FunctionName: "fib", Concurrency: 3, LocalTimeout: 2500 * time.Millisecond,
+		Handler: "main", ReuseProcess: true, Version: 42, FunctionName: "fib", Concurrency: 3, LocalTimeout: 2500 * time.Millisecond,
 		Python: "/usr/bin/python3", MaxRequestBytes: 1 << 20, MaxResultBytes: 6 << 20, LogLevel: "debug",
 	}
 	// Every field is set: a field added to Env without an encoding fails here.
@@ -56,11 +56,11 @@ func TestEnvRoundTrip(t *testing.T) {
 }
 
 func TestFromEnvErrorsNameTheVariable(t *testing.T) {
-	_, err := FromEnv([]string{"PATH=/bin", "SERVER_PORT=http", "LOCAL_TIMEOUT=soon", "FUNCTION_VERSION=x", "junk"})
+	_, err := FromEnv([]string{"PATH=/bin", "SERVER_PORT=http", "LOCAL_TIMEOUT=soon", "FUNCTION_VERSION=x", "FUNCTION_REUSE_PROCESS=yes", "junk"})
 	if err == nil {
 		t.Fatal("FromEnv accepted bad values")
 	}
-	for _, w := range []string{`SERVER_PORT="http"`, `LOCAL_TIMEOUT="soon"`, `FUNCTION_VERSION="x"`} {
+	for _, w := range []string{`SERVER_PORT="http"`, `LOCAL_TIMEOUT="soon"`, `FUNCTION_VERSION="x"`, `FUNCTION_REUSE_PROCESS="yes"`} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not mention %s", err, w)
 		}
