@@ -285,7 +285,16 @@ func (c *Conns) roundTrip(ctx context.Context, pc *pconn, hdr http.Header, body 
 		n, werr = bufs.WriteTo(pc.c)
 	}
 	if werr != nil {
-		return 0, dst, n == 0 && pc.reused, &errSend{werr}
+		if n == 0 && pc.reused {
+			return 0, dst, true, &errSend{werr}
+		}
+		// The server may have answered before reading the whole request
+		// (it refuses a body over its limit) and closed the connection:
+		// that answer, if it came, is the call's, as net/http takes it too.
+		if status, out, ok := readEarlyAnswer(pc, limit, dst); ok {
+			return status, out, false, nil
+		}
+		return 0, dst, false, &errSend{werr}
 	}
 	status, clen, chunked, closeAfter, err := readResponseHead(pc.br)
 	if err != nil {
@@ -297,6 +306,27 @@ func (c *Conns) roundTrip(ctx context.Context, pc *pconn, hdr http.Header, body 
 	}
 	keep = !closeAfter && (clen >= 0 || chunked)
 	return status, out, false, nil
+}
+
+// earlyAnswerWait bounds the wait for an answer the server sent before it
+// stopped reading the request.
+const earlyAnswerWait = 100 * time.Millisecond
+
+// readEarlyAnswer reads a whole answer that is already on its way after a
+// failed write; ok=false when there is none.
+func readEarlyAnswer(pc *pconn, limit int64, dst []byte) (status int, out []byte, ok bool) {
+	if err := pc.c.SetReadDeadline(time.Now().Add(earlyAnswerWait)); err != nil {
+		return 0, dst, false
+	}
+	status, clen, chunked, _, err := readResponseHead(pc.br)
+	if err != nil {
+		return 0, dst, false
+	}
+	out, err = readResponseBody(pc.br, clen, chunked, limit, dst)
+	if err != nil {
+		return 0, dst, false
+	}
+	return status, out, true
 }
 
 // maxCopiedBody is the largest body copied next to the request head.

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/spillway-faas/spillway"
 )
 
 // connsServer serves h and counts the connections it accepted.
@@ -243,5 +245,23 @@ func TestConnsCloseInterrupts(t *testing.T) {
 	}
 	if err := c.Call(context.Background(), "ping", nil, nil); !errors.Is(err, ErrConnsClosed) {
 		t.Errorf("call after Close: %v, want ErrConnsClosed", err)
+	}
+}
+
+// A server that refuses a body over its limit answers before it has read
+// the request and closes: the call gets that answer (a fault), not a
+// transport error, even though the write of the body fails.
+func TestConnsEarlyAnswer(t *testing.T) {
+	s := pingServer()
+	s.MaxBodyBytes = 1024
+	c, _ := connsServer(t, s)
+	big := strings.Repeat("x", 16<<20)
+	err := c.Call(context.Background(), "ping", []any{big}, nil)
+	var f *Fault
+	if !errors.As(err, &f) || f.Code != spillway.FaultPayloadTooLarge {
+		t.Fatalf("err %v, want the payload-too-large fault", err)
+	}
+	if err := c.Call(context.Background(), "ping", nil, nil); err != nil {
+		t.Fatalf("call after the refusal: %v", err)
 	}
 }
