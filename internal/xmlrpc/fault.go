@@ -1,7 +1,11 @@
-// Package xmlrpc is Spillway's XML-RPC codec: a server on encoding/xml with
-// bounded decoding (body size, nesting depth, element count) and the
+// Package xmlrpc is Spillway's XML-RPC codec: a server with bounded
+// decoding (body size, nesting depth, element count) and the
 // interoperability fault codes, and a client whose typed replies are decoded
-// by github.com/kolo/xmlrpc.
+// by github.com/kolo/xmlrpc. Documents are decoded in one pass by a decoder
+// for the shapes clients send (fast.go), and by one on encoding/xml when that
+// decoder gives up (anything unusual, and every error). The client speaks
+// HTTP through net/http, or through Conns, a lean HTTP/1.1 client for many
+// small calls to one host (lb's calls to its workers).
 //
 // Decoded values are int64 (int, i4, i8), bool, string, float64, time.Time,
 // []byte (base64), map[string]any (struct), []any (array) and nil. The encoder
