@@ -409,8 +409,27 @@ func TestBusyWorkerRoutedAround(t *testing.T) {
 			held <- xmlrpc.NewClient(a.url, nil).Call(ctx, "call_faas", []any{"sleep:4"}, &v)
 		}()
 	}
-	waitUntil(t, 60*time.Second, "both workers busy with lb-a's calls", func() bool {
-		return counter(a.status(), "local_in_flight") == 2
+	// lb-a counts a call in flight once it holds the slot, a moment before
+	// the worker has it; lb-b must meet workers that are running the calls.
+	waitUntil(t, 60*time.Second, "both workers running lb-a's calls", func() bool {
+		st := a.status()
+		if counter(st, "local_in_flight") != 2 {
+			return false
+		}
+		details, _ := st["details"].(map[string]any)
+		members, _ := details["members"].([]any)
+		busy := 0
+		for _, mm := range members {
+			m, _ := mm.(map[string]any)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			var h map[string]any
+			err := xmlrpc.NewClient("http://"+fmt.Sprint(m["addr"])+"/", nil).Call(ctx, "health", nil, &h)
+			cancel()
+			if err == nil && h["in_flight"] == int64(1) {
+				busy++
+			}
+		}
+		return busy == 2
 	})
 	// lb-b sees two free workers; both answer busy; the call waits and runs.
 	start := time.Now()
