@@ -24,10 +24,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/joho/godotenv"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/spillway-faas/spillway"
+	spwconfig "github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/pysource"
 	"github.com/spillway-faas/spillway/internal/registry"
 )
@@ -37,9 +37,7 @@ const (
 	exitFailure = 1 // Redis, Python checker or other environment failure
 	exitUsage   = 2 // bad input or usage: nothing was written
 
-	defaultRedis = "127.0.0.1:6379"
-	defaultName  = "faas"
-	urlTimeout   = 15 * time.Second
+	urlTimeout = 15 * time.Second
 )
 
 func main() {
@@ -103,16 +101,22 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func parseArgs(args []string, stderr io.Writer, lookupEnv func(string) (string, bool)) (config, error) {
-	env, err := envWithDotenv(lookupEnv)
+	// The environment, then a .env in the working directory when there is
+	// one; an empty variable falls through to the file.
+	lookup, err := spwconfig.Dotenv(".env", spwconfig.NonEmpty(lookupEnv))
+	if err != nil {
+		return config{}, usageError{err}
+	}
+	env, err := spwconfig.LoadAddfaas(lookup)
 	if err != nil {
 		return config{}, usageError{err}
 	}
 	var cfg config
 	fs := flag.NewFlagSet("addfaas", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported on one line by run; usage only on -h
-	fs.StringVar(&cfg.name, "name", env("FAAS_FUNCTION_NAME", defaultName), "function name (env FAAS_FUNCTION_NAME)")
-	fs.StringVar(&cfg.redisAddr, "redis", env("REDIS_ADDR", defaultRedis), "Redis address host:port (env REDIS_ADDR)")
-	fs.StringVar(&cfg.redisPassword, "redis-password", env("REDIS_PASSWORD", ""),
+	fs.StringVar(&cfg.name, "name", env.FunctionName, "function name (env FAAS_FUNCTION_NAME)")
+	fs.StringVar(&cfg.redisAddr, "redis", env.RedisAddr, "Redis address host:port (env REDIS_ADDR)")
+	fs.StringVar(&cfg.redisPassword, "redis-password", env.RedisPassword,
 		"Redis password (env REDIS_PASSWORD, or .env; prefer those: a flag shows in the process list)")
 	fs.StringVar(&cfg.style, "style", "auto", "auto, script or handler")
 	fs.StringVar(&cfg.handler, "handler", spillway.DefaultHandler, "handler function name (handler style)")
@@ -174,28 +178,6 @@ func parseArgs(args []string, stderr io.Writer, lookupEnv func(string) (string, 
 		}
 	}
 	return cfg, nil
-}
-
-// envWithDotenv returns a lookup of the environment, falling back to a .env
-// file in the working directory when there is one (the environment wins).
-func envWithDotenv(lookupEnv func(string) (string, bool)) (func(key, def string) string, error) {
-	dotenv := map[string]string{}
-	if _, err := os.Stat(".env"); err == nil {
-		m, err := godotenv.Read(".env")
-		if err != nil {
-			return nil, fmt.Errorf("read .env: %w", err)
-		}
-		dotenv = m
-	}
-	return func(key, def string) string {
-		if v, ok := lookupEnv(key); ok && v != "" {
-			return v
-		}
-		if v := dotenv[key]; v != "" {
-			return v
-		}
-		return def
-	}, nil
 }
 
 func execute(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer) error {

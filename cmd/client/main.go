@@ -29,6 +29,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/loadgen"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
@@ -40,7 +41,7 @@ func main() {
 		stdin:     os.Stdin,
 		stdout:    os.Stdout,
 		stderr:    os.Stderr,
-		getenv:    os.Getenv,
+		lookup:    os.LookupEnv,
 		stdinTTY:  term.IsTerminal(int(os.Stdin.Fd())),
 		stderrTTY: term.IsTerminal(int(os.Stderr.Fd())),
 	}
@@ -52,9 +53,9 @@ type env struct {
 	stdin     io.Reader
 	stdout    io.Writer
 	stderr    io.Writer
-	getenv    func(string) string
-	stdinTTY  bool // prompt in repl
-	stderrTTY bool // progress bar in bench
+	lookup    config.Lookup // the environment
+	stdinTTY  bool          // prompt in repl
+	stderrTTY bool          // progress bar in bench
 }
 
 const usage = `usage: client COMMAND [flags]
@@ -149,7 +150,11 @@ func (c *common) register(fs *flag.FlagSet, timeout time.Duration) {
 }
 
 func (c *common) client(e *env, conns int) (*xmlrpc.Client, string, error) {
-	targets, err := loadgen.Targets(c.lb, e.getenv)
+	cfg, err := config.LoadClient(e.lookup)
+	if err != nil {
+		return nil, "", usageError{msg: err.Error()}
+	}
+	targets, err := loadgen.Targets(c.lb, cfg.URL())
 	if err != nil {
 		return nil, "", usageError{msg: err.Error()}
 	}
@@ -167,8 +172,8 @@ func (c *common) client(e *env, conns int) (*xmlrpc.Client, string, error) {
 	}
 	target := strings.Join(targets, ",")
 	cl := xmlrpc.NewClient(targets[0], &http.Client{Transport: rt})
-	if tok := e.getenv("LB_AUTH_TOKEN"); tok != "" {
-		cl.SetBearerToken(tok)
+	if cfg.AuthToken != "" {
+		cl.SetBearerToken(cfg.AuthToken)
 	}
 	return cl, target, nil
 }

@@ -31,7 +31,7 @@ func runClient(t *testing.T, vars map[string]string, stdin string, args ...strin
 		stdin:  strings.NewReader(stdin),
 		stdout: &out,
 		stderr: &errb,
-		getenv: func(k string) string { return vars[k] },
+		lookup: func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -20,8 +20,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/joho/godotenv"
-
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/policy/sim"
 )
@@ -48,7 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	lookup, err := envLookup(*envFile)
+	lookup, err := config.Dotenv(*envFile, os.LookupEnv)
 	if err != nil {
 		fmt.Fprintf(stderr, "lb: %v\n", err)
 		return 2
@@ -70,21 +68,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// envLookup reads the environment first and the dotenv file under it.
-func envLookup(path string) (config.Lookup, error) {
-	file, err := godotenv.Read(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	return func(key string) (string, bool) {
-		if v, ok := os.LookupEnv(key); ok {
-			return v, true
-		}
-		v, ok := file[key]
-		return v, ok
-	}, nil
 }
 
 func newLogger(w io.Writer, cfg config.Config) *slog.Logger {

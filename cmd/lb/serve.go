@@ -291,14 +291,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	if err != nil {
 		return nil, fmt.Errorf("SCHEDULER: %w", err)
 	}
-	ocfg := policy.OffloadConfig{
-		QueueTimeout:        cfg.QueueTimeout,
-		CloudMaxRPS:         cfg.CloudMaxRPS,
-		CloudMaxCostPerHour: cfg.CloudMaxCostHour,
-		BudgetBurst:         cfg.CloudBudgetBurst,
-		WaitWeight:          cfg.OffloadWaitWeight,
-		LambdaMemoryMB:      int(cfg.Cloud.LambdaMemory),
-	}
+	ocfg := cfg.OffloadConfig()
 	// One budget for every path to the cloud: the policy's offloads and lb's
 	// forced, timeout, retry and fallback calls.
 	budget, err := policy.NewBudget(ocfg)
@@ -310,10 +303,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	if err != nil {
 		return nil, fmt.Errorf("OFFLOAD_POLICY: %w", err)
 	}
-	autoscaler, err := policy.NewAutoscaler(cfg.Autoscaler, policy.ScaleConfig{
-		N: cfg.NumberOfServers, Max: cfg.MaxServers, Concurrency: cfg.WorkerConcurrency,
-		ScaleDownDelay: cfg.ScaleDownDelay, Tick: cfg.ElasticitySleep, TargetUtilization: cfg.ScaleTargetUtil,
-	})
+	autoscaler, err := policy.NewAutoscaler(cfg.Autoscaler, cfg.ScaleConfig())
 	if err != nil {
 		return nil, fmt.Errorf("AUTOSCALER: %w", err)
 	}
@@ -321,7 +311,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	// Cloud: deployed in the background so a slow or absent cloud never keeps
 	// the local pool from serving; until it is deployed the offloader is not
 	// Ready and every policy stays local.
-	ccfg := cloudConfig(cfg)
+	ccfg := cfg.CloudConfig()
 	if ccfg.Enabled() {
 		awsCfg, err := cloud.LoadAWSConfig(ctx, ccfg)
 		if err != nil {
@@ -341,7 +331,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	}
 
 	// Local pool.
-	d.backend, err = docker.Open(ctx, docker.ConfigFrom(cfg), log)
+	d.backend, err = docker.Open(ctx, cfg.DockerConfig(), log)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the Docker engine: %w", err)
 	}
@@ -355,7 +345,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	guard.Deny(subnets)
 	log.Info("refusing connections from the workers' network", "network", cfg.DockerNetwork, "subnets", fmt.Sprint(subnets))
 	estimator := policy.NewEstimator(policy.DefaultEstimatorConfig())
-	d.pool = pool.New(d.backend, pool.ConfigFrom(cfg))
+	d.pool = pool.New(d.backend, cfg.PoolConfig())
 	d.pool.Scheduler = sched
 	d.pool.Logger = log
 	d.pool.Events = events
@@ -500,23 +490,6 @@ func (d *daemon) close(ctx context.Context) error {
 		_ = d.store.Close()
 	}
 	return errors.Join(errs...)
-}
-
-func cloudConfig(c config.Config) cloud.Config {
-	cc := cloud.Defaults(c.FunctionName)
-	cc.Mode = cloud.Mode(c.Cloud.Mode)
-	cc.Region = c.Cloud.Region
-	cc.Role = c.Cloud.Role
-	cc.Endpoint = c.Cloud.Endpoint
-	cc.LambdaName = c.Cloud.LambdaName
-	cc.MemoryMB = c.Cloud.LambdaMemory
-	cc.Timeout = c.Cloud.LambdaTimeout
-	cc.APIName = c.Cloud.APIName
-	cc.Stage = c.Cloud.APIStage
-	cc.ThrottleRPS = c.Cloud.ThrottleRPS
-	cc.ThrottleBurst = c.Cloud.ThrottleBurst
-	cc.OffloadVia = cloud.Via(c.Cloud.OffloadVia)
-	return cc
 }
 
 func short(sha string) string {

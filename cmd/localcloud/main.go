@@ -3,7 +3,7 @@
 //
 //	localcloud [--listen 127.0.0.1:4566]
 //
-// Environment: LOCALCLOUD_LISTEN, LOCALCLOUD_CONCURRENCY (10),
+// Environment (read by config.LoadLocalcloud): LOCALCLOUD_LISTEN, LOCALCLOUD_CONCURRENCY (10),
 // LOCALCLOUD_ISOLATION (container: each environment in a hardened,
 // network-less container of LOCALCLOUD_IMAGE through the Docker API;
 // unsafe-process: a bare process, not for untrusted code),
@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/localcloud"
 )
 
@@ -38,28 +39,20 @@ func main() {
 }
 
 func run(args []string) error {
-	fs := flag.NewFlagSet("localcloud", flag.ContinueOnError)
-	listenDefault := os.Getenv("LOCALCLOUD_LISTEN")
-	if listenDefault == "" {
-		listenDefault = localcloud.DefaultListen
+	env, err := config.LoadLocalcloud(os.LookupEnv)
+	if err != nil {
+		return err
 	}
-	listen := fs.String("listen", listenDefault, "address to listen on (LOCALCLOUD_LISTEN)")
+	fs := flag.NewFlagSet("localcloud", flag.ContinueOnError)
+	listen := fs.String("listen", env.Listen, "address to listen on (LOCALCLOUD_LISTEN)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var level slog.Level
-	if v := os.Getenv("LOG_LEVEL"); v != "" {
-		if err := level.UnmarshalText([]byte(v)); err != nil {
-			return fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", v)
-		}
-	}
+	_ = level.UnmarshalText([]byte(env.LogLevel)) // checked by LoadLocalcloud
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	cfg, err := localcloud.LoadConfig(os.Getenv)
-	if err != nil {
-		return err
-	}
-	cfg.Dir = os.Getenv("LOCALCLOUD_DIR")
+	cfg := env.Server
 	cfg.Logger = logger
 	srv, err := localcloud.New(cfg)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/spillway-faas/spillway/internal/lambdawrap"
 	"github.com/spillway-faas/spillway/internal/runner"
 	"github.com/spillway-faas/spillway/internal/testutil"
+	"github.com/spillway-faas/spillway/internal/workerapi"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
@@ -45,7 +46,7 @@ func benchWorker(b *testing.B, style spillway.Style, example string) *xmlrpc.Cli
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	runners, err := runner.New(runner.Config{Python: py, ShimPath: shim, FunctionPath: fn,
-		Style: style, Concurrency: 1, Timeout: 10 * time.Second, Logger: log})
+		Style: style, Concurrency: 1, Timeout: 10 * time.Second, MaxResultBytes: 6 << 20, Logger: log})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -54,7 +55,7 @@ func benchWorker(b *testing.B, style spillway.Style, example string) *xmlrpc.Cli
 	if err := runners.Open(ctx); err != nil {
 		b.Fatal(err)
 	}
-	svc := &service{runners: runners, cfg: workerConfig{Style: style, MaxRequestBytes: 1 << 20}, slots: make(chan struct{}, 1)}
+	svc := &service{runners: runners, cfg: workerapi.Env{Style: style, MaxRequestBytes: 1 << 20}, slots: make(chan struct{}, 1)}
 	srv := httptest.NewServer(svc.handler(log))
 	b.Cleanup(func() {
 		srv.Close()

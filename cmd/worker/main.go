@@ -11,7 +11,7 @@
 //
 // The methods, the health struct, the busy fault and the environment are the
 // lb↔worker contract in internal/workerapi. Configuration comes from the
-// environment (see config.go). SIGTERM or SIGINT
+// environment (config.LoadWorker). SIGTERM or SIGINT
 // stops taking connections, lets calls in flight finish (bounded by
 // LOCAL_TIMEOUT plus a grace period), kills the runners and exits 0.
 package main
@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/lambdawrap"
 	"github.com/spillway-faas/spillway/internal/runner"
 	"github.com/spillway-faas/spillway/internal/workerapi"
@@ -61,7 +62,7 @@ func parseLevel(s string) (slog.Level, error) {
 
 // run is the worker: it returns the process exit code.
 func run(lookup func(string) (string, bool), stderr io.Writer) int {
-	cfg, err := loadConfig(lookup)
+	cfg, err := config.LoadWorker(lookup)
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: invalid configuration:\n%v\n", err)
 		return 2
@@ -79,7 +80,7 @@ func run(lookup func(string) (string, bool), stderr io.Writer) int {
 }
 
 // serve runs the worker until ctx ends, then stops gracefully.
-func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Writer) error {
+func serve(ctx context.Context, cfg workerapi.Env, log *slog.Logger, output io.Writer) error {
 	code, err := os.ReadFile(cfg.FunctionPath)
 	if err != nil {
 		return fmt.Errorf("FUNCTION_PATH=%q: read function: %w", cfg.FunctionPath, err)
@@ -170,7 +171,7 @@ func serve(ctx context.Context, cfg workerConfig, log *slog.Logger, output io.Wr
 // service is the worker's XML-RPC and HTTP surface.
 type service struct {
 	runners *runner.Runners
-	cfg     workerConfig
+	cfg     workerapi.Env
 	sha256  string
 	// slots holds one token per call_function running: the worker takes at
 	// most WORKER_CONCURRENCY calls at once and answers busy beyond.

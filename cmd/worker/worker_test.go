@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/testutil"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
@@ -448,46 +449,6 @@ func TestWorkerProcess(t *testing.T) {
 	})
 }
 
-func TestWorkerConfigErrors(t *testing.T) {
-	tests := []struct {
-		env  map[string]string
-		want string
-	}{
-		{map[string]string{"FUNCTION_STYLE": "lambda"}, `FUNCTION_STYLE="lambda"`},
-		{map[string]string{"LOCAL_TIMEOUT": "soon"}, `LOCAL_TIMEOUT="soon"`},
-		{map[string]string{"LOCAL_TIMEOUT": "0"}, `LOCAL_TIMEOUT=0s`},
-		{map[string]string{"WORKER_CONCURRENCY": "0"}, `WORKER_CONCURRENCY=0`},
-		{map[string]string{"SERVER_PORT": "http"}, `SERVER_PORT="http"`},
-		{map[string]string{"SERVER_PORT": "70000"}, `SERVER_PORT=70000`},
-		{map[string]string{"FUNCTION_HANDLER": "main.run"}, `FUNCTION_HANDLER="main.run"`},
-		{map[string]string{"FUNCTION_VERSION": "v2"}, `FUNCTION_VERSION="v2"`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.want, func(t *testing.T) {
-			_, err := loadConfig(func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("err = %v, want it to name %s", err, tt.want)
-			}
-		})
-	}
-	c, err := loadConfig(func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := workerConfig{Port: 8001, FunctionPath: "/var/task/function.py", Style: spillway.StyleScript,
-		Handler: "handler", FunctionName: "faas", Concurrency: 1, LocalTimeout: 5 * time.Second,
-		Python: "/usr/bin/python3", MaxRequestBytes: 1 << 20, MaxResultBytes: 6 << 20, LogLevel: "info"}
-	if c != want {
-		t.Fatalf("defaults = %+v\nwant %+v", c, want)
-	}
-	c, err = loadConfig(func(k string) (string, bool) {
-		return map[string]string{"LOCAL_TIMEOUT": "2.5"}[k], k == "LOCAL_TIMEOUT"
-	})
-	if err != nil || c.LocalTimeout != 2500*time.Millisecond {
-		t.Fatalf("LOCAL_TIMEOUT=2.5: %v, %v", c.LocalTimeout, err)
-	}
-}
-
 func TestWorkerMissingFunction(t *testing.T) {
 	var stderr bytes.Buffer
 	env := map[string]string{"FUNCTION_PATH": filepath.Join(t.TempDir(), "missing.py"), "SERVER_PORT": "1"}
@@ -534,7 +495,7 @@ func TestWorkerReuseProcess(t *testing.T) {
 }
 
 func TestWorkerRefusesABadReuseProcess(t *testing.T) {
-	_, err := loadConfig(func(name string) (string, bool) {
+	_, err := config.LoadWorker(func(name string) (string, bool) {
 		if name == "FUNCTION_REUSE_PROCESS" {
 			return "yes", true
 		}

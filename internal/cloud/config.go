@@ -43,11 +43,10 @@ const ResourcePath = "invoke"
 // Handler is the Lambda handler string of every zip lambdawrap builds.
 const Handler = "handler.handler"
 
-// Config is the cloud part of the lb's configuration. cmd/lb fills it from the
-// environment (CLOUD, AWS_REGION, AWS_ROLE, AWS_ENDPOINT_URL, LAMBDA_NAME,
-// LAMBDA_MEMORY, LAMBDA_TIMEOUT, API_NAME, API_STAGE, CLOUD_THROTTLE_RPS,
-// CLOUD_THROTTLE_BURST, OFFLOAD_VIA); zero knobs take the defaults of
-// Defaults.
+// Config is the cloud part of the lb's configuration. internal/config
+// builds it (config.Config.CloudConfig) from the variables named on the
+// fields, with their defaults; the zero retry, breaker and wait knobs, which
+// no variable sets, take the defaults of withKnobs.
 type Config struct {
 	Mode       Mode          // CLOUD
 	Region     string        // AWS_REGION
@@ -77,33 +76,8 @@ type Config struct {
 	WaitTimeout time.Duration // longest wait for the function to become Active/Updated (3m)
 }
 
-// Defaults returns the defaults for a function named function, the same ones
-// the lb applies to unset variables.
-func Defaults(function string) Config {
-	return Config{
-		Mode:          ModeLocal,
-		Region:        "us-east-1",
-		Role:          "arn:aws:iam::000000000000:role/spillway-lambda",
-		Endpoint:      "http://127.0.0.1:4566",
-		LambdaName:    "spillway-" + function,
-		MemoryMB:      3008,
-		Timeout:       30 * time.Second,
-		APIName:       "spillway-" + function,
-		Stage:         "dev",
-		ThrottleRPS:   100,
-		ThrottleBurst: 200,
-		OffloadVia:    ViaAPIGateway,
-	}.withKnobs()
-}
-
 // withKnobs fills the zero retry, breaker and wait knobs with their defaults.
 func (c Config) withKnobs() Config {
-	if c.Mode == "" {
-		c.Mode = ModeLocal
-	}
-	if c.OffloadVia == "" {
-		c.OffloadVia = ViaAPIGateway
-	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 3
 	}
@@ -134,7 +108,10 @@ func (c Config) withKnobs() Config {
 // Enabled reports whether a cloud is configured at all.
 func (c Config) Enabled() bool { return c.Mode != ModeOff }
 
-// Validate checks c after defaults, naming the variable of each bad value.
+// Validate checks c's own invariants (a known mode and path, the names and
+// the endpoint a deploy needs, positive throttles, sane knobs), naming the
+// variable of each bad value. The ranges Lambda allows are internal/config's
+// to check.
 func (c Config) Validate() error {
 	c = c.withKnobs()
 	var errs []error
@@ -166,11 +143,11 @@ func (c Config) Validate() error {
 	if c.LambdaName == "" {
 		bad("LAMBDA_NAME", `""`, "must not be empty")
 	}
-	if c.MemoryMB < 128 || c.MemoryMB > 10240 {
-		bad("LAMBDA_MEMORY", c.MemoryMB, "Lambda allows 128 to 10240 MB")
+	if c.MemoryMB <= 0 {
+		bad("LAMBDA_MEMORY", c.MemoryMB, "must be positive")
 	}
-	if c.Timeout < time.Second || c.Timeout > 15*time.Minute {
-		bad("LAMBDA_TIMEOUT", c.Timeout, "Lambda allows 1s to 15m")
+	if c.Timeout <= 0 {
+		bad("LAMBDA_TIMEOUT", c.Timeout, "must be positive")
 	}
 	if c.APIName == "" {
 		bad("API_NAME", `""`, "must not be empty")

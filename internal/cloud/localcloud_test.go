@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/cloud"
+	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/lambdawrap"
 	"github.com/spillway-faas/spillway/internal/localcloud"
 	"github.com/spillway-faas/spillway/internal/testutil"
@@ -100,9 +101,17 @@ func newCloudEnv(t testing.TB, srv *localcloud.Server, hs *httptest.Server, url 
 	return &cloudEnv{srv: srv, hs: hs, url: url, awsCfg: ac, lambda: lambda.NewFromConfig(ac), apigw: apigateway.NewFromConfig(ac)}
 }
 
+// testConfig is lb's cloud configuration for function against the
+// localcloud at endpoint (internal/config's defaults), with short waits.
 func testConfig(endpoint, function string) cloud.Config {
-	c := cloud.Defaults(function)
-	c.Mode = cloud.ModeLocal
+	lc, err := config.Load(func(k string) (string, bool) {
+		v, ok := map[string]string{"FAAS_FUNCTION_NAME": function, "CLOUD": "local", "AWS_ENDPOINT_URL": endpoint}[k]
+		return v, ok
+	})
+	if err != nil {
+		panic(err)
+	}
+	c := lc.CloudConfig()
 	c.Endpoint = endpoint
 	c.Timeout = 2 * time.Second
 	c.MemoryMB = 256

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spillway-faas/spillway"
 )
@@ -135,8 +136,8 @@ func TestConfigValidate(t *testing.T) {
 		{"local needs endpoint", func(c *Config) { c.Endpoint = "" }, []string{"AWS_ENDPOINT_URL"}},
 		{"endpoint must be a URL", func(c *Config) { c.Endpoint = "localhost:4566" }, []string{"AWS_ENDPOINT_URL"}},
 		{"aws needs a role", func(c *Config) { c.Mode = ModeAWS; c.Role = "" }, []string{"AWS_ROLE"}},
-		{"memory", func(c *Config) { c.MemoryMB = 64 }, []string{"LAMBDA_MEMORY=64"}},
-		{"timeout", func(c *Config) { c.Timeout = 20 * 60e9 }, []string{"LAMBDA_TIMEOUT"}},
+		{"memory", func(c *Config) { c.MemoryMB = 0 }, []string{"LAMBDA_MEMORY=0"}},
+		{"timeout", func(c *Config) { c.Timeout = -1 }, []string{"LAMBDA_TIMEOUT"}},
 		{"stage", func(c *Config) { c.Stage = "" }, []string{"API_STAGE"}},
 		{"throttle", func(c *Config) { c.ThrottleRPS = 0; c.ThrottleBurst = -1 }, []string{"CLOUD_THROTTLE_RPS", "CLOUD_THROTTLE_BURST"}},
 		{"via", func(c *Config) { c.OffloadVia = "carrier-pigeon" }, []string{"OFFLOAD_VIA"}},
@@ -144,7 +145,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := Defaults("fib")
+			c := validConfig("fib")
 			tt.edit(&c)
 			err := c.Validate()
 			if tt.match == nil {
@@ -163,4 +164,12 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// validConfig is a local-mode configuration for function, as internal/config
+// builds it from an empty environment.
+func validConfig(function string) Config {
+	return Config{Mode: ModeLocal, Region: "us-east-1", Role: "arn:aws:iam::000000000000:role/spillway-lambda",
+		Endpoint: "http://127.0.0.1:4566", LambdaName: "spillway-" + function, MemoryMB: 3008, Timeout: 30 * time.Second,
+		APIName: "spillway-" + function, Stage: "dev", ThrottleRPS: 100, ThrottleBurst: 200, OffloadVia: ViaAPIGateway}
 }

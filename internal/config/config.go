@@ -1,15 +1,36 @@
-// Package config turns the environment (and .env) into the lb's typed,
-// validated configuration. It is parsed once, in cmd/, and passed down.
+// Package config is the one place that names an environment variable,
+// gives its default and validates it. Each binary loads its configuration
+// once, in cmd/, and passes it down:
+//
+//	lb          Load → Config (and .env beneath the environment: Dotenv)
+//	worker      LoadWorker → workerapi.Env
+//	localcloud  LoadLocalcloud → Localcloud
+//	addfaas     LoadAddfaas → Addfaas
+//	client      LoadClient → Client
+//
+// A variable more than one binary reads (WORKER_CONCURRENCY, LOCAL_TIMEOUT,
+// MAX_RESULT_BYTES, SERVER_PORT, LOG_LEVEL, ...) has one default and one
+// check here, shared by the loaders.
+//
+// The arrows point from config to the packages: Config builds their
+// configurations (PoolConfig, DockerConfig, CloudConfig, OffloadConfig,
+// ScaleConfig; LoadWorker fills workerapi.Env, LoadLocalcloud fills
+// localcloud.Config). Those packages carry values and check only their own
+// invariants; they know no variable and have no default for a value a
+// variable sets (knobs no variable sets, like the pool's probe interval,
+// keep theirs). Nothing below cmd/ imports config except for a binary's own
+// wiring, so no package needs the environment to be built or tested.
+//
+// TestEveryReadIsDeclaredAndDocumented reads the code: no other package
+// reads the environment, and every variable read here is documented in
+// .env.example.
 package config
 
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net/netip"
 	"net/url"
-	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -85,6 +106,27 @@ func (c Cloud) Enabled() bool { return c.Mode != "off" }
 // synchronous response, 6 MiB.
 const DefaultMaxResultBytes = 6 << 20
 
+// Defaults of the variables several binaries read.
+const (
+	defaultConcurrency  = 1                // WORKER_CONCURRENCY
+	defaultLocalTimeout = 5 * time.Second  // LOCAL_TIMEOUT
+	defaultServerPort   = 8001             // SERVER_PORT
+	defaultLBPort       = 8000             // LOAD_BALANCER_PORT
+	defaultLogLevel     = "info"           // LOG_LEVEL
+	defaultFunctionName = "faas"           // FAAS_FUNCTION_NAME
+	defaultRedisAddr    = "127.0.0.1:6379" // REDIS_ADDR
+	defaultRegion       = "us-east-1"      // AWS_REGION
+	defaultMaxRequest   = 1 << 20          // LB_MAX_REQUEST_BYTES, WORKER_MAX_REQUEST_BYTES
+	maxConcurrency      = 256              // WORKER_CONCURRENCY's ceiling
+	minResultBytes      = 1 << 10          // MAX_RESULT_BYTES's floor
+	maxResultBytes      = 1 << 30          // MAX_RESULT_BYTES's ceiling
+	lambdaMemoryMin     = 128              // LAMBDA_MEMORY, MB: Lambda's range
+	lambdaMemoryMax     = 10240            //
+	lambdaTimeoutMax    = 15 * time.Minute // LAMBDA_TIMEOUT: Lambda's limit
+	defaultLocalRole    = "arn:aws:iam::000000000000:role/spillway-lambda"
+	defaultLocalcloud   = "http://127.0.0.1:4566" // AWS_ENDPOINT_URL with CLOUD=local
+)
+
 // Choices for the enumerated variables.
 var (
 	Schedulers      = []string{"round-robin", "least-connections"}
@@ -103,10 +145,10 @@ func Load(lookup Lookup) (Config, error) {
 	p := parser{lookup: lookup}
 	c := Config{
 		NumberOfServers:   p.int("NUMBER_OF_SERVERS", 2),
-		WorkerConcurrency: p.int("WORKER_CONCURRENCY", 1),
-		LoadBalancerPort:  p.int("LOAD_BALANCER_PORT", 8000),
+		WorkerConcurrency: p.int("WORKER_CONCURRENCY", defaultConcurrency),
+		LoadBalancerPort:  p.int("LOAD_BALANCER_PORT", defaultLBPort),
 		ListenHost:        p.str("LB_LISTEN_HOST", "127.0.0.1"),
-		LocalTimeout:      p.duration("LOCAL_TIMEOUT", 5*time.Second),
+		LocalTimeout:      p.duration("LOCAL_TIMEOUT", defaultLocalTimeout),
 		ElasticitySleep:   p.duration("ELASTICITY_SLEEP", time.Second),
 		ScaleDownDelay:    p.duration("SCALE_DOWN_DELAY", 30*time.Second),
 		Scheduler:         p.choice("SCHEDULER", "round-robin", Schedulers),
@@ -118,12 +160,12 @@ func Load(lookup Lookup) (Config, error) {
 		CloudBudgetBurst:  p.duration("CLOUD_BUDGET_BURST", time.Second),
 		OffloadWaitWeight: p.float("OFFLOAD_WAIT_WEIGHT", 4),
 		ScaleTargetUtil:   p.float("SCALE_TARGET_UTILIZATION", 0.8),
-		MaxRequestBytes:   p.bytes("LB_MAX_REQUEST_BYTES", 1<<20),
+		MaxRequestBytes:   p.bytes("LB_MAX_REQUEST_BYTES", defaultMaxRequest),
 		MaxResultBytes:    p.bytes("MAX_RESULT_BYTES", DefaultMaxResultBytes),
 		MaxQueued:         p.int("MAX_QUEUED", 1000),
 		DrainTimeout:      p.duration("DRAIN_TIMEOUT", 30*time.Second),
-		FunctionName:      p.str("FAAS_FUNCTION_NAME", "faas"),
-		RedisAddr:         p.str("REDIS_ADDR", "127.0.0.1:6379"),
+		FunctionName:      p.str("FAAS_FUNCTION_NAME", defaultFunctionName),
+		RedisAddr:         p.str("REDIS_ADDR", defaultRedisAddr),
 		PoolName:          p.str("POOL_NAME", "spillway"),
 		LBID:              p.str("LB_ID", defaultLBID()),
 		WorkerImage:       p.str("WORKER_IMAGE", "spillway-worker:"+p.str("IMAGE_TAG", "latest")),
@@ -131,11 +173,11 @@ func Load(lookup Lookup) (Config, error) {
 		WorkerCPUs:        p.float("WORKER_CPUS", 1),
 		WorkerPids:        int64(p.int("WORKER_PIDS_LIMIT", 128)),
 		WorkerAddress:     p.choice("WORKER_ADDRESS", "auto", WorkerAddresses),
-		WorkerPort:        p.int("SERVER_PORT", 8001),
+		WorkerPort:        p.int("SERVER_PORT", defaultServerPort),
 		AuthToken:         p.str("LB_AUTH_TOKEN", ""),
 		AllowAnonymous:    p.bool("LB_ALLOW_ANONYMOUS", false),
 		RedisPassword:     p.str("REDIS_PASSWORD", ""),
-		LogLevel:          p.choice("LOG_LEVEL", "info", LogLevels),
+		LogLevel:          p.choice("LOG_LEVEL", defaultLogLevel, LogLevels),
 		LogFormat:         p.choice("LOG_FORMAT", "text", LogFormats),
 		Pprof:             p.bool("LB_PPROF", false),
 	}
@@ -143,7 +185,7 @@ func Load(lookup Lookup) (Config, error) {
 	c.DockerNetwork = p.str("DOCKER_NETWORK", c.PoolName+"-workers")
 	c.Cloud = Cloud{
 		Mode:          p.choice("CLOUD", "local", CloudModes),
-		Region:        p.str("AWS_REGION", "us-east-1"),
+		Region:        p.str("AWS_REGION", defaultRegion),
 		Role:          p.str("AWS_ROLE", ""),
 		Endpoint:      p.str("AWS_ENDPOINT_URL", ""),
 		LambdaName:    p.str("LAMBDA_NAME", "spillway-"+c.FunctionName),
@@ -156,10 +198,10 @@ func Load(lookup Lookup) (Config, error) {
 		ThrottleBurst: int32(p.int("CLOUD_THROTTLE_BURST", 200)),
 	}
 	if c.Cloud.Mode == "local" && c.Cloud.Endpoint == "" {
-		c.Cloud.Endpoint = "http://127.0.0.1:4566"
+		c.Cloud.Endpoint = defaultLocalcloud
 	}
 	if c.Cloud.Mode == "local" && c.Cloud.Role == "" {
-		c.Cloud.Role = "arn:aws:iam::000000000000:role/spillway-lambda"
+		c.Cloud.Role = defaultLocalRole
 	}
 	if len(p.errs) > 0 {
 		return Config{}, errors.Join(p.errs...)
@@ -170,12 +212,20 @@ func Load(lookup Lookup) (Config, error) {
 	return c, nil
 }
 
+// Defaults is the configuration of an empty environment: every variable at
+// its default.
+func Defaults() Config {
+	c, err := Load(func(string) (string, bool) { return "", false })
+	if err != nil {
+		panic("config: the defaults do not validate: " + err.Error()) // TestLoadDefaults keeps them valid
+	}
+	return c
+}
+
 // Validate checks the ranges and relations between variables.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(name string, value any, why string) {
-		errs = append(errs, fmt.Errorf("%s=%v: %s", name, value, why))
-	}
+	var v validator
+	bad := v.bad
 	if c.NumberOfServers < 1 {
 		bad("NUMBER_OF_SERVERS", c.NumberOfServers, "must be at least 1")
 	}
@@ -185,19 +235,15 @@ func (c Config) Validate() error {
 	if c.MaxServers > 1000 {
 		bad("MAX_SERVERS", c.MaxServers, "must be at most 1000")
 	}
-	if c.WorkerConcurrency < 1 || c.WorkerConcurrency > 256 {
-		bad("WORKER_CONCURRENCY", c.WorkerConcurrency, "must be between 1 and 256")
-	}
-	for name, port := range map[string]int{"LOAD_BALANCER_PORT": c.LoadBalancerPort, "SERVER_PORT": c.WorkerPort} {
-		if port < 1 || port > 65535 {
-			bad(name, port, "must be a TCP port between 1 and 65535")
-		}
-	}
+	v.concurrency(c.WorkerConcurrency)
+	v.port("LOAD_BALANCER_PORT", c.LoadBalancerPort)
+	v.port("SERVER_PORT", c.WorkerPort)
+	v.localTimeout(c.LocalTimeout)
+	v.maxResultBytes(c.MaxResultBytes)
 	positive := []struct {
 		name string
 		d    time.Duration
 	}{
-		{"LOCAL_TIMEOUT", c.LocalTimeout},
 		{"ELASTICITY_SLEEP", c.ElasticitySleep},
 		{"DRAIN_TIMEOUT", c.DrainTimeout},
 		{"LAMBDA_TIMEOUT", c.Cloud.LambdaTimeout},
@@ -206,9 +252,6 @@ func (c Config) Validate() error {
 		if p.d <= 0 {
 			bad(p.name, p.d, "must be positive")
 		}
-	}
-	if c.MaxResultBytes < 1<<10 || c.MaxResultBytes > 1<<30 {
-		bad("MAX_RESULT_BYTES", c.MaxResultBytes, "must be between 1k and 1g")
 	}
 	if c.MaxQueued < 1 {
 		bad("MAX_QUEUED", c.MaxQueued, "must be at least 1")
@@ -219,10 +262,10 @@ func (c Config) Validate() error {
 	if c.QueueTimeout < 0 {
 		bad("QUEUE_TIMEOUT", c.QueueTimeout, "must not be negative")
 	}
-	if c.Cloud.LambdaTimeout > 15*time.Minute {
+	if c.Cloud.LambdaTimeout > lambdaTimeoutMax {
 		bad("LAMBDA_TIMEOUT", c.Cloud.LambdaTimeout, "Lambda allows at most 15m")
 	}
-	if c.Cloud.LambdaMemory < 128 || c.Cloud.LambdaMemory > 10240 {
+	if c.Cloud.LambdaMemory < lambdaMemoryMin || c.Cloud.LambdaMemory > lambdaMemoryMax {
 		bad("LAMBDA_MEMORY", c.Cloud.LambdaMemory, "Lambda allows 128 to 10240 MB")
 	}
 	if c.CloudMaxRPS < 0 {
@@ -252,9 +295,9 @@ func (c Config) Validate() error {
 	if c.WorkerPids < 0 {
 		bad("WORKER_PIDS_LIMIT", c.WorkerPids, "must not be negative (0 for no limit)")
 	}
-	for name, v := range map[string]string{"FAAS_FUNCTION_NAME": c.FunctionName, "POOL_NAME": c.PoolName} {
-		if !validName(v) {
-			bad(name, quote(v), "must be 1-48 letters, digits, '-' or '_', starting with a letter or digit")
+	for name, val := range map[string]string{"FAAS_FUNCTION_NAME": c.FunctionName, "POOL_NAME": c.PoolName} {
+		if !validName(val) {
+			bad(name, quote(val), "must be 1-48 letters, digits, '-' or '_', starting with a letter or digit")
 		}
 	}
 	if c.AuthToken == "" && !c.AllowAnonymous && !IsLoopback(c.ListenHost) {
@@ -287,7 +330,45 @@ func (c Config) Validate() error {
 	if c.Cloud.ThrottleBurst <= 0 {
 		bad("CLOUD_THROTTLE_BURST", c.Cloud.ThrottleBurst, "must be positive")
 	}
-	return errors.Join(errs...)
+	return v.err()
+}
+
+// validator collects range errors, each naming the variable and its value.
+// Its methods are the one check of a variable several binaries read.
+type validator struct{ errs []error }
+
+func (v *validator) bad(name string, value any, why string) {
+	v.errs = append(v.errs, fmt.Errorf("%s=%v: %s", name, value, why))
+}
+
+func (v *validator) err() error { return errors.Join(v.errs...) }
+
+// concurrency checks WORKER_CONCURRENCY (lb and worker).
+func (v *validator) concurrency(n int) {
+	if n < 1 || n > maxConcurrency {
+		v.bad("WORKER_CONCURRENCY", n, fmt.Sprintf("must be between 1 and %d", maxConcurrency))
+	}
+}
+
+// localTimeout checks LOCAL_TIMEOUT (lb and worker).
+func (v *validator) localTimeout(d time.Duration) {
+	if d <= 0 {
+		v.bad("LOCAL_TIMEOUT", d, "must be positive")
+	}
+}
+
+// maxResultBytes checks MAX_RESULT_BYTES (lb and worker).
+func (v *validator) maxResultBytes(n int64) {
+	if n < minResultBytes || n > maxResultBytes {
+		v.bad("MAX_RESULT_BYTES", n, "must be between 1k and 1g")
+	}
+}
+
+// port checks a TCP port variable.
+func (v *validator) port(name string, n int) {
+	if n < 1 || n > 65535 {
+		v.bad(name, n, "must be a TCP port between 1 and 65535")
+	}
 }
 
 // LocalSlots is MAX_SERVERS × WORKER_CONCURRENCY, the reference overflow bound.
@@ -326,166 +407,3 @@ func validName(s string) bool {
 }
 
 func quote(s string) string { return strconv.Quote(s) }
-
-// parser collects every error instead of stopping at the first.
-type parser struct {
-	lookup Lookup
-	errs   []error
-}
-
-func (p *parser) raw(name string) (string, bool) {
-	v, ok := p.lookup(name)
-	v = strings.TrimSpace(v)
-	return v, ok && v != ""
-}
-
-func (p *parser) fail(name, value, why string) {
-	p.errs = append(p.errs, fmt.Errorf("%s=%q: %s", name, value, why))
-}
-
-func (p *parser) str(name, def string) string {
-	if v, ok := p.raw(name); ok {
-		return v
-	}
-	return def
-}
-
-func (p *parser) int(name string, def int) int {
-	v, ok := p.raw(name)
-	if !ok {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		p.fail(name, v, "not an integer")
-		return def
-	}
-	return n
-}
-
-func (p *parser) bool(name string, def bool) bool {
-	v, ok := p.raw(name)
-	if !ok {
-		return def
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		p.fail(name, v, "not a boolean (true/false, 1/0)")
-		return def
-	}
-	return b
-}
-
-func (p *parser) float(name string, def float64) float64 {
-	v, ok := p.raw(name)
-	if !ok {
-		return def
-	}
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		p.fail(name, v, "not a number")
-		return def
-	}
-	return f
-}
-
-// duration accepts a bare number of seconds ("5", "0.5") or a Go duration ("5s", "300ms").
-func (p *parser) duration(name string, def time.Duration) time.Duration {
-	v, ok := p.raw(name)
-	if !ok {
-		return def
-	}
-	d, err := ParseDuration(v)
-	if err != nil {
-		p.fail(name, v, err.Error())
-		return def
-	}
-	return d
-}
-
-// ParseDuration reads "5" as five seconds and anything else as time.ParseDuration.
-func ParseDuration(v string) (time.Duration, error) {
-	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		if math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 1e9 {
-			return 0, errors.New("not a usable number of seconds")
-		}
-		return time.Duration(f * float64(time.Second)), nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, errors.New(`not a duration (use seconds like "5" or a unit like "5s", "300ms")`)
-	}
-	return d, nil
-}
-
-// bytes accepts a plain byte count or a k/m/g suffix (Docker's style).
-func (p *parser) bytes(name string, def int64) int64 {
-	v, ok := p.raw(name)
-	if !ok {
-		return def
-	}
-	n, err := ParseBytes(v)
-	if err != nil {
-		p.fail(name, v, err.Error())
-		return def
-	}
-	return n
-}
-
-// ParseBytes reads "1048576", "512k", "256m", "1g" (also "256MiB"-like suffixes).
-func ParseBytes(v string) (int64, error) {
-	s := strings.ToLower(strings.TrimSpace(v))
-	s = strings.TrimSuffix(strings.TrimSuffix(s, "ib"), "b")
-	mult := int64(1)
-	if s != "" {
-		switch s[len(s)-1] {
-		case 'k':
-			mult, s = 1<<10, s[:len(s)-1]
-		case 'm':
-			mult, s = 1<<20, s[:len(s)-1]
-		case 'g':
-			mult, s = 1<<30, s[:len(s)-1]
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/mult {
-		return 0, errors.New(`not a size (use bytes or a k/m/g suffix like "256m")`)
-	}
-	return n * mult, nil
-}
-
-func (p *parser) choice(name, def string, choices []string) string {
-	v, ok := p.raw(name)
-	if !ok {
-		return def
-	}
-	for _, c := range choices {
-		if v == c {
-			return v
-		}
-	}
-	p.fail(name, v, "must be one of "+strings.Join(choices, ", "))
-	return def
-}
-
-var lbIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-
-// defaultLBID names a replica by its host and process: unique among the
-// replicas of a pool, on one host or several.
-func defaultLBID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "lb"
-	}
-	host = strings.Map(func(r rune) rune {
-		if r == '.' || r == '-' || r == '_' || ('0' <= r && r <= '9') || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') {
-			return r
-		}
-		return '-'
-	}, host)
-	id := fmt.Sprintf("%s-%d", host, os.Getpid())
-	if len(id) > 64 {
-		id = id[len(id)-64:]
-	}
-	return strings.TrimLeft(id, ".-_")
-}

@@ -27,7 +27,6 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/spillway-faas/spillway"
-	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/pool"
 	"github.com/spillway-faas/spillway/internal/workerapi"
 )
@@ -69,11 +68,9 @@ const (
 	AddressName AddressMode = "name"
 )
 
-// ParseAddressMode accepts auto, ip or name; empty means auto.
+// ParseAddressMode accepts auto, ip or name.
 func ParseAddressMode(s string) (AddressMode, error) {
 	switch m := AddressMode(strings.ToLower(strings.TrimSpace(s))); m {
-	case "":
-		return AddressAuto, nil
 	case AddressAuto, AddressIP, AddressName:
 		return m, nil
 	}
@@ -84,24 +81,23 @@ func ParseAddressMode(s string) (AddressMode, error) {
 // without an address on the network.
 const OptionInhibitIPv4 = "com.docker.network.bridge.inhibit_ipv4"
 
-// Defaults for the zero values of Config.
+// Defaults of the knobs no variable sets (zero values of Config).
 const (
-	DefaultServerPort = 8001
-	DefaultPidsLimit  = 256
-	DefaultTmpfsSize  = 64 << 20
-	DefaultStopGrace  = time.Second
+	DefaultTmpfsSize = 64 << 20
+	DefaultStopGrace = time.Second
 )
 
-// Config describes the worker containers of one pool.
+// Config describes the worker containers of one pool. internal/config
+// builds it (config.Config.DockerConfig) from the variables named here.
 type Config struct {
 	Pool       string        // POOL_NAME: label value and container-name prefix
 	Image      string        // WORKER_IMAGE
 	Network    string        // DOCKER_NETWORK: created as an internal bridge when missing
-	Address    AddressMode   // WORKER_ADDRESS; empty means auto
-	ServerPort int           // SERVER_PORT inside the worker; 0 means 8001
+	Address    AddressMode   // WORKER_ADDRESS: auto, ip or name
+	ServerPort int           // SERVER_PORT inside the worker
 	Memory     int64         // WORKER_MEMORY in bytes; 0 means no limit
 	NanoCPUs   int64         // WORKER_CPUS × 1e9; 0 means no limit
-	PidsLimit  int64         // WORKER_PIDS_LIMIT: processes per worker; 0 means DefaultPidsLimit, < 0 no limit
+	PidsLimit  int64         // WORKER_PIDS_LIMIT: processes per worker; <= 0 means no limit
 	TmpfsSize  int64         // size of the /tmp tmpfs in bytes; 0 means DefaultTmpfsSize
 	StopGrace  time.Duration // SIGTERM grace before SIGKILL on Remove; 0 means 1s
 }
@@ -109,15 +105,6 @@ type Config struct {
 var poolNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
 func (c Config) withDefaults() Config {
-	if c.Address == "" {
-		c.Address = AddressAuto
-	}
-	if c.ServerPort == 0 {
-		c.ServerPort = DefaultServerPort
-	}
-	if c.PidsLimit == 0 {
-		c.PidsLimit = DefaultPidsLimit
-	}
 	if c.TmpfsSize == 0 {
 		c.TmpfsSize = DefaultTmpfsSize
 	}
@@ -136,7 +123,7 @@ func (c Config) Validate() error {
 		return errors.New("WORKER_IMAGE is empty")
 	case !poolNameRE.MatchString(c.Network):
 		return fmt.Errorf("DOCKER_NETWORK=%q: want letters, digits, '_', '.', '-'", c.Network)
-	case c.ServerPort < 0 || c.ServerPort > 65535:
+	case c.ServerPort < 1 || c.ServerPort > 65535:
 		return fmt.Errorf("SERVER_PORT=%d: out of range", c.ServerPort)
 	case c.Memory < 0:
 		return fmt.Errorf("WORKER_MEMORY=%d: negative", c.Memory)
@@ -149,25 +136,6 @@ func (c Config) Validate() error {
 		return err
 	}
 	return nil
-}
-
-// ConfigFrom takes the worker-container settings of lb's configuration.
-// WORKER_PIDS_LIMIT=0 means no limit there, as it does in Docker.
-func ConfigFrom(c config.Config) Config {
-	pids := c.WorkerPids
-	if pids == 0 {
-		pids = -1
-	}
-	return Config{
-		Pool:       c.PoolName,
-		Image:      c.WorkerImage,
-		Network:    c.DockerNetwork,
-		Address:    AddressMode(c.WorkerAddress),
-		ServerPort: c.WorkerPort,
-		Memory:     c.WorkerMemory,
-		NanoCPUs:   int64(c.WorkerCPUs * 1e9),
-		PidsLimit:  pids,
-	}
 }
 
 // Backend is pool.Backend on the Docker Engine API.
@@ -517,7 +485,7 @@ func (b *Backend) workerEnv(spec pool.WorkerSpec) workerapi.Env {
 // gain, pids/memory/CPU limits, the internal pool network, no restarts.
 func (b *Backend) hostConfig() *container.HostConfig {
 	pids := b.cfg.PidsLimit
-	if pids < 0 {
+	if pids <= 0 {
 		pids = -1 // Docker's "unlimited"
 	}
 	hc := &container.HostConfig{

@@ -38,7 +38,7 @@ func TestParseAddressMode(t *testing.T) {
 		want    AddressMode
 		wantErr bool
 	}{
-		{"", AddressAuto, false},
+		{"", "", true},
 		{"auto", AddressAuto, false},
 		{"IP", AddressIP, false},
 		{" name ", AddressName, false},
@@ -55,7 +55,7 @@ func TestParseAddressMode(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	good := Config{Pool: "spillway", Image: "img", Network: "spillway-net"}
+	good := Config{Pool: "spillway", Image: "img", Network: "spillway-net", Address: AddressAuto, ServerPort: 8001}
 	tests := []struct {
 		name    string
 		mutate  func(*Config)
@@ -165,7 +165,8 @@ func randomSuffix(t *testing.T) string {
 func openTestBackend(t *testing.T, image string, mutate func(*Config)) *Backend {
 	t.Helper()
 	name := "spwtest-" + randomSuffix(t)
-	cfg := Config{Pool: name, Image: image, Network: name + "-net", Memory: 128 << 20, NanoCPUs: 500_000_000}
+	cfg := Config{Pool: name, Image: image, Network: name + "-net", Address: AddressAuto, ServerPort: 8001,
+		Memory: 128 << 20, NanoCPUs: 500_000_000, PidsLimit: 256}
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -333,7 +334,7 @@ func TestStartHardenedWorker(t *testing.T) {
 			{"read-only root", hc.ReadonlyRootfs},
 			{"cap drop ALL", slices.Equal(hc.CapDrop, []string{"ALL"})},
 			{"no-new-privileges", slices.Contains(hc.SecurityOpt, "no-new-privileges:true")},
-			{"pids limit", hc.PidsLimit != nil && *hc.PidsLimit == DefaultPidsLimit},
+			{"pids limit", hc.PidsLimit != nil && *hc.PidsLimit == 256},
 			{"memory", hc.Memory == 128<<20},
 			{"cpus", hc.NanoCPUs == 500_000_000},
 			{"tmpfs", strings.Contains(hc.Tmpfs["/tmp"], "size=")},

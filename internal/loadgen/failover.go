@@ -13,13 +13,13 @@ import (
 
 // Targets is Target for a comma-separated list of lb replicas (in --lb or
 // LB_URL): each URL is checked and normalised.
-func Targets(flagURL string, getenv func(string) string) ([]string, error) {
+func Targets(flagURL, fallback string) ([]string, error) {
 	raw := flagURL
-	if raw == "" && getenv != nil {
-		raw = getenv("LB_URL")
+	if raw == "" {
+		raw = fallback
 	}
 	if !strings.Contains(raw, ",") {
-		t, err := Target(flagURL, getenv)
+		t, err := Target(raw, "")
 		if err != nil {
 			return nil, err
 		}
@@ -31,7 +31,7 @@ func Targets(flagURL string, getenv func(string) string) ([]string, error) {
 		if part == "" {
 			continue
 		}
-		t, err := Target(part, getenv)
+		t, err := Target(part, "")
 		if err != nil {
 			return nil, err
 		}

@@ -15,24 +15,23 @@ import (
 )
 
 func TestTargets(t *testing.T) {
-	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	tests := []struct {
-		flag string
-		env  map[string]string
-		want string
-		err  bool
+		flag     string
+		fallback string // the client's configuration: LB_URL, else lb's port on loopback
+		want     string
+		err      bool
 	}{
-		{"", map[string]string{"LB_URL": "http://127.0.0.1:8000/,http://127.0.0.1:8001"}, "http://127.0.0.1:8000/ http://127.0.0.1:8001/", false},
-		{"http://a:1, http://b:2/ ,", nil, "http://a:1/ http://b:2/", false},
-		{"http://a:1", map[string]string{"LB_URL": "http://x:9,http://y:9"}, "http://a:1/", false},
-		{"", map[string]string{"LOAD_BALANCER_PORT": "8100"}, "http://127.0.0.1:8100/", false},
-		{"http://a:1,ftp://b", nil, "", true},
-		{",", nil, "", true},
+		{"", "http://127.0.0.1:8000/,http://127.0.0.1:8001", "http://127.0.0.1:8000/ http://127.0.0.1:8001/", false},
+		{"http://a:1, http://b:2/ ,", "", "http://a:1/ http://b:2/", false},
+		{"http://a:1", "http://x:9,http://y:9", "http://a:1/", false},
+		{"", "http://127.0.0.1:8100/", "http://127.0.0.1:8100/", false},
+		{"http://a:1,ftp://b", "", "", true},
+		{",", "", "", true},
 	}
 	for _, tt := range tests {
-		got, err := Targets(tt.flag, env(tt.env))
+		got, err := Targets(tt.flag, tt.fallback)
 		if (err != nil) != tt.err || strings.Join(got, " ") != tt.want {
-			t.Errorf("Targets(%q, %v) = %q, %v; want %q, error %v", tt.flag, tt.env, got, err, tt.want, tt.err)
+			t.Errorf("Targets(%q, %q) = %q, %v; want %q, error %v", tt.flag, tt.fallback, got, err, tt.want, tt.err)
 		}
 	}
 }

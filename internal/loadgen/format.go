@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -186,29 +185,12 @@ func WriteCompare(w io.Writer, reps []Report) error {
 	return tw.Flush()
 }
 
-// DefaultPort is the lb's port when LOAD_BALANCER_PORT is unset.
-const DefaultPort = "8000"
-
-// Target picks the lb URL: flagURL, else LB_URL, else
-// http://127.0.0.1:$LOAD_BALANCER_PORT/ (default port 8000). getenv is
-// os.Getenv outside tests.
-func Target(flagURL string, getenv func(string) string) (string, error) {
-	if getenv == nil {
-		getenv = os.Getenv
-	}
+// Target checks and normalises the lb URL: flagURL, else fallback (the
+// client's configuration: LB_URL, else lb's port on loopback).
+func Target(flagURL, fallback string) (string, error) {
 	raw := flagURL
 	if raw == "" {
-		raw = getenv("LB_URL")
-	}
-	if raw == "" {
-		port := getenv("LOAD_BALANCER_PORT")
-		if port == "" {
-			port = DefaultPort
-		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return "", fmt.Errorf("LOAD_BALANCER_PORT=%q is not a port number", port)
-		}
-		raw = "http://127.0.0.1:" + port + "/"
+		raw = fallback
 	}
 	u, err := url.Parse(raw)
 	if err != nil {

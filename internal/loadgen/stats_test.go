@@ -241,23 +241,22 @@ func TestConfigValidate(t *testing.T) {
 
 func TestTarget(t *testing.T) {
 	tests := []struct {
-		name string
-		flag string
-		env  map[string]string
-		want string
-		err  bool
+		name     string
+		flag     string
+		fallback string
+		want     string
+		err      bool
 	}{
-		{"default", "", nil, "http://127.0.0.1:8000/", false},
-		{"port env", "", map[string]string{"LOAD_BALANCER_PORT": "9001"}, "http://127.0.0.1:9001/", false},
-		{"LB_URL", "", map[string]string{"LB_URL": "http://localhost:7000/RPC2", "LOAD_BALANCER_PORT": "1"}, "http://localhost:7000/RPC2", false},
-		{"flag wins", "http://127.0.0.1:1234", map[string]string{"LB_URL": "http://x/"}, "http://127.0.0.1:1234/", false},
-		{"bad port", "", map[string]string{"LOAD_BALANCER_PORT": "eighty"}, "", true},
-		{"bad scheme", "ftp://x/", nil, "", true},
-		{"no host", "http:///x", nil, "", true},
+		{"fallback", "", "http://127.0.0.1:9001", "http://127.0.0.1:9001/", false},
+		{"path kept", "", "http://localhost:7000/RPC2", "http://localhost:7000/RPC2", false},
+		{"flag wins", "http://127.0.0.1:1234", "http://x/", "http://127.0.0.1:1234/", false},
+		{"nothing", "", "", "", true},
+		{"bad scheme", "ftp://x/", "", "", true},
+		{"no host", "http:///x", "", "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Target(tt.flag, func(k string) string { return tt.env[k] })
+			got, err := Target(tt.flag, tt.fallback)
 			if (err != nil) != tt.err || got != tt.want {
 				t.Errorf("Target = %q, %v; want %q (error %v)", got, err, tt.want, tt.err)
 			}

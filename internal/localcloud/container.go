@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -401,12 +400,3 @@ type stdioAddr struct{}
 
 func (stdioAddr) Network() string { return "stdio" }
 func (stdioAddr) String() string  { return runtimeAPIStdio }
-
-// parseCPUs reads LOCALCLOUD_CPUS.
-func parseCPUs(v string) (float64, error) {
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f <= 0 || f > 64 {
-		return 0, fmt.Errorf("LOCALCLOUD_CPUS=%q: want a number of CPUs > 0, like 1 or 0.5", v)
-	}
-	return f, nil
-}

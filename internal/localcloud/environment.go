@@ -175,16 +175,16 @@ func (e *environment) serveRuntimeAPI() {
 	}()
 }
 
+// processPath is PATH in a bootstrap process: the system's directories, as
+// in a Lambda environment, whatever localcloud's own PATH is.
+const processPath = "/usr/local/bin:/usr/bin:/bin"
+
 // processEnv is the environment of a bootstrap process: Lambda's reserved
 // variables plus the function's own. Nothing of localcloud's own environment
-// (credentials included) leaks in.
+// (credentials and PATH included) leaks in.
 func (s *Server) processEnv(snap envSnapshot, api, tmp string) []string {
-	path := os.Getenv("PATH")
-	if path == "" {
-		path = "/usr/local/bin:/usr/bin:/bin"
-	}
 	return s.lambdaEnv(snap, map[string]string{
-		"PATH":                   path,
+		"PATH":                   processPath,
 		"HOME":                   tmp,
 		"TMPDIR":                 tmp,
 		"PYTHONPATH":             snap.code.dir,

@@ -21,7 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -43,7 +42,9 @@ const (
 	DefaultInitTimeout     = 10 * time.Second
 )
 
-// Config is localcloud's configuration. Zero fields take the defaults above.
+// Config is localcloud's configuration. internal/config builds it from the
+// variables named on the fields (config.LoadLocalcloud); zero fields take
+// the defaults above, which config also gives those variables.
 type Config struct {
 	Region    string // region in ARNs and URIs (us-east-1)
 	AccountID string // account in ARNs (000000000000)
@@ -88,72 +89,6 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for state transitions and throttles; nil is time.Now.
 	Now func() time.Time
-}
-
-// LoadConfig reads LOCALCLOUD_CONCURRENCY, LOCALCLOUD_PYTHON,
-// LOCALCLOUD_IDLE_TIMEOUT, LOCALCLOUD_ISOLATION, LOCALCLOUD_IMAGE,
-// LOCALCLOUD_INSTANCE, LOCALCLOUD_PIDS_LIMIT, LOCALCLOUD_CPUS and AWS_REGION
-// through getenv.
-func LoadConfig(getenv func(string) string) (Config, error) {
-	var c Config
-	switch v := Isolation(getenv("LOCALCLOUD_ISOLATION")); v {
-	case "", IsolationContainer, IsolationUnsafeProcess:
-		c.Isolation = v
-	default:
-		return c, fmt.Errorf("LOCALCLOUD_ISOLATION=%q: want container or unsafe-process", v)
-	}
-	c.Image = getenv("LOCALCLOUD_IMAGE")
-	if v := getenv("LOCALCLOUD_INSTANCE"); v != "" {
-		if !instanceRE.MatchString(v) {
-			return c, fmt.Errorf("LOCALCLOUD_INSTANCE=%q: want letters, digits, '_', '.', '-'", v)
-		}
-		c.Instance = v
-	}
-	if v := getenv("LOCALCLOUD_PIDS_LIMIT"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 16 {
-			return c, fmt.Errorf("LOCALCLOUD_PIDS_LIMIT=%q: want an integer ≥ 16", v)
-		}
-		c.PidsLimit = n
-	}
-	if v := getenv("LOCALCLOUD_MAX_MEMORY"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 32 {
-			return c, fmt.Errorf("LOCALCLOUD_MAX_MEMORY=%q: want megabytes ≥ 32", v)
-		}
-		c.MaxMemoryMB = n
-	}
-	if v := getenv("LOCALCLOUD_CPUS"); v != "" {
-		f, err := parseCPUs(v)
-		if err != nil {
-			return c, err
-		}
-		c.CPUs = f
-	}
-	if v := getenv("LOCALCLOUD_CONCURRENCY"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return c, fmt.Errorf("LOCALCLOUD_CONCURRENCY=%q: want an integer ≥ 1", v)
-		}
-		c.Concurrency = n
-	}
-	c.Python = getenv("LOCALCLOUD_PYTHON")
-	if v := getenv("LOCALCLOUD_IDLE_TIMEOUT"); v != "" {
-		d, err := parseSeconds(v)
-		if err != nil || d <= 0 {
-			return c, fmt.Errorf("LOCALCLOUD_IDLE_TIMEOUT=%q: want a positive duration (300 or 5m)", v)
-		}
-		c.IdleTimeout = d
-	}
-	c.Region = getenv("AWS_REGION")
-	return c, nil
-}
-
-func parseSeconds(v string) (time.Duration, error) {
-	if n, err := strconv.ParseFloat(v, 64); err == nil {
-		return time.Duration(n * float64(time.Second)), nil
-	}
-	return time.ParseDuration(v)
 }
 
 var instanceRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)

@@ -35,12 +35,13 @@ type ScaleConfig struct {
 	// Tick (ELASTICITY_SLEEP) is how often Decide is called; the predictive
 	// autoscaler looks one tick plus one worker cold start ahead.
 	Tick time.Duration
-	// TargetUtilization (SCALE_TARGET_UTILIZATION, 0..1, default 0.8) is the
+	// TargetUtilization (SCALE_TARGET_UTILIZATION, (0, 1]) is the
 	// share of slots the steady arrival rate may keep busy.
 	TargetUtilization float64
 }
 
-// Validate reports the first bad field by its environment variable.
+// Validate reports the first field that breaks the autoscaler's own
+// invariants (internal/config checks the variables' ranges).
 func (c ScaleConfig) Validate() error {
 	switch {
 	case c.N < 1:
@@ -48,7 +49,7 @@ func (c ScaleConfig) Validate() error {
 	case c.Max < c.N:
 		return fmt.Errorf("MAX_SERVERS=%d: must be at least NUMBER_OF_SERVERS=%d", c.Max, c.N)
 	case c.Concurrency < 1:
-		return fmt.Errorf("WORKER_CONCURRENCY=%d: must be at least 1", c.Concurrency)
+		return fmt.Errorf("autoscaler: Concurrency %d, want at least 1 call slot per worker", c.Concurrency)
 	case c.ScaleDownDelay < 0:
 		return fmt.Errorf("SCALE_DOWN_DELAY=%v: must not be negative", c.ScaleDownDelay)
 	case c.Tick < 0:
@@ -101,8 +102,8 @@ func NewAutoscaler(name string, cfg ScaleConfig) (Autoscaler, error) {
 	case AutoscalerReference:
 		return &Reference{cfg: cfg}, nil
 	case "", AutoscalerPredictive:
-		if cfg.TargetUtilization == 0 {
-			cfg.TargetUtilization = 0.8
+		if cfg.TargetUtilization <= 0 {
+			return nil, fmt.Errorf("SCALE_TARGET_UTILIZATION=%v: the predictive autoscaler needs a share above 0", cfg.TargetUtilization)
 		}
 		return &Predictive{cfg: cfg}, nil
 	}

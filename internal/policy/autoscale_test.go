@@ -15,7 +15,7 @@ func mustAutoscaler(t *testing.T, name string, cfg ScaleConfig) Autoscaler {
 }
 
 func TestNewAutoscaler(t *testing.T) {
-	ok := ScaleConfig{N: 2, Max: 4, Concurrency: 1, ScaleDownDelay: 30 * time.Second, Tick: time.Second}
+	ok := ScaleConfig{N: 2, Max: 4, Concurrency: 1, ScaleDownDelay: 30 * time.Second, Tick: time.Second, TargetUtilization: 0.8}
 	for _, tc := range []struct {
 		name    string
 		mod     func(*ScaleConfig)
@@ -30,6 +30,8 @@ func TestNewAutoscaler(t *testing.T) {
 		{"predictive", func(c *ScaleConfig) { c.Concurrency = 0 }, true},
 		{"predictive", func(c *ScaleConfig) { c.ScaleDownDelay = -1 }, true},
 		{"predictive", func(c *ScaleConfig) { c.TargetUtilization = 1.5 }, true},
+		{"predictive", func(c *ScaleConfig) { c.TargetUtilization = 0 }, true},
+		{"reference", func(c *ScaleConfig) { c.TargetUtilization = 0 }, false},
 		{"reference", func(c *ScaleConfig) { c.N, c.Max = 1, 1 }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,7 +125,7 @@ func TestReferenceAutoscaler(t *testing.T) {
 func TestPredictiveAutoscaler(t *testing.T) {
 	sec := time.Second
 	cfg := func(n, mx, c int) ScaleConfig {
-		return ScaleConfig{N: n, Max: mx, Concurrency: c, ScaleDownDelay: 5 * sec, Tick: sec}
+		return ScaleConfig{N: n, Max: mx, Concurrency: c, ScaleDownDelay: 5 * sec, Tick: sec, TargetUtilization: 0.8}
 	}
 	for _, tc := range []struct {
 		name  string
@@ -175,7 +177,7 @@ func TestPredictiveAutoscaler(t *testing.T) {
 			{at: 2 * sec, inFlight: 6, want: 12, reason: ScaleDownWait},
 			{at: 5 * sec, inFlight: 1, want: 6, reason: ScaleDown},
 		}},
-		{"zero delay scales down at once", ScaleConfig{N: 1, Max: 8, Concurrency: 1, Tick: sec}, 8, 100 * time.Millisecond, []step{
+		{"zero delay scales down at once", ScaleConfig{N: 1, Max: 8, Concurrency: 1, Tick: sec, TargetUtilization: 0.8}, 8, 100 * time.Millisecond, []step{
 			{at: 0, want: 1, reason: ScaleDown},
 		}},
 		{"rising rate starts warm spares", cfg(2, 40, 1), 2, 100 * time.Millisecond, []step{
@@ -206,7 +208,7 @@ func TestPredictiveAutoscaler(t *testing.T) {
 // tick and by the reference one in K-N ticks.
 func TestPredictiveReachesSizeInOneTick(t *testing.T) {
 	for _, need := range []int{3, 8, 16} {
-		cfg := ScaleConfig{N: 2, Max: 16, Concurrency: 1, ScaleDownDelay: 30 * time.Second, Tick: time.Second}
+		cfg := ScaleConfig{N: 2, Max: 16, Concurrency: 1, ScaleDownDelay: 30 * time.Second, Tick: time.Second, TargetUtilization: 0.8}
 		ticks := map[string]int{}
 		for _, name := range []string{AutoscalerReference, AutoscalerPredictive} {
 			a := mustAutoscaler(t, name, cfg)

@@ -18,7 +18,7 @@ func TestBudgetUse(t *testing.T) {
 		t.Error("a budget without caps reports use")
 	}
 
-	b, err := NewBudget(OffloadConfig{CloudMaxRPS: 2, CloudMaxCostPerHour: 100, BudgetBurst: time.Second})
+	b, err := NewBudget(OffloadConfig{CloudMaxRPS: 2, CloudMaxCostPerHour: 100, BudgetBurst: time.Second, LambdaMemoryMB: 3008})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,11 +21,12 @@ const (
 const (
 	DefaultPricePerGBSecond = 0.0000166667
 	DefaultPricePerRequest  = 0.0000002
-	DefaultLambdaMemoryMB   = 3008
 )
 
-// OffloadConfig configures an Offloader. Zero values mean "off" or the
-// documented default.
+// OffloadConfig configures an Offloader. internal/config builds it
+// (config.Config.OffloadConfig) from the variables named on the fields; a
+// zero cap or QueueTimeout means "off", and the zero prices, which no
+// variable sets, are the Lambda list prices.
 type OffloadConfig struct {
 	// QueueTimeout (QUEUE_TIMEOUT) bounds how long a call waits in the local
 	// queue before the policy is asked again; with the cloud available a
@@ -40,10 +41,10 @@ type OffloadConfig struct {
 	// Lambda spend; 0 means no cap.
 	CloudMaxCostPerHour float64
 	// BudgetBurst (CLOUD_BUDGET_BURST) is how much of either budget may be
-	// spent at once: the token buckets hold this many seconds of their rate.
-	// Default 1s (at least one call).
+	// spent at once: the token buckets hold this many seconds of their rate
+	// (at least one call). A cap needs it positive.
 	BudgetBurst time.Duration
-	// WaitWeight (OFFLOAD_WAIT_WEIGHT, default 4) is how many seconds of
+	// WaitWeight (OFFLOAD_WAIT_WEIGHT) is how many seconds of
 	// latency-aware's comparison one estimated second of local queue wait
 	// counts for. 1 compares plain expected completion times; above 1 the
 	// policy queues only where the wait is clearly short, because the wait is
@@ -51,7 +52,7 @@ type OffloadConfig struct {
 	// (the simulator's comparison in BENCHMARKS.md chose 4: lower p99 than
 	// overflow on every trace tried, still with fewer calls offloaded).
 	WaitWeight float64
-	// LambdaMemoryMB (LAMBDA_MEMORY) sizes the GB-second cost. Default 3008.
+	// LambdaMemoryMB (LAMBDA_MEMORY) sizes the GB-second cost.
 	LambdaMemoryMB int
 	// PricePerGBSecond and PricePerRequest default to the Lambda list prices.
 	PricePerGBSecond float64
@@ -62,7 +63,9 @@ type OffloadConfig struct {
 	Budget *Budget
 }
 
-// Validate reports the first bad field by its environment variable.
+// Validate reports the first field that breaks the policy's own
+// invariants, by its environment variable. The variables' ranges are
+// internal/config's to check.
 func (c OffloadConfig) Validate() error {
 	switch {
 	case c.QueueTimeout < 0:
@@ -73,29 +76,17 @@ func (c OffloadConfig) Validate() error {
 		return fmt.Errorf("CLOUD_MAX_COST_PER_HOUR=%v: want a number >= 0", c.CloudMaxCostPerHour)
 	case c.WaitWeight < 0 || math.IsNaN(c.WaitWeight) || math.IsInf(c.WaitWeight, 0):
 		return fmt.Errorf("OFFLOAD_WAIT_WEIGHT=%v: want a number > 0", c.WaitWeight)
-	case c.BudgetBurst < 0:
-		return fmt.Errorf("CLOUD_BUDGET_BURST=%v: must not be negative", c.BudgetBurst)
-	case c.LambdaMemoryMB < 0 || c.LambdaMemoryMB > 10240:
-		return fmt.Errorf("LAMBDA_MEMORY=%d: want 128..10240 MB", c.LambdaMemoryMB)
+	case c.BudgetBurst < 0 || (c.BudgetBurst == 0 && (c.CloudMaxRPS > 0 || c.CloudMaxCostPerHour > 0)):
+		return fmt.Errorf("CLOUD_BUDGET_BURST=%v: a cloud budget needs a positive burst", c.BudgetBurst)
+	case c.LambdaMemoryMB < 0 || (c.LambdaMemoryMB == 0 && c.CloudMaxCostPerHour > 0):
+		return fmt.Errorf("LAMBDA_MEMORY=%d: a cost budget needs the Lambda memory", c.LambdaMemoryMB)
 	case c.PricePerGBSecond < 0 || c.PricePerRequest < 0:
 		return fmt.Errorf("lambda prices must not be negative")
 	}
 	return nil
 }
 
-// DefaultWaitWeight is OffloadConfig.WaitWeight's default.
-const DefaultWaitWeight = 4
-
 func (c OffloadConfig) withDefaults() OffloadConfig {
-	if c.WaitWeight == 0 {
-		c.WaitWeight = DefaultWaitWeight
-	}
-	if c.BudgetBurst <= 0 {
-		c.BudgetBurst = time.Second
-	}
-	if c.LambdaMemoryMB <= 0 {
-		c.LambdaMemoryMB = DefaultLambdaMemoryMB
-	}
 	if c.PricePerGBSecond <= 0 {
 		c.PricePerGBSecond = DefaultPricePerGBSecond
 	}
@@ -176,6 +167,9 @@ func NewOffloader(name string, cfg OffloadConfig) (Offloader, error) {
 	case OffloadAlways:
 		return &Always{cfg: cfg, budget: b}, nil
 	case OffloadLatencyAware:
+		if cfg.WaitWeight <= 0 {
+			return nil, fmt.Errorf("OFFLOAD_WAIT_WEIGHT=%v: latency-aware needs a weight above 0", cfg.WaitWeight)
+		}
 		return &LatencyAware{cfg: cfg, budget: b}, nil
 	}
 	return nil, fmt.Errorf("unknown OFFLOAD_POLICY %q (want %s, %s, %s or %s)", name,

@@ -44,12 +44,15 @@ func TestNewOffloader(t *testing.T) {
 		{"overflow", OffloadConfig{}, false},
 		{"never", OffloadConfig{}, false},
 		{"always", OffloadConfig{}, false},
-		{"latency-aware", OffloadConfig{CloudMaxRPS: 5, CloudMaxCostPerHour: 1}, false},
+		{"latency-aware", OffloadConfig{CloudMaxRPS: 5, CloudMaxCostPerHour: 1, BudgetBurst: time.Second, WaitWeight: 4, LambdaMemoryMB: 3008}, false},
+		{"latency-aware", OffloadConfig{}, true},                                            // no WaitWeight
+		{"overflow", OffloadConfig{CloudMaxRPS: 5}, true},                                   // a cap without a burst
+		{"overflow", OffloadConfig{CloudMaxCostPerHour: 1, BudgetBurst: time.Second}, true}, // a cost cap without the memory
 		{"smart", OffloadConfig{}, true},
 		{"overflow", OffloadConfig{QueueTimeout: -1}, true},
 		{"overflow", OffloadConfig{CloudMaxRPS: -1}, true},
 		{"overflow", OffloadConfig{CloudMaxCostPerHour: math.NaN()}, true},
-		{"overflow", OffloadConfig{LambdaMemoryMB: 20000}, true},
+		{"overflow", OffloadConfig{LambdaMemoryMB: -1}, true},
 		{"latency-aware", OffloadConfig{WaitWeight: -1}, true},
 		{"latency-aware", OffloadConfig{WaitWeight: math.Inf(1)}, true},
 	} {
@@ -125,11 +128,11 @@ func TestOffloadDecide(t *testing.T) {
 			with(in(1, 0, 0), func(i *OffloadInput) { i.MaxSlots, i.ReadySlots = 1, 1 }), waitLocally(200 * ms)},
 		{"latency/MAX=N=1 queued", "latency-aware", pure,
 			with(in(1, 2, 0), func(i *OffloadInput) { i.MaxSlots, i.ReadySlots = 1, 1 }), goPolicy},
-		// The default WaitWeight 4 counts each second of queue wait four times.
-		{"latency/weighted: short wait stays", "latency-aware", OffloadConfig{},
+		// lb's default WaitWeight 4 counts each second of queue wait four times.
+		{"latency/weighted: short wait stays", "latency-aware", OffloadConfig{WaitWeight: 4},
 			with(in(4, 0, 0), func(i *OffloadInput) { i.ReadySlots = 4 }), waitLocally(50 * ms)}, // 4×25ms+100ms <= 300ms
-		{"latency/weighted: longer wait goes", "latency-aware", OffloadConfig{}, in(2, 1, 0), goPolicy},       // 4×100ms+100ms > 300ms
-		{"latency/weighted: tie stays", "latency-aware", OffloadConfig{}, in(2, 0, 0), waitLocally(100 * ms)}, // 4×50ms+100ms = 300ms
+		{"latency/weighted: longer wait goes", "latency-aware", OffloadConfig{WaitWeight: 4}, in(2, 1, 0), goPolicy},       // 4×100ms+100ms > 300ms
+		{"latency/weighted: tie stays", "latency-aware", OffloadConfig{WaitWeight: 4}, in(2, 0, 0), waitLocally(100 * ms)}, // 4×50ms+100ms = 300ms
 		{"latency/zero slots, cloud off", "latency-aware", pure,
 			with(in(0, 0, 0), func(i *OffloadInput) { i.MaxSlots, i.ReadySlots = 0, 0; cloudOff(i) }), goLocal},
 	} {
@@ -163,7 +166,7 @@ func TestOffloadBudget(t *testing.T) {
 	} {
 		for _, policy := range []string{OffloadOverflow, OffloadAlways, OffloadLatencyAware} {
 			t.Run(tc.name+"/"+policy, func(t *testing.T) {
-				o := mustOffloader(t, policy, tc.cfg)
+				o := mustOffloader(t, policy, withLBDefaults(tc.cfg))
 				for i := range tc.burst {
 					if d := o.Decide(full); d.Route != spillway.RouteCloud {
 						t.Fatalf("call %d: %+v, want cloud", i, d)
@@ -189,7 +192,7 @@ func TestOffloadBudget(t *testing.T) {
 }
 
 func TestOffloadBudgetSpentWithFreeSlot(t *testing.T) {
-	o := mustOffloader(t, OffloadAlways, OffloadConfig{CloudMaxRPS: 1})
+	o := mustOffloader(t, OffloadAlways, withLBDefaults(OffloadConfig{CloudMaxRPS: 1}))
 	in := OffloadInput{Now: t0, MaxSlots: 2, ReadySlots: 2, FreeSlots: 2, CloudAvailable: true, Estimates: est}
 	if d := o.Decide(in); d != goPolicy {
 		t.Fatalf("first: %+v", d)
@@ -235,4 +238,21 @@ func TestCallCost(t *testing.T) {
 	if math.Abs(got-want) > 1e-15 {
 		t.Fatalf("CallCost = %g, want %g", got, want)
 	}
+}
+
+// withLBDefaults fills the zero WaitWeight, BudgetBurst and LambdaMemoryMB
+// with lb's defaults (OFFLOAD_WAIT_WEIGHT=4, CLOUD_BUDGET_BURST=1s,
+// LAMBDA_MEMORY=3008), the values internal/config gives an empty
+// environment.
+func withLBDefaults(c OffloadConfig) OffloadConfig {
+	if c.WaitWeight == 0 {
+		c.WaitWeight = 4
+	}
+	if c.BudgetBurst == 0 {
+		c.BudgetBurst = time.Second
+	}
+	if c.LambdaMemoryMB == 0 {
+		c.LambdaMemoryMB = 3008
+	}
+	return c
 }

@@ -37,7 +37,8 @@ func openDocker(t *testing.T) *docker.Backend {
 	name := "spwpool-" + hex.EncodeToString(r[:])
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := docker.Open(ctx, docker.Config{Pool: name, Image: workerImage, Network: name + "-net", Memory: 256 << 20}, nil)
+	b, err := docker.Open(ctx, docker.Config{Pool: name, Image: workerImage, Network: name + "-net",
+		Address: docker.AddressAuto, ServerPort: 8001, Memory: 256 << 20, PidsLimit: 256}, nil)
 	if err != nil {
 		t.Fatalf("docker.Open: %v", err)
 	}

@@ -33,7 +33,6 @@ import (
 	"time"
 
 	"github.com/spillway-faas/spillway"
-	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/policy"
 )
 
@@ -47,7 +46,9 @@ const (
 	StateFailed   State = "failed"   // out of rotation, removed and replaced
 )
 
-// Config tunes a pool. Zero durations take the defaults below.
+// Config tunes a pool. internal/config builds it (config.Config.PoolConfig)
+// from the variables named here; the zero probe and start timings, which no
+// variable sets, take the defaults below.
 type Config struct {
 	Min          int           // NUMBER_OF_SERVERS: Scale never goes below it
 	Max          int           // MAX_SERVERS: Scale never goes above it
@@ -66,19 +67,6 @@ type Config struct {
 	DialTimeout    time.Duration // TCP connect to a worker (2s)
 }
 
-// ConfigFrom takes the pool's sizes from lb's configuration; the health
-// and start timings keep their defaults.
-func ConfigFrom(c config.Config) Config {
-	return Config{
-		Min:          c.NumberOfServers,
-		Max:          c.MaxServers,
-		Concurrency:  c.WorkerConcurrency,
-		LocalTimeout: c.LocalTimeout,
-
-		MaxResultBytes: c.MaxResultBytes,
-	}
-}
-
 // Defaults for the zero values of Config.
 const (
 	DefaultHealthInterval = time.Second
@@ -90,12 +78,6 @@ const (
 )
 
 func (c Config) withDefaults() Config {
-	if c.Concurrency < 1 {
-		c.Concurrency = 1
-	}
-	if c.Max < c.Min {
-		c.Max = c.Min
-	}
 	if c.HealthInterval <= 0 {
 		c.HealthInterval = DefaultHealthInterval
 	}
@@ -117,15 +99,16 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate names the variable of the first bad value.
+// Validate checks the pool's own invariants: sizes that make sense and at
+// least one call slot per member.
 func (c Config) Validate() error {
 	switch {
 	case c.Min < 0:
-		return fmt.Errorf("NUMBER_OF_SERVERS=%d: must not be negative", c.Min)
+		return fmt.Errorf("pool: Min %d is negative", c.Min)
 	case c.Max < c.Min:
-		return fmt.Errorf("MAX_SERVERS=%d: must be at least NUMBER_OF_SERVERS=%d", c.Max, c.Min)
+		return fmt.Errorf("pool: Max %d is below Min %d", c.Max, c.Min)
 	case c.Concurrency < 1:
-		return fmt.Errorf("WORKER_CONCURRENCY=%d: must be at least 1", c.Concurrency)
+		return fmt.Errorf("pool: Concurrency %d, want at least 1 call slot per member", c.Concurrency)
 	}
 	return nil
 }

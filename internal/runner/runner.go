@@ -34,7 +34,7 @@ import (
 // Config describes the function and the pool. Zero values take the defaults
 // noted on each field.
 type Config struct {
-	Python   string // interpreter; default /usr/bin/python3
+	Python   string // interpreter (PYTHON); required
 	ShimPath string // handler.py on disk (lambdawrap.WriteShim); required
 	// ZygotePath is zygote.py on disk, which runs script-style functions;
 	// default lambdawrap.ZygoteFile beside ShimPath (WriteShim writes both).
@@ -54,11 +54,11 @@ type Config struct {
 	Handler      string         // handler-style entry point; default "handler"
 	Name         string         // reported to handlers as context.function_name
 	Version      string         // reported to handlers as context.function_version
-	Concurrency  int            // runners, i.e. calls at once; default 1
-	Timeout      time.Duration  // per call, from Call until the answer; default 5s
-	// MaxResultBytes is the largest result (its JSON) a call may return; the
-	// shim refuses a larger one and the call fails with
-	// spillway.ErrPayloadTooLarge, the runner kept. Default 6 MiB.
+	Concurrency  int            // runners, i.e. calls at once (WORKER_CONCURRENCY); >= 1
+	Timeout      time.Duration  // per call, from Call until the answer (LOCAL_TIMEOUT); > 0
+	// MaxResultBytes (MAX_RESULT_BYTES) is the largest result (its JSON) a
+	// call may return; the shim refuses a larger one and the call fails with
+	// spillway.ErrPayloadTooLarge, the runner kept. > 0.
 	MaxResultBytes int64
 	StartTimeout   time.Duration // for a runner to import the function; default 30s
 	Env            []string      // runners' environment; default MinimalEnv()
@@ -80,14 +80,10 @@ func MinimalEnv() []string {
 	}
 }
 
-// DefaultMaxResultBytes is Config.MaxResultBytes's default: Lambda's limit
-// for a synchronous response.
-const DefaultMaxResultBytes = 6 << 20
-
+// setDefaults fills the knobs no variable sets. The worker's variables
+// (PYTHON, WORKER_CONCURRENCY, LOCAL_TIMEOUT, MAX_RESULT_BYTES) have their
+// defaults in internal/config.
 func (c *Config) setDefaults() {
-	if c.Python == "" {
-		c.Python = "/usr/bin/python3"
-	}
 	if c.Handler == "" {
 		c.Handler = spillway.DefaultHandler
 	}
@@ -106,17 +102,8 @@ func (c *Config) setDefaults() {
 	if c.Version == "" {
 		c.Version = "0"
 	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 1
-	}
-	if c.Timeout == 0 {
-		c.Timeout = 5 * time.Second
-	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 30 * time.Second
-	}
-	if c.MaxResultBytes == 0 {
-		c.MaxResultBytes = DefaultMaxResultBytes
 	}
 	if c.Env == nil {
 		c.Env = MinimalEnv()
@@ -138,16 +125,18 @@ func (c *Config) zygote() bool {
 // Validate reports the first bad field.
 func (c *Config) Validate() error {
 	switch {
+	case c.Python == "":
+		return errors.New("runner config: Python is required")
 	case c.ShimPath == "":
 		return errors.New("runner config: ShimPath is required")
 	case c.FunctionPath == "":
 		return errors.New("runner config: FunctionPath is required")
 	case c.Concurrency < 1:
 		return fmt.Errorf("runner config: Concurrency %d, want at least 1", c.Concurrency)
-	case c.Timeout < 0:
-		return fmt.Errorf("runner config: Timeout %s is negative", c.Timeout)
-	case c.MaxResultBytes < 0:
-		return fmt.Errorf("runner config: MaxResultBytes %d is negative", c.MaxResultBytes)
+	case c.Timeout <= 0:
+		return fmt.Errorf("runner config: Timeout %s, want a positive deadline", c.Timeout)
+	case c.MaxResultBytes <= 0:
+		return fmt.Errorf("runner config: MaxResultBytes %d, want a positive limit", c.MaxResultBytes)
 	case c.Spares < 0 || c.Spares > 64:
 		return fmt.Errorf("runner config: Spares %d, want 1..64", c.Spares)
 	}

@@ -94,7 +94,7 @@ func newPoolWith(t *testing.T, style spillway.Style, code string, conc int, time
 	out := &testutil.SyncBuffer{}
 	cfg := runner.Config{
 		Python: py, ShimPath: shim, FunctionPath: fnPath, Style: style,
-		Concurrency: conc, Timeout: timeout, Output: out,
+		Concurrency: conc, Timeout: timeout, MaxResultBytes: 6 << 20, Output: out,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -421,18 +421,28 @@ func TestInitError(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	base := runner.Config{Python: "python3", ShimPath: "h.py", FunctionPath: "f.py", Style: "script",
+		Concurrency: 1, Timeout: time.Second, MaxResultBytes: 1 << 20}
+	if err := base.Validate(); err != nil {
+		t.Fatalf("base config: %v", err)
+	}
 	tests := []struct {
 		name string
-		cfg  runner.Config
+		edit func(*runner.Config)
 	}{
-		{"no shim", runner.Config{FunctionPath: "f.py", Style: "script"}},
-		{"no function", runner.Config{ShimPath: "h.py", Style: "script"}},
-		{"bad style", runner.Config{ShimPath: "h.py", FunctionPath: "f.py", Style: "x"}},
-		{"bad concurrency", runner.Config{ShimPath: "h.py", FunctionPath: "f.py", Style: "script", Concurrency: -1}},
+		{"no python", func(c *runner.Config) { c.Python = "" }},
+		{"no shim", func(c *runner.Config) { c.ShimPath = "" }},
+		{"no function", func(c *runner.Config) { c.FunctionPath = "" }},
+		{"bad style", func(c *runner.Config) { c.Style = "x" }},
+		{"bad concurrency", func(c *runner.Config) { c.Concurrency = 0 }},
+		{"no timeout", func(c *runner.Config) { c.Timeout = 0 }},
+		{"no result limit", func(c *runner.Config) { c.MaxResultBytes = 0 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := runner.New(tt.cfg); err == nil {
+			cfg := base
+			tt.edit(&cfg)
+			if _, err := runner.New(cfg); err == nil {
 				t.Fatal("New succeeded")
 			}
 		})
@@ -504,7 +514,7 @@ func TestRunnerRefusesAnOversizeLineItself(t *testing.T) {
 				}
 			}
 			p, err := runner.New(runner.Config{Python: testutil.Python(t), ShimPath: shim, FunctionPath: fnPath,
-				Style: spillway.StyleHandler, Timeout: 10 * time.Second, MaxResultBytes: capBytes, Output: &testutil.SyncBuffer{}})
+				Style: spillway.StyleHandler, Concurrency: 1, Timeout: 10 * time.Second, MaxResultBytes: capBytes, Output: &testutil.SyncBuffer{}})
 			if err != nil {
 				t.Fatal(err)
 			}

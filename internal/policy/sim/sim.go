@@ -16,6 +16,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/policy"
 )
 
@@ -49,6 +50,13 @@ type Config struct {
 	PricePerRequest     float64
 	CloudMaxRPS         float64
 	CloudMaxCostPerHour float64
+
+	// lb's settings the simulator does not vary: OFFLOAD_WAIT_WEIGHT,
+	// CLOUD_BUDGET_BURST, SCALE_TARGET_UTILIZATION (DefaultConfig takes
+	// lb's defaults).
+	WaitWeight        float64
+	BudgetBurst       time.Duration
+	TargetUtilization float64
 }
 
 // DefaultConfig is an elastic pool (N=2, MAX=16) in front of a 100ms
@@ -56,6 +64,7 @@ type Config struct {
 // 5 calls/s: longer gaps than SCALE_DOWN_DELAY, so each burst meets a pool
 // shrunk back to N.
 func DefaultConfig() Config {
+	lb := config.Defaults()
 	return Config{
 		Seed:     1,
 		Duration: 30 * time.Minute,
@@ -71,9 +80,13 @@ func DefaultConfig() Config {
 		CloudOverhead: 80 * time.Millisecond, CloudSpeed: 1.2,
 		CloudColdStart: 800 * time.Millisecond, CloudKeepAlive: 5 * time.Minute,
 
-		LambdaMemoryMB:   policy.DefaultLambdaMemoryMB,
+		LambdaMemoryMB:   int(lb.Cloud.LambdaMemory),
 		PricePerGBSecond: policy.DefaultPricePerGBSecond,
 		PricePerRequest:  policy.DefaultPricePerRequest,
+
+		WaitWeight:        lb.OffloadWaitWeight,
+		BudgetBurst:       lb.CloudBudgetBurst,
+		TargetUtilization: lb.ScaleTargetUtil,
 	}
 }
 
@@ -250,12 +263,13 @@ func Run(cfg Config, p Policy) (Result, error) {
 	if e.off, err = policy.NewOffloader(p.Offload, policy.OffloadConfig{
 		QueueTimeout: cfg.QueueTimeout, CloudMaxRPS: cfg.CloudMaxRPS, CloudMaxCostPerHour: cfg.CloudMaxCostPerHour,
 		LambdaMemoryMB: cfg.LambdaMemoryMB, PricePerGBSecond: cfg.PricePerGBSecond, PricePerRequest: cfg.PricePerRequest,
+		WaitWeight: cfg.WaitWeight, BudgetBurst: cfg.BudgetBurst,
 	}); err != nil {
 		return Result{}, err
 	}
 	if e.scale, err = policy.NewAutoscaler(p.Autoscaler, policy.ScaleConfig{
 		N: cfg.Servers, Max: cfg.Max, Concurrency: cfg.Concurrency,
-		ScaleDownDelay: cfg.ScaleDownDelay, Tick: cfg.Tick,
+		ScaleDownDelay: cfg.ScaleDownDelay, Tick: cfg.Tick, TargetUtilization: cfg.TargetUtilization,
 	}); err != nil {
 		return Result{}, err
 	}

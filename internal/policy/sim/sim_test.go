@@ -97,7 +97,7 @@ func TestInvariants(t *testing.T) {
 		{"N=1, zero arrivals after a short trace", Config{
 			Seed: 1, Duration: time.Second, Trace: Trace{Kind: TraceCSV, Times: []float64{0.5}},
 			Servers: 1, Max: 1, Concurrency: 1, Tick: time.Second, Service: 10 * time.Millisecond,
-			CloudSpeed: 1, LambdaMemoryMB: 128,
+			CloudSpeed: 1, LambdaMemoryMB: 128, WaitWeight: 4, BudgetBurst: time.Second, TargetUtilization: 0.8,
 		}, "latency-aware", func(t *testing.T, r Result) {
 			if r.Calls != 1 || r.Local != 1 || r.P50Ms < 9 || r.P50Ms > 11 {
 				t.Fatalf("%+v", r)

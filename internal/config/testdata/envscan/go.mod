@@ -1,0 +1,3 @@
+module example.com/envscan
+
+go 1.26
