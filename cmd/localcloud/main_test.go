@@ -40,6 +40,7 @@ func startLocalcloud(t *testing.T) (url string, cmd *exec.Cmd) {
 		"PATH=" + os.Getenv("PATH"),
 		"LOCALCLOUD_PYTHON=" + testutil.Python(t),
 		"LOCALCLOUD_ISOLATION=unsafe-process",
+		"LOCALCLOUD_IMAGE=" + testutil.Image("worker"),
 		"LOCALCLOUD_CONCURRENCY=4",
 		"LOCALCLOUD_DIR=" + t.TempDir(),
 		"LOG_LEVEL=warn",

@@ -71,6 +71,9 @@ type cloudEnv struct {
 func startLocalcloud(t testing.TB, lc localcloud.Config) *cloudEnv {
 	t.Helper()
 	lc.Python = testutil.Python(t)
+	if lc.Image == "" {
+		lc.Image = testutil.Image("worker") // the image make images built (IMAGE_TAG)
+	}
 	lc.Logger = slog.New(slog.DiscardHandler)
 	if lc.TransitionDelay == 0 {
 		lc.TransitionDelay = 50 * time.Millisecond
@@ -604,7 +607,7 @@ func TestLocalcloudBinary(t *testing.T) {
 	port := testutil.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "--listen", "127.0.0.1:"+strconv.Itoa(port))
-	cmd.Env = append(os.Environ(), "LOCALCLOUD_PYTHON="+python, "LOCALCLOUD_CONCURRENCY=4")
+	cmd.Env = append(os.Environ(), "LOCALCLOUD_PYTHON="+python, "LOCALCLOUD_CONCURRENCY=4", "LOCALCLOUD_IMAGE="+testutil.Image("worker"))
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start localcloud: %v", err)

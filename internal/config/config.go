@@ -168,7 +168,7 @@ func Load(lookup Lookup) (Config, error) {
 		RedisAddr:         p.str("REDIS_ADDR", defaultRedisAddr),
 		PoolName:          p.str("POOL_NAME", "spillway"),
 		LBID:              p.str("LB_ID", defaultLBID()),
-		WorkerImage:       p.str("WORKER_IMAGE", "spillway-worker:"+p.str("IMAGE_TAG", "latest")),
+		WorkerImage:       p.str("WORKER_IMAGE", p.workerImage()),
 		WorkerMemory:      p.bytes("WORKER_MEMORY", 256<<20),
 		WorkerCPUs:        p.float("WORKER_CPUS", 1),
 		WorkerPids:        int64(p.int("WORKER_PIDS_LIMIT", 128)),

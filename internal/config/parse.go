@@ -27,6 +27,12 @@ func (p *parser) fail(name, value, why string) {
 	p.errs = append(p.errs, fmt.Errorf("%s=%q: %s", name, value, why))
 }
 
+// workerImage is the default of WORKER_IMAGE and LOCALCLOUD_IMAGE: the
+// worker image make images builds, at IMAGE_TAG.
+func (p *parser) workerImage() string {
+	return "spillway-worker:" + p.str("IMAGE_TAG", "latest")
+}
+
 func (p *parser) str(name, def string) string {
 	if v, ok := p.raw(name); ok {
 		return v

@@ -107,7 +107,7 @@ func LoadLocalcloud(lookup Lookup) (Localcloud, error) {
 		LogLevel: p.choice("LOG_LEVEL", defaultLogLevel, LogLevels),
 		Server: localcloud.Config{
 			Isolation:   localcloud.Isolation(p.choice("LOCALCLOUD_ISOLATION", string(localcloud.IsolationContainer), Isolations)),
-			Image:       p.str("LOCALCLOUD_IMAGE", localcloud.DefaultImage),
+			Image:       p.str("LOCALCLOUD_IMAGE", p.workerImage()),
 			Instance:    p.str("LOCALCLOUD_INSTANCE", localcloud.DefaultInstance),
 			PidsLimit:   p.int64("LOCALCLOUD_PIDS_LIMIT", localcloud.DefaultPidsLimit),
 			MaxMemoryMB: p.int("LOCALCLOUD_MAX_MEMORY", localcloud.DefaultMaxMemoryMB),

@@ -29,6 +29,8 @@ func TestLoadLocalcloud(t *testing.T) {
 		{"bad idle", map[string]string{"LOCALCLOUD_IDLE_TIMEOUT": "soon"}, "LOCALCLOUD_IDLE_TIMEOUT", nil},
 		{"region", map[string]string{"AWS_REGION": "eu-west-1"}, "", func(c localcloud.Config) bool { return c.Region == "eu-west-1" }},
 		{"dir", map[string]string{"LOCALCLOUD_DIR": "/srv/lc"}, "", func(c localcloud.Config) bool { return c.Dir == "/srv/lc" }},
+		{"image default", nil, "", func(c localcloud.Config) bool { return c.Image == "spillway-worker:latest" }},
+		{"image follows IMAGE_TAG", map[string]string{"IMAGE_TAG": "cfg"}, "", func(c localcloud.Config) bool { return c.Image == "spillway-worker:cfg" }},
 		{"unsafe process", map[string]string{"LOCALCLOUD_ISOLATION": "unsafe-process"}, "", func(c localcloud.Config) bool {
 			return c.Isolation == localcloud.IsolationUnsafeProcess
 		}},

@@ -39,6 +39,9 @@ func Start(t testing.TB, cfg localcloud.Config) *Cloud {
 	if cfg.Python == "" {
 		cfg.Python = testutil.Python(t)
 	}
+	if cfg.Image == "" {
+		cfg.Image = testutil.Image("worker") // the image make images built (IMAGE_TAG)
+	}
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()
 	}
