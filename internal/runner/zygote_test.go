@@ -223,7 +223,7 @@ func newPoolAt(t *testing.T, fnPath string, style spillway.Style) *runner.Runner
 		t.Fatal(err)
 	}
 	p, err := runner.New(runner.Config{Python: testutil.Python(t), ShimPath: shim, FunctionPath: fnPath,
-		Style: style, Timeout: 10 * time.Second, Output: &testutil.SyncBuffer{}})
+		Style: style, Concurrency: 1, Timeout: 10 * time.Second, MaxResultBytes: 6 << 20, Output: &testutil.SyncBuffer{}})
 	if err != nil {
 		t.Fatal(err)
 	}
