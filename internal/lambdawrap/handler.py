@@ -94,6 +94,23 @@ _PREIMPORT = (
 )
 
 
+def _exit_status(exc):
+    """The status of a script that raised SystemExit, as the process's exit
+    would give it: None is 0, an int its low byte, anything else is printed
+    to stderr and gives 1."""
+    if exc.code is None:
+        code = 0
+    elif isinstance(exc.code, int):
+        code = exc.code & 0xFF
+    else:
+        print(exc.code, file=sys.stderr)
+        code = 1
+    status = {"status": "exit", "code": code}
+    if exc.code is not None:
+        status["message"] = str(exc.code)[:_MAX_TEXT]
+    return status
+
+
 def _error(exc, with_traceback=True):
     """The error shape for an exception raised by the user's code."""
     err = {"type": type(exc).__name__, "message": str(exc)[:_MAX_TEXT]}
@@ -219,16 +236,7 @@ class Function:
         try:
             exec(self._code, module.__dict__)
         except SystemExit as exc:
-            if exc.code is None:
-                code = 0
-            elif isinstance(exc.code, int):
-                code = exc.code & 0xFF
-            else:
-                print(exc.code, file=sys.stderr)
-                code = 1
-            status = {"status": "exit", "code": code}
-            if exc.code is not None:
-                status["message"] = str(exc.code)[:_MAX_TEXT]
+            status = _exit_status(exc)
         except BaseException as exc:
             traceback.print_exc(file=sys.stderr)
             status = dict(_error(exc), status="raised", code=1)
@@ -359,16 +367,7 @@ class Function:
         try:
             exec(self._code, main.__dict__)
         except SystemExit as exc:
-            if exc.code is None:
-                code = 0
-            elif isinstance(exc.code, int):
-                code = exc.code & 0xFF
-            else:
-                print(exc.code, file=sys.stderr)
-                code = 1
-            status = {"status": "exit", "code": code}
-            if exc.code is not None:
-                status["message"] = str(exc.code)[:_MAX_TEXT]
+            status = _exit_status(exc)
         except BaseException as exc:
             traceback.print_exc(file=sys.stderr)
             status = dict(_error(exc), status="raised", code=1)
