@@ -264,7 +264,12 @@ func startRefServer(t *testing.T) string {
 }
 
 func TestBenchReferenceServer(t *testing.T) {
-	vars := map[string]string{"LB_URL": startRefServer(t)}
+	// Each case gets a server of its own: the server serves one connection
+	// at a time, as the reference's does, so a connection that an earlier
+	// case's cancelled call left dialled but unused would stall the next.
+	refServer := func(t *testing.T) map[string]string {
+		return map[string]string{"LB_URL": startRefServer(t)}
+	}
 	for _, tt := range []struct {
 		name string
 		args []string
@@ -276,7 +281,7 @@ func TestBenchReferenceServer(t *testing.T) {
 			"method      call_faas (routes unknown)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r := runClient(t, vars, "", tt.args...)
+			r := runClient(t, refServer(t), "", tt.args...)
 			if r.code != 0 {
 				t.Fatalf("exit %d\nstdout %s\nstderr %s", r.code, r.stdout, r.stderr)
 			}
@@ -291,7 +296,7 @@ func TestBenchReferenceServer(t *testing.T) {
 		})
 	}
 	t.Run("json", func(t *testing.T) {
-		r := runClient(t, vars, "", "bench", "-n", "10", "--json")
+		r := runClient(t, refServer(t), "", "bench", "-n", "10", "--json")
 		var rep loadgen.Report
 		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != 0 {
 			t.Fatalf("exit %d JSON %v: %s %s", r.code, err, r.stdout, r.stderr)
@@ -306,7 +311,7 @@ func TestBenchReferenceServer(t *testing.T) {
 	} {
 		t.Run(strings.Join(args[1:2], ""), func(t *testing.T) {
 			start := time.Now()
-			r := runClient(t, vars, "", args...)
+			r := runClient(t, refServer(t), "", args...)
 			if r.code != 1 || !strings.Contains(r.stderr, "has no invoke method") {
 				t.Errorf("exit %d stderr %q, want 1 and no invoke", r.code, r.stderr)
 			}
