@@ -214,6 +214,9 @@ func TestWorkerHardening(t *testing.T) {
 		// on a loaded machine before it is killed.
 		"LOCAL_TIMEOUT": "8s", "WORKER_MEMORY": "128m", "WORKER_PIDS_LIMIT": "64",
 		"SCALE_DOWN_DELAY": "60s",
+		// The subtests probe and loosen every worker: the pool must not grow
+		// while they do (a worker created mid-subtest is not running yet).
+		"NUMBER_OF_SERVERS": "2", "MAX_SERVERS": "2",
 	}})
 	fn := s.publish(hostile, spillway.StyleHandler)
 	s.startLB()
