@@ -29,6 +29,9 @@ const (
 	// while it already runs WORKER_CONCURRENCY calls (another lb replica
 	// holds its slots). lb places the call elsewhere; it is never a failure.
 	FaultWorkerBusy = -32009
+	// FaultNoSuchFunction: the call named a function lb does not serve
+	// (not published, deleted, or not selected by FUNCTIONS).
+	FaultNoSuchFunction = -32010
 )
 
 // Sentinel errors. Check them with errors.Is; wrap them with %w.
@@ -44,6 +47,7 @@ var (
 	ErrUnavailable      = errors.New("service unavailable")
 	ErrWorkerBusy       = errors.New("worker busy")
 	ErrInvalidParams    = errors.New("invalid params")
+	ErrNoSuchFunction   = errors.New("no such function")
 )
 
 // ErrCloudNotRun marks a cloud error after which the function provably did
@@ -82,6 +86,7 @@ var sentinelCodes = []struct {
 	{ErrUnavailable, FaultUnavailable},
 	{ErrWorkerBusy, FaultWorkerBusy},
 	{ErrInvalidParams, FaultInvalidParams},
+	{ErrNoSuchFunction, FaultNoSuchFunction},
 }
 
 // FaultCode maps an error to its XML-RPC fault code; unknown errors are internal.

@@ -59,6 +59,25 @@ type Function struct {
 	// and captured stdout, but module state, threads and the like persist
 	// between calls. Much faster; not the semantics of a spawned process.
 	ReuseProcess bool
+	// Settings are the function's own pool settings (addfaas --min, --max,
+	// --concurrency, --timeout); what is unset takes lb's .env value.
+	Settings Settings
+}
+
+// Settings are a function's own pool settings, stored in its record
+// (fields "min", "max", "concurrency", "timeout"). A nil field, or a zero
+// Timeout, is unset: lb uses NUMBER_OF_SERVERS, MAX_SERVERS,
+// WORKER_CONCURRENCY or LOCAL_TIMEOUT for it.
+type Settings struct {
+	Min         *int          // addfaas --min: workers kept (0: scale to zero)
+	Max         *int          // addfaas --max: workers at most
+	Concurrency *int          // addfaas --concurrency: calls per worker at once
+	Timeout     time.Duration // addfaas --timeout: a local call's deadline
+}
+
+// IsZero reports whether nothing is set.
+func (s Settings) IsZero() bool {
+	return s.Min == nil && s.Max == nil && s.Concurrency == nil && s.Timeout == 0
 }
 
 // HandlerName returns the handler to call, defaulting to DefaultHandler.

@@ -28,6 +28,47 @@ type Status struct {
 	CloudMode     string          `json:"cloud"`
 	Counters      Counters        `json:"counters"`
 	Details       *StatusDetails  `json:"details,omitempty"`
+	// Functions has one section per served function, by name. With many
+	// functions the fields above are the sums over them (pool_min,
+	// pool_max and worker_concurrency are lb's .env defaults) and Details
+	// is FAAS_FUNCTION_NAME's.
+	Functions map[string]FunctionSection `json:"functions,omitempty"`
+}
+
+// FunctionSection is one function's part of status().
+type FunctionSection struct {
+	Name           string       `json:"name"`
+	Version        int64        `json:"version"`
+	SHA256         string       `json:"sha256"`
+	Style          string       `json:"style"`
+	Ready          bool         `json:"ready"` // its calls are served
+	PoolSize       int          `json:"pool_size"`
+	PoolReady      int          `json:"pool_ready"`
+	PoolDesired    int          `json:"pool_desired"`
+	PoolMin        int          `json:"pool_min"`
+	PoolMax        int          `json:"pool_max"`
+	Concurrency    int          `json:"worker_concurrency"`
+	TimeoutSeconds float64      `json:"timeout_s"` // its LOCAL_TIMEOUT
+	InFlight       int64        `json:"in_flight"`
+	LocalInFlight  int64        `json:"local_in_flight"`
+	CloudInFlight  int64        `json:"cloud_in_flight"`
+	Queued         int64        `json:"queued"`
+	Counters       Counters     `json:"counters"`
+	Cloud          *CloudStatus `json:"cloud,omitempty"` // nil when CLOUD=off
+}
+
+// FunctionInfo is one entry of functions(): a served function and its
+// effective settings (its own, or lb's .env values).
+type FunctionInfo struct {
+	Name           string  `json:"name"`
+	Version        int64   `json:"version"`
+	Style          string  `json:"style"`
+	Min            int     `json:"min"`
+	Max            int     `json:"max"`
+	Concurrency    int     `json:"concurrency"`
+	TimeoutSeconds float64 `json:"timeout"` // seconds
+	Workers        int     `json:"workers"` // worker containers now
+	Ready          int     `json:"ready"`   // of them, ready for calls
 }
 
 // ReplicaStatus is one live lb of the pool.

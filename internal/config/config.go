@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,24 +64,30 @@ type Config struct {
 	MaxResultBytes    int64         // MAX_RESULT_BYTES: largest function result, enforced where it is produced
 	MaxQueued         int           // MAX_QUEUED: calls that may wait for a local worker at once
 	DrainTimeout      time.Duration // DRAIN_TIMEOUT: how long SIGTERM waits for in-flight calls
-	FunctionName      string        // FAAS_FUNCTION_NAME
-	RedisAddr         string        // REDIS_ADDR
-	PoolName          string        // POOL_NAME
-	LBID              string        // LB_ID: this replica among the pool's lbs
-	WorkerImage       string        // WORKER_IMAGE
-	DockerNetwork     string        // DOCKER_NETWORK
-	WorkerMemory      int64         // WORKER_MEMORY, bytes (accepts 256m, 1g)
-	WorkerCPUs        float64       // WORKER_CPUS
-	WorkerPids        int64         // WORKER_PIDS_LIMIT
-	WorkerAddress     string        // WORKER_ADDRESS: auto | ip | name
-	WorkerPort        int           // SERVER_PORT inside workers
-	AuthToken         string        // LB_AUTH_TOKEN (never logged)
-	AllowAnonymous    bool          // LB_ALLOW_ANONYMOUS: listen beyond loopback without LB_AUTH_TOKEN
-	RedisPassword     string        // REDIS_PASSWORD (never logged)
-	LogLevel          string        // LOG_LEVEL: debug | info | warn | error
-	LogFormat         string        // LOG_FORMAT: text | json
-	Pprof             bool          // LB_PPROF: serve /debug/pprof/ (behind LB_AUTH_TOKEN when set)
-	Cloud             Cloud
+	FunctionName      string        // FAAS_FUNCTION_NAME: call_faas's function, and invoke's without a "function" option
+	// Functions (FUNCTIONS) are the functions lb serves; nil means every
+	// function in the registry ("*", the default), published later too.
+	Functions []string
+	// MaxTotalWorkers (MAX_TOTAL_WORKERS) caps the workers of all
+	// functions together.
+	MaxTotalWorkers int
+	RedisAddr       string  // REDIS_ADDR
+	PoolName        string  // POOL_NAME
+	LBID            string  // LB_ID: this replica among the pool's lbs
+	WorkerImage     string  // WORKER_IMAGE
+	DockerNetwork   string  // DOCKER_NETWORK
+	WorkerMemory    int64   // WORKER_MEMORY, bytes (accepts 256m, 1g)
+	WorkerCPUs      float64 // WORKER_CPUS
+	WorkerPids      int64   // WORKER_PIDS_LIMIT
+	WorkerAddress   string  // WORKER_ADDRESS: auto | ip | name
+	WorkerPort      int     // SERVER_PORT inside workers
+	AuthToken       string  // LB_AUTH_TOKEN (never logged)
+	AllowAnonymous  bool    // LB_ALLOW_ANONYMOUS: listen beyond loopback without LB_AUTH_TOKEN
+	RedisPassword   string  // REDIS_PASSWORD (never logged)
+	LogLevel        string  // LOG_LEVEL: debug | info | warn | error
+	LogFormat       string  // LOG_FORMAT: text | json
+	Pprof           bool    // LB_PPROF: serve /debug/pprof/ (behind LB_AUTH_TOKEN when set)
+	Cloud           Cloud
 }
 
 // Cloud is the Lambda + API Gateway part.
@@ -108,23 +115,26 @@ const DefaultMaxResultBytes = 6 << 20
 
 // Defaults of the variables several binaries read.
 const (
-	defaultConcurrency  = 1                // WORKER_CONCURRENCY
-	defaultLocalTimeout = 5 * time.Second  // LOCAL_TIMEOUT
-	defaultServerPort   = 8001             // SERVER_PORT
-	defaultLBPort       = 8000             // LOAD_BALANCER_PORT
-	defaultLogLevel     = "info"           // LOG_LEVEL
-	defaultFunctionName = "faas"           // FAAS_FUNCTION_NAME
-	defaultRedisAddr    = "127.0.0.1:6379" // REDIS_ADDR
-	defaultRegion       = "us-east-1"      // AWS_REGION
-	defaultMaxRequest   = 1 << 20          // LB_MAX_REQUEST_BYTES, WORKER_MAX_REQUEST_BYTES
-	maxConcurrency      = 256              // WORKER_CONCURRENCY's ceiling
-	minResultBytes      = 1 << 10          // MAX_RESULT_BYTES's floor
-	maxResultBytes      = 1 << 30          // MAX_RESULT_BYTES's ceiling
-	lambdaMemoryMin     = 128              // LAMBDA_MEMORY, MB: Lambda's range
-	lambdaMemoryMax     = 10240            //
-	lambdaTimeoutMax    = 15 * time.Minute // LAMBDA_TIMEOUT: Lambda's limit
-	defaultLocalRole    = "arn:aws:iam::000000000000:role/spillway-lambda"
-	defaultLocalcloud   = "http://127.0.0.1:4566" // AWS_ENDPOINT_URL with CLOUD=local
+	defaultConcurrency  = 1               // WORKER_CONCURRENCY
+	defaultLocalTimeout = 5 * time.Second // LOCAL_TIMEOUT
+	defaultServerPort   = 8001            // SERVER_PORT
+	defaultLBPort       = 8000            // LOAD_BALANCER_PORT
+	defaultLogLevel     = "info"          // LOG_LEVEL
+	defaultFunctionName = "faas"          // FAAS_FUNCTION_NAME
+	// defaultMaxTotalWorkers (MAX_TOTAL_WORKERS) fits a 2-core machine:
+	// two functions at their default ceiling (2 x NUMBER_OF_SERVERS each).
+	defaultMaxTotalWorkers = 8
+	defaultRedisAddr       = "127.0.0.1:6379" // REDIS_ADDR
+	defaultRegion          = "us-east-1"      // AWS_REGION
+	defaultMaxRequest      = 1 << 20          // LB_MAX_REQUEST_BYTES, WORKER_MAX_REQUEST_BYTES
+	maxConcurrency         = 256              // WORKER_CONCURRENCY's ceiling
+	minResultBytes         = 1 << 10          // MAX_RESULT_BYTES's floor
+	maxResultBytes         = 1 << 30          // MAX_RESULT_BYTES's ceiling
+	lambdaMemoryMin        = 128              // LAMBDA_MEMORY, MB: Lambda's range
+	lambdaMemoryMax        = 10240            //
+	lambdaTimeoutMax       = 15 * time.Minute // LAMBDA_TIMEOUT: Lambda's limit
+	defaultLocalRole       = "arn:aws:iam::000000000000:role/spillway-lambda"
+	defaultLocalcloud      = "http://127.0.0.1:4566" // AWS_ENDPOINT_URL with CLOUD=local
 )
 
 // Choices for the enumerated variables.
@@ -182,6 +192,19 @@ func Load(lookup Lookup) (Config, error) {
 		Pprof:             p.bool("LB_PPROF", false),
 	}
 	c.MaxServers = p.int("MAX_SERVERS", 2*c.NumberOfServers)
+	c.MaxTotalWorkers = p.int("MAX_TOTAL_WORKERS", defaultMaxTotalWorkers)
+	if list := strings.TrimSpace(p.str("FUNCTIONS", "*")); list != "*" {
+		for _, name := range strings.Split(list, ",") {
+			name = strings.TrimSpace(name)
+			if !validName(name) {
+				p.fail("FUNCTIONS", list, fmt.Sprintf("%q is not a function name: give * or a comma list of names (1-48 letters, digits, '-' or '_')", name))
+				continue
+			}
+			if !slices.Contains(c.Functions, name) {
+				c.Functions = append(c.Functions, name)
+			}
+		}
+	}
 	c.DockerNetwork = p.str("DOCKER_NETWORK", c.PoolName+"-workers")
 	c.Cloud = Cloud{
 		Mode:          p.choice("CLOUD", "local", CloudModes),
@@ -294,6 +317,9 @@ func (c Config) Validate() error {
 	}
 	if c.WorkerPids < 0 {
 		bad("WORKER_PIDS_LIMIT", c.WorkerPids, "must not be negative (0 for no limit)")
+	}
+	if c.MaxTotalWorkers < c.NumberOfServers {
+		bad("MAX_TOTAL_WORKERS", c.MaxTotalWorkers, fmt.Sprintf("must be at least NUMBER_OF_SERVERS (%d)", c.NumberOfServers))
 	}
 	for name, val := range map[string]string{"FAAS_FUNCTION_NAME": c.FunctionName, "POOL_NAME": c.PoolName} {
 		if !validName(val) {
