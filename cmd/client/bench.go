@@ -69,7 +69,7 @@ type benchFlags struct {
 
 const benchSynopsis = `bench [-c CONC] [-n COUNT | -d DURATION] [--rate RPS] [--param P] [--warmup N|DURATION]
               [--json] [--out FILE.png] [--compare] [--route local|cloud] [--method invoke|call_faas]
-              [--lb URL] [--allow-remote]
+              [--fn NAME] [--lb URL] [--allow-remote]
 
 Closed model by default: CONC callers, each sending its next call when the last is answered.
 With --rate, open model: calls are due at a fixed rate whatever the answers, latency counts from
@@ -80,12 +80,15 @@ lb's own policy (hybrid), and prints one table.
 Any XML-RPC FaaS gateway with call_faas(param) can be measured: --method call_faas calls it
 directly, and the default (invoke) falls back to call_faas when the target has no invoke.
 call_faas does not say where a call ran, so its routes are reported as unknown. --compare and
---route need invoke.`
+--route need invoke.
+--fn NAME loads the function NAME of an lb that serves many: invoke(param, {"function": NAME}),
+or with --method call_faas, call(NAME, param).`
 
 func cmdBench(ctx context.Context, args []string, e *env) error {
 	fs := newFlagSet("bench", benchSynopsis, e)
 	var f benchFlags
 	f.register(fs, loadgen.DefaultTimeout)
+	f.registerFn(fs)
 	fs.IntVar(&f.conc, "c", 0, "callers (closed model; default 4) or most calls in flight (open model; default 1024)")
 	fs.Int64Var(&f.n, "n", 0, "measured calls (default 1000 when -d is not given)")
 	fs.DurationVar(&f.d, "d", 0, "measured duration, e.g. 30s")
@@ -158,6 +161,18 @@ func cmdBench(ctx context.Context, args []string, e *env) error {
 			}
 		}
 	}
+	rctx, cancel := context.WithTimeout(ctx, f.timeout)
+	fn, err := f.function(rctx, cl, target)
+	cancel()
+	if err != nil {
+		return err
+	}
+	// The method called when call_faas is asked for (or invoke proves
+	// missing): call for a named function.
+	unrouted := "call_faas"
+	if fn != "" {
+		unrouted = "call"
+	}
 
 	type mode struct {
 		label   string
@@ -183,10 +198,10 @@ func cmdBench(ctx context.Context, args []string, e *env) error {
 		// Only a run that forces no route may fall back to call_faas.
 		forced := m.options != nil
 		var caller loadgen.Caller
-		invoke := &loadgen.InvokeCaller{Client: cl, Param: param, Options: m.options, Fallback: !forced}
+		invoke := &loadgen.InvokeCaller{Client: cl, Param: param, Options: m.options, Function: fn, Fallback: !forced}
 		caller = invoke
 		if f.method == "call_faas" {
-			caller = &loadgen.CallFaasCaller{Client: cl, Param: param}
+			caller = &loadgen.CallFaasCaller{Client: cl, Param: param, Function: fn}
 		}
 		runCtx, stopRun := context.WithCancel(ctx)
 		if forced {
@@ -201,7 +216,7 @@ func cmdBench(ctx context.Context, args []string, e *env) error {
 			})
 		}
 		var done atomic.Int64
-		r := &loadgen.Runner{Caller: caller, PoolSize: poolSizer(cl), Completed: &done}
+		r := &loadgen.Runner{Caller: caller, PoolSize: poolSizer(cl, fn), Completed: &done}
 		stopBar := startProgress(e, &f, cfg, m.label, &done)
 		res, err := r.Run(runCtx, cfg)
 		stopBar()
@@ -220,9 +235,13 @@ func cmdBench(ctx context.Context, args []string, e *env) error {
 		rep.Label = m.label
 		rep.Target = target
 		rep.Param = param
+		rep.Function = f.fn
 		rep.Method = f.method
+		if f.method == "call_faas" {
+			rep.Method = unrouted
+		}
 		if f.method == "invoke" && invoke.InvokeMissing() {
-			rep.Method, rep.NoInvoke = "call_faas", true
+			rep.Method, rep.NoInvoke = unrouted, true
 		}
 		if m.options != nil {
 			rep.Options = m.options
@@ -281,8 +300,10 @@ func summarizeErrors(codes map[string]int64) string {
 	return strings.Join(parts, ", ")
 }
 
-// poolSizer reads status().pool_size, when the lb reports it.
-func poolSizer(cl *xmlrpc.Client) loadgen.PoolSizer {
+// poolSizer reads status().pool_size, when the lb reports it: that of the
+// function fn's section when the lb has sections (since many functions)
+// and fn is set, else the lb's own.
+func poolSizer(cl *xmlrpc.Client, fn string) loadgen.PoolSizer {
 	return func(ctx context.Context) (int, bool, error) {
 		var st any
 		if err := cl.Call(ctx, "status", nil, &st); err != nil {
@@ -291,6 +312,11 @@ func poolSizer(cl *xmlrpc.Client) loadgen.PoolSizer {
 		m, ok := st.(map[string]any)
 		if !ok {
 			return 0, false, nil
+		}
+		if fns, ok := m["functions"].(map[string]any); ok && fn != "" {
+			if m, ok = fns[fn].(map[string]any); !ok {
+				return 0, false, nil
+			}
 		}
 		n, ok := m["pool_size"].(int64)
 		return int(n), ok, nil
@@ -304,6 +330,9 @@ func suffixed(path, label string) string {
 
 func chartTitle(rep loadgen.Report) string {
 	t := fmt.Sprintf("%s, param %v", rep.Target, rep.Param)
+	if rep.Function != "" {
+		t = fmt.Sprintf("%s %s, param %v", rep.Target, rep.Function, rep.Param)
+	}
 	if rep.Label != "" {
 		t = rep.Label + ": " + t
 	}

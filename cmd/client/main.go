@@ -1,15 +1,18 @@
 // Command client talks to a Spillway lb: one call, an interactive prompt,
 // the lb's status, and a load generator with a latency report.
 //
-//	client call [-v] PARAM
-//	client repl
+//	client call [-v] [--fn NAME] PARAM
+//	client repl [--fn NAME]
 //	client status [--json]
+//	client functions [--json]
 //	client bench [-c CONC] [-n COUNT | -d DURATION] [--rate RPS] [--param P]
-//	             [--warmup N|DURATION] [--json] [--out FILE.png] [--compare]
+//	             [--warmup N|DURATION] [--json] [--out FILE.png] [--compare] [--fn NAME]
 //
 // The target is --lb URL, else LB_URL, else
 // http://127.0.0.1:$LOAD_BALANCER_PORT/ (8000 by default). LB_AUTH_TOKEN,
-// when set, is sent as a bearer token.
+// when set, is sent as a bearer token. Without --fn calls go to the lb's
+// default function through call_faas, as the reference client's do; --fn
+// NAME calls the function NAME through call(NAME, param).
 package main
 
 import (
@@ -29,6 +32,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/loadgen"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
@@ -63,8 +67,11 @@ const usage = `usage: client COMMAND [flags]
 commands:
   call PARAM    call the function once and print its result (-v: route, worker, reason, duration, cold start)
   repl          read a parameter per line, call the function, print the result
-  status        print the lb's pool and counters
+  status        print the lb's pool and counters, and a line per function
+  functions     list the functions the lb serves and their settings
   bench         load the lb and report throughput and latency (client bench -h for flags)
+
+call, repl and bench call the lb's default function (call_faas), or with --fn NAME the function NAME.
 
 The target is --lb URL, else $LB_URL, else http://127.0.0.1:$LOAD_BALANCER_PORT/ (port 8000 by default).
 --lb and LB_URL take a comma-separated list of lb replicas: the client moves to
@@ -92,6 +99,8 @@ func run(ctx context.Context, args []string, e *env) int {
 		err = cmdRepl(ctx, args[1:], e)
 	case "status":
 		err = cmdStatus(ctx, args[1:], e)
+	case "functions":
+		err = cmdFunctions(ctx, args[1:], e)
 	case "bench":
 		err = cmdBench(ctx, args[1:], e)
 	case "-h", "--help", "help":
@@ -129,19 +138,32 @@ func (u usageError) Error() string { return u.msg }
 
 func usagef(format string, args ...any) error { return usageError{msg: fmt.Sprintf(format, args...)} }
 
-// describe names a fault's code for people.
+// describe names a fault's code for people: "fault -32000 timeout: ...",
+// or "fault -32010: no such function: x" when the fault's text already
+// starts with its name.
 func describe(err error) string {
 	var f *xmlrpc.Fault
-	if errors.As(err, &f) {
-		return fmt.Sprintf("fault %s: %s", loadgen.ErrorKeyName(fmt.Sprint(f.Code)), f.String)
+	if !errors.As(err, &f) {
+		return err.Error()
 	}
-	return err.Error()
+	key := fmt.Sprint(f.Code)
+	name := strings.TrimPrefix(loadgen.ErrorKeyName(key), key+" ")
+	msg := fmt.Sprintf("fault %s %s: %s", key, name, f.String)
+	if strings.HasPrefix(strings.ToLower(f.String), name) {
+		msg = fmt.Sprintf("fault %s: %s", key, f.String)
+	}
+	if f.Code == spillway.FaultNoSuchFunction {
+		msg += " (client functions lists the functions the lb serves)"
+	}
+	return msg
 }
 
 // common holds the flags every command takes.
 type common struct {
 	lb      string
 	timeout time.Duration
+	fn      string // --fn, for the commands that call the function
+	dfltFn  string // FAAS_FUNCTION_NAME: the function a one-function lb is taken to serve
 }
 
 func (c *common) register(fs *flag.FlagSet, timeout time.Duration) {
@@ -149,11 +171,30 @@ func (c *common) register(fs *flag.FlagSet, timeout time.Duration) {
 	fs.DurationVar(&c.timeout, "timeout", timeout, "deadline of each call")
 }
 
+// registerFn adds --fn, for the commands that call the function.
+func (c *common) registerFn(fs *flag.FlagSet) {
+	fs.StringVar(&c.fn, "fn", "", "call the function `NAME` through call(NAME, param) (default: the lb's default function, through call_faas)")
+}
+
+// function resolves --fn against the lb (see loadgen.ResolveFunction): the
+// name to call, "" for the lb's default function through call_faas.
+func (c *common) function(ctx context.Context, cl *xmlrpc.Client, target string) (string, error) {
+	name, err := loadgen.ResolveFunction(ctx, cl, c.fn, c.dfltFn)
+	if errors.Is(err, loadgen.ErrOneFunction) {
+		return "", fmt.Errorf("--fn %s: %s serves one function only (it has no functions method: an lb from before many functions, or the reference gateway), taken to be %q (FAAS_FUNCTION_NAME): run without --fn to call it", c.fn, target, c.dfltFn)
+	}
+	if err != nil {
+		return "", fmt.Errorf("--fn %s: %w", c.fn, err)
+	}
+	return name, nil
+}
+
 func (c *common) client(e *env, conns int) (*xmlrpc.Client, string, error) {
 	cfg, err := config.LoadClient(e.lookup)
 	if err != nil {
 		return nil, "", usageError{msg: err.Error()}
 	}
+	c.dfltFn = cfg.FunctionName
 	targets, err := loadgen.Targets(c.lb, cfg.URL())
 	if err != nil {
 		return nil, "", usageError{msg: err.Error()}
@@ -247,9 +288,10 @@ func jsonToXMLRPC(v any) any {
 }
 
 func cmdCall(ctx context.Context, args []string, e *env) error {
-	fs := newFlagSet("call", "call [-v] [--param-json] [--lb URL] [--timeout D] PARAM", e)
+	fs := newFlagSet("call", "call [-v] [--fn NAME] [--param-json] [--lb URL] [--timeout D] PARAM", e)
 	var c common
 	c.register(fs, 2*time.Minute)
+	c.registerFn(fs)
 	verbose := fs.Bool("v", false, "also print route, worker, reason, duration and cold start (uses invoke)")
 	asJSON := fs.Bool("param-json", false, "PARAM is JSON (default: sent as a string)")
 	pos, err := parse(fs, args)
@@ -264,22 +306,30 @@ func cmdCall(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return err
 	}
-	cl, _, err := c.client(e, 1)
+	cl, target, err := c.client(e, 1)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	fn, err := c.function(ctx, cl, target)
+	if err != nil {
+		return err
+	}
 	if !*verbose {
-		var res any
-		if err := cl.Call(ctx, "call_faas", []any{param}, &res); err != nil {
+		res, err := loadgen.Call(ctx, cl, fn, param)
+		if err != nil {
 			return err
 		}
 		return printResult(e.stdout, res)
 	}
+	invokeArgs := []any{param}
+	if fn != "" {
+		invokeArgs = append(invokeArgs, map[string]any{"function": fn})
+	}
 	var reply any
 	start := time.Now()
-	if err := cl.Call(ctx, "invoke", []any{param}, &reply); err != nil {
+	if err := cl.Call(ctx, "invoke", invokeArgs, &reply); err != nil {
 		return err
 	}
 	rtt := time.Since(start)
@@ -302,6 +352,13 @@ func cmdCall(ctx context.Context, args []string, e *env) error {
 	if inv.ColdStart {
 		cold = "yes"
 	}
+	// lb says which function ran (since many functions); an older one
+	// ran its only one.
+	if m, _ := reply.(map[string]any); m != nil {
+		if name, ok := m["function"].(string); ok && name != "" {
+			fmt.Fprintf(e.stdout, "function    %s\n", name)
+		}
+	}
 	_, err = fmt.Fprintf(e.stdout, "route       %s\nworker      %s\nreason      %s\nduration    %.2f ms (round trip %.2f ms)\ncold start  %s\n",
 		inv.Route, worker, reason, float64(inv.Duration)/float64(time.Millisecond), float64(rtt)/float64(time.Millisecond), cold)
 	return err
@@ -321,9 +378,10 @@ func printResult(w io.Writer, v any) error {
 }
 
 func cmdRepl(ctx context.Context, args []string, e *env) error {
-	fs := newFlagSet("repl", "repl [--lb URL] [--timeout D]", e)
+	fs := newFlagSet("repl", "repl [--fn NAME] [--lb URL] [--timeout D]", e)
 	var c common
 	c.register(fs, 2*time.Minute)
+	c.registerFn(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -335,8 +393,18 @@ func cmdRepl(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return err
 	}
+	rctx, cancel := context.WithTimeout(ctx, c.timeout)
+	fn, err := c.function(rctx, cl, target)
+	cancel()
+	if err != nil {
+		return err
+	}
 	if e.stdinTTY {
-		fmt.Fprintf(e.stdout, "calling %s; one parameter per line, an empty line or Ctrl-D ends\n", target)
+		what := target
+		if c.fn != "" {
+			what = c.fn + " at " + target
+		}
+		fmt.Fprintf(e.stdout, "calling %s; one parameter per line, an empty line or Ctrl-D ends\n", what)
 	}
 	sc := bufio.NewScanner(e.stdin)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -358,8 +426,7 @@ func cmdRepl(ctx context.Context, args []string, e *env) error {
 			break
 		}
 		cctx, cancel := context.WithTimeout(ctx, c.timeout)
-		var res any
-		err := cl.Call(cctx, "call_faas", []any{line}, &res)
+		res, err := loadgen.Call(cctx, cl, fn, line)
 		cancel()
 		if err != nil {
 			fmt.Fprintf(e.stdout, "error: %s\n", describe(err))
@@ -404,5 +471,13 @@ func cmdStatus(ctx context.Context, args []string, e *env) error {
 		return enc.Encode(st)
 	}
 	fmt.Fprintf(e.stdout, "lb %s\n", target)
-	return render(e.stdout, st)
+	rest, secs := functionSections(st)
+	if err := render(e.stdout, rest); err != nil {
+		return err
+	}
+	if secs == nil { // an lb from before many functions
+		return nil
+	}
+	fmt.Fprintln(e.stdout)
+	return writeSections(e.stdout, secs)
 }

@@ -63,6 +63,11 @@ type Client struct {
 	LBURL     string
 	LBPort    int    // LOAD_BALANCER_PORT
 	AuthToken string // LB_AUTH_TOKEN: sent as a bearer token when set
+	// FunctionName is FAAS_FUNCTION_NAME: the function an lb that serves
+	// one function only (no call or functions methods) is taken to serve,
+	// so that --fn with this name still reaches it through call_faas.
+	// Without --fn the client calls call_faas and never names a function.
+	FunctionName string
 }
 
 // URL is where the client calls when --lb is not given: LB_URL, else lb's
@@ -81,6 +86,8 @@ func LoadClient(lookup Lookup) (Client, error) {
 		LBURL:     p.str("LB_URL", ""),
 		LBPort:    p.int("LOAD_BALANCER_PORT", defaultLBPort),
 		AuthToken: p.str("LB_AUTH_TOKEN", ""),
+
+		FunctionName: p.str("FAAS_FUNCTION_NAME", defaultFunctionName),
 	}
 	if len(p.errs) > 0 {
 		return Client{}, errors.Join(p.errs...)

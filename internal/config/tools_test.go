@@ -81,14 +81,16 @@ func TestLoadClient(t *testing.T) {
 		env  map[string]string
 		want string // URL(); "" means an error
 		tok  string
+		fn   string // FunctionName; "" means faas
 	}{
-		{"default", nil, "http://127.0.0.1:8000/", ""},
-		{"port", map[string]string{"LOAD_BALANCER_PORT": "9001"}, "http://127.0.0.1:9001/", ""},
-		{"LB_URL wins", map[string]string{"LB_URL": "http://localhost:7000/RPC2", "LOAD_BALANCER_PORT": "1"}, "http://localhost:7000/RPC2", ""},
-		{"list", map[string]string{"LB_URL": "http://a:1,http://b:2"}, "http://a:1,http://b:2", ""},
-		{"token", map[string]string{"LB_AUTH_TOKEN": "s3cret"}, "http://127.0.0.1:8000/", "s3cret"},
-		{"bad port", map[string]string{"LOAD_BALANCER_PORT": "eighty"}, "", ""},
-		{"port out of range", map[string]string{"LOAD_BALANCER_PORT": "70000"}, "", ""},
+		{"default", nil, "http://127.0.0.1:8000/", "", ""},
+		{"port", map[string]string{"LOAD_BALANCER_PORT": "9001"}, "http://127.0.0.1:9001/", "", ""},
+		{"LB_URL wins", map[string]string{"LB_URL": "http://localhost:7000/RPC2", "LOAD_BALANCER_PORT": "1"}, "http://localhost:7000/RPC2", "", ""},
+		{"list", map[string]string{"LB_URL": "http://a:1,http://b:2"}, "http://a:1,http://b:2", "", ""},
+		{"token", map[string]string{"LB_AUTH_TOKEN": "s3cret"}, "http://127.0.0.1:8000/", "s3cret", ""},
+		{"default function", map[string]string{"FAAS_FUNCTION_NAME": "fib"}, "http://127.0.0.1:8000/", "", "fib"},
+		{"bad port", map[string]string{"LOAD_BALANCER_PORT": "eighty"}, "", "", ""},
+		{"port out of range", map[string]string{"LOAD_BALANCER_PORT": "70000"}, "", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,8 +101,12 @@ func TestLoadClient(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || c.URL() != tt.want || c.AuthToken != tt.tok {
-				t.Fatalf("LoadClient = %+v (URL %s), %v; want %s, token %q", c, c.URL(), err, tt.want, tt.tok)
+			fn := tt.fn
+			if fn == "" {
+				fn = "faas"
+			}
+			if err != nil || c.URL() != tt.want || c.AuthToken != tt.tok || c.FunctionName != fn {
+				t.Fatalf("LoadClient = %+v (URL %s), %v; want %s, token %q, function %s", c, c.URL(), err, tt.want, tt.tok, fn)
 			}
 		})
 	}

@@ -59,11 +59,14 @@ func WriteText(w io.Writer, rep Report) error {
 		fmt.Fprintf(&b, "== %s ==\n", rep.Label)
 	}
 	fmt.Fprintf(&b, "target      %s (%s)\n", rep.Target, model)
+	if rep.Function != "" {
+		fmt.Fprintf(&b, "function    %s\n", rep.Function)
+	}
 	switch {
 	case rep.NoInvoke:
 		fmt.Fprintf(&b, "method      %s (the target has no invoke: routes unknown)\n", rep.Method)
-	case rep.Method == "call_faas":
-		b.WriteString("method      call_faas (routes unknown)\n")
+	case rep.Method == "call_faas" || rep.Method == "call":
+		fmt.Fprintf(&b, "method      %s (routes unknown)\n", rep.Method)
 	}
 	fmt.Fprintf(&b, "calls       %d sent, %d ok, %d errors", rep.Sent, rep.OK, rep.Errors)
 	if rep.Warmup > 0 {

@@ -371,10 +371,15 @@ type InvokeCaller struct {
 	Client  *xmlrpc.Client
 	Param   any
 	Options map[string]any // nil: no options (the configured policy decides)
+	// Function, when set, names the function called: the option
+	// "function" is added to Options, and the fallback calls
+	// call(Function, param). "" calls the lb's default function. See
+	// ResolveFunction.
+	Function string
 	// Fallback: when the target has no invoke (see MethodMissing), call
-	// call_faas(param) instead, then and on every later call, and report
-	// the route as RouteUnknown. Without it such a call fails with an error
-	// wrapping ErrNoInvoke.
+	// call_faas(param) (or call(Function, param)) instead, then and on
+	// every later call, and report the route as RouteUnknown. Without it
+	// such a call fails with an error wrapping ErrNoInvoke.
 	Fallback bool
 
 	noInvoke atomic.Bool
@@ -385,15 +390,15 @@ var _ Caller = (*InvokeCaller)(nil)
 // InvokeMissing reports whether the target answered that it has no invoke.
 func (c *InvokeCaller) InvokeMissing() bool { return c.noInvoke.Load() }
 
-// Call makes one invoke call (or a call_faas call once invoke proved missing
-// and Fallback is set).
+// Call makes one invoke call (or a call_faas or call call once invoke
+// proved missing and Fallback is set).
 func (c *InvokeCaller) Call(ctx context.Context) Outcome {
 	if c.Fallback && c.noInvoke.Load() {
-		return callFaas(ctx, c.Client, c.Param)
+		return callUnrouted(ctx, c.Client, c.Function, c.Param)
 	}
 	args := []any{c.Param}
-	if c.Options != nil {
-		args = append(args, c.Options)
+	if opts := withFunction(c.Options, c.Function); opts != nil {
+		args = append(args, opts)
 	}
 	var reply any
 	if err := c.Client.Call(ctx, "invoke", args, &reply); err != nil {
@@ -404,8 +409,8 @@ func (c *InvokeCaller) Call(ctx context.Context) Outcome {
 		if !c.Fallback {
 			return Outcome{Err: fmt.Errorf("%w: %w", ErrNoInvoke, err)}
 		}
-		// The call did not run: make it through call_faas.
-		return callFaas(ctx, c.Client, c.Param)
+		// The call did not run: make it through call_faas or call.
+		return callUnrouted(ctx, c.Client, c.Function, c.Param)
 	}
 	inv, err := ParseInvocation(reply)
 	if err != nil {
@@ -415,19 +420,26 @@ func (c *InvokeCaller) Call(ctx context.Context) Outcome {
 }
 
 // CallFaasCaller calls call_faas(param), the reference interface that every
-// XML-RPC FaaS gateway of this kind offers; it cannot tell the route.
+// XML-RPC FaaS gateway of this kind offers, or call(Function, param) for a
+// named function; neither tells the route.
 type CallFaasCaller struct {
 	Client *xmlrpc.Client
 	Param  any
+	// Function, when set, names the function: call(Function, param) is
+	// called instead of call_faas(param). See ResolveFunction.
+	Function string
 }
 
 var _ Caller = (*CallFaasCaller)(nil)
 
-// Call makes one call_faas call.
-func (c *CallFaasCaller) Call(ctx context.Context) Outcome { return callFaas(ctx, c.Client, c.Param) }
+// Call makes one call_faas (or call) call.
+func (c *CallFaasCaller) Call(ctx context.Context) Outcome {
+	return callUnrouted(ctx, c.Client, c.Function, c.Param)
+}
 
-func callFaas(ctx context.Context, cl *xmlrpc.Client, param any) Outcome {
-	if err := cl.Call(ctx, "call_faas", []any{param}, nil); err != nil {
+// callUnrouted makes a call that does not say where it ran.
+func callUnrouted(ctx context.Context, cl *xmlrpc.Client, fn string, param any) Outcome {
+	if _, err := Call(ctx, cl, fn, param); err != nil {
 		return Outcome{Err: err}
 	}
 	return Outcome{Route: RouteUnknown}
@@ -438,6 +450,8 @@ func callFaas(ctx context.Context, cl *xmlrpc.Client, param any) Outcome {
 // servers), any fault that says the method is not found or not supported,
 // or fault 1, which is how Python's SimpleXMLRPCServer (the reference
 // gateway) reports an unknown method ('method "invoke" is not supported').
+// Spillway's own faults (the function raised, or a gateway error) never
+// say so, whatever their text.
 func MethodMissing(err error) bool {
 	var f *xmlrpc.Fault
 	if !errors.As(err, &f) {
@@ -445,6 +459,9 @@ func MethodMissing(err error) bool {
 	}
 	if f.Code == spillway.FaultMethodNotFound || f.Code == 1 {
 		return true
+	}
+	if f.Code == spillway.FaultApplication || (f.Code <= -32000 && f.Code >= -32099) {
+		return false
 	}
 	s := strings.ToLower(f.String)
 	return strings.Contains(s, "method") && (strings.Contains(s, "not found") || strings.Contains(s, "not supported"))

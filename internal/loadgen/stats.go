@@ -280,9 +280,12 @@ type Report struct {
 	Rate        float64 `json:"rate_rps,omitempty"`
 	Param       any     `json:"param"`
 	Options     any     `json:"options,omitempty"`
-	// Method is the XML-RPC method called: "invoke", or "call_faas" (asked
-	// for, or because the target had no invoke), whose calls have the route
-	// RouteUnknown.
+	// Function is the function called (client --fn); "" is the lb's
+	// default function.
+	Function string `json:"function,omitempty"`
+	// Method is the XML-RPC method called: "invoke", or "call_faas" or
+	// "call" (asked for, or because the target had no invoke), whose calls
+	// have the route RouteUnknown.
 	Method string `json:"method,omitempty"`
 	// NoInvoke says the target had no invoke method.
 	NoInvoke bool `json:"no_invoke,omitempty"`
@@ -385,6 +388,7 @@ var faultNames = map[int]string{
 	spillway.FaultWorkerFailed:     "worker failed",
 	spillway.FaultUnavailable:      "unavailable",
 	spillway.FaultWorkerBusy:       "worker busy",
+	spillway.FaultNoSuchFunction:   "no such function",
 }
 
 // ErrorKeyName describes an ErrorKey for people: "-32000 timeout".
