@@ -195,6 +195,9 @@ func TestMethodMissing(t *testing.T) {
 		{&xmlrpc.Fault{Code: 7, String: "Method not found: invoke"}, true},
 		{&xmlrpc.Fault{Code: -32500, String: "function raised: ValueError"}, false},
 		{&xmlrpc.Fault{Code: -32000, String: "timeout"}, false},
+		// The function's own words are never taken for the lb's.
+		{&xmlrpc.Fault{Code: -32500, String: "KeyError: method not found"}, false},
+		{&xmlrpc.Fault{Code: -32010, String: "no such function: method-not-found"}, false},
 		{context.DeadlineExceeded, false},
 	} {
 		if got := loadgen.MethodMissing(tt.err); got != tt.want {
