@@ -163,7 +163,7 @@ type common struct {
 	lb      string
 	timeout time.Duration
 	fn      string // --fn, for the commands that call the function
-	dfltFn  string // FAAS_FUNCTION_NAME: the function a one-function lb is taken to serve
+	dfltFn  string // FAAS_FUNCTION_NAME, set by client: the function a one-function lb is taken to serve
 }
 
 func (c *common) register(fs *flag.FlagSet, timeout time.Duration) {
@@ -173,7 +173,7 @@ func (c *common) register(fs *flag.FlagSet, timeout time.Duration) {
 
 // registerFn adds --fn, for the commands that call the function.
 func (c *common) registerFn(fs *flag.FlagSet) {
-	fs.StringVar(&c.fn, "fn", "", "call the function `NAME` through call(NAME, param) (default: the lb's default function, through call_faas)")
+	fs.StringVar(&c.fn, "fn", "", "call the function `NAME`, by call(NAME, param) or invoke's function option (default: the lb's default function, by call_faas and invoke(param))")
 }
 
 // function resolves --fn against the lb (see loadgen.ResolveFunction): the
