@@ -9,6 +9,8 @@ package spillway
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -78,6 +80,27 @@ type Settings struct {
 // IsZero reports whether nothing is set.
 func (s Settings) IsZero() bool {
 	return s.Min == nil && s.Max == nil && s.Concurrency == nil && s.Timeout == 0
+}
+
+// String lists the settings that are set, as "min=1 max=4 concurrency=2
+// timeout=45s", or "defaults" when none is; for logs.
+func (s Settings) String() string {
+	var parts []string
+	for _, f := range []struct {
+		name string
+		v    *int
+	}{{"min", s.Min}, {"max", s.Max}, {"concurrency", s.Concurrency}} {
+		if f.v != nil {
+			parts = append(parts, f.name+"="+strconv.Itoa(*f.v))
+		}
+	}
+	if s.Timeout != 0 {
+		parts = append(parts, "timeout="+s.Timeout.String())
+	}
+	if len(parts) == 0 {
+		return "defaults"
+	}
+	return strings.Join(parts, " ")
 }
 
 // HandlerName returns the handler to call, defaulting to DefaultHandler.

@@ -139,25 +139,46 @@ func (o Options) backoff(attempt int) time.Duration {
 // cannot go out for a write that did not happen (or the reverse).
 //
 // KEYS[1] record hash; ARGV: name, code, style, handler, runtime, sha256,
-// updated_at, channel, idempotent, reuse_process (each "1" or ""; an empty
-// one removes the field). Returns the new version.
+// updated_at, channel, then pairs of an optional field and its value
+// (idempotent, reuse_process, the settings): an empty value removes the
+// field, so a publish stores exactly the options it was given. Returns the
+// new version.
 const publishScript = `
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1],
   'code', ARGV[2], 'style', ARGV[3], 'handler', ARGV[4], 'runtime', ARGV[5],
   'sha256', ARGV[6], 'updated_at', ARGV[7])
-if ARGV[9] == '1' then
-  redis.call('HSET', KEYS[1], 'idempotent', '1')
-else
-  redis.call('HDEL', KEYS[1], 'idempotent')
-end
-if ARGV[10] == '1' then
-  redis.call('HSET', KEYS[1], 'reuse_process', '1')
-else
-  redis.call('HDEL', KEYS[1], 'reuse_process')
+for i = 9, #ARGV, 2 do
+  if ARGV[i+1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1])
+  end
 end
 redis.call('PUBLISH', ARGV[8], ARGV[1])
 return v
+`
+
+// deleteScript removes a record and announces it, in one atomic step.
+// KEYS[1] record hash, KEYS[2] the legacy plain key of the same name;
+// ARGV: channel, name. The legacy key goes too, when it is a string: left
+// behind, Get would find the function again as version 0. Returns the hash's
+// fields (flat) and the legacy code (false when none), or nil when there was
+// neither.
+const deleteScript = `
+local h = redis.call('HGETALL', KEYS[1])
+local legacy = false
+if redis.call('TYPE', KEYS[2]).ok == 'string' then
+  legacy = redis.call('GET', KEYS[2])
+  if legacy == '' then legacy = false end
+end
+if #h == 0 and not legacy then
+  return nil
+end
+if #h > 0 then redis.call('DEL', KEYS[1]) end
+if legacy then redis.call('DEL', KEYS[2]) end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {h, legacy}
 `
 
 // Store reads and writes function records. It is safe for concurrent use.
@@ -166,6 +187,7 @@ type Store struct {
 	opts    Options
 	client  *redis.Client
 	publish *redis.Script
+	delete  *redis.Script
 }
 
 // Dial connects to the Redis server at addr, retrying with capped backoff
@@ -189,7 +211,8 @@ func Dial(ctx context.Context, addr string, opts Options) (*Store, error) {
 			Mode: maintnotifications.ModeDisabled,
 		},
 	})
-	s := &Store{addr: addr, opts: opts, client: client, publish: redis.NewScript(publishScript)}
+	s := &Store{addr: addr, opts: opts, client: client, publish: redis.NewScript(publishScript),
+		delete: redis.NewScript(deleteScript)}
 
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
@@ -240,10 +263,13 @@ func (s *Store) Client() *redis.Client { return s.client }
 func (s *Store) Close() error { return s.client.Close() }
 
 // Publish writes fn as the newest version of fn.Name and announces it on
-// UpdatesChannel, atomically. It fills in the SHA256, Version, UpdatedAt,
-// Runtime (spillway.DefaultRuntime when empty) and, for handler style, the
-// Handler (spillway.DefaultHandler when empty), and returns the stored record.
-// Publish does not check that Code is valid Python: see package pysource.
+// UpdatesChannel, atomically. The record holds exactly the options and
+// settings fn has: one unset now is removed even if an earlier version had
+// it. Settings out of range (see CheckSettings) are refused. Publish fills in
+// the SHA256, Version, UpdatedAt, Runtime (spillway.DefaultRuntime when
+// empty) and, for handler style, the Handler (spillway.DefaultHandler when
+// empty), and returns the stored record. It does not check that Code is
+// valid Python: see package pysource.
 func (s *Store) Publish(ctx context.Context, fn spillway.Function) (spillway.Function, error) {
 	if err := ValidateName(fn.Name); err != nil {
 		return spillway.Function{}, fmt.Errorf("publish function: %w", err)
@@ -254,6 +280,9 @@ func (s *Store) Publish(ctx context.Context, fn spillway.Function) (spillway.Fun
 	if fn.Code == "" {
 		return spillway.Function{}, fmt.Errorf("publish function %q: code is empty", fn.Name)
 	}
+	if err := ValidateSettings(fn.Settings); err != nil {
+		return spillway.Function{}, fmt.Errorf("publish function %q: %w", fn.Name, err)
+	}
 	if fn.Runtime == "" {
 		fn.Runtime = spillway.DefaultRuntime
 	}
@@ -263,9 +292,13 @@ func (s *Store) Publish(ctx context.Context, fn spillway.Function) (spillway.Fun
 	fn.SHA256 = SHA256(fn.Code)
 	fn.UpdatedAt = time.Now().UTC().Truncate(time.Second)
 
-	v, err := s.publish.Run(ctx, s.client, []string{Key(fn.Name)},
-		fn.Name, fn.Code, string(fn.Style), fn.Handler, fn.Runtime, fn.SHA256,
-		fn.UpdatedAt.Format(time.RFC3339), UpdatesChannel, flagField(fn.Idempotent), flagField(fn.ReuseProcess)).Int64()
+	args := []any{fn.Name, fn.Code, string(fn.Style), fn.Handler, fn.Runtime, fn.SHA256,
+		fn.UpdatedAt.Format(time.RFC3339), UpdatesChannel,
+		"idempotent", flagField(fn.Idempotent), "reuse_process", flagField(fn.ReuseProcess)}
+	for _, f := range settingsFields(fn.Settings) {
+		args = append(args, f)
+	}
+	v, err := s.publish.Run(ctx, s.client, []string{Key(fn.Name)}, args...).Int64()
 	if err != nil {
 		return spillway.Function{}, fmt.Errorf("publish function %q to redis at %s: %w", fn.Name, s.addr, err)
 	}
@@ -285,15 +318,9 @@ func flagField(b bool) string {
 // A missing record is an error wrapping spillway.ErrFunctionNotFound.
 // SHA256 is always computed from the code read.
 func (s *Store) Get(ctx context.Context, name string) (spillway.Function, error) {
-	if err := ValidateName(name); err != nil {
-		return spillway.Function{}, fmt.Errorf("get function: %w", err)
-	}
-	h, err := s.client.HGetAll(ctx, Key(name)).Result()
-	if err != nil {
-		return spillway.Function{}, fmt.Errorf("get function %q from redis at %s: %w", name, s.addr, err)
-	}
-	if len(h) > 0 {
-		return parseRecord(name, h, true)
+	fn, err := s.getHash(ctx, name)
+	if !errors.Is(err, spillway.ErrFunctionNotFound) {
+		return fn, err
 	}
 	code, err := s.client.Get(ctx, name).Result()
 	switch {
@@ -304,41 +331,114 @@ func (s *Store) Get(ctx context.Context, name string) (spillway.Function, error)
 	case code == "":
 		return spillway.Function{}, fmt.Errorf("get function %q: legacy key is empty: %w", name, spillway.ErrFunctionNotFound)
 	}
+	return legacyRecord(name, code), nil
+}
+
+// getHash reads name's hashed record only; without one it fails with an
+// error wrapping spillway.ErrFunctionNotFound.
+func (s *Store) getHash(ctx context.Context, name string) (spillway.Function, error) {
+	if err := ValidateName(name); err != nil {
+		return spillway.Function{}, fmt.Errorf("get function: %w", err)
+	}
+	h, err := s.client.HGetAll(ctx, Key(name)).Result()
+	if err != nil {
+		return spillway.Function{}, fmt.Errorf("get function %q from redis at %s: %w", name, s.addr, err)
+	}
+	if len(h) == 0 {
+		return spillway.Function{}, fmt.Errorf("get function %q: %w", name, spillway.ErrFunctionNotFound)
+	}
+	return parseRecord(name, h, true)
+}
+
+func legacyRecord(name, code string) spillway.Function {
 	return spillway.Function{
 		Name:    name,
 		Code:    code,
 		Style:   spillway.StyleScript,
 		Runtime: spillway.DefaultRuntime,
 		SHA256:  SHA256(code),
-	}, nil
+	}
+}
+
+// Delete removes name's record (the hash, and the legacy plain key of that
+// name if there is one) and announces it on UpdatesChannel, atomically, so
+// that watchers learn it: a SetWatcher delivers a deletion; a VersionWatcher
+// re-reads, finds nothing and delivers nothing. It returns the record as it
+// was (only the name when it was unreadable). A function published again
+// after its deletion starts again at version 1. A missing record is an error
+// wrapping spillway.ErrFunctionNotFound.
+func (s *Store) Delete(ctx context.Context, name string) (spillway.Function, error) {
+	if err := ValidateName(name); err != nil {
+		return spillway.Function{}, fmt.Errorf("delete function: %w", err)
+	}
+	res, err := s.delete.Run(ctx, s.client, []string{Key(name), name}, UpdatesChannel, name).Slice()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return spillway.Function{}, fmt.Errorf("delete function %q: %w", name, spillway.ErrFunctionNotFound)
+	case err != nil:
+		return spillway.Function{}, fmt.Errorf("delete function %q from redis at %s: %w", name, s.addr, err)
+	case len(res) != 2:
+		return spillway.Function{}, fmt.Errorf("delete function %q: unexpected reply %v", name, res)
+	}
+	if flat, _ := res[0].([]any); len(flat) > 0 {
+		h := make(map[string]string, len(flat)/2)
+		for i := 0; i+1 < len(flat); i += 2 {
+			k, _ := flat[i].(string)
+			v, _ := flat[i+1].(string)
+			h[k] = v
+		}
+		fn, err := parseRecord(name, h, true)
+		if err != nil {
+			s.opts.Logger.Warn("deleted an unreadable function record", "function", name, "err", err)
+			return spillway.Function{Name: name}, nil
+		}
+		return fn, nil
+	}
+	code, _ := res[1].(string)
+	return legacyRecord(name, code), nil
 }
 
 // listFields are the hash fields List reads (everything but the code).
 func listFields() []string {
-	return []string{"style", "handler", "runtime", "sha256", "version", "updated_at", "idempotent", "reuse_process"}
+	return []string{"style", "handler", "runtime", "sha256", "version", "updated_at", "idempotent", "reuse_process",
+		FieldMin, FieldMax, FieldConcurrency, FieldTimeout}
 }
 
 // List returns every hashed record, sorted by name, without Code (SHA256 is
 // the stored one). It walks the keyspace with SCAN, never KEYS. Legacy plain
 // keys are not listed: nothing tells them apart from other string keys.
 func (s *Store) List(ctx context.Context) ([]spillway.Function, error) {
+	var out []spillway.Function
+	err := s.scan(ctx, func(name string, fn spillway.Function, err error) error {
+		if err != nil {
+			return fmt.Errorf("list functions: %w", err)
+		}
+		out = append(out, fn)
+		return nil
+	})
+	return out, err
+}
+
+// scan reads every hashed record without its code, in name order, and
+// passes each to visit with its parse error (wrapping ErrMalformedRecord);
+// visit's error stops the scan. A Redis error stops it too and is returned.
+func (s *Store) scan(ctx context.Context, visit func(name string, fn spillway.Function, err error) error) error {
 	var names []string
 	iter := s.client.ScanType(ctx, 0, KeyPrefix+"*", 256, "hash").Iterator()
 	for iter.Next(ctx) {
 		names = append(names, strings.TrimPrefix(iter.Val(), KeyPrefix))
 	}
 	if err := iter.Err(); err != nil {
-		return nil, fmt.Errorf("list functions in redis at %s: %w", s.addr, err)
+		return fmt.Errorf("list functions in redis at %s: %w", s.addr, err)
 	}
 	sort.Strings(names)
 	names = compactSorted(names) // SCAN may return a key twice
 
 	fields := listFields()
-	out := make([]spillway.Function, 0, len(names))
 	for _, name := range names {
 		vals, err := s.client.HMGet(ctx, Key(name), fields...).Result()
 		if err != nil {
-			return nil, fmt.Errorf("list functions: read %q from redis at %s: %w", name, s.addr, err)
+			return fmt.Errorf("list functions: read %q from redis at %s: %w", name, s.addr, err)
 		}
 		h := make(map[string]string, len(fields))
 		for i, f := range fields {
@@ -350,12 +450,11 @@ func (s *Store) List(ctx context.Context) ([]spillway.Function, error) {
 			continue // deleted since SCAN saw it
 		}
 		fn, err := parseRecord(name, h, false)
-		if err != nil {
-			return nil, fmt.Errorf("list functions: %w", err)
+		if err := visit(name, fn, err); err != nil {
+			return err
 		}
-		out = append(out, fn)
 	}
-	return out, nil
+	return nil
 }
 
 func compactSorted(s []string) []string {
@@ -414,6 +513,9 @@ func parseRecord(name string, h map[string]string, withCode bool) (spillway.Func
 		if fn.UpdatedAt, err = time.Parse(time.RFC3339, u); err != nil {
 			return bad("updated_at %q is not RFC 3339", u)
 		}
+	}
+	if fn.Settings, err = parseSettings(h); err != nil {
+		return bad("%v", err)
 	}
 	return fn, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -68,17 +69,40 @@ func (w *VersionWatcher) Close() error {
 func (w *VersionWatcher) run(ctx context.Context) {
 	defer close(w.done)
 	defer close(w.out)
-	log := w.store.opts.Logger.With("function", w.name, "addr", w.store.addr)
+	w.store.follow(ctx, w, w.store.opts.Logger.With("function", w.name, "addr", w.store.addr))
+}
+
+// message re-reads the record when the message names it.
+func (w *VersionWatcher) message(ctx context.Context, name string) error {
+	if name != w.name {
+		return nil
+	}
+	return w.resync(ctx)
+}
+
+// follower is what a watcher does with UpdatesChannel: resync re-reads all
+// it follows, after every (re)subscribe and every Options.ResyncInterval;
+// message handles one message (the name of a function published or
+// deleted). An error from either makes follow drop the subscription and
+// make a new one, so it is for a failed connection, not a bad record.
+type follower interface {
+	resync(ctx context.Context) error
+	message(ctx context.Context, name string) error
+}
+
+// follow feeds f from UpdatesChannel until ctx ends. A lost subscription is
+// retried with capped backoff for as long as ctx lasts.
+func (s *Store) follow(ctx context.Context, f follower, log *slog.Logger) {
 	failures := 0
 	for {
-		subscribed, err := w.session(ctx)
+		subscribed, err := s.session(ctx, f)
 		if ctx.Err() != nil {
 			return
 		}
 		if subscribed {
 			failures = 0
 		}
-		wait := w.store.opts.backoff(failures)
+		wait := s.opts.backoff(failures)
 		failures++
 		if failures == 1 || failures%20 == 0 {
 			log.Warn("function watch lost its subscription; retrying", "err", err, "failures", failures, "retry_in", wait)
@@ -93,12 +117,12 @@ func (w *VersionWatcher) run(ctx context.Context) {
 	}
 }
 
-// session subscribes, re-reads the record, then follows messages until the
+// session subscribes, resyncs f, then passes it messages until the
 // connection fails or ctx ends. subscribed reports whether it got as far as
 // a confirmed subscription.
-func (w *VersionWatcher) session(ctx context.Context) (subscribed bool, err error) {
-	opts := w.store.opts
-	ps := w.store.client.Subscribe(ctx) // no channels yet: Subscribe below reports errors
+func (s *Store) session(ctx context.Context, f follower) (subscribed bool, err error) {
+	opts := s.opts
+	ps := s.client.Subscribe(ctx) // no channels yet: Subscribe below reports errors
 	defer ps.Close()
 	// Receive does not watch ctx; closing the PubSub unblocks it.
 	stop := context.AfterFunc(ctx, func() { ps.Close() })
@@ -110,7 +134,7 @@ func (w *VersionWatcher) session(ctx context.Context) (subscribed bool, err erro
 	if err := awaitSubscription(ctx, ps, opts.DialTimeout+opts.ReadTimeout); err != nil {
 		return false, err
 	}
-	if err := w.resync(ctx); err != nil {
+	if err := f.resync(ctx); err != nil {
 		return true, err
 	}
 	lastSync := time.Now()
@@ -129,7 +153,7 @@ func (w *VersionWatcher) session(ctx context.Context) (subscribed bool, err erro
 			}
 			pingSent = true
 			if opts.ResyncInterval > 0 && time.Since(lastSync) >= opts.ResyncInterval {
-				if err := w.resync(ctx); err != nil {
+				if err := f.resync(ctx); err != nil {
 					return true, err
 				}
 				lastSync = time.Now()
@@ -140,16 +164,12 @@ func (w *VersionWatcher) session(ctx context.Context) (subscribed bool, err erro
 		case *redis.Pong:
 			pingSent = false
 		case *redis.Message:
-			if m.Payload != w.name {
-				continue
-			}
-			if err := w.resync(ctx); err != nil {
+			if err := f.message(ctx, m.Payload); err != nil {
 				return true, err
 			}
-			lastSync = time.Now()
 		case *redis.Subscription:
 			// A resubscribe go-redis did by itself: messages may have been lost.
-			if err := w.resync(ctx); err != nil {
+			if err := f.resync(ctx); err != nil {
 				return true, err
 			}
 			lastSync = time.Now()

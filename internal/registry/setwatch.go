@@ -1,0 +1,162 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/spillway-faas/spillway"
+)
+
+// Change is one change to the set of functions: a record published (the
+// whole record, code included) or a record deleted (Deleted, with the last
+// record delivered for that name, without its code).
+type Change struct {
+	Function spillway.Function
+	Deleted  bool
+}
+
+// changesBuffer is how many changes wait for a reader before the watcher
+// waits for it.
+const changesBuffer = 16
+
+// SetWatcher follows every hashed function record (what List lists; legacy
+// plain keys are not in the set) and delivers each change on Changes. Like
+// VersionWatcher it re-reads after every subscribe and resubscribe, and
+// every Options.ResyncInterval: what it delivers is the registry as it is,
+// and what changed while it was disconnected (a new version, a deletion)
+// arrives when it is back.
+type SetWatcher struct {
+	store  *Store
+	out    chan Change
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+
+	known map[string]spillway.Function // owned by run: the last record delivered per name, without code
+}
+
+// WatchAll starts a watcher of the whole registry. It first delivers one
+// Change per existing function, then each publish and each deletion, in
+// order for each name. Records that cannot be read are logged and skipped
+// (a function already delivered keeps its last record).
+//
+// Changes are not coalesced: when the reader falls more than a few behind,
+// the watcher waits for it (or for ctx or Close), and catches up on what it
+// missed meanwhile by re-reading once it is back. The watcher stops when
+// ctx ends or Close is called; either way Changes is closed once it has
+// stopped.
+func (s *Store) WatchAll(ctx context.Context) *SetWatcher {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &SetWatcher{
+		store:  s,
+		out:    make(chan Change, changesBuffer),
+		cancel: cancel,
+		done:   make(chan struct{}),
+		known:  map[string]spillway.Function{},
+	}
+	go w.run(ctx)
+	return w
+}
+
+// Changes delivers the changes.
+func (w *SetWatcher) Changes() <-chan Change { return w.out }
+
+// Close stops the watcher and waits for it to finish.
+func (w *SetWatcher) Close() error {
+	w.once.Do(w.cancel)
+	<-w.done
+	return nil
+}
+
+func (w *SetWatcher) run(ctx context.Context) {
+	defer close(w.done)
+	defer close(w.out)
+	w.store.follow(ctx, w, w.store.opts.Logger.With("function", "*", "addr", w.store.addr))
+}
+
+// resync lists the registry and delivers what differs from what was
+// delivered: records new or changed (read whole), and deletions.
+func (w *SetWatcher) resync(ctx context.Context) error {
+	listed := make(map[string]bool, len(w.known))
+	err := w.store.scan(ctx, func(name string, fn spillway.Function, err error) error {
+		listed[name] = true // an unreadable record is still there
+		if err != nil {
+			w.store.opts.Logger.Warn("function record unreadable; skipping it", "function", name, "err", err)
+			return nil
+		}
+		if last, ok := w.known[name]; ok && sameVersion(last, fn) {
+			return nil
+		}
+		return w.message(ctx, name)
+	})
+	if err != nil {
+		return err
+	}
+	var gone []string
+	for name := range w.known {
+		if !listed[name] {
+			gone = append(gone, name)
+		}
+	}
+	sort.Strings(gone)
+	for _, name := range gone {
+		if err := w.message(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// message re-reads the record named and delivers it, or its deletion, when
+// it differs from what was delivered last.
+func (w *SetWatcher) message(ctx context.Context, name string) error {
+	if ValidateName(name) != nil {
+		return nil // not a function's name: nothing of ours
+	}
+	fn, err := w.store.getHash(ctx, name)
+	last, known := w.known[name]
+	switch {
+	case errors.Is(err, spillway.ErrFunctionNotFound):
+		if !known {
+			return nil
+		}
+		if err := w.deliver(ctx, Change{Function: last, Deleted: true}); err != nil {
+			return err
+		}
+		delete(w.known, name)
+		return nil
+	case errors.Is(err, ErrMalformedRecord):
+		w.store.opts.Logger.Warn("function record unreadable; keeping the previous one", "function", name, "err", err)
+		return nil
+	case err != nil:
+		return err
+	case known && sameVersion(last, fn):
+		return nil
+	}
+	if err := w.deliver(ctx, Change{Function: fn}); err != nil {
+		return err
+	}
+	fn.Code = ""
+	w.known[name] = fn
+	return nil
+}
+
+// deliver waits until the reader takes c or ctx ends.
+func (w *SetWatcher) deliver(ctx context.Context, c Change) error {
+	select {
+	case w.out <- c:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("deliver a change of %q: %w", c.Function.Name, ctx.Err())
+	}
+}
+
+// sameVersion reports whether a and b are the same publish of a record. The
+// time tells apart a function deleted and published again, which starts
+// again at version 1.
+func sameVersion(a, b spillway.Function) bool {
+	return a.Version == b.Version && a.SHA256 == b.SHA256 && a.UpdatedAt.Equal(b.UpdatedAt)
+}
