@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync"
 
 	"github.com/spillway-faas/spillway"
 )
@@ -29,11 +28,9 @@ const changesBuffer = 16
 // and what changed while it was disconnected (a new version, a deletion)
 // arrives when it is back.
 type SetWatcher struct {
-	store  *Store
-	out    chan Change
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
+	owner
+	store *Store
+	out   chan Change
 
 	known map[string]spillway.Function // owned by run: the last record delivered per name, without code
 }
@@ -49,33 +46,20 @@ type SetWatcher struct {
 // ctx ends or Close is called; either way Changes is closed once it has
 // stopped.
 func (s *Store) WatchAll(ctx context.Context) *SetWatcher {
-	ctx, cancel := context.WithCancel(ctx)
 	w := &SetWatcher{
-		store:  s,
-		out:    make(chan Change, changesBuffer),
-		cancel: cancel,
-		done:   make(chan struct{}),
-		known:  map[string]spillway.Function{},
+		store: s,
+		out:   make(chan Change, changesBuffer),
+		known: map[string]spillway.Function{},
 	}
-	go w.run(ctx)
+	w.start(ctx, func(ctx context.Context) {
+		defer close(w.out)
+		s.follow(ctx, w, s.opts.Logger.With("function", "*", "addr", s.addr))
+	})
 	return w
 }
 
 // Changes delivers the changes.
 func (w *SetWatcher) Changes() <-chan Change { return w.out }
-
-// Close stops the watcher and waits for it to finish.
-func (w *SetWatcher) Close() error {
-	w.once.Do(w.cancel)
-	<-w.done
-	return nil
-}
-
-func (w *SetWatcher) run(ctx context.Context) {
-	defer close(w.done)
-	defer close(w.out)
-	w.store.follow(ctx, w, w.store.opts.Logger.With("function", "*", "addr", w.store.addr))
-}
 
 // resync lists the registry and delivers what differs from what was
 // delivered: records new or changed (read whole), and deletions.

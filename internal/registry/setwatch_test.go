@@ -16,26 +16,13 @@ import (
 // nextChange waits for the set watcher's next change.
 func nextChange(t *testing.T, w *registry.SetWatcher, within time.Duration) registry.Change {
 	t.Helper()
-	select {
-	case c, ok := <-w.Changes():
-		if !ok {
-			t.Fatal("Changes closed")
-		}
-		return c
-	case <-time.After(within):
-		t.Fatalf("no change within %s", within)
-	}
-	return registry.Change{}
+	return receive(t, w.Changes(), within)
 }
 
 // quietSet asserts the set watcher delivers nothing for d.
 func quietSet(t *testing.T, w *registry.SetWatcher, d time.Duration) {
 	t.Helper()
-	select {
-	case c := <-w.Changes():
-		t.Fatalf("unexpected change %s", describe(c))
-	case <-time.After(d):
-	}
+	silent(t, w.Changes(), d, describe)
 }
 
 func describe(c registry.Change) string {
@@ -163,21 +150,7 @@ func TestWatchAllResyncsAfterRedisRestart(t *testing.T) {
 	// (its message goes nowhere: only the re-read can find it).
 	r.Stop()
 	r.Start()
-	var kept spillway.Function
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		fn, err := s.Publish(ctx, spillway.Function{Name: "kept", Code: "print('while away')\n", Style: spillway.StyleScript})
-		cancel()
-		if err == nil {
-			kept = fn
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Publish after restart: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	kept := publishAfterRestart(t, s, "kept", "print('while away')\n")
 
 	got := map[string]registry.Change{}
 	for len(got) < 2 {
@@ -223,13 +196,7 @@ func TestWatchAllSlowReader(t *testing.T) {
 		w := s.WatchAll(context.Background())
 		nextChange(t, w, 5*time.Second) // started
 		time.Sleep(200 * time.Millisecond)
-		closed := make(chan struct{})
-		go func() { w.Close(); close(closed) }()
-		select {
-		case <-closed:
-		case <-time.After(5 * time.Second):
-			t.Fatal("Close did not return")
-		}
+		closeWithin(t, w, 5*time.Second)
 		for range w.Changes() { // what was buffered, then closed
 		}
 		w.Close() // twice is fine
@@ -259,12 +226,6 @@ func TestWatchAllSlowReader(t *testing.T) {
 		r.Stop()
 		defer r.Start()
 		time.Sleep(200 * time.Millisecond)
-		closed := make(chan struct{})
-		go func() { w.Close(); close(closed) }()
-		select {
-		case <-closed:
-		case <-time.After(5 * time.Second):
-			t.Fatal("Close did not return while Redis was down")
-		}
+		closeWithin(t, w, 5*time.Second)
 	})
 }

@@ -23,12 +23,10 @@ import (
 // It survives Redis restarts: a lost subscription is retried with capped
 // backoff (Options.MinBackoff..MaxBackoff) for as long as the watcher runs.
 type VersionWatcher struct {
-	store  *Store
-	name   string
-	out    chan spillway.Function
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
+	owner
+	store *Store
+	name  string
+	out   chan spillway.Function
 
 	last spillway.Function // owned by run: the record delivered (or given) last
 }
@@ -41,16 +39,16 @@ type VersionWatcher struct {
 // The watcher stops when ctx ends or Close is called; either way Updates is
 // closed once it has stopped.
 func (s *Store) Watch(ctx context.Context, name string, have spillway.Function) *VersionWatcher {
-	ctx, cancel := context.WithCancel(ctx)
 	w := &VersionWatcher{
-		store:  s,
-		name:   name,
-		out:    make(chan spillway.Function, 1),
-		cancel: cancel,
-		done:   make(chan struct{}),
-		last:   have,
+		store: s,
+		name:  name,
+		out:   make(chan spillway.Function, 1),
+		last:  have,
 	}
-	go w.run(ctx)
+	w.start(ctx, func(ctx context.Context) {
+		defer close(w.out)
+		s.follow(ctx, w, s.opts.Logger.With("function", name, "addr", s.addr))
+	})
 	return w
 }
 
@@ -59,17 +57,29 @@ func (s *Store) Watch(ctx context.Context, name string, have spillway.Function) 
 // reader always gets the latest and the watcher never blocks on it.
 func (w *VersionWatcher) Updates() <-chan spillway.Function { return w.out }
 
-// Close stops the watcher and waits for it to finish.
-func (w *VersionWatcher) Close() error {
-	w.once.Do(w.cancel)
-	<-w.done
-	return nil
+// owner runs a watcher's goroutine: Close cancels it and waits for it.
+type owner struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
 }
 
-func (w *VersionWatcher) run(ctx context.Context) {
-	defer close(w.done)
-	defer close(w.out)
-	w.store.follow(ctx, w, w.store.opts.Logger.With("function", w.name, "addr", w.store.addr))
+// start runs run in a goroutine until ctx ends or Close is called.
+func (o *owner) start(ctx context.Context, run func(context.Context)) {
+	ctx, o.cancel = context.WithCancel(ctx)
+	o.done = make(chan struct{})
+	go func() {
+		defer close(o.done)
+		run(ctx)
+	}()
+}
+
+// Close stops the watcher and waits for it to finish. It may be called more
+// than once.
+func (o *owner) Close() error {
+	o.once.Do(o.cancel)
+	<-o.done
+	return nil
 }
 
 // message re-reads the record when the message names it.

@@ -15,29 +15,54 @@ import (
 	"github.com/spillway-faas/spillway/internal/testutil"
 )
 
+// receive waits for the next value on ch.
+func receive[T any](t *testing.T, ch <-chan T, within time.Duration) T {
+	t.Helper()
+	select {
+	case v, ok := <-ch:
+		if !ok {
+			t.Fatal("channel closed")
+		}
+		return v
+	case <-time.After(within):
+		t.Fatalf("nothing within %s", within)
+	}
+	var zero T
+	return zero
+}
+
+// silent asserts nothing arrives on ch for d; what would describes it.
+func silent[T any](t *testing.T, ch <-chan T, d time.Duration, what func(T) string) {
+	t.Helper()
+	select {
+	case v := <-ch:
+		t.Fatalf("unexpected %s", what(v))
+	case <-time.After(d):
+	}
+}
+
+// closeWithin calls Close and fails unless it returns within d.
+func closeWithin(t *testing.T, c interface{ Close() error }, d time.Duration) {
+	t.Helper()
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(d):
+		t.Fatalf("Close did not return within %s", d)
+	}
+}
+
 // next waits for the watcher's next record.
 func next(t *testing.T, w *registry.VersionWatcher, within time.Duration) spillway.Function {
 	t.Helper()
-	select {
-	case fn, ok := <-w.Updates():
-		if !ok {
-			t.Fatal("Updates closed")
-		}
-		return fn
-	case <-time.After(within):
-		t.Fatalf("no update within %s", within)
-	}
-	return spillway.Function{}
+	return receive(t, w.Updates(), within)
 }
 
 // quiet asserts the watcher delivers nothing for d.
 func quiet(t *testing.T, w *registry.VersionWatcher, d time.Duration) {
 	t.Helper()
-	select {
-	case fn := <-w.Updates():
-		t.Fatalf("unexpected update %s v%d", fn.Name, fn.Version)
-	case <-time.After(d):
-	}
+	silent(t, w.Updates(), d, func(fn spillway.Function) string { return fmt.Sprintf("update %s v%d", fn.Name, fn.Version) })
 }
 
 func publish(t *testing.T, s *registry.Store, name, code string) spillway.Function {
@@ -49,6 +74,25 @@ func publish(t *testing.T, s *registry.Store, name, code string) spillway.Functi
 		t.Fatalf("Publish: %v", err)
 	}
 	return fn
+}
+
+// publishAfterRestart publishes once the store's own connections are back
+// after a restart of the server.
+func publishAfterRestart(t *testing.T, s *registry.Store, name, code string) spillway.Function {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		fn, err := s.Publish(ctx, spillway.Function{Name: name, Code: code, Style: spillway.StyleScript})
+		cancel()
+		if err == nil {
+			return fn
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Publish after restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func watchOpts() registry.Options {
@@ -144,24 +188,9 @@ func TestWatchSurvivesRedisRestart(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // the watcher retries against a dead server
 	r.Start()
 
-	deadline := time.Now().Add(10 * time.Second)
-	var want spillway.Function
-	for i := 0; ; i++ {
-		// Publish may race the watcher's resubscribe; either the message or
-		// the re-read must bring it, so one publish is enough, but the store's
-		// own connections need a moment to come back.
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		fn, err := s.Publish(ctx, spillway.Function{Name: "f", Code: "print('after restart')\n", Style: spillway.StyleScript})
-		cancel()
-		if err == nil {
-			want = fn
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Publish after restart: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	// Publish may race the watcher's resubscribe; either the message or the
+	// re-read must bring it, so one publish is enough.
+	want := publishAfterRestart(t, s, "f", "print('after restart')\n")
 	if got := next(t, w, 10*time.Second); got != want {
 		t.Fatalf("update after restart = %+v, want %+v", got, want)
 	}
@@ -257,13 +286,7 @@ func TestWatchStops(t *testing.T) {
 	t.Run("Close", func(t *testing.T) {
 		w := s.Watch(context.Background(), "f", spillway.Function{})
 		time.Sleep(100 * time.Millisecond)
-		closed := make(chan struct{})
-		go func() { w.Close(); close(closed) }()
-		select {
-		case <-closed:
-		case <-time.After(3 * time.Second):
-			t.Fatal("Close did not return")
-		}
+		closeWithin(t, w, 3*time.Second)
 		if _, ok := <-w.Updates(); ok {
 			t.Fatal("Updates still open after Close")
 		}
@@ -289,12 +312,6 @@ func TestWatchStops(t *testing.T) {
 		r.Stop()
 		defer r.Start()
 		time.Sleep(200 * time.Millisecond)
-		closed := make(chan struct{})
-		go func() { w.Close(); close(closed) }()
-		select {
-		case <-closed:
-		case <-time.After(3 * time.Second):
-			t.Fatal("Close did not return while Redis was down")
-		}
+		closeWithin(t, w, 3*time.Second)
 	})
 }
