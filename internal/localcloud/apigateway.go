@@ -1235,12 +1235,22 @@ func (s *Server) updateUsagePlan(r *http.Request, body []byte) (gwReply, error) 
 	return gwReply{http.StatusOK, p}, nil
 }
 
+// deleteUsagePlan refuses, as API Gateway does, a plan that still covers
+// an API stage: its stages are removed first (UpdateUsagePlan).
 func (s *Server) deleteUsagePlan(r *http.Request, _ []byte) (gwReply, error) {
 	p, err := s.planLocked(r)
 	if err != nil {
 		return gwReply{}, err
 	}
+	if len(p.APIStages) > 0 {
+		return gwReply{}, errGWBadRequest("Cannot delete Usage Plan %s because there are API Stages associated with it: remove them from the plan first", p.ID)
+	}
 	delete(s.gw.plans, p.ID)
+	for k := range s.gw.buckets {
+		if strings.HasPrefix(k, p.ID+"/") {
+			delete(s.gw.buckets, k)
+		}
+	}
 	return gwReply{http.StatusAccepted, nil}, nil
 }
 
