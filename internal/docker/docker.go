@@ -1,6 +1,10 @@
 // Package docker runs Spillway's worker containers on the Docker Engine API.
 // It implements pool.Backend: start a hardened worker with the function
 // copied in, list the workers of a pool by label, and remove them.
+//
+// A pool serves many functions: one Backend per function (Config.Function),
+// each starting, listing and watching only that function's containers, all
+// of them on the pool's one network.
 package docker
 
 import (
@@ -16,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,7 +37,8 @@ import (
 )
 
 // Labels every worker container carries. A restarted lb finds its pool's
-// leftovers by LabelPool and decides from LabelSHA256 whether to keep them.
+// leftovers by LabelPool, a function's by LabelFunction, and decides from
+// LabelSHA256 whether to keep them.
 const (
 	LabelPool     = "spillway.pool"
 	LabelFunction = "spillway.function"
@@ -87,10 +93,17 @@ const (
 	DefaultStopGrace = time.Second
 )
 
-// Config describes the worker containers of one pool. internal/config
-// builds it (config.Config.DockerConfig) from the variables named here.
+// Config describes the worker containers of one function of a pool.
+// internal/config builds it (config.Config.DockerConfigFor) from the
+// variables named here.
 type Config struct {
-	Pool       string        // POOL_NAME: label value and container-name prefix
+	Pool string // POOL_NAME: label value and container-name prefix
+	// Function is the function whose workers this backend starts, lists
+	// and watches: containers <Pool>-<Function>-<version>-<random>,
+	// labelled spillway.function=<Function>. Empty means every function's
+	// workers of the pool (the one-function lb before issue 12); Start
+	// then names a worker after the function it runs.
+	Function   string
 	Image      string        // WORKER_IMAGE
 	Network    string        // DOCKER_NETWORK: created as an internal bridge when missing
 	Address    AddressMode   // WORKER_ADDRESS: auto, ip or name
@@ -119,6 +132,8 @@ func (c Config) Validate() error {
 	switch {
 	case !poolNameRE.MatchString(c.Pool):
 		return fmt.Errorf("POOL_NAME=%q: want letters, digits, '_', '.', '-'", c.Pool)
+	case c.Function != "" && !poolNameRE.MatchString(c.Function):
+		return fmt.Errorf("function name %q: want letters, digits, '_', '.', '-'", c.Function)
 	case c.Image == "":
 		return errors.New("WORKER_IMAGE is empty")
 	case !poolNameRE.MatchString(c.Network):
@@ -138,12 +153,17 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Backend is pool.Backend on the Docker Engine API.
+// Backend is pool.Backend on the Docker Engine API, for one function of a
+// pool (or, with an empty Config.Function, all of them).
 type Backend struct {
 	cfg  Config
 	cli  *client.Client
 	log  *slog.Logger
-	mode AddressMode // resolved: AddressIP or AddressName
+	mode AddressMode  // resolved: AddressIP or AddressName
+	base *slog.Logger // the logger Open was given, for For's backends
+	// shared is set on a backend made by For: the engine connection is
+	// its parent's, and Close leaves it open.
+	shared bool
 }
 
 var _ pool.Backend = (*Backend)(nil)
@@ -162,7 +182,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error
 	if err != nil {
 		return nil, fmt.Errorf("create Docker client: %w", err)
 	}
-	b := &Backend{cfg: cfg, cli: cli, log: logger.With("component", "docker", "pool", cfg.Pool)}
+	b := &Backend{cfg: cfg, cli: cli, log: backendLogger(logger, cfg), base: logger}
 	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("reach the Docker engine: %w", err)
@@ -181,8 +201,39 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error
 	return b, nil
 }
 
-// Close releases the engine connection. Containers are left alone.
-func (b *Backend) Close() error { return b.cli.Close() }
+func backendLogger(l *slog.Logger, cfg Config) *slog.Logger {
+	l = l.With("component", "docker", "pool", cfg.Pool)
+	if cfg.Function != "" {
+		l = l.With("function", cfg.Function)
+	}
+	return l
+}
+
+// For returns a backend of the same pool, network, image and limits for
+// function, on b's engine connection: one connection serves every
+// function's backend. The network exists already (b's Open made it).
+// Closing the returned backend does nothing; close b when all are done.
+func (b *Backend) For(function string) (*Backend, error) {
+	cfg := b.cfg
+	cfg.Function = function
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Backend{cfg: cfg, cli: b.cli, log: backendLogger(b.base, cfg), base: b.base, mode: b.mode, shared: true}, nil
+}
+
+// Function is the function this backend serves ("" for every function of
+// the pool).
+func (b *Backend) Function() string { return b.cfg.Function }
+
+// Close releases the engine connection (unless b came from For).
+// Containers are left alone.
+func (b *Backend) Close() error {
+	if b.shared {
+		return nil
+	}
+	return b.cli.Close()
+}
 
 // AddressMode is the resolved mode (ip or name).
 func (b *Backend) AddressMode() AddressMode { return b.mode }
@@ -201,22 +252,64 @@ func (b *Backend) CheckImage(ctx context.Context) error {
 
 // EnsureNetwork creates the pool network when it does not exist: a bridge
 // marked internal (no route out, no published ports) and labelled with
-// the pool. An existing network is used as it is.
+// the pool. An existing network is used as it is. Every function's backend
+// of a pool calls it, maybe at once: engines before API 1.44 create a
+// second network of the same name then, so the pool's duplicates are
+// removed, keeping the oldest, which every caller picks alike.
 func (b *Backend) EnsureNetwork(ctx context.Context) error {
-	res, err := b.cli.NetworkInspect(ctx, b.cfg.Network, client.NetworkInspectOptions{})
-	if err == nil {
-		if !res.Network.Internal {
-			b.log.Warn("pool network is not internal: workers have a route out", "network", b.cfg.Network)
-		}
-		if b.cfg.Address == AddressName && res.Network.Options[OptionInhibitIPv4] != "true" {
-			b.log.Warn("pool network lacks "+OptionInhibitIPv4+": workers can reach host services through its gateway",
-				"network", b.cfg.Network)
-		}
-		return nil
+	nets, err := b.networks(ctx)
+	if err != nil {
+		return err
 	}
-	if !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("inspect network %s: %w", b.cfg.Network, err)
+	if len(nets) == 0 {
+		if err := b.createNetwork(ctx); err != nil {
+			return err
+		}
+		if nets, err = b.networks(ctx); err != nil {
+			return err
+		}
+		if len(nets) == 0 {
+			return fmt.Errorf("network %s vanished right after it was created", b.cfg.Network)
+		}
 	}
+	keep := nets[0]
+	for _, dup := range nets[1:] {
+		if dup.Labels[LabelPool] != b.cfg.Pool {
+			continue // not ours to remove
+		}
+		if _, err := b.cli.NetworkRemove(ctx, dup.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("remove duplicate network %s (%s): %w", b.cfg.Network, dup.ID, err)
+		}
+		b.log.Info("removed a duplicate pool network", "network", b.cfg.Network, "id", dup.ID)
+	}
+	if !keep.Internal {
+		b.log.Warn("pool network is not internal: workers have a route out", "network", b.cfg.Network)
+	}
+	if b.cfg.Address == AddressName && keep.Options[OptionInhibitIPv4] != "true" {
+		b.log.Warn("pool network lacks "+OptionInhibitIPv4+": workers can reach host services through its gateway",
+			"network", b.cfg.Network)
+	}
+	return nil
+}
+
+// networks lists the networks named exactly b.cfg.Network, oldest first
+// (by creation, then id).
+func (b *Backend) networks(ctx context.Context) ([]network.Summary, error) {
+	res, err := b.cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", b.cfg.Network)})
+	if err != nil {
+		return nil, fmt.Errorf("list networks named %s: %w", b.cfg.Network, err)
+	}
+	out := slices.DeleteFunc(res.Items, func(n network.Summary) bool { return n.Name != b.cfg.Network }) // the filter matches substrings
+	slices.SortFunc(out, func(x, y network.Summary) int {
+		if c := x.Created.Compare(y.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(x.ID, y.ID)
+	})
+	return out, nil
+}
+
+func (b *Backend) createNetwork(ctx context.Context) error {
 	opts := client.NetworkCreateOptions{
 		Driver:   "bridge",
 		Internal: true,
@@ -229,8 +322,11 @@ func (b *Backend) EnsureNetwork(ctx context.Context) error {
 		// services listening on all addresses through its gateway).
 		opts.Options = map[string]string{OptionInhibitIPv4: "true"}
 	}
-	_, err = b.cli.NetworkCreate(ctx, b.cfg.Network, opts)
-	if err != nil && !cerrdefs.IsConflict(err) {
+	_, err := b.cli.NetworkCreate(ctx, b.cfg.Network, opts)
+	if cerrdefs.IsConflict(err) {
+		return nil // another backend made it first
+	}
+	if err != nil {
 		return fmt.Errorf("create internal network %s: %w", b.cfg.Network, err)
 	}
 	b.log.Info("created internal pool network", "network", b.cfg.Network)
@@ -257,8 +353,18 @@ func (b *Backend) Subnets(ctx context.Context) ([]netip.Prefix, error) {
 }
 
 // RemoveNetwork removes the pool network if this pool created it (its
-// label names the pool). Use after every worker is gone.
+// label names the pool) and no worker of the pool, of any function, is
+// left: the network goes with the last function's workers. Use after this
+// backend's workers are gone.
 func (b *Backend) RemoveNetwork(ctx context.Context) error {
+	left, err := b.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: b.poolFilter()})
+	if err != nil {
+		return fmt.Errorf("list workers of pool %s: %w", b.cfg.Pool, err)
+	}
+	if len(left.Items) > 0 {
+		b.log.Debug("pool network kept: workers remain", "network", b.cfg.Network, "workers", len(left.Items))
+		return nil
+	}
 	res, err := b.cli.NetworkInspect(ctx, b.cfg.Network, client.NetworkInspectOptions{})
 	if cerrdefs.IsNotFound(err) {
 		return nil
@@ -306,7 +412,10 @@ func (b *Backend) resolveMode(ctx context.Context) (AddressMode, error) {
 // is left behind.
 func (b *Backend) Start(ctx context.Context, spec pool.WorkerSpec) (pool.Worker, error) {
 	fn := spec.Function
-	name, err := b.containerName(fn.Version)
+	if b.cfg.Function != "" && fn.Name != b.cfg.Function {
+		return pool.Worker{}, fmt.Errorf("start a worker of %q on the backend of %q: wrong backend", fn.Name, b.cfg.Function)
+	}
+	name, err := b.containerName(fn.Name, fn.Version)
 	if err != nil {
 		return pool.Worker{}, err
 	}
@@ -389,14 +498,44 @@ func (b *Backend) Remove(ctx context.Context, id string) error {
 	return nil
 }
 
-// List returns every container labelled with this pool, running or not.
+// poolFilter matches the pool's workers of every function. Both labels:
+// other containers of a stack may carry the pool label, and only workers
+// carry a function.
+func (b *Backend) poolFilter() client.Filters {
+	return make(client.Filters).Add("label", LabelPool+"="+b.cfg.Pool).Add("label", LabelFunction)
+}
+
+// workerFilter matches this backend's workers: its function's, or the
+// pool's when it serves every function.
+func (b *Backend) workerFilter() client.Filters {
+	if b.cfg.Function == "" {
+		return b.poolFilter()
+	}
+	return make(client.Filters).Add("label", LabelPool+"="+b.cfg.Pool).Add("label", LabelFunction+"="+b.cfg.Function)
+}
+
+// PoolFunctions returns the functions that have worker containers (running
+// or not) in this pool, sorted: lb removes the workers of a function it no
+// longer serves with that function's backend (For).
+func (b *Backend) PoolFunctions(ctx context.Context) ([]string, error) {
+	res, err := b.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: b.poolFilter()})
+	if err != nil {
+		return nil, fmt.Errorf("list workers of pool %s: %w", b.cfg.Pool, err)
+	}
+	var out []string
+	for _, c := range res.Items {
+		if fn := c.Labels[LabelFunction]; fn != "" && !slices.Contains(out, fn) {
+			out = append(out, fn)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// List returns this backend's worker containers (its function's), running
+// or not.
 func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
-	res, err := b.cli.ContainerList(ctx, client.ContainerListOptions{
-		All: true,
-		// Both labels: other containers of a stack may carry the pool label,
-		// and only workers carry a function.
-		Filters: make(client.Filters).Add("label", LabelPool+"="+b.cfg.Pool).Add("label", LabelFunction),
-	})
+	res, err := b.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: b.workerFilter()})
 	if err != nil {
 		return nil, fmt.Errorf("list workers of pool %s: %w", b.cfg.Pool, err)
 	}
@@ -444,12 +583,16 @@ func (b *Backend) address(name string, nets map[string]*network.EndpointSettings
 	return net.JoinHostPort(ep.IPAddress.String(), port), nil
 }
 
-func (b *Backend) containerName(version int64) (string, error) {
+// containerName is <pool>-<function>-<version>-<random>.
+func (b *Backend) containerName(function string, version int64) (string, error) {
 	var r [4]byte
 	if _, err := rand.Read(r[:]); err != nil {
 		return "", fmt.Errorf("random container name: %w", err)
 	}
-	return fmt.Sprintf("%s-worker-%d-%s", b.cfg.Pool, version, hex.EncodeToString(r[:])), nil
+	if !poolNameRE.MatchString(function) {
+		return "", fmt.Errorf("function name %q cannot name a container: want letters, digits, '_', '.', '-'", function)
+	}
+	return fmt.Sprintf("%s-%s-%d-%s", b.cfg.Pool, function, version, hex.EncodeToString(r[:])), nil
 }
 
 // containerConfig is the portable part: image, user, environment, labels.
@@ -552,15 +695,12 @@ func functionTar(fn spillway.Function) ([]byte, error) {
 
 var _ pool.ExitWatcher = (*Backend)(nil)
 
-// Watch calls died with the id of every container of this pool that
-// exits (Docker's "die" event), until ctx ends or the event stream fails.
+// Watch calls died with the id of every worker of this backend (its
+// function's) that exits (Docker's "die" event), until ctx ends or the
+// event stream fails.
 func (b *Backend) Watch(ctx context.Context, died func(id string)) error {
-	res := b.cli.Events(ctx, client.EventsListOptions{
-		Filters: make(client.Filters).
-			Add("type", "container").
-			Add("event", "die").
-			Add("label", LabelPool+"="+b.cfg.Pool),
-	})
+	f := b.workerFilter().Add("type", "container").Add("event", "die")
+	res := b.cli.Events(ctx, client.EventsListOptions{Filters: f})
 	for {
 		select {
 		case <-ctx.Done():

@@ -160,12 +160,12 @@ func randomSuffix(t *testing.T) string {
 	return hex.EncodeToString(b[:])
 }
 
-// openTestBackend opens a backend on a unique pool and network; cleanup
-// removes every container of the pool and the network.
+// openTestBackend opens the backend of function faas on a unique pool and
+// network; cleanup removes every container of the pool and the network.
 func openTestBackend(t *testing.T, image string, mutate func(*Config)) *Backend {
 	t.Helper()
 	name := "spwtest-" + randomSuffix(t)
-	cfg := Config{Pool: name, Image: image, Network: name + "-net", Address: AddressAuto, ServerPort: 8001,
+	cfg := Config{Pool: name, Function: "faas", Image: image, Network: name + "-net", Address: AddressAuto, ServerPort: 8001,
 		Memory: 128 << 20, NanoCPUs: 500_000_000, PidsLimit: 256}
 	if mutate != nil {
 		mutate(&cfg)
@@ -177,23 +177,34 @@ func openTestBackend(t *testing.T, image string, mutate func(*Config)) *Backend 
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		ws, err := b.List(ctx)
-		if err != nil {
-			t.Errorf("cleanup list: %v", err)
-		}
-		for _, w := range ws {
-			if err := b.Remove(ctx, w.ID); err != nil {
-				t.Errorf("cleanup remove %s: %v", w.Name, err)
-			}
-		}
-		if err := b.RemoveNetwork(ctx); err != nil {
-			t.Errorf("cleanup network: %v", err)
-		}
+		removePool(t, b)
 		b.Close()
 	})
 	return b
+}
+
+// removePool removes the workers of every function of b's pool, then the
+// pool network.
+func removePool(t *testing.T, b *Backend) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	all, err := b.For("") // every function's workers
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := all.List(ctx)
+	if err != nil {
+		t.Errorf("cleanup list: %v", err)
+	}
+	for _, w := range ws {
+		if err := all.Remove(ctx, w.ID); err != nil {
+			t.Errorf("cleanup remove %s: %v", w.Name, err)
+		}
+	}
+	if err := all.RemoveNetwork(ctx); err != nil {
+		t.Errorf("cleanup network: %v", err)
+	}
 }
 
 type insideFacts struct {
@@ -260,7 +271,7 @@ func TestStartHardenedWorker(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	if want := b.cfg.Pool + "-worker-7-"; !strings.HasPrefix(w.Name, want) {
+	if want := b.cfg.Pool + "-faas-7-"; !strings.HasPrefix(w.Name, want) {
 		t.Errorf("name %q, want prefix %q", w.Name, want)
 	}
 	if !w.Running || w.Addr == "" || w.SHA256 != fn.SHA256 || w.Version != 7 || w.Function != "faas" {

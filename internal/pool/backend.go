@@ -52,7 +52,7 @@ type WorkerSpec struct {
 // Worker is one worker container as the backend sees it.
 type Worker struct {
 	ID       string         // engine id, the key for Remove
-	Name     string         // container name, <POOL_NAME>-worker-<version>-<random>
+	Name     string         // container name, <POOL_NAME>-<function>-<version>-<random>
 	Addr     string         // host:port the pool dials (XML-RPC at http://Addr/)
 	Function string         // spillway.function label
 	Version  int64          // spillway.version label
