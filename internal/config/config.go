@@ -14,8 +14,9 @@
 //
 // The arrows point from config to the packages: Config builds their
 // configurations (PoolConfig, DockerConfig, CloudConfig, OffloadConfig,
-// ScaleConfig; LoadWorker fills workerapi.Env, LoadLocalcloud fills
-// localcloud.Config). Those packages carry values and check only their own
+// ScaleConfig, and per function PoolConfigFor, DockerConfigFor,
+// CloudConfigFor, ScaleConfigFor; LoadWorker fills workerapi.Env,
+// LoadLocalcloud fills localcloud.Config). Those packages carry values and check only their own
 // invariants; they know no variable and have no default for a value a
 // variable sets (knobs no variable sets, like the pool's probe interval,
 // keep theirs). Nothing below cmd/ imports config except for a binary's own
@@ -211,10 +212,10 @@ func Load(lookup Lookup) (Config, error) {
 		Region:        p.str("AWS_REGION", defaultRegion),
 		Role:          p.str("AWS_ROLE", ""),
 		Endpoint:      p.str("AWS_ENDPOINT_URL", ""),
-		LambdaName:    p.str("LAMBDA_NAME", "spillway-"+c.FunctionName),
+		LambdaName:    p.str("LAMBDA_NAME", CloudName(c.FunctionName)),
 		LambdaMemory:  int32(p.int("LAMBDA_MEMORY", 3008)),
 		LambdaTimeout: p.duration("LAMBDA_TIMEOUT", 30*time.Second),
-		APIName:       p.str("API_NAME", "spillway-"+c.FunctionName),
+		APIName:       p.str("API_NAME", CloudName(c.FunctionName)),
 		APIStage:      p.str("API_STAGE", "dev"),
 		OffloadVia:    p.choice("OFFLOAD_VIA", "apigateway", OffloadVias),
 		ThrottleRPS:   p.float("CLOUD_THROTTLE_RPS", 100),

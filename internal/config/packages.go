@@ -1,6 +1,9 @@
 package config
 
 import (
+	"time"
+
+	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/cloud"
 	"github.com/spillway-faas/spillway/internal/docker"
 	"github.com/spillway-faas/spillway/internal/policy"
@@ -83,3 +86,82 @@ func (c Config) ScaleConfig() policy.ScaleConfig {
 		TargetUtilization: c.ScaleTargetUtil,
 	}
 }
+
+// Settings are one function's pool settings with nothing unset: the
+// record's own (addfaas --min, --max, --concurrency, --timeout) where it
+// has them, lb's .env values for the rest.
+type Settings struct {
+	Min         int           // workers kept; 0 scales to zero
+	Max         int           // workers at most, >= Min
+	Concurrency int           // calls one worker runs at once
+	Timeout     time.Duration // a local call's deadline
+}
+
+// SettingsFor resolves fn.Settings against NUMBER_OF_SERVERS, MAX_SERVERS,
+// WORKER_CONCURRENCY and LOCAL_TIMEOUT. What the record sets wins over
+// the .env value it would clash with: a --min above MAX_SERVERS raises the
+// ceiling to it, a --max below NUMBER_OF_SERVERS lowers the floor to it.
+// Were both set with min above max, min wins (addfaas refuses that).
+func (c Config) SettingsFor(fn spillway.Function) Settings {
+	s := Settings{Min: c.NumberOfServers, Max: c.MaxServers, Concurrency: c.WorkerConcurrency, Timeout: c.LocalTimeout}
+	fs := fn.Settings
+	if fs.Max != nil {
+		s.Max = *fs.Max
+		s.Min = min(s.Min, s.Max)
+	}
+	if fs.Min != nil {
+		s.Min = *fs.Min
+		s.Max = max(s.Max, s.Min)
+	}
+	if fs.Concurrency != nil {
+		s.Concurrency = *fs.Concurrency
+	}
+	if fs.Timeout > 0 {
+		s.Timeout = fs.Timeout
+	}
+	return s
+}
+
+// PoolConfigFor is fn's worker pool's: PoolConfig with fn's own settings
+// (SettingsFor).
+func (c Config) PoolConfigFor(fn spillway.Function) pool.Config {
+	s := c.SettingsFor(fn)
+	pc := c.PoolConfig()
+	pc.Min, pc.Max, pc.Concurrency, pc.LocalTimeout = s.Min, s.Max, s.Concurrency, s.Timeout
+	return pc
+}
+
+// ScaleConfigFor is fn's autoscaler's: ScaleConfig with fn's own settings
+// (SettingsFor).
+func (c Config) ScaleConfigFor(fn spillway.Function) policy.ScaleConfig {
+	s := c.SettingsFor(fn)
+	sc := c.ScaleConfig()
+	sc.N, sc.Max, sc.Concurrency = s.Min, s.Max, s.Concurrency
+	return sc
+}
+
+// DockerConfigFor is the worker containers' of function: DockerConfig
+// with the function, which names and labels its containers. Every
+// function's backend shares the pool's network.
+func (c Config) DockerConfigFor(function string) docker.Config {
+	dc := c.DockerConfig()
+	dc.Function = function
+	return dc
+}
+
+// CloudConfigFor is function's deployer's and offloader's: its own Lambda
+// and REST API (and so its own usage plan and key). LAMBDA_NAME and
+// API_NAME name those of FAAS_FUNCTION_NAME (default
+// spillway-<FAAS_FUNCTION_NAME>); every other function's are
+// spillway-<function>.
+func (c Config) CloudConfigFor(function string) cloud.Config {
+	cc := c.CloudConfig()
+	if function != c.FunctionName {
+		cc.LambdaName = CloudName(function)
+		cc.APIName = CloudName(function)
+	}
+	return cc
+}
+
+// CloudName is the default name of a function's Lambda and REST API.
+func CloudName(function string) string { return "spillway-" + function }
