@@ -643,3 +643,142 @@ func (d *Deployer) ensurePlan(ctx context.Context, apiID string, ch *changes) (s
 	}
 	return aws.ToString(plan.Id), nil
 }
+
+// ---- removal ----
+
+// Remove deletes what Deploy created for this deployer's function: the API
+// key and the usage plan named after APIName (the plan's stages are taken
+// off it first: API Gateway deletes no plan that covers one), every REST
+// API named APIName, and the Lambda LambdaName. It is idempotent: what is
+// absent already is skipped, so a Remove cut short is finished by the next.
+// With CLOUD=off there is nothing to remove.
+func (d *Deployer) Remove(ctx context.Context) error {
+	if !d.Enabled() {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	start := time.Now()
+	var ch changes
+	if err := d.removePlans(ctx, &ch); err != nil {
+		return fmt.Errorf("remove %s: API key and usage plan: %w", d.cfg.APIName, err)
+	}
+	if err := d.removeAPIs(ctx, &ch); err != nil {
+		return fmt.Errorf("remove %s: REST API: %w", d.cfg.APIName, err)
+	}
+	_, err := d.lambda.DeleteFunction(ctx, &lambda.DeleteFunctionInput{FunctionName: aws.String(d.cfg.LambdaName)})
+	var nf *ltypes.ResourceNotFoundException
+	switch {
+	case err == nil:
+		ch.add("delete-function")
+	case errors.As(err, &nf):
+	default:
+		return fmt.Errorf("remove %s: delete Lambda %s: %w", d.cfg.APIName, d.cfg.LambdaName, err)
+	}
+	d.log.Info("cloud removed", "function", d.cfg.LambdaName, "api", d.cfg.APIName,
+		"changes", strings.Join(ch, ","), "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// removePlans deletes every usage plan named planName, with the key named
+// keyName in it. The key is found through the plan, as ensureKey finds it.
+func (d *Deployer) removePlans(ctx context.Context, ch *changes) error {
+	var plans []agtypes.UsagePlan
+	p := apigateway.NewGetUsagePlansPaginator(d.apigw, &apigateway.GetUsagePlansInput{Limit: aws.Int32(500)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("list usage plans: %w", err)
+		}
+		for _, pl := range page.Items {
+			if aws.ToString(pl.Name) == d.planName() {
+				plans = append(plans, pl)
+			}
+		}
+	}
+	var nf *agtypes.NotFoundException
+	for _, pl := range plans {
+		planID := aws.ToString(pl.Id)
+		keyID, err := d.planKey(ctx, planID)
+		if err != nil && !errors.As(err, &nf) {
+			return err
+		}
+		if keyID != "" {
+			_, err := d.apigw.DeleteApiKey(ctx, &apigateway.DeleteApiKeyInput{ApiKey: aws.String(keyID)})
+			switch {
+			case err == nil:
+				ch.add("delete-api-key")
+			case errors.As(err, &nf):
+			default:
+				return fmt.Errorf("delete API key %s: %w", keyID, err)
+			}
+		}
+		var patch []agtypes.PatchOperation
+		for _, s := range pl.ApiStages {
+			patch = append(patch, agtypes.PatchOperation{Op: agtypes.OpRemove, Path: aws.String("/apiStages"),
+				Value: aws.String(aws.ToString(s.ApiId) + ":" + aws.ToString(s.Stage))})
+		}
+		if len(patch) > 0 {
+			_, err := d.apigw.UpdateUsagePlan(ctx, &apigateway.UpdateUsagePlanInput{UsagePlanId: pl.Id, PatchOperations: patch})
+			if err != nil && !errors.As(err, &nf) {
+				return fmt.Errorf("take the stages off usage plan %s: %w", planID, err)
+			}
+		}
+		_, err = d.apigw.DeleteUsagePlan(ctx, &apigateway.DeleteUsagePlanInput{UsagePlanId: pl.Id})
+		switch {
+		case err == nil:
+			ch.add("delete-usage-plan")
+		case errors.As(err, &nf):
+		default:
+			return fmt.Errorf("delete usage plan %s: %w", planID, err)
+		}
+	}
+	return nil
+}
+
+// removeAPIs deletes every REST API named APIName. API Gateway allows
+// few DeleteRestApi calls (about one in 30s per account): a throttled
+// delete is tried again until ctx ends.
+func (d *Deployer) removeAPIs(ctx context.Context, ch *changes) error {
+	var ids []string
+	p := apigateway.NewGetRestApisPaginator(d.apigw, &apigateway.GetRestApisInput{Limit: aws.Int32(500)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("list REST APIs: %w", err)
+		}
+		for _, a := range page.Items {
+			if aws.ToString(a.Name) == d.cfg.APIName {
+				ids = append(ids, aws.ToString(a.Id))
+			}
+		}
+	}
+	for _, id := range ids {
+		for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+			_, err := d.apigw.DeleteRestApi(ctx, &apigateway.DeleteRestApiInput{RestApiId: aws.String(id)})
+			var (
+				nf        *agtypes.NotFoundException
+				throttled *agtypes.TooManyRequestsException
+			)
+			if err == nil {
+				ch.add("delete-rest-api")
+				break
+			}
+			if errors.As(err, &nf) {
+				break
+			}
+			if !errors.As(err, &throttled) {
+				return fmt.Errorf("delete REST API %s: %w", id, err)
+			}
+			d.log.Info("cloud: REST API deletion throttled; trying again", "api", id, "in", wait)
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("delete REST API %s: throttled until the deadline: %w", id, ctx.Err())
+			case <-t.C:
+			}
+		}
+	}
+	return nil
+}

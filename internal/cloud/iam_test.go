@@ -31,6 +31,10 @@ var iamNeeds = map[string]struct {
 	"UpdateFunctionConfiguration": {"lambda:UpdateFunctionConfiguration", "arn:aws:lambda:us-east-1:123456789012:function:spillway-faas", untagged},
 	"AddPermission":               {"lambda:AddPermission", "arn:aws:lambda:us-east-1:123456789012:function:spillway-faas", untagged},
 	"Invoke":                      {"lambda:InvokeFunction", "arn:aws:lambda:us-east-1:123456789012:function:spillway-faas", untagged},
+	"DeleteFunction":              {"lambda:DeleteFunction", "arn:aws:lambda:us-east-1:123456789012:function:spillway-hello", untagged},
+	"DeleteRestApi":               {"apigateway:DELETE", "arn:aws:apigateway:us-east-1::/restapis/a1", managed},
+	"DeleteApiKey":                {"apigateway:DELETE", "arn:aws:apigateway:us-east-1::/apikeys/k1", managed},
+	"DeleteUsagePlan":             {"apigateway:DELETE", "arn:aws:apigateway:us-east-1::/usageplans/p1", managed},
 	"GetRestApis":                 {"apigateway:GET", "arn:aws:apigateway:us-east-1::/restapis", untagged},
 	"CreateRestApi":               {"apigateway:POST", "arn:aws:apigateway:us-east-1::/restapis", createTag},
 	"GetResources":                {"apigateway:GET", "arn:aws:apigateway:us-east-1::/restapis/a1/resources", managed},
@@ -73,7 +77,10 @@ var iamRefused = []struct {
 		map[string]string{"aws:RequestTag/" + ManagedTag: ManagedValue, "aws:TagKeys": "owner"}},
 	{"tag a resource as managed", "apigateway:PUT", "arn:aws:apigateway:us-east-1::/tags/arn%3Aaws%3Aapigateway%3Aus-east-1%3A%3A%2Fapikeys%2Fother", createTag},
 	{"tag a resource as managed (POST)", "apigateway:POST", "arn:aws:apigateway:us-east-1::/tags/arn%3Aaws%3Aapigateway%3Aus-east-1%3A%3A%2Fapikeys%2Fother", createTag},
-	{"delete an API", "apigateway:DELETE", "arn:aws:apigateway:us-east-1::/restapis/a1", managed},
+	{"delete another API", "apigateway:DELETE", "arn:aws:apigateway:us-east-1::/restapis/other", untagged},
+	{"delete another API key", "apigateway:DELETE", "arn:aws:apigateway:us-east-1::/apikeys/other", untagged},
+	{"delete another usage plan", "apigateway:DELETE", "arn:aws:apigateway:us-east-1::/usageplans/other", untagged},
+	{"delete another function", "lambda:DeleteFunction", "arn:aws:lambda:us-east-1:123456789012:function:payroll", untagged},
 	{"invoke another function", "lambda:InvokeFunction", "arn:aws:lambda:us-east-1:123456789012:function:payroll", untagged},
 	{"pass another role", "iam:PassRole", "arn:aws:iam::123456789012:role/admin", untagged},
 }
@@ -237,6 +244,9 @@ func TestIAMPolicyRefusesWhatTheReadmeDoesNotClaim(t *testing.T) {
 		{"apigateway:PATCH", "arn:aws:apigateway:us-east-1::/usageplans/other"},
 		{"apigateway:PATCH", "arn:aws:apigateway:us-east-1::/restapis/other/resources/r1/methods/ANY"},
 		{"apigateway:POST", "arn:aws:apigateway:us-east-1::/restapis/other/deployments"},
+		{"apigateway:DELETE", "arn:aws:apigateway:us-east-1::/restapis/other"},
+		{"apigateway:DELETE", "arn:aws:apigateway:us-east-1::/apikeys/other"},
+		{"apigateway:DELETE", "arn:aws:apigateway:us-east-1::/usageplans/other"},
 	} {
 		if !doc.allows(r.action, r.resource, managed) {
 			t.Errorf("protection off: %s on %s is refused even when tagged; the refusal above proves nothing", r.action, r.resource)
