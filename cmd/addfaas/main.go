@@ -1,13 +1,18 @@
 // Command addfaas publishes a function's Python source to Redis, where lb
 // reads it (and rolls its workers and its Lambda when it changes).
 //
-//	addfaas [--name NAME] [--redis ADDR] [--style auto|script|handler] [--handler NAME] SOURCE
+//	addfaas [--name NAME] [--redis ADDR] [--style auto|script|handler] [--handler NAME]
+//	        [--min N] [--max N] [--concurrency N] [--timeout D] SOURCE
 //	addfaas --list
 //	addfaas --show NAME
+//	addfaas --delete NAME
 //
 // SOURCE is a file path, - for stdin, or an http(s):// URL. The source is
-// validated before anything is written. Exit status: 0 done; 2 bad input or
-// usage (nothing written); 1 Redis or the Python checker failed.
+// validated before anything is written. --min, --max, --concurrency and
+// --timeout are the function's own pool settings, stored in its record; one
+// not given is lb's .env value. Exit status: 0 done; 2 bad input or usage
+// (nothing written); 1 Redis or the Python checker failed, or the function
+// to show or delete does not exist.
 package main
 
 import (
@@ -19,6 +24,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -69,10 +75,14 @@ type config struct {
 	style         string
 	handler       string
 	python        string
-	timeout       time.Duration
+	redisTimeout  time.Duration
 	list          bool
 	show          string
+	delete        string
 	source        string
+	// settings are the function's own pool settings (--min, --max,
+	// --concurrency, --timeout); unset ones are lb's .env values.
+	settings spillway.Settings
 	// idempotent marks the function safe to run twice: lb may then retry
 	// it after a cloud 5xx or a lost answer.
 	idempotent bool
@@ -121,16 +131,25 @@ func parseArgs(args []string, stderr io.Writer, lookupEnv func(string) (string, 
 	fs.StringVar(&cfg.style, "style", "auto", "auto, script or handler")
 	fs.StringVar(&cfg.handler, "handler", spillway.DefaultHandler, "handler function name (handler style)")
 	fs.StringVar(&cfg.python, "python", "", "Python interpreter used to validate the source (default python3 on PATH)")
-	fs.DurationVar(&cfg.timeout, "timeout", 5*time.Second, "how long to keep trying to reach Redis")
+	fs.DurationVar(&cfg.redisTimeout, "redis-timeout", 5*time.Second, "keep trying to reach Redis for `D`")
+	var settings settingFlags
+	fs.Var(settings.flag("min"), "min", "keep `N` workers of this function, 0 to scale to zero (default lb's NUMBER_OF_SERVERS)")
+	fs.Var(settings.flag("max"), "max", "run at most `N` workers of this function (default lb's MAX_SERVERS)")
+	fs.Var(settings.flag("concurrency"), "concurrency", fmt.Sprintf("one worker of this function runs `N` calls at once, 1..%d (default lb's WORKER_CONCURRENCY)", registry.MaxConcurrency))
+	fs.Var(settings.flag("timeout"), "timeout", "give a local call of this function `D` (like 45s or 2m; 5 is seconds; at most 15m) before the cloud takes it over (default lb's LOCAL_TIMEOUT)")
 	fs.BoolVar(&cfg.idempotent, "idempotent", false, "the function may run more than once per call: lb retries it after a cloud 5xx or a lost answer (default: at most once)")
 	fs.BoolVar(&cfg.reuseProcess, "reuse-process", false, "script style: run each call in the warm Python process (fresh __main__, argv and stdout per call; module state, threads, files persist) instead of a fresh process; much faster, not the semantics of spawning")
-	fs.BoolVar(&cfg.list, "list", false, "list published functions (name, version, style)")
+	fs.BoolVar(&cfg.list, "list", false, "list published functions (name, version, style, settings)")
 	fs.StringVar(&cfg.show, "show", "", "print the record and code of function `NAME`")
+	fs.StringVar(&cfg.delete, "delete", "", "remove function `NAME` from the registry and print what was removed; lb then drains its workers and deletes its Lambda and REST API")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: addfaas [--name NAME] [--redis ADDR] [--style auto|script|handler] [--handler NAME] [--idempotent] [--reuse-process] SOURCE\n"+
-			"       addfaas --list | --show NAME\n"+
+		fmt.Fprintf(fs.Output(), "usage: addfaas [--name NAME] [--redis ADDR] [--style auto|script|handler] [--handler NAME] [--idempotent] [--reuse-process]\n"+
+			"               [--min N] [--max N] [--concurrency N] [--timeout D] SOURCE\n"+
+			"       addfaas --list | --show NAME | --delete NAME\n"+
 			"SOURCE is a file, - for stdin, or an http(s):// URL (at most %d bytes).\n"+
-			"Exit status: 0 published; 2 bad input, nothing written; 1 Redis or Python failed.\n\nFlags:\n", pysource.MaxSize)
+			"Each publish stores exactly the options given: --min, --max, --concurrency and --timeout\n"+
+			"left out take lb's .env values (NUMBER_OF_SERVERS, MAX_SERVERS, WORKER_CONCURRENCY, LOCAL_TIMEOUT).\n"+
+			"Exit status: 0 done; 2 bad input, nothing written; 1 Redis or Python failed, or no such function.\n\nFlags:\n", pysource.MaxSize)
 		fs.PrintDefaults()
 	}
 
@@ -153,44 +172,134 @@ func parseArgs(args []string, stderr io.Writer, lookupEnv func(string) (string, 
 		args = args[1:]
 	}
 
+	var modes []string // --list, --show, --delete: what was asked instead of a publish
+	publishOnly := ""  // a flag given that only a publish uses
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "list", "show", "delete":
+			modes = append(modes, "--"+f.Name)
+		case "style", "handler", "idempotent", "reuse-process", "min", "max", "concurrency", "timeout":
+			if publishOnly == "" {
+				publishOnly = "--" + f.Name
+			}
+		}
+	})
 	switch {
-	case cfg.list && cfg.show != "":
-		return config{}, usagef("--list and --show are exclusive")
-	case (cfg.list || cfg.show != "") && len(positional) > 0:
-		return config{}, usagef("--list and --show take no SOURCE")
-	case !cfg.list && cfg.show == "" && len(positional) != 1:
+	case len(modes) > 1:
+		return config{}, usagef("%s are exclusive", strings.Join(modes, " and "))
+	case len(modes) == 1 && len(positional) > 0:
+		return config{}, usagef("%s takes no SOURCE", modes[0])
+	case len(modes) == 1 && publishOnly != "":
+		return config{}, usagef("%s is for publishing a function, not for %s", publishOnly, modes[0])
+	case len(modes) == 0 && len(positional) != 1:
 		return config{}, usagef("want exactly one SOURCE (a file, - for stdin, or an http(s):// URL); see --help")
-	case cfg.timeout <= 0:
-		return config{}, usagef("--timeout must be positive")
+	case cfg.redisTimeout <= 0:
+		return config{}, usagef("--redis-timeout must be positive")
 	case strings.TrimSpace(cfg.redisAddr) == "":
 		return config{}, usagef("empty Redis address (--redis or REDIS_ADDR)")
 	}
 	if len(positional) == 1 {
 		cfg.source = positional[0]
 	}
-	if cfg.show != "" {
+	switch {
+	case cfg.show != "":
 		if err := registry.ValidateName(cfg.show); err != nil {
 			return config{}, usagef("--show: %v", err)
 		}
-	} else if !cfg.list {
+	case cfg.delete != "":
+		if err := registry.ValidateName(cfg.delete); err != nil {
+			return config{}, usagef("--delete: %v", err)
+		}
+	case !cfg.list:
 		if err := registry.ValidateName(cfg.name); err != nil {
 			return config{}, usagef("--name: %v", err)
 		}
 	}
+	if cfg.settings, err = settings.parse(); err != nil {
+		return config{}, err
+	}
 	return cfg, nil
 }
 
+// settingFlags holds --min, --max, --concurrency and --timeout as given, to
+// tell a flag left out (lb's default) from one given.
+type settingFlags map[string]string
+
+// flag returns the flag.Value of the setting named.
+func (s *settingFlags) flag(name string) flag.Value { return settingFlag{s, name} }
+
+type settingFlag struct {
+	set  *settingFlags
+	name string
+}
+
+func (f settingFlag) String() string {
+	if f.set == nil {
+		return ""
+	}
+	return (*f.set)[f.name]
+}
+
+func (f settingFlag) Set(v string) error {
+	if *f.set == nil {
+		*f.set = settingFlags{}
+	}
+	(*f.set)[f.name] = v
+	return nil
+}
+
+// parse reads the settings given and checks their ranges; each error names
+// the flag and its value.
+func (s settingFlags) parse() (spillway.Settings, error) {
+	var out spillway.Settings
+	for _, f := range []struct {
+		name string
+		dst  **int
+	}{{registry.FieldMin, &out.Min}, {registry.FieldMax, &out.Max}, {registry.FieldConcurrency, &out.Concurrency}} {
+		v, ok := s[f.name]
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return spillway.Settings{}, usagef("--%s %q: want a whole number", f.name, v)
+		}
+		*f.dst = &n
+	}
+	if v, ok := s[registry.FieldTimeout]; ok {
+		d, err := spwconfig.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return spillway.Settings{}, usagef("--timeout %q: %v", v, err)
+		}
+		if d <= 0 {
+			return spillway.Settings{}, usagef("--timeout %s: must be positive", v)
+		}
+		out.Timeout = d
+	}
+	var errs []string
+	for _, e := range registry.CheckSettings(out) {
+		errs = append(errs, "--"+e.Error())
+	}
+	if len(errs) > 0 {
+		return spillway.Settings{}, usagef("%s", strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
 func execute(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer) error {
-	if cfg.list || cfg.show != "" {
+	if cfg.list || cfg.show != "" || cfg.delete != "" {
 		store, err := dial(ctx, cfg)
 		if err != nil {
 			return err
 		}
 		defer store.Close()
-		if cfg.list {
+		switch {
+		case cfg.list:
 			return list(ctx, store, stdout)
+		case cfg.show != "":
+			return show(ctx, store, cfg.show, stdout)
 		}
-		return show(ctx, store, cfg.show, stdout)
+		return del(ctx, store, cfg.delete, cfg.redisTimeout, stdout)
 	}
 
 	// Validate everything before touching Redis.
@@ -211,7 +320,7 @@ func execute(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer)
 		return usagef("--reuse-process is for script-style functions; this one is %s style", style)
 	}
 	fn := spillway.Function{Name: cfg.name, Code: string(src), Style: style, Idempotent: cfg.idempotent,
-		ReuseProcess: cfg.reuseProcess}
+		ReuseProcess: cfg.reuseProcess, Settings: cfg.settings}
 	if style == spillway.StyleHandler {
 		fn.Handler = analysis.Handler
 	}
@@ -221,30 +330,68 @@ func execute(ctx context.Context, cfg config, stdin io.Reader, stdout io.Writer)
 		return err
 	}
 	defer store.Close()
-	pctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	pctx, cancel := context.WithTimeout(ctx, cfg.redisTimeout)
 	defer cancel()
 	fn, err = store.Publish(pctx, fn)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "name:    %s\nversion: %d\nstyle:   %s\n", fn.Name, fn.Version, fn.Style)
+	printRecord(stdout, "name", fn)
+	return nil
+}
+
+// printRecord prints fn's record, without its code, one "field: value" a
+// line; the first line is "<first>: <name>".
+func printRecord(w io.Writer, first string, fn spillway.Function) {
+	fmt.Fprintf(w, "%-8s %s\nversion: %d\nstyle:   %s\n", first+":", fn.Name, fn.Version, fn.Style)
 	if fn.Style == spillway.StyleHandler {
-		fmt.Fprintf(stdout, "handler: %s\n", fn.Handler)
+		fmt.Fprintf(w, "handler: %s\n", fn.HandlerName())
 	}
-	fmt.Fprintf(stdout, "sha256:  %s\n", fn.SHA256)
+	fmt.Fprintf(w, "sha256:  %s\n", fn.SHA256)
 	if fn.Idempotent {
-		fmt.Fprintf(stdout, "idempotent: yes\n")
+		fmt.Fprintf(w, "idempotent: yes\n")
 	}
 	if fn.ReuseProcess {
-		fmt.Fprintf(stdout, "reuse_process: yes\n")
+		fmt.Fprintf(w, "reuse_process: yes\n")
 	}
+	printSettings(w, fn.Settings)
+}
+
+// printSettings prints the settings that are set, one a line.
+func printSettings(w io.Writer, s spillway.Settings) {
+	for _, f := range []struct {
+		name string
+		v    *int
+	}{{"min", s.Min}, {"max", s.Max}, {"concurrency", s.Concurrency}} {
+		if f.v != nil {
+			fmt.Fprintf(w, "%s: %d\n", f.name, *f.v)
+		}
+	}
+	if s.Timeout != 0 {
+		fmt.Fprintf(w, "timeout: %s\n", s.Timeout)
+	}
+}
+
+// del removes name's record and prints what it held.
+func del(ctx context.Context, store *registry.Store, name string, timeout time.Duration, stdout io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	fn, err := store.Delete(ctx, name)
+	if err != nil {
+		return err
+	}
+	if fn.Style == "" { // the record was unreadable: only its name is known
+		fmt.Fprintf(stdout, "deleted: %s\n", fn.Name)
+		return nil
+	}
+	printRecord(stdout, "deleted", fn)
 	return nil
 }
 
 func dial(ctx context.Context, cfg config) (*registry.Store, error) {
 	return registry.Dial(ctx, cfg.redisAddr, registry.Options{
 		Password:       cfg.redisPassword,
-		ConnectTimeout: cfg.timeout,
+		ConnectTimeout: cfg.redisTimeout,
 		MaxBackoff:     time.Second,
 	})
 }
@@ -329,13 +476,13 @@ func list(ctx context.Context, store *registry.Store, stdout io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tSTYLE\tUPDATED\tSHA256")
+	fmt.Fprintln(tw, "NAME\tVERSION\tSTYLE\tUPDATED\tSHA256\tSETTINGS")
 	for _, fn := range fns {
 		updated := "-"
 		if !fn.UpdatedAt.IsZero() {
 			updated = fn.UpdatedAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%.12s\n", fn.Name, fn.Version, fn.Style, updated, fn.SHA256)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%.12s\t%s\n", fn.Name, fn.Version, fn.Style, updated, fn.SHA256, fn.Settings)
 	}
 	return tw.Flush()
 }
@@ -353,6 +500,7 @@ func show(ctx context.Context, store *registry.Store, name string, stdout io.Wri
 	if fn.ReuseProcess {
 		fmt.Fprintf(stdout, "reuse_process: yes\n")
 	}
+	printSettings(stdout, fn.Settings)
 	if fn.UpdatedAt.IsZero() {
 		fmt.Fprintf(stdout, "updated_at: - (legacy plain key)\n")
 	} else {

@@ -201,7 +201,7 @@ func TestAddfaas(t *testing.T) {
 			{".env", dotenvDir, nil, nil, 0, "dotenv"},
 			{"env over .env", badDotenvDir, redisEnv, nil, 0, "faas"},
 			{"--redis over env", "", []string{"REDIS_ADDR=" + closed}, []string{"--redis", r.Addr}, 0, "faas"},
-			{"env used", "", []string{"REDIS_ADDR=" + closed}, []string{"--timeout", "300ms"}, 1, ""},
+			{"env used", "", []string{"REDIS_ADDR=" + closed}, []string{"--redis-timeout", "300ms"}, 1, ""},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
@@ -271,6 +271,20 @@ func TestAddfaas(t *testing.T) {
 			{"two sources", "", []string{scriptFile, handlerFile}, []string{"SOURCE"}},
 			{"unknown flag", "", []string{"--frobnicate", scriptFile}, []string{"frobnicate"}},
 			{"--list with a source", "", []string{"--list", scriptFile}, []string{"--list"}},
+			{"--delete with a source", "", []string{"--delete", "faas", scriptFile}, []string{"--delete takes no SOURCE"}},
+			{"--delete and --show", "", []string{"--delete", "faas", "--show", "faas"}, []string{"--delete and --show are exclusive"}},
+			{"--delete with a setting", "", []string{"--delete", "faas", "--max", "3"}, []string{"--max is for publishing"}},
+			{"--delete a bad name", "", []string{"--delete", "a:b"}, []string{"--delete", "a:b"}},
+			{"--min not a number", "", []string{"--min", "two", scriptFile}, []string{`--min "two"`, "whole number"}},
+			{"--min negative", "", []string{"--min", "-1", scriptFile}, []string{"--min -1: must be at least 0"}},
+			{"--max 0", "", []string{"--max", "0", scriptFile}, []string{"--max 0: must be at least 1"}},
+			{"--max below --min", "", []string{"--min", "3", "--max", "2", scriptFile}, []string{"--max 2: must be at least min (3)"}},
+			{"--concurrency 0", "", []string{"--concurrency", "0", scriptFile}, []string{"--concurrency 0: must be between 1 and 256"}},
+			{"--concurrency 1000", "", []string{"--concurrency", "1000", scriptFile}, []string{"--concurrency 1000"}},
+			{"--timeout not a duration", "", []string{"--timeout", "soon", scriptFile}, []string{`--timeout "soon"`, "duration"}},
+			{"--timeout 0", "", []string{"--timeout", "0", scriptFile}, []string{"--timeout 0: must be positive"}},
+			{"--timeout over 15m", "", []string{"--timeout", "1h", scriptFile}, []string{"--timeout 1h0m0s", "at most 15m"}},
+			{"two bad settings", "", []string{"--min", "-1", "--concurrency", "0", scriptFile}, []string{"--min -1", "--concurrency 0"}},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
@@ -318,11 +332,12 @@ func TestAddfaas(t *testing.T) {
 			args    []string
 			maxTime time.Duration
 		}{
-			{"server that never answers", []string{"--redis", silent, "--timeout", "1s", scriptFile}, 4 * time.Second},
+			{"server that never answers", []string{"--redis", silent, "--redis-timeout", "1s", scriptFile}, 4 * time.Second},
 			{"default 5s budget", []string{"--redis", closed, scriptFile}, 8 * time.Second},
-			{"--timeout", []string{"--redis", closed, "--timeout", "500ms", scriptFile}, 3 * time.Second},
-			{"--list", []string{"--redis", closed, "--timeout", "500ms", "--list"}, 3 * time.Second},
-			{"--show", []string{"--redis", closed, "--timeout", "500ms", "--show", "faas"}, 3 * time.Second},
+			{"--redis-timeout", []string{"--redis", closed, "--redis-timeout", "500ms", scriptFile}, 3 * time.Second},
+			{"--list", []string{"--redis", closed, "--redis-timeout", "500ms", "--list"}, 3 * time.Second},
+			{"--show", []string{"--redis", closed, "--redis-timeout", "500ms", "--show", "faas"}, 3 * time.Second},
+			{"--delete", []string{"--redis", closed, "--redis-timeout", "500ms", "--delete", "faas"}, 3 * time.Second},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
@@ -522,7 +537,7 @@ func TestAddfaasRedisPassword(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			before := rc.HGet(ctx, "spillway:fn:pw", "version").Val()
-			args := append([]string{"--name", "pw", "--timeout", "2s"}, tc.args...)
+			args := append([]string{"--name", "pw", "--redis-timeout", "2s"}, tc.args...)
 			res := c.run(tc.dir, append([]string{"REDIS_ADDR=" + r.Addr}, tc.env...), "", append(args, src)...)
 			if res.code != tc.wantCode {
 				t.Fatalf("exit %d, want %d: %s", res.code, tc.wantCode, res.stderr)
@@ -542,16 +557,11 @@ func TestAddfaasReuseProcess(t *testing.T) {
 	// --reuse-process is stored in the record (field reuse_process=1) and
 	// shown; publishing again without it removes it; a handler-style
 	// function refuses it with exit 2 and writes nothing.
-	r := testutil.StartRedis(t)
-	c := cli{t: t, bin: testutil.BuildBinary(t, "addfaas"), python: testutil.Python(t)}
-	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
-	t.Cleanup(func() { rc.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	c, rc, env := withRedis(t)
+	ctx := ctxT(t, time.Minute)
 	src := t.TempDir()
 	scriptFile := writeFile(t, src, "fib.py", scriptSrc)
 	handlerFile := writeFile(t, src, "h.py", handlerSrc)
-	env := []string{"REDIS_ADDR=" + r.Addr}
 
 	res := c.run("", env, "", "--name", "fast", "--reuse-process", scriptFile)
 	if res.code != 0 || parseOut(t, res.stdout)["reuse_process"] != "yes" {
@@ -576,4 +586,154 @@ func TestAddfaasReuseProcess(t *testing.T) {
 	if after := snapshot(t, rc); after != before {
 		t.Error("a refused publish wrote to Redis")
 	}
+}
+
+func TestAddfaasSettings(t *testing.T) {
+	// --min, --max, --concurrency and --timeout are stored in the record
+	// (fields min, max, concurrency, timeout as a Go duration), printed, and
+	// shown by --show and --list; a publish without them removes them, so
+	// the function takes lb's .env values again.
+	c, rc, env := withRedis(t)
+	ctx := ctxT(t, time.Minute)
+	scriptFile := writeFile(t, t.TempDir(), "fib.py", scriptSrc)
+	settingsOf := func() map[string]string {
+		t.Helper()
+		got := map[string]string{}
+		for _, f := range []string{"min", "max", "concurrency", "timeout"} {
+			if v, err := rc.HGet(ctx, registry.Key("fib"), f).Result(); err == nil {
+				got[f] = v
+			}
+		}
+		return got
+	}
+
+	tests := []struct {
+		name    string
+		args    []string
+		want    map[string]string // the fields stored
+		wantOut []string          // lines printed
+	}{
+		{"all four", []string{"--min", "1", "--max", "4", "--concurrency", "2", "--timeout", "45s"},
+			map[string]string{"min": "1", "max": "4", "concurrency": "2", "timeout": "45s"},
+			[]string{"min: 1", "max: 4", "concurrency: 2", "timeout: 45s"}},
+		{"bare seconds and scale to zero", []string{"--min", "0", "--timeout", "90"},
+			map[string]string{"min": "0", "timeout": "1m30s"},
+			[]string{"min: 0", "timeout: 1m30s"}},
+		{"none: lb's defaults again", nil, map[string]string{}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := c.run("", env, "", append(append([]string{"--name", "fib"}, tc.args...), scriptFile)...)
+			if res.code != 0 {
+				t.Fatalf("exit %d: %s", res.code, res.stderr)
+			}
+			if diff := fieldsDiff(tc.want, settingsOf()); diff != "" {
+				t.Errorf("stored settings (-want +got):\n%s", diff)
+			}
+			for _, line := range tc.wantOut {
+				if !strings.Contains(res.stdout, "\n"+line+"\n") {
+					t.Errorf("output lacks %q:\n%s", line, res.stdout)
+				}
+			}
+			if len(tc.wantOut) == 0 && strings.Contains(res.stdout, "timeout:") {
+				t.Errorf("output shows settings that are not set:\n%s", res.stdout)
+			}
+		})
+	}
+
+	res := c.run("", env, "", "--name", "fib", "--max", "3", "--timeout", "2m", scriptFile)
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	res = c.run("", env, "", "--show", "fib")
+	if res.code != 0 || !strings.Contains(res.stdout, "\nmax: 3\ntimeout: 2m0s\n") {
+		t.Errorf("--show: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	res = c.run("", env, "", "--list")
+	if res.code != 0 || !strings.Contains(res.stdout, "SETTINGS") || !strings.Contains(res.stdout, "max=3 timeout=2m0s") {
+		t.Errorf("--list: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+}
+
+func TestAddfaasDelete(t *testing.T) {
+	// --delete removes the record, announces it (so lb drains the function)
+	// and prints what it removed; a function that is not there is exit 1.
+	c, rc, env := withRedis(t)
+	ctx := ctxT(t, time.Minute)
+	src := t.TempDir()
+	for _, name := range []string{"gone", "kept"} {
+		if res := c.run("", env, "", "--name", name, "--max", "3", writeFile(t, src, name+".py", handlerSrc)); res.code != 0 {
+			t.Fatalf("publish %s: exit %d: %s", name, res.code, res.stderr)
+		}
+	}
+	sub := rc.Subscribe(ctx, registry.UpdatesChannel)
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := sub.Channel()
+
+	res := c.run("", env, "", "--delete", "gone")
+	if res.code != 0 {
+		t.Fatalf("--delete: exit %d: %s", res.code, res.stderr)
+	}
+	for _, line := range []string{"deleted: gone\n", "version: 1\n", "style:   handler\n", "sha256:  " + registry.SHA256(handlerSrc) + "\n", "max: 3\n"} {
+		if !strings.Contains(res.stdout, line) {
+			t.Errorf("output lacks %q:\n%s", line, res.stdout)
+		}
+	}
+	if rc.Exists(ctx, registry.Key("gone")).Val() != 0 {
+		t.Error("the record is still in Redis")
+	}
+	if rc.Exists(ctx, registry.Key("kept")).Val() != 1 {
+		t.Error("another function's record went too")
+	}
+	select {
+	case m := <-msgs:
+		if m.Payload != "gone" {
+			t.Errorf("announced %q, want gone", m.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the deletion was not announced")
+	}
+
+	res = c.run("", env, "", "--delete", "gone")
+	if res.code != 1 || !strings.Contains(res.stderr, "not found") || !strings.Contains(res.stderr, "gone") {
+		t.Errorf("--delete again: exit %d, stderr %q; want 1 naming the function, not found", res.code, res.stderr)
+	}
+}
+
+// fieldsDiff is "" when want and got hold the same fields, else a -want +got listing.
+func fieldsDiff(want, got map[string]string) string {
+	var b strings.Builder
+	for k, v := range want {
+		if g, ok := got[k]; !ok || g != v {
+			fmt.Fprintf(&b, "-%s=%q\n", k, v)
+		}
+	}
+	for k, v := range got {
+		if w, ok := want[k]; !ok || w != v {
+			fmt.Fprintf(&b, "+%s=%q\n", k, v)
+		}
+	}
+	return b.String()
+}
+
+// withRedis starts a Redis server and returns the built addfaas, a client
+// of that server to check what is stored, and the environment that points
+// addfaas at it.
+func withRedis(t *testing.T) (cli, *redis.Client, []string) {
+	t.Helper()
+	r := testutil.StartRedis(t)
+	c := cli{t: t, bin: testutil.BuildBinary(t, "addfaas"), python: testutil.Python(t)}
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rc.Close() })
+	return c, rc, []string{"REDIS_ADDR=" + r.Addr}
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }
