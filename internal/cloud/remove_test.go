@@ -3,9 +3,11 @@ package cloud_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,5 +220,73 @@ func TestRemoveCloudOff(t *testing.T) {
 	err := cloud.NewDeployer(aws.Config{}, cloud.Config{Mode: cloud.ModeOff}, nil).Remove(context.Background())
 	if err != nil {
 		t.Fatalf("Remove with CLOUD=off = %v", err)
+	}
+}
+
+// TestOffloadersSideBySide: one Offloader per function keeps its own
+// endpoint, counters and breaker. Calls run on both at once; when one
+// function's cloud goes (removed), its breaker opens and the other's
+// stays closed and keeps answering.
+func TestOffloadersSideBySide(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{})
+	fibCfg, echoCfg := configFor(t, env.url, "fib"), configFor(t, env.url, "echo")
+	fibCfg.BreakerThreshold, echoCfg.BreakerThreshold = 2, 2
+	fibCfg.BreakerCooldown, echoCfg.BreakerCooldown = time.Minute, time.Minute
+	fib := offloader(t, env, fibCfg, deploy(t, env, fibCfg, scriptFn))
+	echo := offloader(t, env, echoCfg, deploy(t, env, echoCfg, handlerFn))
+
+	const calls = 4
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*calls)
+	for i := range calls {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			res, err := fib.Invoke(ctx, spillway.CloudCall{Param: "10"})
+			if err == nil && res.Value != "fib(10) = 55\n" {
+				err = fmt.Errorf("fib answered %#v", res.Value)
+			}
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			res, err := echo.Invoke(ctx, spillway.CloudCall{Param: fmt.Sprint(i)})
+			if err == nil && echoOf(res.Value) != fmt.Sprint(i) {
+				err = fmt.Errorf("echo answered %#v", res.Value)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if fs, es := fib.Stats(), echo.Stats(); fs.Succeeded != calls || es.Succeeded != calls {
+		t.Fatalf("stats fib %+v echo %+v, want %d calls each", fs, es, calls)
+	}
+
+	remove(t, env, fibCfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for range fibCfg.BreakerThreshold {
+		if _, err := fib.Invoke(ctx, spillway.CloudCall{Param: "1"}); !errors.Is(err, spillway.ErrCloudUnavailable) {
+			t.Fatalf("removed fib: %v, want ErrCloudUnavailable", err)
+		}
+	}
+	if fib.State() != cloud.BreakerOpen || echo.State() != cloud.BreakerClosed {
+		t.Fatalf("breakers: fib %s, echo %s; want open, closed", fib.State(), echo.State())
+	}
+	if got := echoOf(invoke(t, echo, "still").Value); got != "still" {
+		t.Fatalf("echo beside fib's open breaker = %q", got)
+	}
+	if fs, es := fib.Stats(), echo.Stats(); fs.Failed != int64(fibCfg.BreakerThreshold) || es.Failed != 0 || es.Succeeded != calls+1 {
+		t.Errorf("stats after fib's removal: fib %+v echo %+v", fs, es)
 	}
 }
