@@ -169,7 +169,11 @@ type Backend struct {
 var _ pool.Backend = (*Backend)(nil)
 
 // Open connects to the engine named by the environment (DOCKER_HOST, ...),
-// makes sure the pool network exists and resolves the address mode.
+// makes sure the pool network exists and resolves the address mode. For a
+// pool of many functions, open one backend and make the others with For:
+// one engine connection, and no other function's Open racing this one's
+// network creation (an older engine briefly holds two networks of one name
+// then, and a worker started in that moment fails to find its network).
 func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Backend, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
