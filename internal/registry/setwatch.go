@@ -21,8 +21,9 @@ type Change struct {
 // waits for it.
 const changesBuffer = 16
 
-// SetWatcher follows every hashed function record (what List lists; legacy
-// plain keys are not in the set) and delivers each change on Changes. Like
+// SetWatcher follows every hashed function record (what List lists, plus
+// the legacy plain keys it was asked to follow) and delivers each change on
+// Changes. Like
 // VersionWatcher it re-reads after every subscribe and resubscribe, and
 // every Options.ResyncInterval: what it delivers is the registry as it is,
 // and what changed while it was disconnected (a new version, a deletion)
@@ -32,7 +33,8 @@ type SetWatcher struct {
 	store *Store
 	out   chan Change
 
-	known map[string]spillway.Function // owned by run: the last record delivered per name, without code
+	legacy map[string]bool              // names whose legacy plain key counts too; read-only
+	known  map[string]spillway.Function // owned by run: the last record delivered per name, without code
 }
 
 // WatchAll starts a watcher of the whole registry. It first delivers one
@@ -40,16 +42,26 @@ type SetWatcher struct {
 // order for each name. Records that cannot be read are logged and skipped
 // (a function already delivered keeps its last record).
 //
+// Legacy plain keys are not in the set (nothing tells them apart from other
+// string keys), except those of the names in legacy: each of those is read
+// as Get reads it, so lb's default function still works when published the
+// reference system's way (`SET faas <code>`). Such a SET announces nothing:
+// the periodic re-read (Options.ResyncInterval) finds it.
+//
 // Changes are not coalesced: when the reader falls more than a few behind,
 // the watcher waits for it (or for ctx or Close), and catches up on what it
 // missed meanwhile by re-reading once it is back. The watcher stops when
 // ctx ends or Close is called; either way Changes is closed once it has
 // stopped.
-func (s *Store) WatchAll(ctx context.Context) *SetWatcher {
+func (s *Store) WatchAll(ctx context.Context, legacy ...string) *SetWatcher {
 	w := &SetWatcher{
-		store: s,
-		out:   make(chan Change, changesBuffer),
-		known: map[string]spillway.Function{},
+		store:  s,
+		out:    make(chan Change, changesBuffer),
+		legacy: map[string]bool{},
+		known:  map[string]spillway.Function{},
+	}
+	for _, name := range legacy {
+		w.legacy[name] = true
 	}
 	w.start(ctx, func(ctx context.Context) {
 		defer close(w.out)
@@ -79,14 +91,21 @@ func (w *SetWatcher) resync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var gone []string
-	for name := range w.known {
+	// Names not listed are re-read one by one: a followed legacy key may
+	// still hold them; otherwise they were deleted.
+	var unlisted []string
+	for name := range w.legacy {
 		if !listed[name] {
-			gone = append(gone, name)
+			unlisted = append(unlisted, name)
 		}
 	}
-	sort.Strings(gone)
-	for _, name := range gone {
+	for name := range w.known {
+		if !listed[name] && !w.legacy[name] {
+			unlisted = append(unlisted, name)
+		}
+	}
+	sort.Strings(unlisted)
+	for _, name := range unlisted {
 		if err := w.message(ctx, name); err != nil {
 			return err
 		}
@@ -100,7 +119,11 @@ func (w *SetWatcher) message(ctx context.Context, name string) error {
 	if ValidateName(name) != nil {
 		return nil // not a function's name: nothing of ours
 	}
-	fn, err := w.store.getHash(ctx, name)
+	read := w.store.getHash
+	if w.legacy[name] {
+		read = w.store.Get
+	}
+	fn, err := read(ctx, name)
 	last, known := w.known[name]
 	switch {
 	case errors.Is(err, spillway.ErrFunctionNotFound):

@@ -229,3 +229,41 @@ func TestWatchAllSlowReader(t *testing.T) {
 		closeWithin(t, w, 5*time.Second)
 	})
 }
+
+func TestWatchAllFollowsTheLegacyKeysAskedFor(t *testing.T) {
+	// lb's default function may be published the reference system's way,
+	// `SET faas <code>`, which announces nothing: the watcher reads it as Get
+	// does, at start and on each periodic re-read. Other plain keys are not
+	// functions.
+	r := testutil.StartRedis(t)
+	opts := watchOpts()
+	opts.ResyncInterval = 200 * time.Millisecond
+	s := mustDial(t, r, opts)
+	raw := rawClient(t, r)
+	ctx := ctxT(t, time.Minute)
+	raw.Set(ctx, "faas", scriptCode, 0)
+	raw.Set(ctx, "other", "print('not followed')\n", 0)
+
+	w := s.WatchAll(context.Background(), "faas")
+	defer w.Close()
+	legacy := func(code string) spillway.Function {
+		return spillway.Function{Name: "faas", Code: code, Style: spillway.StyleScript, SHA256: registry.SHA256(code)}
+	}
+	wantPublished(t, nextChange(t, w, 5*time.Second), legacy(scriptCode))
+	quietSet(t, w, 700*time.Millisecond) // re-reads go by; nothing repeats
+
+	newCode := "print('set again')\n"
+	raw.Set(ctx, "faas", newCode, 0)
+	wantPublished(t, nextChange(t, w, 5*time.Second), legacy(newCode))
+
+	hashed := publish(t, s, "faas", "print('published')\n") // the hash wins over the plain key
+	wantPublished(t, nextChange(t, w, 5*time.Second), hashed)
+
+	if _, err := s.Delete(ctx, "faas"); err != nil { // both go
+		t.Fatal(err)
+	}
+	if c := nextChange(t, w, 5*time.Second); !c.Deleted || c.Function.Name != "faas" {
+		t.Fatalf("change = %s, want faas deleted", describe(c))
+	}
+	quietSet(t, w, 700*time.Millisecond)
+}
