@@ -11,6 +11,8 @@ import (
 
 // Limits of a function's own settings (addfaas --concurrency, --timeout).
 const (
+	// MaxWorkers bounds --min and --max, the same ceiling as MAX_SERVERS's.
+	MaxWorkers = 1000
 	// MaxConcurrency is the most calls one worker may run at once, the same
 	// ceiling as WORKER_CONCURRENCY's.
 	MaxConcurrency = 256
@@ -39,20 +41,20 @@ type SettingError struct {
 func (e *SettingError) Error() string { return fmt.Sprintf("%s %s: %s", e.Field, e.Value, e.Problem) }
 
 // CheckSettings returns every setting out of its range, in field order:
-// min ≥ 0, max ≥ 1, max ≥ min (when both are set), concurrency 1..256,
-// 0 < timeout ≤ 15m (a zero Timeout is unset).
+// min 0..1000, max 1..1000 and ≥ min (when both are set), concurrency
+// 1..256, 0 < timeout ≤ 15m (a zero Timeout is unset).
 func CheckSettings(s spillway.Settings) []*SettingError {
 	var errs []*SettingError
 	bad := func(field, value, problem string) {
 		errs = append(errs, &SettingError{Field: field, Value: value, Problem: problem})
 	}
-	if s.Min != nil && *s.Min < 0 {
-		bad(FieldMin, strconv.Itoa(*s.Min), "must be at least 0")
+	if s.Min != nil && (*s.Min < 0 || *s.Min > MaxWorkers) {
+		bad(FieldMin, strconv.Itoa(*s.Min), fmt.Sprintf("must be between 0 and %d", MaxWorkers))
 	}
 	if s.Max != nil {
 		switch {
-		case *s.Max < 1:
-			bad(FieldMax, strconv.Itoa(*s.Max), "must be at least 1")
+		case *s.Max < 1 || *s.Max > MaxWorkers:
+			bad(FieldMax, strconv.Itoa(*s.Max), fmt.Sprintf("must be between 1 and %d", MaxWorkers))
 		case s.Min != nil && *s.Max < *s.Min:
 			bad(FieldMax, strconv.Itoa(*s.Max), fmt.Sprintf("must be at least min (%d)", *s.Min))
 		}

@@ -100,9 +100,11 @@ func TestPublishRejectsBadSettings(t *testing.T) {
 		in   spillway.Settings
 		want string // in the error: the field, its value and the rule
 	}{
-		{"negative min", spillway.Settings{Min: intp(-1)}, "min -1: must be at least 0"},
-		{"max 0", spillway.Settings{Max: intp(0)}, "max 0: must be at least 1"},
+		{"negative min", spillway.Settings{Min: intp(-1)}, "min -1: must be between 0 and 1000"},
+		{"max 0", spillway.Settings{Max: intp(0)}, "max 0: must be between 1 and 1000"},
 		{"max below min", spillway.Settings{Min: intp(3), Max: intp(2)}, "max 2: must be at least min (3)"},
+		{"min over 1000", spillway.Settings{Min: intp(1001)}, "min 1001: must be between 0 and 1000"},
+		{"max over 1000", spillway.Settings{Max: intp(5000)}, "max 5000: must be between 1 and 1000"},
 		{"concurrency 0", spillway.Settings{Concurrency: intp(0)}, "concurrency 0: must be between 1 and 256"},
 		{"concurrency 257", spillway.Settings{Concurrency: intp(257)}, "concurrency 257: must be between 1 and 256"},
 		{"negative timeout", spillway.Settings{Timeout: -time.Second}, "timeout -1s: must be positive and at most 15m"},
@@ -157,7 +159,7 @@ func TestBadStoredSettings(t *testing.T) {
 		field, value, want string
 	}{
 		{"min", "two", `min "two" is not an integer`},
-		{"max", "0", "max 0: must be at least 1"},
+		{"max", "0", "max 0: must be between 1 and 1000"},
 		{"concurrency", "1.5", `concurrency "1.5" is not an integer`},
 		{"concurrency", "300", "concurrency 300: must be between 1 and 256"},
 		{"timeout", "soon", `timeout "soon": not a duration`},
