@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/spillway-faas/spillway"
 )
 
@@ -135,7 +137,9 @@ func (w *SetWatcher) message(ctx context.Context, name string) error {
 		}
 		delete(w.known, name)
 		return nil
-	case errors.Is(err, ErrMalformedRecord):
+	case errors.Is(err, ErrMalformedRecord) || isReply(err):
+		// A bad record, or an error Redis answered (a followed legacy name
+		// that holds a list...): not the connection's fault.
 		w.store.opts.Logger.Warn("function record unreadable; keeping the previous one", "function", name, "err", err)
 		return nil
 	case err != nil:
@@ -166,4 +170,11 @@ func (w *SetWatcher) deliver(ctx context.Context, c Change) error {
 // again at version 1.
 func sameVersion(a, b spillway.Function) bool {
 	return a.Version == b.Version && a.SHA256 == b.SHA256 && a.UpdatedAt.Equal(b.UpdatedAt)
+}
+
+// isReply reports an error that Redis answered, as opposed to a failed
+// connection.
+func isReply(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr)
 }

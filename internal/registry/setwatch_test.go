@@ -238,13 +238,21 @@ func TestWatchAllFollowsTheLegacyKeysAskedFor(t *testing.T) {
 	r := testutil.StartRedis(t)
 	opts := watchOpts()
 	opts.ResyncInterval = 200 * time.Millisecond
+	logs := &logBuffer{}
+	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	s := mustDial(t, r, opts)
 	raw := rawClient(t, r)
 	ctx := ctxT(t, time.Minute)
 	raw.Set(ctx, "faas", scriptCode, 0)
 	raw.Set(ctx, "other", "print('not followed')\n", 0)
+	raw.LPush(ctx, "alist", "x") // followed, but no function: logged, and no reconnect
+	defer func() {
+		if strings.Contains(logs.String(), "lost") {
+			t.Errorf("the subscription was dropped:\n%s", logs)
+		}
+	}()
 
-	w := s.WatchAll(context.Background(), "faas")
+	w := s.WatchAll(context.Background(), "faas", "alist")
 	defer w.Close()
 	legacy := func(code string) spillway.Function {
 		return spillway.Function{Name: "faas", Code: code, Style: spillway.StyleScript, SHA256: registry.SHA256(code)}
