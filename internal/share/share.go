@@ -45,6 +45,7 @@ type Ledger struct {
 type entry struct {
 	name     string
 	lastCall atomic.Int64 // unix nanoseconds of the last arrival; 0: never
+	limit    atomic.Int64 // Limit, set under Ledger.mu whenever a decision or the count changes
 
 	// Guarded by Ledger.mu.
 	min, max int
@@ -105,6 +106,7 @@ func (l *Ledger) Join(name string, min, max int) {
 		e.allotted = min
 	}
 	l.held += e.held()
+	l.limitsLocked()
 }
 
 // Leave forgets the function (deleted, or no longer served): its workers
@@ -120,6 +122,7 @@ func (l *Ledger) Leave(name string) {
 	l.held -= e.held()
 	l.order = slices.DeleteFunc(l.order, func(x *entry) bool { return x == e })
 	l.publishLocked()
+	l.limitsLocked()
 }
 
 // Arrived records a call to the function: a lock-free map read and an
@@ -151,6 +154,7 @@ func (l *Ledger) Target(name string, want, have, inFlight int) int {
 	l.held -= e.held()
 	e.returned = e.allotted
 	l.held += e.held()
+	l.limitsLocked()
 	return e.allotted
 }
 
@@ -174,18 +178,23 @@ func (l *Ledger) decideLocked(now time.Time) {
 	}
 }
 
-// Limit is the most workers the function may have now: its size in the
-// latest decision plus the capacity no function holds, within its max (lb
-// sizes the offload policy's local slots with it). A function that has not
-// joined gets 0.
-func (l *Ledger) Limit(name string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e, ok := l.fns[name]
-	if !ok {
-		return 0
+// limitsLocked sets every entry's Limit from the latest decision and count.
+func (l *Ledger) limitsLocked() {
+	free := max(0, l.total-l.held)
+	for _, e := range l.order {
+		e.limit.Store(int64(max(e.min, min(e.max, e.allotted+free))))
 	}
-	return max(e.min, min(e.max, e.allotted+max(0, l.total-l.held)))
+}
+
+// Limit is the most workers the function may have now: its size in the
+// latest decision plus the capacity no function holds, within [min, max]
+// (lb sizes the offload policy's local slots with it). Like Arrived it takes
+// no lock, for the request path. A function that has not joined gets 0.
+func (l *Ledger) Limit(name string) int {
+	if e := (*l.index.Load())[name]; e != nil {
+		return int(e.limit.Load())
+	}
+	return 0
 }
 
 // Standing is one function's line in status.
@@ -212,7 +221,6 @@ func (l *Ledger) Standings() []Standing {
 	var fns []Standing
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	free := max(0, l.total-l.held)
 	for _, e := range l.order {
 		var last time.Time
 		if ns := e.lastCall.Load(); ns != 0 {
@@ -220,7 +228,7 @@ func (l *Ledger) Standings() []Standing {
 		}
 		fns = append(fns, Standing{
 			Name: e.name, Min: e.min, Max: e.max, Workers: e.have, Want: e.want, Allotted: e.allotted,
-			Limit: max(e.min, min(e.max, e.allotted+free)), LastCall: last,
+			Limit: int(e.limit.Load()), LastCall: last,
 		})
 	}
 	return fns

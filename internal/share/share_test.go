@@ -54,24 +54,22 @@ func TestTakeFromIdle(t *testing.T) {
 		t.Fatalf("b's limit with the cap full: %d, want 1", got)
 	}
 	// b's burst right after: a's last call is too recent to take from it.
-	c.advance(time.Second)
+	c.advance(500 * time.Millisecond)
 	l.Arrived("b")
 	if got := b.tick(t, l, 3, 3); got != 1 {
 		t.Fatalf("b while a is busy: got %d, want 1", got)
 	}
 	if got := a.tick(t, l, 3, 0); got != 3 {
-		t.Fatalf("a, idle for 1s: got %d, want it to keep 3", got)
+		t.Fatalf("a, idle for 0.5s: got %d, want it to keep 3", got)
 	}
 	// a idle past IdleAfter: b's tick marks it, a shrinks at its own tick.
-	for range 5 {
-		c.advance(time.Second)
-		l.Arrived("b")
-	}
+	c.advance(time.Second)
+	l.Arrived("b")
 	if got := b.tick(t, l, 3, 3); got != 1 {
 		t.Fatalf("b before a shrank: got %d, want 1 (the cap is full)", got)
 	}
 	if got := a.tick(t, l, 3, 0); got != 1 {
-		t.Fatalf("a, idle for 6s: got %d, want 1 (its min)", got)
+		t.Fatalf("a, idle for 1.5s: got %d, want 1 (its min)", got)
 	}
 	if got := b.tick(t, l, 3, 3); got != 1 {
 		t.Fatalf("b before a reported its smaller size: got %d, want 1", got)

@@ -14,8 +14,9 @@ const (
 type event struct {
 	t    int64  // nanoseconds since the start of the run
 	seq  uint64 // insertion order breaks ties, so runs are deterministic
-	kind uint8
 	a, b int32
+	f    int32 // the function (many-function runs)
+	kind uint8
 }
 
 func (e event) less(o event) bool {

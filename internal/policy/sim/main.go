@@ -23,11 +23,14 @@ type Report struct {
 // trace and prints a table (or JSON with --json). It returns the exit code:
 // 0, 1 on a failed run, 2 on bad usage.
 func Main(args []string, stdout, stderr io.Writer) int {
+	if hasFlag(args, "functions") {
+		return MainMany(args, stdout, stderr)
+	}
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: lb sim [flags]\n\nReplays an arrival trace against the real scheduling, offload and autoscaling\npolicies and compares them. Deterministic for a --seed.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: lb sim [flags]\n\nReplays an arrival trace against the real scheduling, offload and autoscaling\npolicies and compares them. Deterministic for a --seed.\nWith --functions N it simulates N functions sharing MAX_TOTAL_WORKERS instead\n(lb sim --functions 100 -h lists those flags).\n\nflags:")
 		fs.PrintDefaults()
 	}
 	trace := fs.String("trace", cfg.Trace.Kind, "arrival trace: poisson, bursts, diurnal, step, or csv:FILE (first column: seconds)")
@@ -41,24 +44,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	policies := fs.String("policies", "overflow,latency-aware,never", "comma-separated offload[/autoscaler[/scheduler]] to compare")
 	autoscaler := fs.String("autoscaler", policy.AutoscalerPredictive, "AUTOSCALER for policies that name none: predictive or reference")
 	scheduler := fs.String("scheduler", policy.SchedulerRoundRobin, "SCHEDULER for policies that name none")
-	fs.IntVar(&cfg.Servers, "servers", cfg.Servers, "NUMBER_OF_SERVERS")
-	fs.IntVar(&cfg.Max, "max", cfg.Max, "MAX_SERVERS")
-	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "WORKER_CONCURRENCY")
-	fs.DurationVar(&cfg.Tick, "tick", cfg.Tick, "ELASTICITY_SLEEP")
-	fs.DurationVar(&cfg.ScaleDownDelay, "scale-down-delay", cfg.ScaleDownDelay, "SCALE_DOWN_DELAY")
-	fs.DurationVar(&cfg.LocalTimeout, "local-timeout", cfg.LocalTimeout, "LOCAL_TIMEOUT (0: none)")
-	fs.DurationVar(&cfg.QueueTimeout, "queue-timeout", cfg.QueueTimeout, "QUEUE_TIMEOUT")
-	fs.DurationVar(&cfg.Service, "service", cfg.Service, "mean local service time")
-	fs.Float64Var(&cfg.ServiceCV, "service-cv", cfg.ServiceCV, "coefficient of variation of the service time (lognormal; 0: constant)")
-	fs.DurationVar(&cfg.WorkerColdStart, "worker-cold-start", cfg.WorkerColdStart, "time to start a worker")
-	cloud := fs.String("cloud", "on", "on or off (CLOUD=off)")
-	fs.DurationVar(&cfg.CloudOverhead, "cloud-overhead", cfg.CloudOverhead, "network + API Gateway time per cloud call")
-	fs.Float64Var(&cfg.CloudSpeed, "cloud-speed", cfg.CloudSpeed, "Lambda run time as a multiple of the local service time")
-	fs.DurationVar(&cfg.CloudColdStart, "cloud-cold-start", cfg.CloudColdStart, "Lambda cold start")
-	fs.DurationVar(&cfg.CloudKeepAlive, "cloud-keep-alive", cfg.CloudKeepAlive, "how long an idle Lambda environment stays warm")
-	fs.IntVar(&cfg.LambdaMemoryMB, "lambda-memory", cfg.LambdaMemoryMB, "LAMBDA_MEMORY in MB")
-	fs.Float64Var(&cfg.CloudMaxRPS, "cloud-max-rps", 0, "CLOUD_MAX_RPS (0: no cap)")
-	fs.Float64Var(&cfg.CloudMaxCostPerHour, "cloud-max-cost", 0, "CLOUD_MAX_COST_PER_HOUR in USD (0: no cap)")
+	cloud := systemFlags(fs, &cfg)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -70,12 +56,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sim: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	switch *cloud {
-	case "on":
-	case "off":
-		cfg.CloudOff = true
-	default:
-		fmt.Fprintf(stderr, "sim: --cloud=%q: want on or off\n", *cloud)
+	if err := parseCloud(*cloud, &cfg); err != nil {
+		fmt.Fprintf(stderr, "sim: %v\n", err)
 		return 2
 	}
 	cfg.Trace.Kind = *trace
@@ -123,6 +105,57 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	WriteTable(stdout, rep)
 	return 0
+}
+
+// systemFlags registers the flags of the simulated system that single- and
+// many-function runs share, with cfg's values as defaults; it returns
+// --cloud, for parseCloud.
+func systemFlags(fs *flag.FlagSet, cfg *Config) *string {
+	fs.IntVar(&cfg.Servers, "servers", cfg.Servers, "NUMBER_OF_SERVERS (with --functions: each function's --min)")
+	fs.IntVar(&cfg.Max, "max", cfg.Max, "MAX_SERVERS (with --functions: each function's --max)")
+	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "WORKER_CONCURRENCY")
+	fs.DurationVar(&cfg.Tick, "tick", cfg.Tick, "ELASTICITY_SLEEP")
+	fs.DurationVar(&cfg.ScaleDownDelay, "scale-down-delay", cfg.ScaleDownDelay, "SCALE_DOWN_DELAY")
+	fs.DurationVar(&cfg.LocalTimeout, "local-timeout", cfg.LocalTimeout, "LOCAL_TIMEOUT (0: none)")
+	fs.DurationVar(&cfg.QueueTimeout, "queue-timeout", cfg.QueueTimeout, "QUEUE_TIMEOUT")
+	fs.DurationVar(&cfg.Service, "service", cfg.Service, "mean local service time")
+	fs.Float64Var(&cfg.ServiceCV, "service-cv", cfg.ServiceCV, "coefficient of variation of the service time (lognormal; 0: constant)")
+	fs.DurationVar(&cfg.WorkerColdStart, "worker-cold-start", cfg.WorkerColdStart, "time to start a worker")
+	cloud := fs.String("cloud", "on", "on or off (CLOUD=off)")
+	fs.DurationVar(&cfg.CloudOverhead, "cloud-overhead", cfg.CloudOverhead, "network + API Gateway time per cloud call")
+	fs.Float64Var(&cfg.CloudSpeed, "cloud-speed", cfg.CloudSpeed, "Lambda run time as a multiple of the local service time")
+	fs.DurationVar(&cfg.CloudColdStart, "cloud-cold-start", cfg.CloudColdStart, "Lambda cold start")
+	fs.DurationVar(&cfg.CloudKeepAlive, "cloud-keep-alive", cfg.CloudKeepAlive, "how long an idle Lambda environment stays warm")
+	fs.IntVar(&cfg.LambdaMemoryMB, "lambda-memory", cfg.LambdaMemoryMB, "LAMBDA_MEMORY in MB")
+	fs.Float64Var(&cfg.CloudMaxRPS, "cloud-max-rps", 0, "CLOUD_MAX_RPS (0: no cap)")
+	fs.Float64Var(&cfg.CloudMaxCostPerHour, "cloud-max-cost", 0, "CLOUD_MAX_COST_PER_HOUR in USD (0: no cap)")
+	return cloud
+}
+
+func parseCloud(v string, cfg *Config) error {
+	switch v {
+	case "on":
+	case "off":
+		cfg.CloudOff = true
+	default:
+		return fmt.Errorf("--cloud=%q: want on or off", v)
+	}
+	return nil
+}
+
+// hasFlag reports whether args set the flag name (-name, --name, with or
+// without =value), before the first non-flag argument.
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if a == "--" || !strings.HasPrefix(a, "-") {
+			return false
+		}
+		a = strings.TrimLeft(a, "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {
