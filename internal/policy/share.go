@@ -47,15 +47,18 @@ type ShareRule struct {
 // DefaultShareRule is lb's rule: a needy function takes its whole deficit
 // at once from functions not called for at least a second (one default
 // ELASTICITY_SLEEP tick), sparing workers that run calls. The simulator
-// chose it (100 functions, 1M calls, caps 120 to 200 over 100 mins; see
-// BENCHMARKS.md): against a shared pool that never takes, it serves 4 to 20%
-// more calls locally with the same p99; taking from functions called less
-// than a second ago served a few percent more locally still, but started
-// 2 to 50 times more workers (a worker taken from a function between two
-// calls is started again a moment later) and raised the p99 by up to 75%;
-// waiting 2s or more before taking kept only half the gain. One worker per
-// decision or the whole deficit made no difference worth a rule; taking
-// workers that run calls gained nothing over sparing them.
+// chose it (100 functions, 1M calls, caps of 120 to 200 workers over 100
+// mins; BENCHMARKS.md, "Many functions: sharing MAX_TOTAL_WORKERS"):
+//   - against a shared pool that never takes, it offloaded 9 to 19% fewer
+//     calls at caps 150 and 200 with a p99 within 4%; static splits did
+//     worse than both;
+//   - taking from functions called less than a second ago offloaded fewer
+//     still, but started 6 to 66 times more workers at the tighter caps (a
+//     worker taken from a function between two calls starts again a moment
+//     later) and raised the p99 by up to 77%;
+//   - waiting 2s before taking kept about half of the gain, 3s a quarter;
+//   - one worker per decision or the whole deficit, and taking workers that
+//     run calls or sparing them, differed by under half a point.
 var DefaultShareRule = ShareRule{IdleAfter: time.Second, Moves: 1 << 30}
 
 // Allot returns each function's allowed size now under DefaultShareRule

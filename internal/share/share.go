@@ -93,20 +93,19 @@ func (l *Ledger) Join(name string, min, max int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.fns[name]
-	if !ok {
-		e = &entry{name: name}
+	if ok {
+		l.held -= e.held()
+	} else {
+		e = &entry{name: name, allotted: min}
 		l.fns[name] = e
 		l.order = append(l.order, e)
-		l.publishLocked()
-	} else {
-		l.held -= e.held()
 	}
 	e.min, e.max = min, max
-	if !ok {
-		e.allotted = min
-	}
 	l.held += e.held()
 	l.limitsLocked()
+	if !ok {
+		l.publishLocked() // with its limit set
+	}
 }
 
 // Leave forgets the function (deleted, or no longer served): its workers
