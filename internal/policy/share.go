@@ -49,16 +49,18 @@ type ShareRule struct {
 // ELASTICITY_SLEEP tick), sparing workers that run calls. The simulator
 // chose it (100 functions, 1M calls, caps of 120 to 200 workers over 100
 // mins; BENCHMARKS.md, "Many functions: sharing MAX_TOTAL_WORKERS"):
-//   - against a shared pool that never takes, it offloaded 9 to 19% fewer
-//     calls at caps 150 and 200 with a p99 within 4%; static splits did
+//   - against a shared pool that never takes, it offloaded 10 to 19% fewer
+//     calls at caps 150 and 200 with a p99 within 5%; static splits did
 //     worse than both;
 //   - taking from functions called less than a second ago offloaded fewer
-//     still, but started 6 to 66 times more workers at the tighter caps (a
-//     worker taken from a function between two calls starts again a moment
-//     later) and raised the p99 by up to 77%;
-//   - waiting 2s before taking kept about half of the gain, 3s a quarter;
-//   - one worker per decision or the whole deficit, and taking workers that
-//     run calls or sparing them, differed by under half a point.
+//     still, but started 1.3 to 76 times more workers (a worker taken from a
+//     function between two calls starts again a moment later) and raised
+//     the p99 by up to 70%; half a second was close to one second and
+//     started 60% more workers at cap 150 (a start costs the host CPU the
+//     simulator does not charge);
+//   - waiting 2s before taking kept about half of the gain, 3s a fifth;
+//   - one worker per decision or the whole deficit differed by under a
+//     point; taking workers that run calls changed nothing at 1s.
 var DefaultShareRule = ShareRule{IdleAfter: time.Second, Moves: 1 << 30}
 
 // Allot returns each function's allowed size now under DefaultShareRule

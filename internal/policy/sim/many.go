@@ -396,28 +396,31 @@ func (m *many) at() time.Time { return m.base.Add(time.Duration(m.now)) }
 
 func (m *many) after(d float64) int64 { return m.now + int64(d*1e9) }
 
-// rateAt is function f's arrival rate at t seconds.
-func (m *many) rateAt(f *fn, t float64) float64 {
-	if math.Mod(t+f.phase, f.per) < m.cfg.BurstOn.Seconds() {
-		return f.base * m.cfg.BurstFactor
-	}
-	return f.base
-}
-
-// scheduleArrival draws function i's next arrival after t seconds
-// (thinning of its bursty Poisson process).
+// scheduleArrival draws function i's next arrival after t seconds. Its
+// rate is constant within each burst and each gap between bursts, so the
+// process is Poisson piece by piece: draw at the piece's rate, and past the
+// piece's end start again from there (no draws are thrown away).
 func (m *many) scheduleArrival(i int32, t float64) {
 	f := &m.fns[i]
-	lmax := f.base * m.cfg.BurstFactor
-	if lmax <= 0 {
-		return
-	}
+	on := m.cfg.BurstOn.Seconds()
+	k := math.Floor((t + f.phase) / f.per) // the burst cycle t is in
 	for {
-		t += m.rngTrace.ExpFloat64() / lmax
-		if r := m.rateAt(f, t); r >= lmax || m.rngTrace.Float64()*lmax < r {
-			m.h.push(event{t: int64(t * 1e9), kind: evArrival, f: i})
+		start := k*f.per - f.phase
+		var rate, end float64
+		switch {
+		case t < start+on:
+			rate, end = f.base*m.cfg.BurstFactor, start+on
+		case t < start+f.per:
+			rate, end = f.base, start+f.per
+		default:
+			k++
+			continue
+		}
+		if next := t + m.rngTrace.ExpFloat64()/rate; next < end {
+			m.h.push(event{t: int64(next * 1e9), kind: evArrival, f: i})
 			return
 		}
+		t = end
 	}
 }
 
