@@ -25,7 +25,7 @@ import (
 
 // Config is what the request path needs of lb's configuration.
 type Config struct {
-	FunctionName string        // FAAS_FUNCTION_NAME: the label of spillway_reruns_total
+	FunctionName string        // the function this gateway serves: its metrics' function label
 	LocalTimeout time.Duration // LOCAL_TIMEOUT: a local call's deadline
 	// CloudTimeout (LAMBDA_TIMEOUT) bounds a cloud run: a call never
 	// outlives LocalTimeout + CloudTimeout + 5s.
@@ -112,7 +112,7 @@ const maxLocalAttempts = 3
 
 // New builds a gateway.
 func New(cfg Config, d Deps) *Gateway {
-	g := &Gateway{cfg: cfg, d: d, log: d.Log, now: d.Now, metrics: newMetrics(d.Metrics)}
+	g := &Gateway{cfg: cfg, d: d, log: d.Log, now: d.Now, metrics: newMetrics(d.Metrics, cfg.FunctionName)}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -219,7 +219,7 @@ func (e *CallError) Unwrap() error { return e.Err }
 // rerun counts and logs one more run of a call that provably did not
 // complete where it was sent before.
 func (g *Gateway) rerun(c *call, reason string, err error) {
-	g.metrics.reruns.WithLabelValues(g.cfg.FunctionName, reason).Inc()
+	g.metrics.reruns.WithLabelValues(reason).Inc()
 	g.log.Warn("running a call again", "call_id", c.id, "reason", reason, "err", err)
 }
 

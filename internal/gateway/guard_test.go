@@ -167,7 +167,7 @@ func TestCloudServerErrorRunsAtMostOnce(t *testing.T) {
 			cfg := testConfig(func(s *setup) { s.offload = "always" })
 			g := guardGateway(t, cfg, p, c, spillway.Function{Name: "faas", Idempotent: idempotent}, nil)
 			_, err := g.Invoke(context.Background(), "x", InvokeOptions{})
-			reruns := counterValue(t, g.metrics.reruns.WithLabelValues("faas", "cloud_refused"))
+			reruns := counterValue(t, g.metrics.reruns.WithLabelValues("cloud_refused"))
 			if idempotent {
 				if err != nil || p.calls.Load() != 1 || reruns != 1 {
 					t.Errorf("idempotent: err %v, local runs %d, reruns %v; want a local re-run, counted", err, p.calls.Load(), reruns)

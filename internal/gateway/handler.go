@@ -23,20 +23,47 @@ type Reporter interface {
 	Status() spillway.Status
 }
 
-// Handler is lb's one port: XML-RPC at / and /RPC2, plus /healthz, /metrics
-// and /status as plain HTTP. status() and /status render rep's Status.
+// Catalog lists the served functions and their effective settings, what
+// functions() returns (lb reads them from its pools); nil lists the
+// router's functions with their names only.
+type Catalog func() []spillway.FunctionInfo
+
+// Handler serves this one gateway as the only function, as lb did before it
+// served many: what tests of the request path use.
 func (g *Gateway) Handler(rep Reporter) http.Handler {
+	r := NewRouter(RouterConfig{DefaultFunction: g.cfg.FunctionName, MaxRequestBytes: g.cfg.MaxRequestBytes,
+		AuthToken: g.cfg.AuthToken, Pprof: g.cfg.Pprof}, g.metrics.registry, g.log)
+	r.Serve(g.cfg.FunctionName, g)
+	r.ready.Store(true)
+	r.readyFn = g.Ready
+	return r.Handler(rep, nil)
+}
+
+// Handler is lb's one port: XML-RPC at / and /RPC2, POST /function/<name>,
+// plus /healthz, /metrics and /status as plain HTTP. status() and /status
+// render rep's Status; functions() lists cat's.
+func (r *Router) Handler(rep Reporter, cat Catalog) http.Handler {
 	rpc := xmlrpc.NewServer()
-	rpc.MaxBodyBytes = g.cfg.MaxRequestBytes
-	rpc.Logger = g.log
+	rpc.MaxBodyBytes = r.cfg.MaxRequestBytes
+	rpc.Logger = r.log
 	rpc.MapError = PublicFault
 	rpc.Register("call_faas",
-		"call_faas(param) -> the function's result (a script's stdout, a handler's return value).",
-		g.rpcCallFaas)
+		"call_faas(param) -> the default function's result (a script's stdout, a handler's return value).",
+		r.rpcCallFaas)
+	rpc.Register("call",
+		"call(name, param) -> the result of function name.",
+		r.rpcCall)
 	rpc.Register("invoke",
-		`invoke(param[, options]) -> {result, route, worker, reason, duration_ms, cold_start}. options {"route": "local"|"cloud"} forces the placement.`,
-		g.rpcInvoke)
-	rpc.Register("status", "status() -> pool members, in-flight calls and counters.",
+		`invoke(param[, options]) -> {result, function, route, worker, reason, duration_ms, cold_start}. options {"function": name, "route": "local"|"cloud"}: the function (default FAAS_FUNCTION_NAME) and a forced placement.`,
+		r.rpcInvoke)
+	rpc.Register("functions", "functions() -> [{name, version, style, min, max, concurrency, timeout, workers, ready}]: the served functions.",
+		func(ctx context.Context, params []any) (any, error) {
+			if len(params) != 0 {
+				return nil, fmt.Errorf("functions takes no parameters, got %d: %w", len(params), spillway.ErrInvalidParams)
+			}
+			return r.functionsRPC(cat), nil
+		})
+	rpc.Register("status", "status() -> pool members, in-flight calls and counters, and one section per function.",
 		func(ctx context.Context, params []any) (any, error) {
 			if len(params) != 0 {
 				return nil, fmt.Errorf("status takes no parameters, got %d: %w", len(params), spillway.ErrInvalidParams)
@@ -44,20 +71,22 @@ func (g *Gateway) Handler(rep Reporter) http.Handler {
 			return statusRPC(rep.Status()), nil
 		})
 
+	auth := func(h http.Handler) http.Handler { return Authorize(r.cfg.AuthToken, h) }
 	mux := http.NewServeMux()
-	mux.Handle("/", g.authorize(rpcOnly(rpc)))
-	mux.Handle("/RPC2", g.authorize(rpcOnly(rpc)))
-	mux.HandleFunc("GET /healthz", g.serveHealth)
-	mux.Handle("GET /metrics", g.authorize(promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{})))
-	mux.Handle("GET /status", g.authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/", auth(rpcOnly(rpc)))
+	mux.Handle("/RPC2", auth(rpcOnly(rpc)))
+	mux.Handle("/function/{name}", auth(http.HandlerFunc(r.serveFunction)))
+	mux.HandleFunc("GET /healthz", r.serveHealth)
+	mux.Handle("GET /metrics", auth(promhttp.HandlerFor(r.metrics, promhttp.HandlerOpts{})))
+	mux.Handle("GET /status", auth(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(rep.Status())
 	})))
-	if g.cfg.Pprof {
-		mux.Handle("GET /debug/pprof/", g.authorize(http.HandlerFunc(pprof.Index)))
-		mux.Handle("GET /debug/pprof/profile", g.authorize(http.HandlerFunc(pprof.Profile)))
+	if r.cfg.Pprof {
+		mux.Handle("GET /debug/pprof/", auth(http.HandlerFunc(pprof.Index)))
+		mux.Handle("GET /debug/pprof/profile", auth(http.HandlerFunc(pprof.Profile)))
 	}
 	return mux
 }
@@ -108,25 +137,23 @@ func rpcOnly(h http.Handler) http.Handler {
 	})
 }
 
-func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request) {
+func (r *Router) serveHealth(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	ready := g.Ready()
+	ready := r.Ready()
+	if r.readyFn != nil {
+		ready = ready && r.readyFn()
+	}
 	if !ready {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	_ = json.NewEncoder(w).Encode(map[string]any{"ready": ready})
 }
 
-// authorize enforces LB_AUTH_TOKEN when set: HTTP basic (any user, the token as
-// password — what `http://user:TOKEN@host/` gives Python's xmlrpc.client) or a
-// bearer token. XML-RPC callers get a fault, as their clients expect; plain HTTP
-// callers get 401.
-func (g *Gateway) authorize(next http.Handler) http.Handler {
-	return Authorize(g.cfg.AuthToken, next)
-}
-
 // Authorize wraps next with the LB_AUTH_TOKEN check that every lb endpoint
-// but /healthz shares (see Gateway.authorize); an empty token lets every
+// but /healthz shares: HTTP basic (any user, the token as password — what
+// `http://user:TOKEN@host/` gives Python's xmlrpc.client) or a bearer token.
+// XML-RPC callers get a fault, as their clients expect; plain HTTP callers,
+// POST /function/<name> included, get 401. An empty token lets every
 // request through.
 func Authorize(token string, next http.Handler) http.Handler {
 	if token == "" {
@@ -144,7 +171,7 @@ func Authorize(token string, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if r.Method == http.MethodPost {
+		if r.Method == http.MethodPost && !strings.HasPrefix(r.URL.Path, "/function/") {
 			w.Header().Set("Content-Type", "text/xml")
 			_, _ = w.Write(xmlrpc.AppendFault(nil, xmlrpc.Fault{Code: spillway.FaultUnauthorized, String: "unauthorized: send LB_AUTH_TOKEN as a bearer token or basic-auth password"}))
 			return
@@ -170,18 +197,33 @@ func statusRPC(s spillway.Status) map[string]any {
 	return out
 }
 
-func (g *Gateway) rpcCallFaas(ctx context.Context, params []any) (any, error) {
+func (r *Router) rpcCallFaas(ctx context.Context, params []any) (any, error) {
 	if len(params) != 1 {
 		return nil, fmt.Errorf("call_faas takes one parameter, got %d: %w", len(params), spillway.ErrInvalidParams)
 	}
-	inv, err := g.Invoke(ctx, params[0], InvokeOptions{})
+	inv, err := r.Invoke(ctx, "", params[0], InvokeOptions{})
 	if err != nil {
 		return nil, err
 	}
 	return inv.Result, nil
 }
 
-func (g *Gateway) rpcInvoke(ctx context.Context, params []any) (any, error) {
+func (r *Router) rpcCall(ctx context.Context, params []any) (any, error) {
+	if len(params) != 2 {
+		return nil, fmt.Errorf("call takes a function name and a parameter, got %d parameters: %w", len(params), spillway.ErrInvalidParams)
+	}
+	name, ok := params[0].(string)
+	if !ok || name == "" {
+		return nil, fmt.Errorf("call's first parameter is the function name, got %T: %w", params[0], spillway.ErrInvalidParams)
+	}
+	inv, err := r.Invoke(ctx, name, params[1], InvokeOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return inv.Result, nil
+}
+
+func (r *Router) rpcInvoke(ctx context.Context, params []any) (any, error) {
 	if len(params) < 1 || len(params) > 2 {
 		return nil, fmt.Errorf("invoke takes a parameter and an optional options struct, got %d parameters: %w", len(params), spillway.ErrInvalidParams)
 	}
@@ -196,12 +238,17 @@ func (g *Gateway) rpcInvoke(ctx context.Context, params []any) (any, error) {
 			return nil, err
 		}
 	}
-	inv, err := g.Invoke(ctx, params[0], opts)
+	name := opts.Function
+	if name == "" {
+		name = r.cfg.DefaultFunction
+	}
+	inv, err := r.Invoke(ctx, name, params[0], opts)
 	if err != nil {
 		return nil, err
 	}
 	return map[string]any{
 		"result":      inv.Result,
+		"function":    name,
 		"route":       string(inv.Route),
 		"worker":      inv.Worker,
 		"reason":      string(inv.Reason),
@@ -210,9 +257,31 @@ func (g *Gateway) rpcInvoke(ctx context.Context, params []any) (any, error) {
 	}, nil
 }
 
+// functionsRPC renders functions() as XML-RPC structs with the JSON names.
+func (r *Router) functionsRPC(cat Catalog) []any {
+	var infos []spillway.FunctionInfo
+	if cat != nil {
+		infos = cat()
+	} else {
+		for _, n := range r.Names() {
+			infos = append(infos, spillway.FunctionInfo{Name: n})
+		}
+	}
+	out := make([]any, 0, len(infos))
+	for _, fi := range infos {
+		out = append(out, map[string]any{
+			"name": fi.Name, "version": fi.Version, "style": fi.Style,
+			"min": fi.Min, "max": fi.Max, "concurrency": fi.Concurrency,
+			"timeout": fi.TimeoutSeconds, "workers": fi.Workers, "ready": fi.Ready,
+		})
+	}
+	return out
+}
+
 // InvokeOptions are the optional second argument of invoke.
 type InvokeOptions struct {
-	Route spillway.Route // "" lets the policy decide
+	Route    spillway.Route // "" lets the policy decide
+	Function string         // the function to call; "" is FAAS_FUNCTION_NAME
 }
 
 func parseInvokeOptions(o map[string]any) (InvokeOptions, error) {
@@ -228,8 +297,14 @@ func parseInvokeOptions(o map[string]any) (InvokeOptions, error) {
 			default:
 				return opts, fmt.Errorf(`invoke option route=%v: want "local", "cloud" or "auto": %w`, v, spillway.ErrInvalidParams)
 			}
+		case "function":
+			name, ok := v.(string)
+			if !ok {
+				return opts, fmt.Errorf("invoke option function=%v: want a function name: %w", v, spillway.ErrInvalidParams)
+			}
+			opts.Function = name
 		default:
-			return opts, fmt.Errorf("unknown invoke option %q (known: route): %w", k, spillway.ErrInvalidParams)
+			return opts, fmt.Errorf("unknown invoke option %q (known: function, route): %w", k, spillway.ErrInvalidParams)
 		}
 	}
 	return opts, nil
