@@ -57,8 +57,13 @@ type ElasticityDeps struct {
 	// Events learns each decision that changes the pool's size; nil tells
 	// no one.
 	Events spillway.EventSink
-	Log    *slog.Logger
-	Clock  Clock
+	// Share bounds the autoscaler's size by the function's share of
+	// MAX_TOTAL_WORKERS (internal/share.Ledger.Target for this function):
+	// it gets the wanted size, the workers now and the calls in flight, and
+	// returns the size allowed now. nil: no bound beyond the pool's own.
+	Share func(want, have, inFlight int) int
+	Log   *slog.Logger
+	Clock Clock
 }
 
 // Elasticity is the collect → decide → act loop: every tick, on the
@@ -137,6 +142,12 @@ func (e *Elasticity) step(now time.Time) {
 		snap.ArrivalRate += o.ArrivalRate
 	}
 	dec := e.d.Autoscaler.Decide(snap)
+	if e.d.Share != nil {
+		if allowed := e.d.Share(dec.Desired, pc.Members, snap.InFlight); allowed != dec.Desired {
+			dec.Reason = fmt.Sprintf("%s; %d allowed by the MAX_TOTAL_WORKERS share", dec.Reason, allowed)
+			dec.Desired = allowed
+		}
+	}
 	if dec.Desired != pc.Desired {
 		e.log.Info("scale", "from", pc.Desired, "to", dec.Desired, "reason", dec.Reason,
 			"in_flight", snap.InFlight, "queued", snap.Queued, "rate", fmt.Sprintf("%.1f/s", snap.ArrivalRate))

@@ -47,11 +47,12 @@ type Replicas interface {
 
 // ReportConfig is the configuration the status repeats.
 type ReportConfig struct {
-	Function      string // FAAS_FUNCTION_NAME
-	ListenAddr    string // this replica's address, for replicas[]
-	PoolMin       int    // NUMBER_OF_SERVERS
-	PoolMax       int    // MAX_SERVERS
-	Concurrency   int    // WORKER_CONCURRENCY
+	Function      string        // the function reported on
+	ListenAddr    string        // this replica's address, for replicas[]
+	PoolMin       int           // its --min, or NUMBER_OF_SERVERS
+	PoolMax       int           // its --max, or MAX_SERVERS
+	Concurrency   int           // its --concurrency, or WORKER_CONCURRENCY
+	Timeout       time.Duration // its --timeout, or LOCAL_TIMEOUT
 	Scheduler     string // SCHEDULER
 	OffloadPolicy string // OFFLOAD_POLICY
 	Autoscaler    string // AUTOSCALER
@@ -138,6 +139,40 @@ func (r *Report) Status() spillway.Status {
 	return s
 }
 
+// Section is the function's part of status().
+func (r *Report) Section() spillway.FunctionSection {
+	calls := r.d.Calls.Calls()
+	pc := r.d.Pool.Counts()
+	fn := r.d.Pool.Function()
+	s := spillway.FunctionSection{
+		Name: r.cfg.Function, Version: fn.Version, SHA256: fn.SHA256, Style: string(fn.Style),
+		Ready:    r.d.Calls.Ready(),
+		PoolSize: pc.Members, PoolReady: pc.Ready, PoolDesired: pc.Desired,
+		PoolMin: r.cfg.PoolMin, PoolMax: r.cfg.PoolMax, Concurrency: r.cfg.Concurrency,
+		TimeoutSeconds: r.cfg.Timeout.Seconds(),
+		InFlight:       calls.InFlight, LocalInFlight: calls.LocalInFlight, CloudInFlight: calls.CloudInFlight,
+		Queued: calls.Queued, Counters: calls.Counters,
+	}
+	if r.d.LastScale != nil {
+		s.Counters.LastScale = r.d.LastScale()
+	}
+	if d := r.details(r.clock.Now()); d.Cloud != nil {
+		s.Cloud = d.Cloud
+	}
+	return s
+}
+
+// Info is the function's entry in functions().
+func (r *Report) Info() spillway.FunctionInfo {
+	pc := r.d.Pool.Counts()
+	fn := r.d.Pool.Function()
+	return spillway.FunctionInfo{
+		Name: r.cfg.Function, Version: fn.Version, Style: string(fn.Style),
+		Min: r.cfg.PoolMin, Max: r.cfg.PoolMax, Concurrency: r.cfg.Concurrency,
+		TimeoutSeconds: r.cfg.Timeout.Seconds(), Workers: pc.Members, Ready: pc.Ready,
+	}
+}
+
 // details are the pool's members and counters, its function and the cloud.
 func (r *Report) details(now time.Time) *spillway.StatusDetails {
 	snap := r.d.Pool.Snapshot()
@@ -172,24 +207,19 @@ func (r *Report) details(now time.Time) *spillway.StatusDetails {
 	return d
 }
 
-// Collectors expose the pool's, the cloud's and the replicas' state to
-// /metrics, read at scrape time. The request path's own instruments are the
-// gateway's.
+// Collectors expose the function's pool and cloud state to /metrics, read
+// at scrape time, each with the label function=<name>. The request path's
+// own instruments are the gateway's; lb's own are LBCollectors'.
 func (r *Report) Collectors() []prometheus.Collector {
+	fn := prometheus.Labels{"function": r.cfg.Function}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: fn}, f)
 	}
 	counter := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: fn}, f)
 	}
 	poolCounter := func(name, help string, f func(pool.Counters) uint64) prometheus.Collector {
 		return counter(name, help, func() float64 { return float64(f(r.d.Pool.Snapshot().Counters)) })
-	}
-	bit := func(b bool) float64 {
-		if b {
-			return 1
-		}
-		return 0
 	}
 	cs := []prometheus.Collector{
 		gauge("spillway_pool_workers", "Pool members, starting ones included.",
@@ -206,20 +236,6 @@ func (r *Report) Collectors() []prometheus.Collector {
 			func(c pool.Counters) uint64 { return c.Started }),
 		gauge("spillway_function_version", "Version of the function the pool runs.",
 			func() float64 { return float64(r.d.Pool.Function().Version) }),
-		gauge("spillway_lb_controller", "1 when this lb replica holds the pool's lease (scales, rolls, deploys).",
-			func() float64 { return bit(r.d.Replicas == nil || r.d.Replicas.Controller()) }),
-		gauge("spillway_lb_replicas", "Live lb replicas of the pool, this one included.",
-			func() float64 {
-				if r.d.Replicas == nil {
-					return 1
-				}
-				return float64(1 + len(r.d.Replicas.Peers()))
-			}),
-	}
-	if r.d.Refused != nil {
-		cs = append(cs, counter("spillway_lb_refused_connections_total",
-			"Connections and requests to lb refused because they came from the workers' network.",
-			func() float64 { return float64(r.d.Refused()) }))
 	}
 	if c := r.d.Cloud; c != nil {
 		cs = append(cs,
@@ -232,6 +248,38 @@ func (r *Report) Collectors() []prometheus.Collector {
 		)
 	}
 	return cs
+}
+
+// LBCollectors expose lb's own state: whether this replica controls the
+// pool, how many replicas live, and the connections refused from the
+// workers' network (refused nil: not exposed).
+func LBCollectors(replicas Replicas, refused func() uint64) []prometheus.Collector {
+	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spillway_lb_controller",
+			Help: "1 when this lb replica holds the pool's lease (scales, rolls, deploys)."},
+			func() float64 { return bit(replicas == nil || replicas.Controller()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "spillway_lb_replicas",
+			Help: "Live lb replicas of the pool, this one included."},
+			func() float64 {
+				if replicas == nil {
+					return 1
+				}
+				return float64(1 + len(replicas.Peers()))
+			}),
+	}
+	if refused != nil {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "spillway_lb_refused_connections_total",
+			Help: "Connections and requests to lb refused because they came from the workers' network."},
+			func() float64 { return float64(refused()) }))
+	}
+	return cs
+}
+
+func bit(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func breakerValue(s cloud.BreakerState) float64 {

@@ -136,6 +136,7 @@ func TestReportMetrics(t *testing.T) {
 		r, _ := testReport(t, withCloud)
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(r.Collectors()...)
+		reg.MustRegister(LBCollectors(r.d.Replicas, r.d.Refused)...)
 		mfs, err := reg.Gather()
 		if err != nil {
 			t.Fatal(err)
