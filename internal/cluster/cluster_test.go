@@ -322,17 +322,21 @@ func TestReplicas(t *testing.T) {
 	}
 	// Only the controller publishes the cloud deployment; a follower (or a
 	// controller that lost the lease) cannot overwrite it.
-	if err := next.PublishCloud(context.Background(), []byte("v2")); err != nil {
+	if err := next.Function("faas").PublishCloud(context.Background(), []byte("v2")); err != nil {
 		t.Fatalf("controller publish: %v", err)
 	}
-	if err := last.PublishCloud(context.Background(), []byte("stale")); !errors.Is(err, ErrNotController) {
+	if err := last.Function("faas").PublishCloud(context.Background(), []byte("stale")); !errors.Is(err, ErrNotController) {
 		t.Errorf("follower publish = %v, want ErrNotController", err)
 	}
-	if err := a.PublishCloud(context.Background(), []byte("stale")); !errors.Is(err, ErrNotController) {
+	if err := a.Function("faas").PublishCloud(context.Background(), []byte("stale")); !errors.Is(err, ErrNotController) {
 		t.Errorf("former controller publish = %v, want ErrNotController", err)
 	}
-	if b, err := last.ReadCloud(context.Background()); err != nil || string(b) != "v2" {
+	if b, err := last.Function("faas").ReadCloud(context.Background()); err != nil || string(b) != "v2" {
 		t.Errorf("follower reads %q, %v; want v2", b, err)
+	}
+	// Each function has its own deployment record.
+	if b, err := last.Function("hello").ReadCloud(context.Background()); err != nil || b != nil {
+		t.Errorf("another function's deployment reads %q, %v; want none", b, err)
 	}
 	waitFor(t, 10*time.Second, "a's report withdrawn", func() bool { return len(last.Peers()) == 1 })
 

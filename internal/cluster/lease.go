@@ -9,7 +9,7 @@
 //	spillway:leader:<pool>:gen   the generation counter, one up per new holder
 //	spillway:lbs:<pool>          set of replica ids that reported
 //	spillway:lb:<pool>:<lb_id>   one replica's report (JSON), with an expiry
-//	spillway:cloud:<pool>        the controller's cloud deployment (fenced write)
+//	spillway:cloud:<pool>:<fn>   the controller's cloud deployment of a function (fenced write)
 package cluster
 
 import (

@@ -304,8 +304,52 @@ func (r *Replica) Close(ctx context.Context) (others int, err error) {
 	return len(alive), errors.Join(errs...)
 }
 
-// cloudKey holds what the controller deployed to the cloud, for the others.
-func cloudKey(pool string) string { return "spillway:cloud:" + pool }
+// cloudKey holds what the controller deployed to the cloud for a function,
+// for the others: spillway:cloud:<pool>:<function>.
+func cloudKey(pool, function string) string { return "spillway:cloud:" + pool + ":" + function }
+
+// Function is this replica's view for one function's cloud deployment:
+// the lease is the pool's, the published deployment the function's own.
+func (r *Replica) Function(name string) *FunctionReplica {
+	return &FunctionReplica{r: r, key: cloudKey(r.cfg.Pool, name)}
+}
+
+// FunctionReplica is Replica.Function's view.
+type FunctionReplica struct {
+	r   *Replica
+	key string
+}
+
+// Controller reports whether this replica holds the pool's lease.
+func (f *FunctionReplica) Controller() bool { return f.r.Controller() }
+
+// Fence fails unless this replica still holds the lease.
+func (f *FunctionReplica) Fence(ctx context.Context) error { return f.r.Fence(ctx) }
+
+// PublishCloud stores how to reach the function's cloud deployment for the
+// other replicas, only while this replica holds the lease: a controller
+// that lost it cannot overwrite its successor's deployment.
+func (f *FunctionReplica) PublishCloud(ctx context.Context, data []byte) error {
+	return f.r.publishCloud(ctx, f.key, data)
+}
+
+// ReadCloud returns what the controller last published for the function,
+// nil when nothing is.
+func (f *FunctionReplica) ReadCloud(ctx context.Context) ([]byte, error) {
+	return f.r.readCloud(ctx, f.key)
+}
+
+// ForgetCloud removes the function's published deployment (it was
+// deleted), only while this replica holds the lease.
+func (f *FunctionReplica) ForgetCloud(ctx context.Context) error {
+	if err := f.r.Fence(ctx); err != nil {
+		return fmt.Errorf("forget the cloud deployment: %w", err)
+	}
+	if err := f.r.rdb.Del(ctx, f.key).Err(); err != nil {
+		return fmt.Errorf("forget the cloud deployment: %w", err)
+	}
+	return nil
+}
 
 // publishScript writes KEYS[2] only while KEYS[1], the lease, holds ARGV[1]:
 // a fenced write.
@@ -317,15 +361,13 @@ end
 return 0
 `)
 
-// PublishCloud stores data (how to reach the cloud deployment) for the
-// other replicas, only while this replica holds the lease: a controller
-// that lost it cannot overwrite its successor's deployment.
-func (r *Replica) PublishCloud(ctx context.Context, data []byte) error {
+// publishCloud is FunctionReplica.PublishCloud.
+func (r *Replica) publishCloud(ctx context.Context, key string, data []byte) error {
 	gen := r.lease.Generation()
 	if gen == 0 {
 		return fmt.Errorf("publish the cloud deployment: %w", ErrNotController)
 	}
-	n, err := publishScript.Run(ctx, r.rdb, []string{r.lease.key, cloudKey(r.cfg.Pool)}, r.lease.value(gen), data).Int64()
+	n, err := publishScript.Run(ctx, r.rdb, []string{r.lease.key, key}, r.lease.value(gen), data).Int64()
 	if err != nil {
 		return fmt.Errorf("publish the cloud deployment: %w", err)
 	}
@@ -335,10 +377,9 @@ func (r *Replica) PublishCloud(ctx context.Context, data []byte) error {
 	return nil
 }
 
-// ReadCloud returns what the controller last published with PublishCloud,
-// nil when nothing is.
-func (r *Replica) ReadCloud(ctx context.Context) ([]byte, error) {
-	b, err := r.rdb.Get(ctx, cloudKey(r.cfg.Pool)).Bytes()
+// readCloud is FunctionReplica.ReadCloud.
+func (r *Replica) readCloud(ctx context.Context, key string) ([]byte, error) {
+	b, err := r.rdb.Get(ctx, key).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
