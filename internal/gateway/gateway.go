@@ -80,6 +80,9 @@ type Deps struct {
 	// Metrics is the registry the gateway's instruments join (lb's
 	// /metrics); nil gives the gateway one of its own.
 	Metrics *prometheus.Registry
+	// Arrived learns of every call as it arrives (the function's share of
+	// MAX_TOTAL_WORKERS reads when it was last used); nil for no one.
+	Arrived func()
 	Log     *slog.Logger
 	Now     func() time.Time // nil means time.Now
 }
@@ -128,6 +131,10 @@ func New(cfg Config, d Deps) *Gateway {
 // latency histogram from it).
 func (g *Gateway) Metrics() prometheus.Gatherer { return g.metrics.registry }
 
+// UnregisterMetrics takes the function's series off /metrics (it is no
+// longer served).
+func (g *Gateway) UnregisterMetrics() { g.metrics.unregister() }
+
 // SetReady marks the gateway ready (or not) for /healthz.
 func (g *Gateway) SetReady(ok bool) { g.ready.Store(ok) }
 
@@ -163,6 +170,9 @@ func (g *Gateway) Invoke(ctx context.Context, param any, opts InvokeOptions) (sp
 	}()
 	if g.d.Estimator != nil {
 		g.d.Estimator.ObserveArrival(start)
+	}
+	if g.d.Arrived != nil {
+		g.d.Arrived()
 	}
 	// A call never outlives a local attempt plus a full cloud attempt.
 	budget := g.cfg.LocalTimeout + g.cfg.CloudTimeout + 5*time.Second

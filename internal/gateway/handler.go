@@ -140,9 +140,6 @@ func rpcOnly(h http.Handler) http.Handler {
 func (r *Router) serveHealth(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	ready := r.Ready()
-	if r.readyFn != nil {
-		ready = ready && r.readyFn()
-	}
 	if !ready {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}

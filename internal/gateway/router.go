@@ -99,8 +99,21 @@ func (r *Router) Gateways() map[string]*Gateway {
 // SetReady marks lb ready (or not) for /healthz.
 func (r *Router) SetReady(ok bool) { r.ready.Store(ok) }
 
-// Ready reports whether lb serves calls.
-func (r *Router) Ready() bool { return r.ready.Load() && !r.closing.Load() }
+// Ready reports whether lb serves calls: it is set ready, not closing, and
+// the default function, when it is known, is served (as a one-function lb
+// was ready once its pool was).
+func (r *Router) Ready() bool {
+	if !r.ready.Load() || r.closing.Load() {
+		return false
+	}
+	if r.readyFn != nil && !r.readyFn() {
+		return false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	g, known := r.funcs[r.cfg.DefaultFunction]
+	return !known || g != nil
+}
 
 // Close refuses new calls from now on (lb is leaving).
 func (r *Router) Close() { r.closing.Store(true) }
