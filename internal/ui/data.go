@@ -1,6 +1,8 @@
 package ui
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/spillway-faas/spillway"
@@ -174,6 +176,23 @@ func controllerID(st spillway.Status) string {
 }
 
 // fill sets every field of d that comes from status().
+// otherFunctions are the pools of the served functions but skip, by name:
+// the status lists members of the default function only.
+func otherFunctions(v spillway.Status, skip string) []FunctionState {
+	var out []FunctionState
+	for _, name := range slices.Sorted(maps.Keys(v.Functions)) {
+		if name == skip {
+			continue
+		}
+		sec := v.Functions[name]
+		out = append(out, FunctionState{Name: name, Version: sec.Version, Style: sec.Style, SHA256: sec.SHA256,
+			Workers: Workers{Ready: sec.PoolReady, Starting: sec.PoolSize - sec.PoolReady, Total: sec.PoolSize},
+			Desired: sec.PoolDesired, Min: sec.PoolMin, Max: sec.PoolMax, InFlight: sec.InFlight, Queued: sec.Queued,
+			ColdStarts: sec.Counters.ColdStarts, Members: []Member{}})
+	}
+	return out
+}
+
 func (d *Data) fill(v spillway.Status) {
 	d.State = "ready"
 	if !v.Ready {
@@ -196,6 +215,9 @@ func (d *Data) fill(v spillway.Status) {
 	d.Cloud = CloudState{Mode: v.CloudMode}
 	if v.Details == nil {
 		d.Functions = []FunctionState{f}
+		if len(v.Functions) > 0 {
+			d.Functions = otherFunctions(v, "")
+		}
 		return
 	}
 	fn := v.Details.Function
@@ -217,7 +239,10 @@ func (d *Data) fill(v spillway.Status) {
 		f.InFlight += int64(m.InFlight)
 		f.ColdStarts += m.ColdStarts
 	}
-	d.Functions = []FunctionState{f}
+	if sec, ok := v.Functions[fn.Name]; ok {
+		f.Desired, f.Min, f.Max, f.Queued = sec.PoolDesired, sec.PoolMin, sec.PoolMax, sec.Queued
+	}
+	d.Functions = append([]FunctionState{f}, otherFunctions(v, fn.Name)...)
 	if cl := v.Details.Cloud; cl != nil {
 		d.Cloud.Ready, d.Cloud.Breaker = cl.Ready, cl.Breaker
 		d.Cloud.Calls, d.Cloud.Failed, d.Cloud.Throttled, d.Cloud.Rejected = cl.Calls, cl.Failed, cl.Throttled, cl.Rejected

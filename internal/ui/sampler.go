@@ -211,10 +211,26 @@ func histograms(g prometheus.Gatherer) (map[string]histogram, error) {
 				h.bounds = append(h.bounds, b.GetUpperBound())
 				h.buckets = append(h.buckets, b.GetCumulativeCount())
 			}
-			out[route] = h
+			// One series per function: the page shows their sum.
+			out[route] = out[route].plus(h)
 		}
 	}
 	return out, nil
+}
+
+// plus is h and o together (o empty, or with the same buckets).
+func (h histogram) plus(o histogram) histogram {
+	if h.count == 0 && len(h.buckets) == 0 {
+		return o
+	}
+	sum := histogram{count: h.count + o.count, bounds: h.bounds, buckets: make([]uint64, len(h.buckets))}
+	for i, c := range h.buckets {
+		if i < len(o.buckets) {
+			c += o.buckets[i]
+		}
+		sum.buckets[i] = c
+	}
+	return sum
 }
 
 // minus is h's counts since base (same buckets; a missing base is zero).

@@ -379,3 +379,34 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestDataShowsEveryFunctionsPool(t *testing.T) {
+	st := spillway.Status{Ready: true,
+		Details: &spillway.StatusDetails{Function: spillway.FunctionStatus{Name: "faas", Version: 2},
+			Members: []spillway.MemberStatus{{Name: "w1", State: "ready", Capacity: 1}}},
+		Functions: map[string]spillway.FunctionSection{
+			"faas":  {Name: "faas", Version: 2, PoolSize: 1, PoolReady: 1, PoolMin: 1, PoolMax: 3},
+			"hello": {Name: "hello", Version: 5, Style: "handler", PoolSize: 3, PoolReady: 2, PoolMin: 2, PoolMax: 4, InFlight: 7},
+			"abc":   {Name: "abc", Version: 1, PoolSize: 0},
+		}}
+	var d Data
+	d.fill(st)
+	var names []string
+	for _, f := range d.Functions {
+		names = append(names, f.Name)
+	}
+	if strings.Join(names, ",") != "faas,abc,hello" {
+		t.Fatalf("functions %v: want the default first, then the others by name", names)
+	}
+	if f := d.Functions[0]; f.Max != 3 || f.Workers.Ready != 1 || len(f.Members) != 1 {
+		t.Errorf("default function %+v: want its members and its own max", f)
+	}
+	if h := d.Functions[2]; h.Version != 5 || h.Workers.Total != 3 || h.Workers.Ready != 2 || h.Workers.Starting != 1 || h.InFlight != 7 || h.Min != 2 {
+		t.Errorf("hello %+v: want its section's pool", h)
+	}
+	st.Details = nil // the default function is not served
+	d.fill(st)
+	if len(d.Functions) != 3 || d.Functions[0].Name != "abc" {
+		t.Errorf("without the default function's details: %+v, want the three sections by name", d.Functions)
+	}
+}
