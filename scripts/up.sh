@@ -65,7 +65,7 @@ bin/addfaas --redis "127.0.0.1:$redis_port" --name "$name" examples/fib.py
 handler=${HANDLER_EXAMPLE:-examples/hello_handler.py}
 hname=${HANDLER_NAME:-hello}
 if [[ -f $handler ]]; then
-	log "publishing $handler as '$hname' (serve it with FAAS_FUNCTION_NAME=$hname)"
+	log "publishing $handler as '$hname'"
 	bin/addfaas --redis "127.0.0.1:$redis_port" --name "$hname" "$handler"
 fi
 
@@ -86,7 +86,7 @@ ui_hint=
 [[ -z $(cfg LB_AUTH_TOKEN "") ]] || ui_hint=" (user: any, password: LB_AUTH_TOKEN)"
 cat <<MSG
 
-Spillway is up: $replicas lb on $lb_list serving '$name' (pool '$pool').
+Spillway is up: $replicas lb on $lb_list serving '$name' and '$hname' (pool '$pool').
 Operator page: http://127.0.0.1:$port/ui$ui_hint
 Next:
   ${lb_hint}bin/client call 20                        # one call through lb
