@@ -80,6 +80,11 @@ type Deps struct {
 	// Metrics is the registry the gateway's instruments join (lb's
 	// /metrics); nil gives the gateway one of its own.
 	Metrics *prometheus.Registry
+	// LocalSlots, when set, is the offload policy's MaxSlots now in place
+	// of Config.LocalSlots: the slots of the workers the function may have
+	// under its share of MAX_TOTAL_WORKERS, so that calls the cap keeps
+	// from a local worker follow the offload policy instead of waiting.
+	LocalSlots func() int
 	// Arrived learns of every call as it arrives (the function's share of
 	// MAX_TOTAL_WORKERS reads when it was last used); nil for no one.
 	Arrived func()
@@ -320,7 +325,7 @@ func (g *Gateway) decideFrom(pc spillway.PoolCounts, waited time.Duration) polic
 		InFlight:       int(g.localInFlight.Load()),
 		Queued:         int(g.queued.Load()),
 		CloudInFlight:  int(g.cloudInFlight.Load()),
-		MaxSlots:       g.cfg.LocalSlots,
+		MaxSlots:       g.localSlots(),
 		ReadySlots:     pc.ReadySlots,
 		StartingSlots:  pc.StartingSlots,
 		FreeSlots:      pc.FreeSlots,
@@ -331,6 +336,13 @@ func (g *Gateway) decideFrom(pc spillway.PoolCounts, waited time.Duration) polic
 		in.Estimates = g.d.Estimator.Estimates(now)
 	}
 	return g.d.Offloader.Decide(in)
+}
+
+func (g *Gateway) localSlots() int {
+	if g.d.LocalSlots != nil {
+		return g.d.LocalSlots()
+	}
+	return g.cfg.LocalSlots
 }
 
 // errPlaceAgain says the worker a call was placed on answered busy: the

@@ -489,3 +489,43 @@ func TestCloudDecisionGivesTheSlotBack(t *testing.T) {
 			p.tryCounts.Load(), p.leases.Load(), p.calls.Load(), p.Counts().FreeSlots)
 	}
 }
+
+// Under MAX_TOTAL_WORKERS a function may be held below MAX_SERVERS: with
+// its share's slots as the policy's MaxSlots, a call the cap keeps from a
+// worker overflows to the cloud; with the static MAX_SERVERS slots it
+// would wait for a worker the cap never lets start.
+func TestShareSlotsOverflowToCloud(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprintf("share=%v", shared), func(t *testing.T) {
+			cfg := testConfig(func(s *setup) { s.LocalSlots = 4 }) // MAX_SERVERS=4
+			p := newFakePool("w1")
+			release := make(chan struct{})
+			p.callFn = func(ctx context.Context, w string, param any) (any, error) {
+				<-release
+				return "local", nil
+			}
+			c := &fakeCloud{ready: true}
+			off, err := policy.NewOffloader("overflow", policy.OffloadConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := Deps{Pool: p, Cloud: c, Offloader: off}
+			if shared {
+				d.LocalSlots = func() int { return 1 } // the share allows one worker
+			}
+			g := New(cfg.Config, d)
+			go func() { _, _ = g.Invoke(context.Background(), "x", InvokeOptions{}) }()
+			waitFor(t, func() bool { return p.calls.Load() == 1 })
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			inv, err := g.Invoke(ctx, "x", InvokeOptions{})
+			cancel()
+			close(release)
+			if shared && (err != nil || inv.Route != spillway.RouteCloud || inv.Reason != spillway.ReasonOverflow) {
+				t.Errorf("Invoke = %+v, %v; want cloud/overflow at the share's slots", inv, err)
+			}
+			if !shared && err == nil {
+				t.Errorf("Invoke = %+v; without the share's slots the call waits for a worker (and times out here)", inv)
+			}
+		})
+	}
+}
