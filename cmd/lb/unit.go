@@ -102,9 +102,10 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 		u.run(loopCtx, u.cloudRollout.Run)
 	}
 
-	u.backend, err = docker.Open(ctx, cfg.DockerConfigFor(fn.Name), u.log)
+	// One engine connection and one network for every function's workers.
+	u.backend, err = d.network.For(fn.Name)
 	if err != nil {
-		return nil, fmt.Errorf("connect to the Docker engine: %w", err)
+		return nil, fmt.Errorf("the Docker backend of %s: %w", fn.Name, err)
 	}
 	estimator := policy.NewEstimator(policy.DefaultEstimatorConfig())
 	u.pool = pool.New(u.backend, cfg.PoolConfigFor(fn))
