@@ -16,6 +16,7 @@ var (
 	_ gateway.Pool     = (*pool.Pool)(nil)
 	_ gateway.Cloud    = (*cloud.Offloader)(nil)
 	_ gateway.Reporter = (*control.Report)(nil)
+	_ gateway.Reporter = (*control.Board)(nil)
 
 	_ control.ScaledPool     = (*pool.Pool)(nil)
 	_ control.RolledPool     = (*pool.Pool)(nil)
@@ -25,7 +26,7 @@ var (
 	_ control.Estimator      = (*policy.Estimator)(nil)
 	_ control.Peers          = (*cluster.Replica)(nil)
 	_ control.Replicas       = (*cluster.Replica)(nil)
-	_ control.DeployReplica  = (*cluster.Replica)(nil)
+	_ control.DeployReplica  = (*cluster.FunctionReplica)(nil)
 	_ control.Deployer       = (*cloud.Deployer)(nil)
 	_ control.EndpointSetter = (*cloud.Offloader)(nil)
 	_ control.ReportedCloud  = (*cloud.Offloader)(nil)

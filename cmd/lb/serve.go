@@ -2,30 +2,20 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spillway-faas/spillway"
-	"github.com/spillway-faas/spillway/internal/cloud"
-	"github.com/spillway-faas/spillway/internal/cluster"
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/control"
-	"github.com/spillway-faas/spillway/internal/docker"
-	"github.com/spillway-faas/spillway/internal/gateway"
-	"github.com/spillway-faas/spillway/internal/lambdawrap"
 	"github.com/spillway-faas/spillway/internal/netguard"
-	"github.com/spillway-faas/spillway/internal/policy"
-	"github.com/spillway-faas/spillway/internal/pool"
-	"github.com/spillway-faas/spillway/internal/registry"
 	"github.com/spillway-faas/spillway/internal/ui"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
