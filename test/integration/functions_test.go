@@ -274,8 +274,13 @@ func TestRollingOneFunctionFailsNoCallOfAnother(t *testing.T) {
 	if calls["hello"] < 10 || calls["faas"] < 10 {
 		t.Errorf("calls %v: want a steady stream to both", calls)
 	}
-	if after := s.functionContainers("hello"); !slices.Equal(after, before) {
-		t.Errorf("hello's workers changed while faas rolled: %v -> %v", before, after)
+	// hello may grow under its own load, but rolling faas takes none of
+	// its workers.
+	after := s.functionContainers("hello")
+	for _, c := range before {
+		if !slices.Contains(after, c) {
+			t.Errorf("hello's worker %s went while faas rolled: %v -> %v", c, before, after)
+		}
 	}
 }
 
@@ -353,12 +358,14 @@ func TestFairShareUnderMaxTotalWorkers(t *testing.T) {
 			}
 
 			// faas alone is busy: it grows into the free capacity.
+			began := time.Now()
 			stopFaas := load("faas")
 			wantFaas := 2 // the cap: 3 = faas 2 + other's min 1
 			if !capped {
 				wantFaas = 3 // MAX_SERVERS
 			}
 			waitUntil(t, 50*time.Second, fmt.Sprintf("faas at %d workers", wantFaas), func() bool { a, _ := sizes(); return a >= wantFaas })
+			t.Logf("faas at %d workers after %v", wantFaas, time.Since(began).Round(10*time.Millisecond))
 			if capped {
 				// Held there while it stays busy.
 				time.Sleep(3 * time.Second)
@@ -371,11 +378,13 @@ func TestFairShareUnderMaxTotalWorkers(t *testing.T) {
 			if capped {
 				// Now other is busy and faas idle: other takes faas's worker
 				// once faas's last call is IdleAfter (5s) old.
+				began := time.Now()
 				stopOther := load("other")
 				waitUntil(t, 40*time.Second, "other at 2 workers, faas back to 1", func() bool {
 					a, b := sizes()
 					return a == 1 && b == 2
 				})
+				t.Logf("other took a worker of faas after %v", time.Since(began).Round(10*time.Millisecond))
 				stopOther()
 			}
 			close(sampling)
