@@ -53,10 +53,10 @@ type ReportConfig struct {
 	PoolMax       int           // its --max, or MAX_SERVERS
 	Concurrency   int           // its --concurrency, or WORKER_CONCURRENCY
 	Timeout       time.Duration // its --timeout, or LOCAL_TIMEOUT
-	Scheduler     string // SCHEDULER
-	OffloadPolicy string // OFFLOAD_POLICY
-	Autoscaler    string // AUTOSCALER
-	CloudMode     string // CLOUD
+	Scheduler     string        // SCHEDULER
+	OffloadPolicy string        // OFFLOAD_POLICY
+	Autoscaler    string        // AUTOSCALER
+	CloudMode     string        // CLOUD
 }
 
 // ReportDeps are what the status and the metrics read.

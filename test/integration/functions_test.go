@@ -181,6 +181,27 @@ print(xmlrpc.client.ServerProxy(sys.argv[1]).call_faas("10"), end="")`, s.lbURL)
 		t.Errorf("functions() names %v", names)
 	}
 
+	// The client against the real lb: --fn, functions, status's sections.
+	client := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, binary(t, "client"), args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("client %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := client("call", "--lb", s.lbURL, "--fn", "third", "y"); !strings.Contains(out, "third:y") {
+		t.Errorf("client call --fn third y: %q", out)
+	}
+	if out := client("functions", "--lb", s.lbURL); !strings.Contains(out, "hello") || !strings.Contains(out, "third") || !strings.Contains(out, "handler") {
+		t.Errorf("client functions:\n%s", out)
+	}
+	if out := client("status", "--lb", s.lbURL); !strings.Contains(out, "hello") || !strings.Contains(out, "third") {
+		t.Errorf("client status: want a row per function:\n%s", out)
+	}
+
 	// HTTP and XML-RPC agree, through independent clients.
 	body, code := curl(t, "-d", "20", s.lbURL+"function/faas")
 	if code != "200" || body != "The Fibonacci number of 20 is 6765\n" {
