@@ -98,10 +98,11 @@ print(f"e2e: {r.get('ok')} ok, {r.get('errors')} errors, routes "
 if problems:
     sys.exit("e2e: FAIL: " + "; ".join(problems))
 PY
-# The update must have rolled the pool: every worker runs version 2.
+# The update must have rolled faas's pool: every worker of it runs version 2
+# (the other example function, hello, keeps its version 1).
 deadline=$((SECONDS + 60))
 while :; do
-	versions=$(docker ps --filter "label=spillway.pool=$POOL_NAME" --format '{{.Label "spillway.version"}}' | sort -u | tr '\n' ' ')
+	versions=$(docker ps --filter "label=spillway.pool=$POOL_NAME" --filter "label=spillway.function=faas" --format '{{.Label "spillway.version"}}' | sort -u | tr '\n' ' ')
 	[[ $versions == "2 " ]] && break
 	((SECONDS < deadline)) || die "workers after the update run versions: ${versions:-none} (want only 2)"
 	sleep 1
@@ -109,6 +110,12 @@ done
 log "all workers run version 2"
 out=$(bin/client call 20)
 [[ $out == *6765* ]] || die "client call 20 after the update returned: $out"
+# Both example functions are served, over XML-RPC and plain HTTP.
+out=$(bin/client call --fn hello e2e)
+[[ $out == *"Hello, e2e!"* ]] || die "client call --fn hello e2e returned: $out"
+out=$(curl -fsS -d 20 "http://127.0.0.1:$LOAD_BALANCER_PORT/function/faas")
+[[ $out == *6765* ]] || die "curl -d 20 /function/faas returned: $out"
+log "both functions answer, over XML-RPC and HTTP"
 
 # ---- Security checks on the compose stack, each with its protection-off
 # counterpart, so a check that passes for another reason is caught.

@@ -23,6 +23,7 @@ import (
 	"github.com/spillway-faas/spillway/internal/gateway"
 	"github.com/spillway-faas/spillway/internal/netguard"
 	"github.com/spillway-faas/spillway/internal/policy"
+	"github.com/spillway-faas/spillway/internal/pool"
 	"github.com/spillway-faas/spillway/internal/registry"
 	"github.com/spillway-faas/spillway/internal/share"
 )
@@ -49,7 +50,8 @@ type daemon struct {
 	fleet   *fleet.Fleet
 
 	unitsMu sync.Mutex
-	units   map[string]*unit // the serving units, by function
+	units   map[string]*unit      // the serving units, by function
+	pools   map[string]*pool.Pool // every unit's pool from its creation, starting ones too
 
 	others atomic.Int64 // replicas left when this one left the lease (set by close)
 
@@ -62,7 +64,8 @@ type daemon struct {
 func (d *daemon) othersRemain() bool { return d.others.Load() > 0 }
 
 func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netguard.Listener, events spillway.EventSink) (_ *daemon, err error) {
-	d := &daemon{cfg: cfg, log: log, events: events, metrics: prometheus.NewRegistry(), units: map[string]*unit{}}
+	d := &daemon{cfg: cfg, log: log, events: events, metrics: prometheus.NewRegistry(),
+		units: map[string]*unit{}, pools: map[string]*pool.Pool{}}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	defer func() {
@@ -83,9 +86,13 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	d.replica, err = cluster.Open(ctx, d.store.Client(), cluster.Config{
 		Pool: cfg.PoolName, ID: cfg.LBID, Addr: cfg.ListenAddr(), Tick: cfg.ElasticitySleep, Log: log,
 		Load: d.load,
+		// A pool that is still opening learns it too: as a follower it
+		// waits for the controller's workers, which it may have to start.
 		OnController: func(controller bool) {
-			for _, u := range d.serving() {
-				u.pool.SetController(controller)
+			d.unitsMu.Lock()
+			defer d.unitsMu.Unlock()
+			for _, p := range d.pools {
+				p.SetController(controller)
 			}
 		},
 	})
@@ -214,15 +221,22 @@ func functionsText(cfg config.Config) string {
 	return strings.Join(cfg.Functions, ", ")
 }
 
-// serving are the units serving now.
-func (d *daemon) serving() []*unit {
+// addPool makes p learn each change of controller from now on, and tells
+// it whether this replica controls the pool now.
+func (d *daemon) addPool(name string, p *pool.Pool) {
 	d.unitsMu.Lock()
 	defer d.unitsMu.Unlock()
-	out := make([]*unit, 0, len(d.units))
-	for _, u := range d.units {
-		out = append(out, u)
+	d.pools[name] = p
+	p.SetController(d.replica.Controller())
+}
+
+// dropPool stops p learning of changes of controller.
+func (d *daemon) dropPool(name string, p *pool.Pool) {
+	d.unitsMu.Lock()
+	defer d.unitsMu.Unlock()
+	if d.pools[name] == p {
+		delete(d.pools, name)
 	}
-	return out
 }
 
 // reports are the serving units' reports, by function.

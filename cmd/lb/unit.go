@@ -114,7 +114,7 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 	u.pool.Events = d.events
 	u.pool.OnWorkerReady = func(startup time.Duration) { estimator.ObserveWorkerStart(startup, time.Now()) }
 	u.pool.Fence = d.replica.Fence
-	u.pool.SetController(d.replica.Controller())
+	d.addPool(fn.Name, u.pool)
 	d.share.Join(fn.Name, set.Min, set.Max)
 	if err := u.pool.Open(ctx, fn); err != nil {
 		return nil, fmt.Errorf("start %d workers of %s: %w", set.Min, fn.Name, err)
@@ -232,6 +232,7 @@ func (u *unit) Close(ctx context.Context, remove bool) error {
 	}
 	controller := u.d.replica.Controller()
 	if u.pool != nil {
+		u.d.dropPool(u.name, u.pool)
 		closePool := u.pool.Close
 		switch {
 		case remove && !controller:

@@ -137,9 +137,9 @@ func TestOverflowAndTimeoutGoToCloud(t *testing.T) {
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, m := range []string{
-		`spillway_calls_total{outcome="ok",reason="overflow",route="cloud"}`,
-		`spillway_calls_total{outcome="ok",reason="timeout",route="cloud"}`,
-		"spillway_cloud_circuit_state 0", "spillway_cloud_ready 1",
+		`spillway_calls_total{function="faas",outcome="ok",reason="overflow",route="cloud"}`,
+		`spillway_calls_total{function="faas",outcome="ok",reason="timeout",route="cloud"}`,
+		`spillway_cloud_circuit_state{function="faas"} 0`, `spillway_cloud_ready{function="faas"} 1`,
 	} {
 		if !bytes.Contains(metrics, []byte(m)) {
 			t.Errorf("/metrics lacks %s", m)
@@ -427,7 +427,7 @@ print(xmlrpc.client.ServerProxy(sys.argv[1]).call_faas("10"), end="")`, url)
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, m := range []string{"spillway_calls_total", "spillway_call_duration_seconds_bucket", "spillway_pool_ready_workers", "spillway_in_flight_calls",
-		"spillway_worker_replacements_total", "spillway_function_version 1"} {
+		"spillway_worker_replacements_total", `spillway_function_version{function="faas"} 1`} {
 		if !bytes.Contains(metrics, []byte(m)) {
 			t.Errorf("/metrics lacks %s", m)
 		}
