@@ -340,9 +340,9 @@ func (b *Backend) createNetwork(ctx context.Context) error {
 // Subnets returns the address ranges of the pool network (its IPAM
 // configuration): the sources function code in a worker can have.
 func (b *Backend) Subnets(ctx context.Context) ([]netip.Prefix, error) {
-	res, err := b.cli.NetworkInspect(ctx, b.cfg.Network, client.NetworkInspectOptions{})
+	res, err := b.inspectNetwork(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("inspect network %s: %w", b.cfg.Network, err)
+		return nil, err
 	}
 	var out []netip.Prefix
 	for _, c := range res.Network.IPAM.Config {
@@ -354,6 +354,24 @@ func (b *Backend) Subnets(ctx context.Context) ([]netip.Prefix, error) {
 		return nil, fmt.Errorf("network %s has no subnet in its IPAM configuration", b.cfg.Network)
 	}
 	return out, nil
+}
+
+// inspectNetwork inspects the pool network by the id of the oldest network
+// of its name: while another backend of the pool creates it at once (see
+// EnsureNetwork) the name alone is ambiguous.
+func (b *Backend) inspectNetwork(ctx context.Context) (client.NetworkInspectResult, error) {
+	nets, err := b.networks(ctx)
+	if err != nil {
+		return client.NetworkInspectResult{}, err
+	}
+	if len(nets) == 0 {
+		return client.NetworkInspectResult{}, fmt.Errorf("inspect network %s: %w", b.cfg.Network, cerrdefs.ErrNotFound)
+	}
+	res, err := b.cli.NetworkInspect(ctx, nets[0].ID, client.NetworkInspectOptions{})
+	if err != nil {
+		return res, fmt.Errorf("inspect network %s: %w", b.cfg.Network, err)
+	}
+	return res, nil
 }
 
 // RemoveNetwork removes the pool network if this pool created it (its
@@ -369,17 +387,17 @@ func (b *Backend) RemoveNetwork(ctx context.Context) error {
 		b.log.Debug("pool network kept: workers remain", "network", b.cfg.Network, "workers", len(left.Items))
 		return nil
 	}
-	res, err := b.cli.NetworkInspect(ctx, b.cfg.Network, client.NetworkInspectOptions{})
+	res, err := b.inspectNetwork(ctx)
 	if cerrdefs.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("inspect network %s: %w", b.cfg.Network, err)
+		return err
 	}
 	if res.Network.Labels[LabelPool] != b.cfg.Pool {
 		return nil
 	}
-	if _, err := b.cli.NetworkRemove(ctx, b.cfg.Network, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+	if _, err := b.cli.NetworkRemove(ctx, res.Network.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove network %s: %w", b.cfg.Network, err)
 	}
 	return nil
@@ -399,9 +417,9 @@ func (b *Backend) resolveMode(ctx context.Context) (AddressMode, error) {
 	if err != nil || host == "" {
 		return AddressIP, nil
 	}
-	res, err := b.cli.NetworkInspect(ctx, b.cfg.Network, client.NetworkInspectOptions{})
+	res, err := b.inspectNetwork(ctx)
 	if err != nil {
-		return "", fmt.Errorf("inspect network %s: %w", b.cfg.Network, err)
+		return "", err
 	}
 	for id, ep := range res.Network.Containers {
 		if ep.Name == host || strings.HasPrefix(id, host) {
