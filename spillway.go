@@ -129,6 +129,7 @@ const (
 	ReasonPolicy   Reason = "policy"   // the offload policy chose the cloud
 	ReasonForced   Reason = "forced"   // the caller forced the route
 	ReasonRetry    Reason = "retry"    // a worker failed and the call was retried
+	ReasonCold     Reason = "cold"     // the function had no ready worker (scaled to zero); one is starting
 )
 
 // Invocation is the outcome of one call as `invoke` reports it.

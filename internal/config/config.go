@@ -52,6 +52,16 @@ type Config struct {
 	LocalTimeout      time.Duration // LOCAL_TIMEOUT: local deadline before the cloud takes over
 	ElasticitySleep   time.Duration // ELASTICITY_SLEEP: autoscaler tick
 	ScaleDownDelay    time.Duration // SCALE_DOWN_DELAY
+	// ScaleToZeroAfter (SCALE_TO_ZERO_AFTER): a function whose min is 0
+	// loses its last worker after this long without calls.
+	ScaleToZeroAfter time.Duration
+	// CloudKeepWarm (CLOUD_KEEP_WARM): keep one cloud environment warm for
+	// each function at zero workers, with a ping the shim answers without
+	// running the function.
+	CloudKeepWarm bool
+	// PoolBackend (POOL_BACKEND): docker (one engine) or swarm (a service
+	// per function on the current swarm).
+	PoolBackend       string
 	Scheduler         string        // SCHEDULER: round-robin | least-connections
 	OffloadPolicy     string        // OFFLOAD_POLICY
 	Autoscaler        string        // AUTOSCALER: predictive | reference
@@ -143,6 +153,7 @@ var (
 	Schedulers      = []string{"round-robin", "least-connections"}
 	OffloadPolicies = []string{"overflow", "never", "always", "latency-aware"}
 	Autoscalers     = []string{"predictive", "reference"}
+	PoolBackends    = []string{"docker", "swarm"}
 	CloudModes      = []string{"local", "aws", "off"}
 	OffloadVias     = []string{"apigateway", "invoke"}
 	WorkerAddresses = []string{"auto", "ip", "name"}
@@ -162,6 +173,9 @@ func Load(lookup Lookup) (Config, error) {
 		LocalTimeout:      p.duration("LOCAL_TIMEOUT", defaultLocalTimeout),
 		ElasticitySleep:   p.duration("ELASTICITY_SLEEP", time.Second),
 		ScaleDownDelay:    p.duration("SCALE_DOWN_DELAY", 30*time.Second),
+		ScaleToZeroAfter:  p.duration("SCALE_TO_ZERO_AFTER", 5*time.Minute),
+		CloudKeepWarm:     p.bool("CLOUD_KEEP_WARM", false),
+		PoolBackend:       p.choice("POOL_BACKEND", "docker", PoolBackends),
 		Scheduler:         p.choice("SCHEDULER", "round-robin", Schedulers),
 		OffloadPolicy:     p.choice("OFFLOAD_POLICY", "overflow", OffloadPolicies),
 		Autoscaler:        p.choice("AUTOSCALER", "predictive", Autoscalers),
@@ -279,6 +293,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxQueued < 1 {
 		bad("MAX_QUEUED", c.MaxQueued, "must be at least 1")
+	}
+	if c.ScaleToZeroAfter <= 0 {
+		bad("SCALE_TO_ZERO_AFTER", c.ScaleToZeroAfter, "must be positive")
 	}
 	if c.ScaleDownDelay < 0 {
 		bad("SCALE_DOWN_DELAY", c.ScaleDownDelay, "must not be negative")
