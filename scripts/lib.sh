@@ -75,18 +75,39 @@ need_docker() {
 # environment's or .env's when set, else a new random one written into .env
 # (replacing an empty REDIS_PASSWORD= line). The value is never printed.
 ensure_redis_password() {
-	[[ -n $(cfg REDIS_PASSWORD) ]] && return 0
+	ensure_generated REDIS_PASSWORD "the compose Redis requires it; lb and addfaas read it there"
+}
+
+# ensure_generated KEY WHY gives KEY a random value in .env when neither the
+# environment nor .env has one (replacing an empty KEY= line), and says so
+# without printing it.
+ensure_generated() {
+	local key=$1 why=$2
+	[[ -n $(cfg "$key") ]] && return 0
 	local pw
 	pw=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
-	[[ ${#pw} == 48 ]] || die "could not read /dev/urandom for REDIS_PASSWORD"
+	[[ ${#pw} == 48 ]] || die "could not read /dev/urandom for $key"
 	local f=$SPILLWAY_ROOT/.env
 	if [[ -f $f ]]; then
-		sed -i '/^[[:space:]]*REDIS_PASSWORD[[:space:]]*=[[:space:]]*$/d' "$f"
+		sed -i "/^[[:space:]]*$key[[:space:]]*=[[:space:]]*\$/d" "$f"
 		[[ -z $(tail -c1 "$f") ]] || echo >>"$f"
 	fi
-	(umask 077 && printf 'REDIS_PASSWORD=%s\n' "$pw" >>"$f")
+	(umask 077 && printf '%s=%s\n' "$key" "$pw" >>"$f")
 	chmod go-rwx "$f"
-	[[ -v CFG[REDIS_PASSWORD] ]] || CFG_KEYS+=(REDIS_PASSWORD)
-	CFG[REDIS_PASSWORD]=$pw
-	log "generated REDIS_PASSWORD into .env (the compose Redis requires it; lb and addfaas read it there)"
+	[[ -v CFG[$key] ]] || CFG_KEYS+=("$key")
+	CFG[$key]=$pw
+	log "generated $key into .env ($why)"
+}
+
+# swarm_node_id prints this engine's node id in its swarm, or nothing when
+# the engine is in no active swarm.
+swarm_node_id() {
+	[[ $(docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null) == active ]] || return 0
+	docker info -f '{{.Swarm.NodeID}}' 2>/dev/null
+}
+
+# stack_ids KIND STACK lists the ids of the stack's services, networks,
+# secrets or configs (docker stack deploy labels each with its namespace).
+stack_ids() {
+	docker "$1" ls -q --filter "label=com.docker.stack.namespace=$2" 2>/dev/null
 }

@@ -3,6 +3,12 @@
 # and the services' env files into .cache/compose/, from the configuration
 # .env.example < .env < environment.
 #
+# render-compose.sh --stack [FILE] renders stack.tmpl.yml into stack.yml
+# instead (POOL_BACKEND=swarm make up deploys it), with the env files in
+# .cache/stack/ and the secrets (REDIS_PASSWORD, LB_AUTH_TOKEN, real AWS
+# keys) in .cache/stack/secrets/, one file each, kept out of every env file.
+# It needs an active swarm: the stack's services are placed on this node.
+#
 # In compose, lb reaches Redis and localcloud by service name and listens on
 # all interfaces of its container; those values are set here over .env's
 # host-side ones (REDIS_ADDR, AWS_ENDPOINT_URL, LB_LISTEN_HOST).
@@ -11,8 +17,13 @@ SCRIPT_NAME=render
 source "$(dirname "$0")/lib.sh"
 load_env
 
-out=${1:-$SPILLWAY_ROOT/compose.yml}
-envdir=$SPILLWAY_CACHE/compose
+mode=compose
+if [[ ${1:-} == --stack ]]; then
+	mode=stack
+	shift
+fi
+out=${1:-$SPILLWAY_ROOT/$mode.yml}
+envdir=$SPILLWAY_CACHE/$mode
 mkdir -p "$envdir"
 
 POOL_NAME=$(cfg POOL_NAME spillway)
@@ -87,8 +98,10 @@ wa=$(cfg WORKER_ADDRESS auto)
 # lb listens on all interfaces of its container. Its port is published on
 # 127.0.0.1 only and lb refuses connections from the workers' network, so
 # without a token compose lets anonymous callers in (the reference client
-# works unchanged) unless LB_ALLOW_ANONYMOUS=false asks for a token.
-if [[ -z $(cfg LB_AUTH_TOKEN) && -z $(cfg LB_ALLOW_ANONYMOUS) ]]; then
+# works unchanged) unless LB_ALLOW_ANONYMOUS=false asks for a token. A stack
+# publishes on every interface of the node (Swarm has no host address for a
+# port): there nobody is let in anonymously unless LB_ALLOW_ANONYMOUS=true.
+if [[ $mode == compose && -z $(cfg LB_AUTH_TOKEN) && -z $(cfg LB_ALLOW_ANONYMOUS) ]]; then
 	set_by_us[LB_ALLOW_ANONYMOUS]=true
 fi
 if [[ $CLOUD == local ]]; then
@@ -104,11 +117,19 @@ elif [[ $CLOUD == aws ]]; then
 		[[ -n ${!k:-} ]] && set_by_us[$k]=${!k}
 	done
 fi
+# In a stack these go to lb as Swarm secrets, not in its env file.
+secret_keys=" REDIS_PASSWORD LB_AUTH_TOKEN "
+[[ $CLOUD == local ]] || secret_keys+="AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN "
+declare -A lb_secrets=()
 for k in "${CFG_KEYS[@]}"; do
 	[[ $skip_for_lb == *" $k "* || -v set_by_us[$k] ]] && continue
-	[[ -n ${CFG[$k]} ]] && lb_env+=("$k=${CFG[$k]}")
+	[[ -n ${CFG[$k]} ]] || continue
+	if [[ $mode == stack && $secret_keys == *" $k "* ]]; then lb_secrets[$k]=${CFG[$k]}; else lb_env+=("$k=${CFG[$k]}"); fi
 done
-for k in "${!set_by_us[@]}"; do [[ -n ${set_by_us[$k]} ]] && lb_env+=("$k=${set_by_us[$k]}"); done
+for k in "${!set_by_us[@]}"; do
+	[[ -n ${set_by_us[$k]} ]] || continue
+	if [[ $mode == stack && $secret_keys == *" $k "* ]]; then lb_secrets[$k]=${set_by_us[$k]}; else lb_env+=("$k=${set_by_us[$k]}"); fi
+done
 write_env "$envdir/lb.env" "${lb_env[@]}"
 
 # Redis requires REDIS_PASSWORD (make up generates it into .env). Without
@@ -119,7 +140,7 @@ if [[ -z $REDIS_PASSWORD ]]; then
 elif ! [[ $REDIS_PASSWORD =~ ^[A-Za-z0-9._~+/=-]+$ ]]; then
 	die "REDIS_PASSWORD: use letters, digits and . _ ~ + / = - only (make up generates one when it is absent)"
 fi
-write_env "$envdir/redis.env" "REDIS_PASSWORD=$REDIS_PASSWORD" "REDISCLI_AUTH=$REDIS_PASSWORD"
+[[ $mode == stack ]] || write_env "$envdir/redis.env" "REDIS_PASSWORD=$REDIS_PASSWORD" "REDISCLI_AUTH=$REDIS_PASSWORD"
 
 lc_env=()
 for k in "${CFG_KEYS[@]}"; do
@@ -138,6 +159,34 @@ write_env "$envdir/localcloud.env" "${lc_env[@]}"
 
 vars=(POOL_NAME DOCKER_NETWORK LOAD_BALANCER_PORT REDIS_PORT LOCALCLOUD_PORT WORKER_IMAGE IMAGE_TAG
 	SPILLWAY_BASE REDIS_IMAGE DOCKER_SOCKET DOCKER_SOCKET_GID STOP_GRACE)
+tmpl=$SPILLWAY_ROOT/compose.tmpl.yml
+if [[ $mode == stack ]]; then
+	tmpl=$SPILLWAY_ROOT/stack.tmpl.yml
+	[[ -n $REDIS_PASSWORD ]] || die "REDIS_PASSWORD is empty: the stack's Redis requires one (make up generates one into .env)"
+	SWARM_NODE_ID=$(docker info -f '{{.Swarm.NodeID}}' 2>/dev/null || true)
+	[[ -n $SWARM_NODE_ID ]] || die "this Docker engine is in no swarm: the stack is placed on its node (SWARM_INIT=1 make up starts one)"
+	# Redis runs as a uid of its own here, so that its secret is readable by
+	# it alone (a numeric uid needs no account in the image).
+	REDIS_UID=10004
+	STACK_ENV_DIR=$envdir
+	# Each secret is a file under .cache/stack/secrets/ (mode 600) and a
+	# Swarm secret named <pool>_<key>_<hash of the value>.
+	secdir=$envdir/secrets
+	mkdir -p "$secdir"
+	chmod 700 "$secdir"
+	rm -f "$secdir"/*
+	STACK_SECRETS=
+	LB_SECRETS=
+	for k in $(printf '%s\n' "${!lb_secrets[@]}" | sort); do
+		key=${k,,}
+		(umask 077 && printf '%s' "${lb_secrets[$k]}" >"$secdir/$k")
+		sum=$(sha256sum "$secdir/$k" | cut -c1-12)
+		STACK_SECRETS+="  $key: {name: ${POOL_NAME}_${key}_$sum, file: \"$secdir/$k\"}"$'\n'
+		LB_SECRETS+="${LB_SECRETS:+, }{source: $key, target: env_$k, uid: \"10002\", gid: \"10002\", mode: 0400}"
+	done
+	LB_SECRETS="[$LB_SECRETS]"
+	vars+=(SWARM_NODE_ID REDIS_UID STACK_ENV_DIR STACK_SECRETS LB_SECRETS)
+fi
 shell_format=
 for v in "${vars[@]}"; do
 	export "${v?}"
@@ -145,13 +194,12 @@ for v in "${vars[@]}"; do
 done
 command -v envsubst >/dev/null || die "envsubst is missing (make deps installs gettext-base)"
 # The lb block (between its marker lines) is rendered once per replica.
-tmpl=$SPILLWAY_ROOT/compose.tmpl.yml
 begin='^  # ---- lb replica'
 end='^  # ---- end of lb replica'
-grep -q "$begin" "$tmpl" && grep -q "$end" "$tmpl" || die "compose.tmpl.yml: the lb replica markers are missing"
+grep -q "$begin" "$tmpl" && grep -q "$end" "$tmpl" || die "${tmpl##*/}: the lb replica markers are missing"
 lb_urls=()
 {
-	echo "# Rendered from compose.tmpl.yml by scripts/render-compose.sh; edit the template or .env."
+	echo "# Rendered from ${tmpl##*/} by scripts/render-compose.sh; edit the template or .env."
 	awk -v b="$begin" '$0 ~ b {exit} {print}' "$tmpl" | envsubst "$shell_format"
 	for ((i = 1; i <= LB_REPLICAS; i++)); do
 		LB_SERVICE=lb
