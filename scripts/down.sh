@@ -34,8 +34,10 @@ stack_left() {
 	for k in service network secret config; do stack_ids "$k" "$pool"; done
 	stack_containers
 }
+# The swarm part runs for POOL_BACKEND=swarm, or when a stack of this name
+# is there; listings tolerate a swarm that goes meanwhile.
 swarm=
-[[ -z $(swarm_node_id) ]] || swarm=1
+if [[ -n $(swarm_node_id) ]] && [[ $backend == swarm || -n $(stack_ids service "$pool") ]]; then swarm=1; fi
 if [[ -n $swarm && -n $(stack_ids service "$pool") ]]; then
 	# Every lb replica first (SIGTERM, its drain), so none replaces the
 	# workers removed below.
@@ -51,7 +53,7 @@ if [[ -n $swarm && -n $(stack_ids service "$pool") ]]; then
 fi
 if [[ -n $swarm ]]; then
 	# The swarm backend's workers: a service per function, and its configs.
-	svcs=$(docker service ls -q --filter "label=$label")
+	svcs=$(docker service ls -q --filter "label=$label" 2>/dev/null || true)
 	[[ -z $svcs ]] || { log "removing $(wc -w <<<"$svcs") worker service(s) labelled $label"; docker service rm $svcs >/dev/null; }
 fi
 
@@ -85,9 +87,9 @@ if [[ -n $use_compose ]]; then
 fi
 
 if [[ -n $swarm ]]; then
-	swarm_workers() { docker service ls -q --filter "label=$label"; docker ps -aq --filter "label=$label"; }
+	swarm_workers() { docker service ls -q --filter "label=$label" 2>/dev/null || true; docker ps -aq --filter "label=$label"; }
 	until_gone "the pool's worker services" swarm_workers
-	cfgs=$(docker config ls -q --filter "label=$label")
+	cfgs=$(docker config ls -q --filter "label=$label" 2>/dev/null || true)
 	[[ -z $cfgs ]] || { log "removing the pool's configs"; docker config rm $cfgs >/dev/null; }
 	if [[ -n $(stack_left) ]]; then
 		log "removing the stack '$pool' (services, networks, secrets, configs)"

@@ -2,7 +2,8 @@
 # e2e-stack.sh: the Swarm stack end to end, bounded, on its own pool name and
 # free ports:
 #   POOL_BACKEND=swarm SWARM_INIT=1 make up → call_faas through lb (bin/client
-#   and Python's xmlrpc.client) and POST /function/faas → make down → nothing
+#   and Python's xmlrpc.client) and POST /function/faas → secrets, lb's port
+#   and the workers' network checked → make down → nothing
 #   of the stack is left (services, configs, secrets, networks, containers,
 #   the pool's workers) → the swarm left again if this script started it.
 #
@@ -64,6 +65,7 @@ leave_swarm() {
 
 teardown() {
 	local rc=$?
+	[[ -z ${host_srv:-} ]] || kill "$host_srv" 2>/dev/null || true
 	if [[ ${E2E_KEEP:-0} == 1 ]]; then
 		log "E2E_KEEP=1: stack '$POOL_NAME' left up (POOL_BACKEND=swarm POOL_NAME=$POOL_NAME make down removes it)"
 	else
@@ -140,3 +142,33 @@ log "call_faas (bin/client, xmlrpc.client), POST /function/faas and hello answer
 workers=$(( $(docker ps -q --filter "label=spillway.pool=$POOL_NAME" | wc -l) + $(docker service ls -q --filter "label=spillway.pool=$POOL_NAME" | wc -l) ))
 ((workers > 0)) || die "no worker (container or service) labelled spillway.pool=$POOL_NAME"
 log "the pool has $workers worker container(s)/service(s)"
+
+# Function code in a worker reaches no host service: the workers' overlay is
+# internal, so a worker has no address on docker_gwbridge and no route to
+# the host, neither through the overlay's gateway nor the bridge's. lb (on
+# the stack's other, non-internal overlay) reaches the same host service
+# through docker_gwbridge: the probe itself works.
+connect_probe='import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print("connected")
+except OSError as e:
+    print("blocked", type(e).__name__)'
+host_port=$(free_port)
+/usr/bin/python3 -m http.server "$host_port" --bind 0.0.0.0 --directory "$work" >/dev/null 2>&1 &
+host_srv=$!
+sleep 0.5
+pool_gw=$(docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' "$POOL_NAME-workers")
+bridge_gw=$(docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' docker_gwbridge)
+[[ -n $pool_gw && -n $bridge_gw ]] || die "no gateway address for $POOL_NAME-workers ($pool_gw) or docker_gwbridge ($bridge_gw)"
+worker=$(docker ps -q --filter "label=spillway.pool=$POOL_NAME" --filter status=running | head -n1)
+[[ -n $worker ]] || die "no running worker container of $POOL_NAME"
+for gw in "$pool_gw" "$bridge_gw"; do
+	got=$(docker exec "$worker" /usr/bin/python3 -c "$connect_probe" "$gw" "$host_port" 2>&1)
+	[[ $got == blocked* ]] || { kill "$host_srv"; die "a worker reached a host service at $gw:$host_port: $got"; }
+done
+lb_task=$(docker ps -q --filter "label=com.docker.swarm.service.name=${POOL_NAME}_lb" | head -n1)
+got=$(docker exec "$lb_task" /usr/bin/python3 -c "$connect_probe" "$bridge_gw" "$host_port" 2>&1)
+kill "$host_srv" 2>/dev/null || true
+[[ $got == connected ]] || die "protection off (lb, on docker_gwbridge): $got; the check above proves nothing"
+log "host: unreachable from a worker (via $pool_gw and $bridge_gw), reachable from lb"

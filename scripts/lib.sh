@@ -109,5 +109,5 @@ swarm_node_id() {
 # stack_ids KIND STACK lists the ids of the stack's services, networks,
 # secrets or configs (docker stack deploy labels each with its namespace).
 stack_ids() {
-	docker "$1" ls -q --filter "label=com.docker.stack.namespace=$2" 2>/dev/null
+	docker "$1" ls -q --filter "label=com.docker.stack.namespace=$2" 2>/dev/null || true
 }
