@@ -25,7 +25,7 @@ export SPILLWAY_INTEGRATION
 IMAGE_TAG ?= $(or $(shell sed -n 's/^IMAGE_TAG=//p' .env.example .env 2>/dev/null | tail -n1),latest)
 export IMAGE_TAG
 
-.PHONY: help build deps base images render compose-check e2e up down test vet fmt-check bench fuzz clean
+.PHONY: help build deps base images render compose-check e2e e2e-stack up down test vet fmt-check bench fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,10 +48,10 @@ images: build ## build the worker, localcloud and lb images on BASE_IMAGE or the
 render: ## render compose.yml from compose.tmpl.yml and .env
 	@scripts/render-compose.sh
 
-up: build ## start redis, localcloud and lb, publish examples/fib.py, print next steps
+up: build ## start redis, localcloud and lb (POOL_BACKEND=swarm: as a swarm stack), publish the examples, print next steps
 	@scripts/up.sh
 
-down: ## stop and remove the stack, its workers, volumes and networks
+down: ## stop and remove the stack, its workers, volumes, networks (and on a swarm its secrets and configs)
 	@scripts/down.sh
 
 compose-check: ## render compose.yml and validate it with the compose tool found here
@@ -61,6 +61,9 @@ compose-check: ## render compose.yml and validate it with the compose tool found
 
 e2e: build ## the compose stack end to end on its own pool and ports (scripts/e2e-compose.sh)
 	@scripts/e2e-compose.sh
+
+e2e-stack: build ## the swarm stack end to end (POOL_BACKEND=swarm SWARM_INIT=1; scripts/e2e-stack.sh)
+	@scripts/e2e-stack.sh
 
 vet: ## go vet
 	$(GO) vet ./...
@@ -94,5 +97,5 @@ bench: deps images ## Go benchmarks of every package that has them, then scripts
 fuzz: ## fuzz the XML-RPC request decoder for FUZZTIME (default 30s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCall$$' -fuzztime $(FUZZTIME) ./internal/xmlrpc
 
-clean: ## remove bin/, .cache/ and compose.yml (images stay; make down removes containers)
-	rm -rf bin $(CACHE) compose.yml
+clean: ## remove bin/, .cache/, compose.yml and stack.yml (images stay; make down removes containers)
+	rm -rf bin $(CACHE) compose.yml stack.yml
