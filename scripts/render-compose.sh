@@ -163,7 +163,8 @@ tmpl=$SPILLWAY_ROOT/compose.tmpl.yml
 if [[ $mode == stack ]]; then
 	tmpl=$SPILLWAY_ROOT/stack.tmpl.yml
 	[[ -n $REDIS_PASSWORD ]] || die "REDIS_PASSWORD is empty: the stack's Redis requires one (make up generates one into .env)"
-	SWARM_NODE_ID=$(docker info -f '{{.Swarm.NodeID}}' 2>/dev/null || true)
+	# SWARM_NODE_ID in the environment renders for another node (tests).
+	SWARM_NODE_ID=${SWARM_NODE_ID:-$(docker info -f '{{.Swarm.NodeID}}' 2>/dev/null || true)}
 	[[ -n $SWARM_NODE_ID ]] || die "this Docker engine is in no swarm: the stack is placed on its node (SWARM_INIT=1 make up starts one)"
 	# Redis runs as a uid of its own here, so that its secret is readable by
 	# it alone (a numeric uid needs no account in the image).

@@ -18,6 +18,12 @@ import (
 // with env on top of a clean environment. It returns the directory.
 func renderIn(t *testing.T, env ...string) string {
 	t.Helper()
+	return renderArgs(t, nil, env...)
+}
+
+// renderArgs is renderIn with arguments for the renderer (--stack).
+func renderArgs(t *testing.T, args []string, env ...string) string {
+	t.Helper()
 	_, err := exec.LookPath("envsubst")
 	testutil.Require(t, err == nil, "envsubst (gettext-base)")
 	root := testutil.RepoRoot(t)
@@ -25,7 +31,7 @@ func renderIn(t *testing.T, env ...string) string {
 	if err := os.MkdirAll(filepath.Join(dir, "scripts"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"scripts/lib.sh", "scripts/render-compose.sh", "compose.tmpl.yml", ".env.example"} {
+	for _, f := range []string{"scripts/lib.sh", "scripts/render-compose.sh", "compose.tmpl.yml", "stack.tmpl.yml", ".env.example"} {
 		b, err := os.ReadFile(filepath.Join(root, f))
 		if err != nil {
 			t.Fatal(err)
@@ -36,7 +42,7 @@ func renderIn(t *testing.T, env ...string) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(dir, "scripts", "render-compose.sh"))
+	cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join(dir, "scripts", "render-compose.sh")}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -173,5 +179,76 @@ func TestRenderReplicas(t *testing.T) {
 	services := strings.Fields(string(out))
 	if !slices.Contains(services, "lb") || !slices.Contains(services, "lb-2") {
 		t.Errorf("%v config --services = %v, want lb and lb-2", tool, services)
+	}
+}
+
+// TestRenderStack: --stack renders the swarm stack for a node without
+// needing a swarm (SWARM_NODE_ID): two lb services on their ports in host
+// mode, dnsrr everywhere, the stack's services pinned to the node, and the
+// password and token only as secret files (mode 600) that no rendered file
+// carries. docker stack config accepts the file.
+func TestRenderStack(t *testing.T) {
+	dir := renderArgs(t, []string{"--stack"}, "SWARM_NODE_ID=node1", "REDIS_PASSWORD=pw123", "LB_AUTH_TOKEN=tok456",
+		"POOL_NAME=rendertest", "LB_REPLICAS=2", "LOAD_BALANCER_PORT=18100")
+	b, err := os.ReadFile(filepath.Join(dir, "stack.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stack := string(b)
+	for _, want := range []string{
+		"\n  lb:\n", "\n  lb-2:\n", `LB_ID: "lb-1"`, `LB_ID: "lb-2"`,
+		"{target: 18100, published: 18100, protocol: tcp, mode: host}",
+		"{target: 18101, published: 18101, protocol: tcp, mode: host}",
+		`"node.id == node1"`, "name: rendertest-workers", "attachable: true", "internal: true",
+		"target: env_REDIS_PASSWORD", "target: env_LB_AUTH_TOKEN",
+	} {
+		if !strings.Contains(stack, want) {
+			t.Errorf("stack.yml lacks %q", want)
+		}
+	}
+	if n := strings.Count(stack, "      endpoint_mode: dnsrr\n"); n != 4 {
+		t.Errorf("stack.yml has %d services in dnsrr mode, want 4 (redis, localcloud, lb, lb-2)", n)
+	}
+	if strings.Contains(stack, "\n  lb-3:") {
+		t.Error("stack.yml has a third replica")
+	}
+	// $${...} is the shell's, for docker stack deploy to turn into ${...}.
+	for _, line := range strings.Split(stack, "\n") {
+		if code, _, _ := strings.Cut(line, "#"); strings.Contains(strings.ReplaceAll(code, "$${", ""), "${") {
+			t.Errorf("stack.yml has an unrendered variable: %s", line)
+		}
+	}
+	for _, f := range []string{"stack.yml", ".cache/stack/lb.env", ".cache/stack/localcloud.env"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range []string{"pw123", "tok456"} {
+			if strings.Contains(string(b), secret) {
+				t.Errorf("%s carries the secret %q", f, secret)
+			}
+		}
+	}
+	for name, want := range map[string]string{"REDIS_PASSWORD": "pw123", "LB_AUTH_TOKEN": "tok456"} {
+		p := filepath.Join(dir, ".cache", "stack", "secrets", name)
+		b, err := os.ReadFile(p)
+		if err != nil || string(b) != want {
+			t.Errorf("secret file %s = %q, %v; want %q", name, b, err, want)
+		}
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("secret file %s: %v, %v; want mode 600", name, fi.Mode(), err)
+		}
+	}
+	if lb, _ := os.ReadFile(filepath.Join(dir, ".cache", "stack", "lb.env")); strings.Contains(string(lb), "LB_ALLOW_ANONYMOUS=true") {
+		t.Errorf("the stack's lb lets anonymous callers in by default:\n%s", lb)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", "stack", "config", "-c", filepath.Join(dir, "stack.yml"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		testutil.Require(t, !strings.Contains(string(out), "unknown"), "docker stack config (docker CLI 23 or later)")
+		t.Fatalf("docker stack config: %v\n%s", err, out)
 	}
 }
