@@ -141,7 +141,7 @@ out=$(bin/client call --fn hello e2e)
 log "call_faas (bin/client, xmlrpc.client), POST /function/faas and hello answer through lb"
 workers=$(( $(docker ps -q --filter "label=spillway.pool=$POOL_NAME" | wc -l) + $(docker service ls -q --filter "label=spillway.pool=$POOL_NAME" | wc -l) ))
 ((workers > 0)) || die "no worker (container or service) labelled spillway.pool=$POOL_NAME"
-log "the pool has $workers worker container(s)/service(s)"
+log "the pool has $workers worker container(s)/service(s); a worker's memory: $(docker stats --no-stream --format '{{.MemUsage}}' "$(docker ps -q --filter "label=spillway.pool=$POOL_NAME" | head -n1)" 2>/dev/null || echo unknown)"
 
 # Function code in a worker reaches no host service: the workers' overlay is
 # internal, so a worker has no address on docker_gwbridge and no route to
