@@ -115,8 +115,10 @@ func serve(ctx context.Context, cfg workerapi.Env, log *slog.Logger, output io.W
 	if err != nil {
 		return err
 	}
+	openBegan := time.Now()
 	openCtx, cancelOpen := context.WithTimeout(ctx, time.Minute)
 	err = runners.Open(openCtx)
+	opened := time.Since(openBegan)
 	cancelOpen()
 	if err != nil {
 		return fmt.Errorf("PYTHON=%q FUNCTION_PATH=%q: %w", cfg.Python, cfg.FunctionPath, err)
@@ -147,7 +149,7 @@ func serve(ctx context.Context, cfg workerapi.Env, log *slog.Logger, output io.W
 	}
 	log.Info("worker listening", "addr", ln.Addr().String(), "style", cfg.Style,
 		"version", cfg.Version, "sha256", svc.sha256, "runners", cfg.Concurrency,
-		"timeout", cfg.LocalTimeout)
+		"timeout", cfg.LocalTimeout, "runners_open", opened.Round(time.Millisecond))
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

@@ -453,6 +453,7 @@ func (b *Backend) Start(ctx context.Context, spec pool.WorkerSpec) (pool.Worker,
 	if reuse {
 		labels[LabelReuseProcess] = "1"
 	}
+	began := time.Now()
 	created, err := b.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name:             name,
 		Config:           b.containerConfig(spec, labels),
@@ -472,6 +473,7 @@ func (b *Backend) Start(ctx context.Context, spec pool.WorkerSpec) (pool.Worker,
 		}
 		return pool.Worker{}, cause
 	}
+	createdAt := time.Now()
 	archive, err := functionTar(fn)
 	if err != nil {
 		return cleanup(err)
@@ -482,9 +484,11 @@ func (b *Backend) Start(ctx context.Context, spec pool.WorkerSpec) (pool.Worker,
 	}); err != nil {
 		return cleanup(fmt.Errorf("copy function into worker %s: %w", name, err))
 	}
+	copiedAt := time.Now()
 	if _, err := b.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
 		return cleanup(fmt.Errorf("start worker %s: %w", name, err))
 	}
+	startedAt := time.Now()
 	ins, err := b.cli.ContainerInspect(ctx, created.ID, client.ContainerInspectOptions{})
 	if err != nil {
 		return cleanup(fmt.Errorf("inspect worker %s: %w", name, err))
@@ -498,7 +502,8 @@ func (b *Backend) Start(ctx context.Context, spec pool.WorkerSpec) (pool.Worker,
 	if err != nil {
 		return cleanup(err)
 	}
-	b.log.Debug("worker started", "worker", name, "addr", w.Addr)
+	b.log.Debug("worker started", "worker", name, "addr", w.Addr, "create", createdAt.Sub(began),
+		"copy", copiedAt.Sub(createdAt), "start", startedAt.Sub(copiedAt), "inspect", time.Since(startedAt))
 	return w, nil
 }
 

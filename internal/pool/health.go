@@ -18,9 +18,19 @@ type ExitWatcher interface {
 	Watch(ctx context.Context, died func(id string)) error
 }
 
+// Probe pacing while a worker starts: the first probe goes at once, the
+// next after startProbeFirst, each wait doubling up to startProbeMax. A
+// refused connect costs the worker nothing, and the gap between the worker
+// listening and the pool noticing is on every cold call's path.
+const (
+	startProbeFirst = 5 * time.Millisecond
+	startProbeMax   = 25 * time.Millisecond
+)
+
 // waitHealthy probes m until it answers health() ready, or ctx ends.
 func (p *Pool) waitHealthy(ctx context.Context, m *member) error {
 	var last error
+	wait := startProbeFirst
 	for {
 		h, err := p.probe(ctx, m.client)
 		switch {
@@ -40,8 +50,9 @@ func (p *Pool) waitHealthy(ctx context.Context, m *member) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (last probe: %v)", ctx.Err(), last)
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, startProbeMax)
 	}
 }
 

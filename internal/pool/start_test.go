@@ -1,0 +1,302 @@
+package pool_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/docker"
+	"github.com/spillway-faas/spillway/internal/pool"
+	"github.com/spillway-faas/spillway/internal/testutil"
+)
+
+// startPhases is where one worker start spent its time, create to first
+// healthy health(). The engine calls run one after the other; the worker's
+// own boot overlaps the end of start and inspect (it begins when the engine
+// has started the process), so the phases add up to a little more than
+// Total.
+type startPhases struct {
+	Create, Copy, Start, Inspect time.Duration // engine API calls (docker.Backend.Start)
+	Boot                         time.Duration // process started → runners starting (init, the Go worker, the shim written)
+	Runners                      time.Duration // Python runners started and the function imported
+	Listen                       time.Duration // runners ready → listening
+	Probe                        time.Duration // listening → the pool's first healthy health() answered
+	Total                        time.Duration // the pool's startup time (OnWorkerReady)
+}
+
+// phaseNames orders the phases for reports.
+var phaseNames = []string{"create", "copy", "start", "inspect", "boot", "runners", "listen", "probe", "total"}
+
+func (s startPhases) get(name string) time.Duration {
+	return map[string]time.Duration{"create": s.Create, "copy": s.Copy, "start": s.Start, "inspect": s.Inspect,
+		"boot": s.Boot, "runners": s.Runners, "listen": s.Listen, "probe": s.Probe, "total": s.Total}[name]
+}
+
+// recordLog is a slog destination the test reads back: JSON lines.
+type recordLog struct {
+	buf testutil.SyncBuffer
+}
+
+func (r *recordLog) logger() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(&r.buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// find returns the attributes of the last record with message msg and
+// attribute key=value.
+func (r *recordLog) find(msg, key, value string) (map[string]any, bool) {
+	var found map[string]any
+	sc := bufio.NewScanner(strings.NewReader(r.buf.String()))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		var rec map[string]any
+		if json.Unmarshal(sc.Bytes(), &rec) != nil {
+			continue
+		}
+		if rec["msg"] == msg && fmt.Sprint(rec[key]) == value {
+			found = rec
+		}
+	}
+	return found, found != nil
+}
+
+func nanos(rec map[string]any, key string) time.Duration {
+	f, _ := rec[key].(float64) // slog's JSON writes a Duration as nanoseconds
+	return time.Duration(f)
+}
+
+// openTimedDocker is openDocker with the backend's debug log recorded.
+func openTimedDocker(t *testing.T, rec *recordLog) *docker.Backend {
+	t.Helper()
+	testutil.DockerImage(t, workerImage)
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	name := "spwstart-" + hex.EncodeToString(r[:])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := docker.Open(ctx, docker.Config{Pool: name, Image: workerImage, Network: name + "-net",
+		Address: docker.AddressAuto, ServerPort: 8001, Memory: 256 << 20, PidsLimit: 256}, rec.logger())
+	if err != nil {
+		t.Fatalf("docker.Open: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		ws, err := b.List(ctx)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		for _, w := range ws {
+			t.Errorf("container %s left behind", w.Name)
+			_ = b.Remove(ctx, w.ID)
+		}
+		if err := b.RemoveNetwork(ctx); err != nil {
+			t.Errorf("cleanup network: %v", err)
+		}
+		b.Close()
+	})
+	return b
+}
+
+var runnersOpenRE = regexp.MustCompile(`runners_open=(\S+)`)
+
+// workerLog is what the engine knows of a worker's boot: when its process
+// started, when the runners were open and when it listened (the engine's
+// timestamps of the worker's log lines), and the runners' start time the
+// worker logged.
+type workerLog struct {
+	started, opened, listening time.Time
+	runners                    time.Duration
+}
+
+func workerTimes(ctx context.Context, name string) (workerLog, error) {
+	var w workerLog
+	out, err := exec.CommandContext(ctx, "docker", "inspect", "--format", "{{.State.StartedAt}}", name).Output()
+	if err != nil {
+		return w, fmt.Errorf("inspect %s: %w", name, err)
+	}
+	if w.started, err = time.Parse(time.RFC3339Nano, strings.TrimSpace(string(out))); err != nil {
+		return w, fmt.Errorf("StartedAt of %s: %w", name, err)
+	}
+	out, err = exec.CommandContext(ctx, "docker", "logs", "--timestamps", name).CombinedOutput()
+	if err != nil {
+		return w, fmt.Errorf("logs of %s: %w: %s", name, err, out)
+	}
+	for line := range strings.Lines(string(out)) {
+		var at *time.Time
+		switch {
+		case strings.Contains(line, `msg="runner pool open"`):
+			at = &w.opened
+		case strings.Contains(line, `msg="worker listening"`):
+			at = &w.listening
+			if m := runnersOpenRE.FindStringSubmatch(line); m != nil {
+				w.runners, _ = time.ParseDuration(m[1])
+			}
+		default:
+			continue
+		}
+		ts, _, _ := strings.Cut(line, " ")
+		if *at, err = time.Parse(time.RFC3339Nano, ts); err != nil {
+			return w, fmt.Errorf("log timestamp of %s: %w", name, err)
+		}
+	}
+	if w.opened.IsZero() || w.listening.IsZero() {
+		return w, fmt.Errorf("worker %s never logged that its runners are open and it listens:\n%s", name, out)
+	}
+	return w, nil
+}
+
+// measureStarts starts n workers of fn one after the other on a pool of
+// min 0 (each from zero: scale to 1, wait until ready, scale back to 0 and
+// wait until it is gone) and returns where each start spent its time.
+func measureStarts(t *testing.T, n int, fn spillway.Function) []startPhases {
+	t.Helper()
+	var rec recordLog
+	b := openTimedDocker(t, &rec)
+	p := pool.New(b, pool.Config{Min: 0, Max: 1, Concurrency: 1, LocalTimeout: 5 * time.Second})
+	p.Logger = rec.logger()
+	var mu sync.Mutex // guards startups, readyAt
+	var startups []time.Duration
+	var readyAt []time.Time
+	p.OnWorkerReady = func(d time.Duration) {
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		startups = append(startups, d)
+		readyAt = append(readyAt, now)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n)*30*time.Second)
+	defer cancel()
+	if err := p.Open(ctx, fn); err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer func() {
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
+	var out []startPhases
+	for i := range n {
+		p.Scale(1)
+		if err := p.WaitReady(ctx, 1); err != nil {
+			t.Fatalf("start %d: %v", i, err)
+		}
+		snap := p.Snapshot()
+		if len(snap.Members) != 1 {
+			t.Fatalf("start %d: %d members, want 1", i, len(snap.Members))
+		}
+		name := snap.Members[0].Name
+		// OnWorkerReady runs just after the member turns ready.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			got := len(startups)
+			mu.Unlock()
+			if got > i {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("start %d: OnWorkerReady not called", i)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		api, ok := rec.find("worker started", "worker", name)
+		if !ok {
+			t.Fatalf("start %d: the backend logged no phases for %s", i, name)
+		}
+		wl, err := workerTimes(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		ph := startPhases{
+			Create: nanos(api, "create"), Copy: nanos(api, "copy"), Start: nanos(api, "start"), Inspect: nanos(api, "inspect"),
+			Boot:    wl.opened.Add(-wl.runners).Sub(wl.started),
+			Runners: wl.runners,
+			Listen:  wl.listening.Sub(wl.opened),
+			Probe:   readyAt[i].Sub(wl.listening),
+			Total:   startups[i],
+		}
+		mu.Unlock()
+		out = append(out, ph)
+
+		p.Scale(0)
+		if err := waitMembers(ctx, p, 0); err != nil {
+			t.Fatalf("scale %d back to zero: %v", i, err)
+		}
+	}
+	return out
+}
+
+// waitMembers polls until the pool has n members.
+func waitMembers(ctx context.Context, p *pool.Pool, n int) error {
+	for {
+		if got := len(p.Snapshot().Members); got == n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d members (have %d): %w", n, len(p.Snapshot().Members), ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// quantile is the q-quantile (nearest rank) of ds.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// phaseReport is one line per phase: median and p90 over the starts.
+func phaseReport(starts []startPhases) string {
+	var b strings.Builder
+	for _, name := range phaseNames {
+		ds := make([]time.Duration, len(starts))
+		for i, s := range starts {
+			ds[i] = s.get(name)
+		}
+		fmt.Fprintf(&b, "  %-8s p50 %6.1f ms  p90 %6.1f ms\n", name,
+			float64(quantile(ds, 0.5))/1e6, float64(quantile(ds, 0.9))/1e6)
+	}
+	return b.String()
+}
+
+// TestDockerWorkerStartTime starts ten workers one after the other, each
+// from zero as a min-0 function does, and requires the median time from
+// create to the first healthy health() to be under half a second.
+func TestDockerWorkerStartTime(t *testing.T) {
+	const n = 10
+	fns := []struct {
+		name string
+		fn   spillway.Function
+	}{
+		{"script", scriptFunction(1, "import sys\nprint('ok', sys.argv[1])\n")},
+	}
+	for _, tc := range fns {
+		t.Run(tc.name, func(t *testing.T) {
+			starts := measureStarts(t, n, tc.fn)
+			t.Logf("%d starts of a %s worker, create to first healthy health():\n%s", n, tc.name, phaseReport(starts))
+			totals := make([]time.Duration, n)
+			for i, s := range starts {
+				totals[i] = s.Total
+			}
+			if p50 := quantile(totals, 0.5); p50 >= 500*time.Millisecond {
+				t.Errorf("start time p50 %v, want under 500ms", p50)
+			}
+		})
+	}
+}
