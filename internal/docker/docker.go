@@ -744,3 +744,24 @@ func (b *Backend) Watch(ctx context.Context, died func(id string)) error {
 		}
 	}
 }
+
+var _ pool.Freezer = (*Backend)(nil)
+
+// Freeze pauses the worker's processes (the cgroup freezer): no CPU, no
+// answer, its memory kept. The engine lists it as paused, not running.
+func (b *Backend) Freeze(ctx context.Context, id string) error {
+	if _, err := b.cli.ContainerPause(ctx, id, client.ContainerPauseOptions{}); err != nil {
+		return fmt.Errorf("pause worker %s: %w", id, err)
+	}
+	return nil
+}
+
+// Thaw resumes a worker Freeze paused.
+func (b *Backend) Thaw(ctx context.Context, id string) error {
+	began := time.Now()
+	if _, err := b.cli.ContainerUnpause(ctx, id, client.ContainerUnpauseOptions{}); err != nil {
+		return fmt.Errorf("unpause worker %s: %w", id, err)
+	}
+	b.log.Debug("worker thawed", "worker", id, "thaw", time.Since(began))
+	return nil
+}

@@ -31,6 +31,9 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function, removeRest bool)
 	for _, m := range p.members {
 		known[m.id] = true
 	}
+	if p.spare != nil {
+		known[p.spare.w.ID] = true // this pool's own, frozen
+	}
 	p.mu.Unlock()
 
 	type verdict struct {

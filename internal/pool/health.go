@@ -29,19 +29,29 @@ const (
 
 // waitHealthy probes m until it answers health() ready, or ctx ends.
 func (p *Pool) waitHealthy(ctx context.Context, m *member) error {
+	h, err := p.waitReady(ctx, m.client, m.name, m.sha256)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	m.completed, m.coldStarts = h.Completed, h.ColdStarts
+	p.mu.Unlock()
+	return nil
+}
+
+// waitReady probes the worker name on c until it answers health() ready,
+// or ctx ends; sha256 is the function its label names.
+func (p *Pool) waitReady(ctx context.Context, c WorkerConn, name, sha256 string) (workerapi.Health, error) {
 	var last error
 	wait := startProbeFirst
 	for {
-		h, err := p.probe(ctx, m.client)
+		h, err := p.probe(ctx, c)
 		switch {
 		case err == nil && h.Ready:
-			p.mu.Lock()
-			m.completed, m.coldStarts = h.Completed, h.ColdStarts
-			p.mu.Unlock()
-			if h.SHA256 != "" && m.sha256 != "" && h.SHA256 != m.sha256 {
-				p.log.Warn("worker reports another function sha256 than its label", "worker", m.name, "reported", h.SHA256, "label", m.sha256)
+			if h.SHA256 != "" && sha256 != "" && h.SHA256 != sha256 {
+				p.log.Warn("worker reports another function sha256 than its label", "worker", name, "reported", h.SHA256, "label", sha256)
 			}
-			return nil
+			return h, nil
 		case err == nil:
 			last = errors.New("health() says not ready")
 		default:
@@ -49,7 +59,7 @@ func (p *Pool) waitHealthy(ctx context.Context, m *member) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last probe: %v)", ctx.Err(), last)
+			return workerapi.Health{}, fmt.Errorf("%w (last probe: %v)", ctx.Err(), last)
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, startProbeMax)
@@ -123,6 +133,7 @@ func (p *Pool) watchLoop(w ExitWatcher) {
 	defer p.wg.Done()
 	for p.ctx.Err() == nil {
 		err := w.Watch(p.ctx, func(id string) {
+			p.spareDied(id)
 			var later deferred
 			p.mu.Lock()
 			for _, m := range p.members {

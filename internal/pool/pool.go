@@ -65,6 +65,13 @@ type Config struct {
 	StartTimeout   time.Duration // container start + first healthy probe (30s)
 	RemoveTimeout  time.Duration // one backend Remove (30s)
 	DialTimeout    time.Duration // TCP connect to a worker (2s)
+
+	// Spare keeps one worker of the current function started ahead of
+	// need, healthy once and then frozen (WORKER_SPARE; the Backend must be
+	// a Freezer, else nothing is kept): a start thaws it instead of
+	// creating and starting a container, and the next spare is made in the
+	// background. It holds a worker's memory, no CPU and no call slot.
+	Spare bool
 }
 
 // Defaults for the zero values of Config.
@@ -195,6 +202,9 @@ type Pool struct {
 	backend Backend
 	log     *slog.Logger
 
+	// spareKick wakes spareLoop (Config.Spare).
+	spareKick chan struct{}
+
 	ctx    context.Context // the pool's own, cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the pool started
@@ -220,6 +230,7 @@ type Pool struct {
 	lastFailure  string        // which ready member failed last, and why
 	nextTry      time.Time     // no start before this after failures
 	counters     Counters
+	spare        *spare // the frozen spare (Config.Spare), nil when none
 	candBuf      []policy.Member
 	candIdx      []*member
 }
@@ -238,7 +249,7 @@ type Counters struct {
 // New returns a pool on backend. Nothing runs until Open.
 func New(backend Backend, cfg Config) *Pool {
 	return &Pool{cfg: cfg.withDefaults(), backend: backend, kick: make(chan struct{}, 1),
-		followKick: make(chan struct{}, 1), notify: make(chan struct{})}
+		followKick: make(chan struct{}, 1), notify: make(chan struct{}), spareKick: make(chan struct{}, 1)}
 }
 
 // Open adopts what an earlier run left (see Adopt), starts the health and
@@ -279,6 +290,11 @@ func (p *Pool) Open(ctx context.Context, fn spillway.Function) error {
 	if w, ok := p.backend.(ExitWatcher); ok {
 		p.wg.Add(1)
 		go p.watchLoop(w)
+	}
+	if f, ok := p.backend.(Freezer); ok && p.cfg.Spare {
+		p.wg.Add(1)
+		go p.spareLoop(f)
+		p.pokeSpare()
 	}
 	if err := p.WaitReady(ctx, p.cfg.Min); err != nil {
 		if last := p.lastStartError(); last != nil {
@@ -413,7 +429,12 @@ func (p *Pool) close(ctx context.Context, remove bool) error {
 	p.mu.Lock()
 	members := p.members
 	p.members = nil
+	sp := p.spare
+	p.spare = nil
 	p.mu.Unlock()
+	if sp != nil {
+		p.removeSpare(sp) // no other replica serves a spare
+	}
 	for _, m := range members {
 		m.cancel()
 		m.closeConns()

@@ -158,7 +158,7 @@ func (p *Pool) startLocked(later *deferred) {
 			later.add(func() { p.Events.Event(spillway.EventWorkerReplaced, cause) })
 		}
 	}
-	spec := WorkerSpec{Function: p.fn, Concurrency: p.cfg.Concurrency, LocalTimeout: p.cfg.LocalTimeout, MaxResultBytes: p.cfg.MaxResultBytes}
+	spec := p.specLocked()
 	p.wg.Add(1)
 	later.add(func() {
 		go func() {
@@ -166,6 +166,11 @@ func (p *Pool) startLocked(later *deferred) {
 			p.start(m, spec)
 		}()
 	})
+}
+
+// specLocked is what a new worker of the current function runs.
+func (p *Pool) specLocked() WorkerSpec {
+	return WorkerSpec{Function: p.fn, Concurrency: p.cfg.Concurrency, LocalTimeout: p.cfg.LocalTimeout, MaxResultBytes: p.cfg.MaxResultBytes}
 }
 
 // start starts m's container and waits until it answers health() ready;
@@ -181,11 +186,14 @@ func (p *Pool) start(m *member, spec WorkerSpec) {
 			return
 		}
 	}
-	w, err := p.backend.Start(ctx, spec)
-	if err != nil {
-		p.startFailed(m, err)
-		p.log.Error("start worker", "version", spec.Function.Version, "err", err)
-		return
+	w, thawed := p.thawSpare(ctx, Key(spec.Function))
+	if !thawed {
+		var err error
+		if w, err = p.backend.Start(ctx, spec); err != nil {
+			p.startFailed(m, err)
+			p.log.Error("start worker", "version", spec.Function.Version, "err", err)
+			return
+		}
 	}
 	client := p.connect(w.Addr)
 	p.mu.Lock()
@@ -221,7 +229,8 @@ func (p *Pool) start(m *member, spec WorkerSpec) {
 	p.mu.Unlock()
 	p.poke() // a roll or scale-down may proceed now
 	readyAfter := time.Since(began)
-	p.log.Info("worker ready", "worker", m.name, "addr", m.addr, "version", m.version, "after", readyAfter.Round(time.Millisecond))
+	p.log.Info("worker ready", "worker", m.name, "addr", m.addr, "version", m.version, "spare", thawed,
+		"after", readyAfter.Round(time.Millisecond))
 	if p.OnWorkerReady != nil {
 		p.OnWorkerReady(readyAfter)
 	}

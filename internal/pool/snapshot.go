@@ -35,6 +35,9 @@ type Snapshot struct {
 	Version  int64
 	SHA256   string
 	Counters Counters
+	// Spare names the frozen spare worker (Config.Spare), "" when none is
+	// ready.
+	Spare string
 }
 
 // Snapshot copies the pool's state under a short lock.
@@ -48,6 +51,9 @@ func (p *Pool) Snapshot() Snapshot {
 		Version:  p.fn.Version,
 		SHA256:   p.fn.SHA256,
 		Counters: p.counters,
+	}
+	if p.spare != nil {
+		s.Spare = p.spare.w.Name
 	}
 	for _, m := range p.members {
 		s.Members = append(s.Members, MemberInfo{
