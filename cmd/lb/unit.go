@@ -112,7 +112,11 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 	u.pool.Scheduler = sched
 	u.pool.Logger = u.log
 	u.pool.Events = d.events
-	u.pool.OnWorkerReady = func(startup time.Duration) { estimator.ObserveWorkerStart(startup, time.Now()) }
+	startSeconds := control.WorkerStartSeconds(fn.Name) // registered with the report's collectors
+	u.pool.OnWorkerReady = func(startup time.Duration) {
+		estimator.ObserveWorkerStart(startup, time.Now())
+		startSeconds.Observe(startup.Seconds())
+	}
 	u.pool.Fence = d.replica.Fence
 	d.addPool(fn.Name, u.pool)
 	d.share.Join(fn.Name, set.Min, set.Max)
@@ -163,7 +167,7 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 		PoolMin: set.Min, PoolMax: set.Max, Concurrency: set.Concurrency, Timeout: set.Timeout,
 		Scheduler: cfg.Scheduler, OffloadPolicy: cfg.OffloadPolicy, Autoscaler: cfg.Autoscaler, CloudMode: cfg.Cloud.Mode,
 	}, rdeps)
-	u.collectors = u.report.Collectors()
+	u.collectors = append(u.report.Collectors(), startSeconds)
 	for _, c := range u.collectors {
 		if err := d.metrics.Register(c); err != nil {
 			return nil, fmt.Errorf("register the metrics of %s: %w", fn.Name, err)

@@ -55,6 +55,9 @@ type Config struct {
 	// ScaleToZeroAfter (SCALE_TO_ZERO_AFTER): a function whose min is 0
 	// loses its last worker after this long without calls.
 	ScaleToZeroAfter time.Duration
+	// WorkerSpare (WORKER_SPARE): a function whose min is 0 keeps one
+	// frozen spare worker, which its next start thaws (pool.Config.Spare).
+	WorkerSpare bool
 	// CloudKeepWarm (CLOUD_KEEP_WARM): keep one cloud environment warm for
 	// each function at zero workers, with a ping the shim answers without
 	// running the function.
@@ -174,6 +177,7 @@ func Load(lookup Lookup) (Config, error) {
 		ElasticitySleep:   p.duration("ELASTICITY_SLEEP", time.Second),
 		ScaleDownDelay:    p.duration("SCALE_DOWN_DELAY", 30*time.Second),
 		ScaleToZeroAfter:  p.duration("SCALE_TO_ZERO_AFTER", 5*time.Minute),
+		WorkerSpare:       p.bool("WORKER_SPARE", true),
 		CloudKeepWarm:     p.bool("CLOUD_KEEP_WARM", false),
 		PoolBackend:       p.choice("POOL_BACKEND", "docker", PoolBackends),
 		Scheduler:         p.choice("SCHEDULER", "round-robin", Schedulers),

@@ -24,6 +24,7 @@ func (c Config) PoolConfig() pool.Config {
 		Concurrency:    c.WorkerConcurrency,
 		LocalTimeout:   c.LocalTimeout,
 		MaxResultBytes: c.MaxResultBytes,
+		Spare:          c.WorkerSpare && c.NumberOfServers == 0,
 	}
 }
 
@@ -128,6 +129,7 @@ func (c Config) PoolConfigFor(fn spillway.Function) pool.Config {
 	s := c.SettingsFor(fn)
 	pc := c.PoolConfig()
 	pc.Min, pc.Max, pc.Concurrency, pc.LocalTimeout = s.Min, s.Max, s.Concurrency, s.Timeout
+	pc.Spare = c.WorkerSpare && s.Min == 0
 	return pc
 }
 

@@ -41,7 +41,8 @@ func TestSettingsFor(t *testing.T) {
 			}
 			pc := c.PoolConfigFor(fn)
 			if pc.Min != tt.want.Min || pc.Max != tt.want.Max || pc.Concurrency != tt.want.Concurrency ||
-				pc.LocalTimeout != tt.want.Timeout || pc.MaxResultBytes != c.MaxResultBytes {
+				pc.LocalTimeout != tt.want.Timeout || pc.MaxResultBytes != c.MaxResultBytes ||
+				pc.Spare != (tt.want.Min == 0) {
 				t.Errorf("PoolConfigFor = %+v, want the settings %+v", pc, tt.want)
 			}
 			sc := c.ScaleConfigFor(fn)
@@ -59,6 +60,33 @@ func TestSettingsFor(t *testing.T) {
 	}
 	if got, want := c.ScaleConfigFor(plain), c.ScaleConfig(); got != want {
 		t.Errorf("ScaleConfigFor(no settings) = %+v, want ScaleConfig() %+v", got, want)
+	}
+}
+
+// TestWorkerSpare: WORKER_SPARE gives a frozen spare to the pools whose
+// minimum is 0, and to none when false.
+func TestWorkerSpare(t *testing.T) {
+	zero := spillway.Function{Name: "f", Settings: spillway.Settings{Min: intp(0)}}
+	one := spillway.Function{Name: "g", Settings: spillway.Settings{Min: intp(1)}}
+	tests := []struct {
+		env       map[string]string
+		zero, one bool
+	}{
+		{map[string]string{}, true, false},
+		{map[string]string{"WORKER_SPARE": "false"}, false, false},
+		{map[string]string{"WORKER_SPARE": "true"}, true, false},
+	}
+	for _, tt := range tests {
+		c, err := Load(env(tt.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.PoolConfigFor(zero).Spare; got != tt.zero {
+			t.Errorf("%v: min 0: Spare = %v, want %v", tt.env, got, tt.zero)
+		}
+		if got := c.PoolConfigFor(one).Spare; got != tt.one {
+			t.Errorf("%v: min 1: Spare = %v, want %v", tt.env, got, tt.one)
+		}
 	}
 }
 

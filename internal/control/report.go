@@ -250,6 +250,25 @@ func (r *Report) Collectors() []prometheus.Collector {
 	return cs
 }
 
+// WorkerStartBuckets are the bounds (seconds) of
+// spillway_worker_start_seconds: a thawed spare takes tens of
+// milliseconds, a container started from nothing about a second.
+var WorkerStartBuckets = []float64{0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30}
+
+// WorkerStartSeconds is the histogram spillway_worker_start_seconds of
+// function: how long each new worker took from the pool's start (a
+// container created, or the frozen spare thawed) to its first healthy
+// health(). Feed it pool.OnWorkerReady; it exists before the pool opens,
+// so the first workers count too.
+func WorkerStartSeconds(function string) prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:        "spillway_worker_start_seconds",
+		Help:        "Time from a worker's start (container created, or the frozen spare thawed) to its first healthy health().",
+		ConstLabels: prometheus.Labels{"function": function},
+		Buckets:     WorkerStartBuckets,
+	})
+}
+
 // LBCollectors expose lb's own state: whether this replica controls the
 // pool, how many replicas live, and the connections refused from the
 // workers' network (refused nil: not exposed).

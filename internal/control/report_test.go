@@ -2,6 +2,7 @@ package control
 
 import (
 	"encoding/json"
+	"maps"
 	"slices"
 	"sort"
 	"testing"
@@ -128,6 +129,53 @@ func TestStatusKeys(t *testing.T) {
 	r, _ = testReport(t, false)
 	if st := r.Status(); st.Details.Cloud != nil {
 		t.Errorf("cloud off: details.cloud = %+v, want none", st.Details.Cloud)
+	}
+}
+
+// TestWorkerStartSeconds: the start-time histogram is exposed under its
+// name with the function label, and counts each start in its bucket.
+func TestWorkerStartSeconds(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	for _, fn := range []string{"faas", "hello"} {
+		h := WorkerStartSeconds(fn)
+		reg.MustRegister(h)
+		h.Observe((30 * time.Millisecond).Seconds())
+		if fn == "faas" {
+			h.Observe((1200 * time.Millisecond).Seconds())
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || mfs[0].GetName() != "spillway_worker_start_seconds" {
+		t.Fatalf("families = %v, want spillway_worker_start_seconds only", mfs)
+	}
+	type sample struct {
+		count, under100ms, under2s uint64
+	}
+	got := map[string]sample{}
+	for _, m := range mfs[0].GetMetric() {
+		var fn string
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "function" {
+				fn = l.GetValue()
+			}
+		}
+		s := sample{count: m.GetHistogram().GetSampleCount()}
+		for _, b := range m.GetHistogram().GetBucket() {
+			switch b.GetUpperBound() {
+			case 0.1:
+				s.under100ms = b.GetCumulativeCount()
+			case 2:
+				s.under2s = b.GetCumulativeCount()
+			}
+		}
+		got[fn] = s
+	}
+	want := map[string]sample{"faas": {2, 1, 2}, "hello": {1, 1, 1}}
+	if !maps.Equal(got, want) {
+		t.Errorf("spillway_worker_start_seconds = %+v, want %+v", got, want)
 	}
 }
 

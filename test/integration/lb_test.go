@@ -140,6 +140,7 @@ func TestOverflowAndTimeoutGoToCloud(t *testing.T) {
 		`spillway_calls_total{function="faas",outcome="ok",reason="overflow",route="cloud"}`,
 		`spillway_calls_total{function="faas",outcome="ok",reason="timeout",route="cloud"}`,
 		`spillway_cloud_circuit_state{function="faas"} 0`, `spillway_cloud_ready{function="faas"} 1`,
+		`spillway_worker_start_seconds_bucket{function="faas",le="30"}`, `spillway_worker_start_seconds_count{function="faas"}`,
 	} {
 		if !bytes.Contains(metrics, []byte(m)) {
 			t.Errorf("/metrics lacks %s", m)
