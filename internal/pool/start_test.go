@@ -372,3 +372,121 @@ func BenchmarkDockerWorkerStart(b *testing.B) {
 		})
 	}
 }
+
+// paused asks the engine whether container name is paused.
+func paused(t *testing.T, name string) bool {
+	t.Helper()
+	out, err := exec.Command("docker", "inspect", "--format", "{{.State.Paused}}", name).Output()
+	if err != nil {
+		t.Fatalf("inspect %s: %v", name, err)
+	}
+	return strings.TrimSpace(string(out)) == "true"
+}
+
+// TestDockerSpareWorker: a pool with Spare keeps one frozen worker that is
+// no member, that another lb replica (a follower) neither adopts nor
+// calls, that the next start takes, and that a roll replaces; Close
+// removes it (openDocker's cleanup finds nothing left).
+func TestDockerSpareWorker(t *testing.T) {
+	b := openDocker(t)
+	fn := scriptFunction(1, "import sys\nprint('v1', sys.argv[1])\n")
+	p := pool.New(b, pool.Config{Min: 0, Max: 1, Concurrency: 1, LocalTimeout: 5 * time.Second, Spare: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := p.Open(ctx, fn); err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer func() {
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
+	if err := waitSpare(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	snap := p.Snapshot()
+	spareName := snap.Spare
+	if len(snap.Members) != 0 || !paused(t, spareName) {
+		t.Fatalf("members %d, spare %s paused %v; want no member and a paused spare", len(snap.Members), spareName, paused(t, spareName))
+	}
+	var spareID string
+	ws, err := b.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range ws {
+		if w.Name == spareName {
+			spareID = w.ID
+			if w.Running {
+				t.Errorf("the backend lists the frozen spare as running")
+			}
+		}
+	}
+
+	// Another replica follows the same pool: the frozen spare is not a
+	// worker it may serve.
+	f := pool.New(b, pool.Config{Min: 0, Max: 1, Concurrency: 1, LocalTimeout: 5 * time.Second, Spare: true,
+		HealthInterval: 100 * time.Millisecond})
+	f.SetController(false)
+	if err := f.Open(ctx, fn); err != nil {
+		t.Fatalf("follower Open: %v", err)
+	}
+	defer func() {
+		if err := f.Leave(ctx); err != nil {
+			t.Errorf("follower Leave: %v", err)
+		}
+	}()
+	time.Sleep(time.Second) // ten follow rounds
+	if got := f.Snapshot(); len(got.Members) != 0 || got.Spare != "" {
+		t.Fatalf("follower: %d members, spare %q; want none of either", len(got.Members), got.Spare)
+	}
+	// Without the freeze the follower would serve it: thawed, it is adopted.
+	if err := b.Thaw(ctx, spareID); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitMembers(ctx, f, 1); err != nil {
+		t.Fatalf("follower never adopted the thawed spare: %v", err)
+	}
+	if err := b.Freeze(ctx, spareID); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitMembers(ctx, f, 0); err != nil {
+		t.Fatalf("follower kept the refrozen spare: %v", err)
+	}
+
+	// The next start is the spare, and another spare follows.
+	p.Scale(1)
+	if err := p.WaitReady(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Snapshot().Members[0].Name; got != spareName {
+		t.Errorf("started %s, want the spare %s", got, spareName)
+	}
+	if v, err := callWithRetry(ctx, p, "a"); err != nil || v != "v1 a\n" {
+		t.Errorf("call on the thawed spare = %q, %v", v, err)
+	}
+	waitNewSpare := func(old, version string) string {
+		t.Helper()
+		for {
+			if s := p.Snapshot().Spare; s != "" && s != old && strings.Contains(s, "-faas-"+version+"-") {
+				return s
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("no new spare of version %s after %s (have %q)", version, old, p.Snapshot().Spare)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	next := waitNewSpare(spareName, "1")
+
+	// A roll replaces the spare with one of the new version.
+	v2 := scriptFunction(2, "import sys\nprint('v2', sys.argv[1])\n")
+	if err := p.Roll(ctx, v2); err != nil {
+		t.Fatalf("Roll: %v", err)
+	}
+	waitNewSpare(next, "2")
+	if v, err := callWithRetry(ctx, p, "b"); err != nil || v != "v2 b\n" {
+		t.Errorf("call after the roll = %q, %v", v, err)
+	}
+}
