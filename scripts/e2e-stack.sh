@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # e2e-stack.sh: the Swarm stack end to end, bounded, on its own pool name and
 # free ports:
-#   POOL_BACKEND=swarm SWARM_INIT=1 make up → call_faas through lb (bin/client
+#   POOL_BACKEND=swarm SWARM_INIT=1 LB_REPLICAS=2 make up (after make up
+#   without SWARM_INIT and no swarm has failed, saying why, when no swarm is
+#   active) → call_faas through lb (bin/client
 #   and Python's xmlrpc.client) and POST /function/faas → secrets, lb's port
 #   and the workers' network checked → make down → nothing
 #   of the stack is left (services, configs, secrets, networks, containers,
@@ -26,7 +28,14 @@ command -v flock >/dev/null || die "flock (util-linux) is missing"
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export POOL_BACKEND=swarm SWARM_INIT=1
 export POOL_NAME=${POOL_NAME:-e2es$$}
-export LOAD_BALANCER_PORT=${E2E_LB_PORT:-$(free_port)}
+# Two lb replicas, on two consecutive free ports.
+export LB_REPLICAS=2
+while :; do
+	LOAD_BALANCER_PORT=${E2E_LB_PORT:-$(free_port)}
+	((LOAD_BALANCER_PORT < 65535)) && /usr/bin/python3 -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' $((LOAD_BALANCER_PORT + 1)) 2>/dev/null && break
+	[[ -z ${E2E_LB_PORT:-} ]] || die "E2E_LB_PORT=$E2E_LB_PORT: port $((E2E_LB_PORT + 1)) is taken"
+done
+export LOAD_BALANCER_PORT
 export REDIS_PORT=${E2E_REDIS_PORT:-$(free_port)}
 export NUMBER_OF_SERVERS=${NUMBER_OF_SERVERS:-1}
 export MAX_SERVERS=${MAX_SERVERS:-2}
@@ -99,6 +108,15 @@ trap teardown EXIT
 trap 'exit 143' TERM INT
 
 log "pool $POOL_NAME, lb :$LOAD_BALANCER_PORT, redis :$REDIS_PORT"
+if [[ -n $started_swarm ]]; then
+	# No swarm, and no SWARM_INIT: make up stops at once and says why.
+	if SWARM_INIT=0 "$SPILLWAY_ROOT/scripts/up.sh" >"$work/noswarm.log" 2>&1; then
+		die "make up with POOL_BACKEND=swarm and no swarm succeeded"
+	fi
+	grep -q "is in no swarm.*SWARM_INIT=1" "$work/noswarm.log" || { cat "$work/noswarm.log" >&2; die "make up without a swarm failed without saying so"; }
+	[[ -z $(swarm_node_id) ]] || die "make up without SWARM_INIT started a swarm"
+	log "without a swarm and SWARM_INIT, make up stops: $(grep -o 'this Docker engine is in no swarm' "$work/noswarm.log")"
+fi
 t0=$SECONDS
 UP_TIMEOUT=${UP_TIMEOUT:-120} "$SPILLWAY_ROOT/scripts/up.sh" >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; die "make up failed"; }
 log "make up took $((SECONDS - t0))s"
@@ -138,7 +156,11 @@ out=$(curl -fsS -H "Authorization: Bearer $LB_AUTH_TOKEN" -d 20 "${LB_URL}functi
 [[ $out == *6765* ]] || die "curl -d 20 /function/faas returned: $out"
 out=$(bin/client call --fn hello e2e)
 [[ $out == *"Hello, e2e!"* ]] || die "client call --fn hello e2e returned: $out"
-log "call_faas (bin/client, xmlrpc.client), POST /function/faas and hello answer through lb"
+out=$(bin/client call --lb "http://127.0.0.1:$((LOAD_BALANCER_PORT + 1))/" 20)
+[[ $out == *6765* ]] || die "client call 20 on lb-2 returned: $out"
+mode=$(docker service inspect -f '{{range .Endpoint.Ports}}{{.PublishMode}}:{{.PublishedPort}} {{end}}' "${POOL_NAME}_lb-2")
+[[ $mode == "host:$((LOAD_BALANCER_PORT + 1)) " ]] || die "lb-2's port: $mode"
+log "call_faas (bin/client, xmlrpc.client), POST /function/faas and hello answer through lb; lb-2 on :$((LOAD_BALANCER_PORT + 1))"
 workers=$(( $(docker ps -q --filter "label=spillway.pool=$POOL_NAME" | wc -l) + $(docker service ls -q --filter "label=spillway.pool=$POOL_NAME" | wc -l) ))
 ((workers > 0)) || die "no worker (container or service) labelled spillway.pool=$POOL_NAME"
 log "the pool has $workers worker container(s)/service(s); a worker's memory: $(docker stats --no-stream --format '{{.MemUsage}}' "$(docker ps -q --filter "label=spillway.pool=$POOL_NAME" | head -n1)" 2>/dev/null || echo unknown)"

@@ -12,10 +12,12 @@ import (
 	"github.com/spillway-faas/spillway/internal/testutil"
 )
 
-// TestSwarmStack runs scripts/e2e-stack.sh: POOL_BACKEND=swarm SWARM_INIT=1
-// make up deploys the stack with docker stack deploy (on a one-node swarm it
-// starts when none is active), a call through lb answers (call_faas from
-// bin/client and from Python's xmlrpc.client, curl -d 20 /function/faas),
+// TestSwarmStack runs scripts/e2e-stack.sh: with no swarm active, make up
+// without SWARM_INIT stops and says so; POOL_BACKEND=swarm SWARM_INIT=1
+// LB_REPLICAS=2 make up deploys the stack with docker stack deploy (on a
+// one-node swarm it starts when none is active), a call through each lb
+// answers (call_faas from bin/client and from Python's xmlrpc.client, curl
+// -d 20 /function/faas), a worker reaches no host service,
 // the secrets are Swarm secrets in no service spec, lb's port is published
 // in host mode and wants the token, then make down leaves no service,
 // config, secret, network or container of the stack or its pool, and the
