@@ -199,11 +199,19 @@ type Load struct {
 	InFlight    int     `json:"in_flight"`    // calls holding a worker slot
 	Queued      int     `json:"queued"`       // calls waiting for a slot
 	ArrivalRate float64 `json:"arrival_rate"` // calls per second
+	// LastCall is when the last call arrived (zero: none yet); a function
+	// that may scale to zero keeps a worker while any replica had a call
+	// within SCALE_TO_ZERO_AFTER.
+	LastCall time.Time `json:"last_call,omitzero"`
 }
 
-// Add sums two loads.
+// Add sums two loads; the last call is the later of the two.
 func (a Load) Add(b Load) Load {
-	return Load{InFlight: a.InFlight + b.InFlight, Queued: a.Queued + b.Queued, ArrivalRate: a.ArrivalRate + b.ArrivalRate}
+	last := a.LastCall
+	if b.LastCall.After(last) {
+		last = b.LastCall
+	}
+	return Load{InFlight: a.InFlight + b.InFlight, Queued: a.Queued + b.Queued, ArrivalRate: a.ArrivalRate + b.ArrivalRate, LastCall: last}
 }
 
 // EventKind names a change in lb that an operator wants to see (the events

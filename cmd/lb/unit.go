@@ -142,6 +142,10 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 		deps.Cloud = u.offload
 		deps.CloudCurrent = u.rollout.CloudCurrent
 	}
+	if set.Min == 0 {
+		// Scales to zero: a call that finds no worker starts one at once.
+		deps.Wake = func() { u.elasticity.Kick() }
+	}
 	gcfg := gatewayConfig(cfg)
 	gcfg.FunctionName = fn.Name
 	gcfg.LocalTimeout = set.Timeout

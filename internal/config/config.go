@@ -45,7 +45,7 @@ type Lookup func(key string) (string, bool)
 // variables; .env.example documents each one.
 type Config struct {
 	NumberOfServers   int           // NUMBER_OF_SERVERS: base pool size N
-	MaxServers        int           // MAX_SERVERS: pool ceiling, default 2N
+	MaxServers        int           // MAX_SERVERS: pool ceiling, default 2N (2 when N is 0)
 	WorkerConcurrency int           // WORKER_CONCURRENCY: calls one worker runs at once
 	LoadBalancerPort  int           // LOAD_BALANCER_PORT
 	ListenHost        string        // LB_LISTEN_HOST: interface lb binds
@@ -210,7 +210,8 @@ func Load(lookup Lookup) (Config, error) {
 		LogFormat:         p.choice("LOG_FORMAT", "text", LogFormats),
 		Pprof:             p.bool("LB_PPROF", false),
 	}
-	c.MaxServers = p.int("MAX_SERVERS", 2*c.NumberOfServers)
+	// With NUMBER_OF_SERVERS=0 (scale to zero) the default ceiling is 2.
+	c.MaxServers = p.int("MAX_SERVERS", max(2*c.NumberOfServers, 2))
 	c.MaxTotalWorkers = p.int("MAX_TOTAL_WORKERS", defaultMaxTotalWorkers)
 	if list := strings.TrimSpace(p.str("FUNCTIONS", "*")); list != "*" {
 		for _, name := range strings.Split(list, ",") {
@@ -268,8 +269,11 @@ func Defaults() Config {
 func (c Config) Validate() error {
 	var v validator
 	bad := v.bad
-	if c.NumberOfServers < 1 {
-		bad("NUMBER_OF_SERVERS", c.NumberOfServers, "must be at least 1")
+	if c.NumberOfServers < 0 {
+		bad("NUMBER_OF_SERVERS", c.NumberOfServers, "must not be negative (0 scales every function to zero when idle)")
+	}
+	if c.MaxServers < 1 {
+		bad("MAX_SERVERS", c.MaxServers, "must be at least 1")
 	}
 	if c.MaxServers < c.NumberOfServers {
 		bad("MAX_SERVERS", c.MaxServers, fmt.Sprintf("must be at least NUMBER_OF_SERVERS (%d)", c.NumberOfServers))

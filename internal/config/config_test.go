@@ -68,7 +68,9 @@ func TestLoadErrorsNameVariableAndValue(t *testing.T) {
 		want []string // substrings of the error
 	}{
 		{map[string]string{"NUMBER_OF_SERVERS": "two"}, []string{`NUMBER_OF_SERVERS="two"`, "not an integer"}},
-		{map[string]string{"NUMBER_OF_SERVERS": "0"}, []string{"NUMBER_OF_SERVERS=0", "at least 1"}},
+		{map[string]string{"NUMBER_OF_SERVERS": "-1"}, []string{"NUMBER_OF_SERVERS=-1", "must not be negative"}},
+		{map[string]string{"NUMBER_OF_SERVERS": "0", "MAX_SERVERS": "0"}, []string{"MAX_SERVERS=0", "at least 1"}},
+		{map[string]string{"SCALE_TO_ZERO_AFTER": "0s"}, []string{"SCALE_TO_ZERO_AFTER=0s", "must be positive"}},
 		{map[string]string{"NUMBER_OF_SERVERS": "3", "MAX_SERVERS": "2"}, []string{"MAX_SERVERS=2", "NUMBER_OF_SERVERS (3)"}},
 		{map[string]string{"LOCAL_TIMEOUT": "soon"}, []string{`LOCAL_TIMEOUT="soon"`, "not a duration"}},
 		{map[string]string{"LOCAL_TIMEOUT": "0"}, []string{"LOCAL_TIMEOUT=0s", "positive"}},
@@ -185,5 +187,21 @@ func TestRedisPassword(t *testing.T) {
 	c, err := Load(env(map[string]string{"REDIS_PASSWORD": "pw"}))
 	if err != nil || c.RedisPassword != "pw" {
 		t.Fatalf("REDIS_PASSWORD: %q, %v", c.RedisPassword, err)
+	}
+}
+
+// NUMBER_OF_SERVERS=0 scales every function to zero: the ceiling then
+// defaults to 2 and the autoscaler learns SCALE_TO_ZERO_AFTER.
+func TestScaleToZeroConfig(t *testing.T) {
+	c, err := Load(env(map[string]string{"NUMBER_OF_SERVERS": "0", "SCALE_TO_ZERO_AFTER": "90s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := c.ScaleConfig()
+	if c.NumberOfServers != 0 || c.MaxServers != 2 || sc.N != 0 || sc.ZeroAfter != 90*time.Second {
+		t.Errorf("N %d max %d, scale config %+v", c.NumberOfServers, c.MaxServers, sc)
+	}
+	if err := sc.Validate(); err != nil {
+		t.Errorf("the autoscaler refuses a minimum of 0: %v", err)
 	}
 }

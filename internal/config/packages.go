@@ -85,6 +85,7 @@ func (c Config) ScaleConfig() policy.ScaleConfig {
 		ScaleDownDelay:    c.ScaleDownDelay,
 		Tick:              c.ElasticitySleep,
 		TargetUtilization: c.ScaleTargetUtil,
+		ZeroAfter:         c.ScaleToZeroAfter,
 	}
 }
 

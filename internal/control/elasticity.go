@@ -76,13 +76,15 @@ type Elasticity struct {
 	clock Clock
 	loop  loop
 
+	kick chan struct{} // a step is wanted now (buffer 1)
+
 	mu        sync.Mutex // guards lastScale
 	lastScale string
 }
 
 // NewElasticity builds the loop; Run runs it.
 func NewElasticity(cfg ElasticityConfig, d ElasticityDeps) *Elasticity {
-	e := &Elasticity{cfg: cfg, d: d, log: d.Log, clock: clockOr(d.Clock)}
+	e := &Elasticity{cfg: cfg, d: d, log: d.Log, clock: clockOr(d.Clock), kick: make(chan struct{}, 1)}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -97,6 +99,7 @@ func (e *Elasticity) Run(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-e.clock.After(e.cfg.Tick):
+			case <-e.kick:
 			}
 			e.step(e.clock.Now())
 		}
@@ -105,6 +108,15 @@ func (e *Elasticity) Run(ctx context.Context) {
 
 // Close stops the loop and waits for it.
 func (e *Elasticity) Close() { e.loop.close() }
+
+// Kick asks for a step now rather than at the next tick: a call found a
+// function at zero workers, and its worker should start at once.
+func (e *Elasticity) Kick() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
 
 // LastScale is the last change of the pool's size, when and why (status'
 // counters.last_scale); "" before the first.
@@ -127,6 +139,7 @@ func (e *Elasticity) step(now time.Time) {
 		Ready:    pc.Ready,
 		InFlight: own.InFlight,
 		Queued:   own.Queued,
+		LastCall: own.LastCall,
 	}
 	if e.d.Estimator != nil {
 		est := e.d.Estimator.Estimates(now)
@@ -140,6 +153,9 @@ func (e *Elasticity) step(now time.Time) {
 		snap.InFlight += o.InFlight
 		snap.Queued += o.Queued
 		snap.ArrivalRate += o.ArrivalRate
+		if o.LastCall.After(snap.LastCall) {
+			snap.LastCall = o.LastCall
+		}
 	}
 	dec := e.d.Autoscaler.Decide(snap)
 	if e.d.Share != nil {

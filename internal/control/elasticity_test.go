@@ -119,3 +119,42 @@ func TestElasticityTicks(t *testing.T) {
 	<-done
 	e.Run(context.Background()) // never runs again after Close
 }
+
+// A kick steps at once, without waiting for the tick (a call found the
+// function at zero workers), and sees the latest call of every replica.
+func TestElasticityKick(t *testing.T) {
+	clock := newFakeClock()
+	p := &fakePool{counts: spillway.PoolCounts{}}
+	own := clock.Now().Add(-time.Second)
+	peer := clock.Now()
+	rep := &fakeReplica{controller: true, others: spillway.Load{LastCall: peer}}
+	seen := make(chan policy.ScaleSnapshot, 4)
+	e := NewElasticity(ElasticityConfig{Function: "faas", Tick: time.Hour}, ElasticityDeps{
+		Pool: p, Calls: &fakeCalls{load: spillway.Load{LastCall: own}}, Peers: rep, Clock: clock,
+		Autoscaler: autoscalerFunc(func(s policy.ScaleSnapshot) policy.ScaleDecision {
+			seen <- s
+			return policy.ScaleDecision{Desired: 1, Reason: policy.ScaleFromZero}
+		}),
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.Run(context.Background())
+	}()
+	<-clock.waiting
+	e.Kick()
+	select {
+	case s := <-seen:
+		if !s.LastCall.Equal(peer) {
+			t.Errorf("snapshot's last call %v, want the later of this replica's (%v) and the others' (%v)", s.LastCall, own, peer)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a kick did not step within 10s (the tick is an hour away)")
+	}
+	<-clock.waiting
+	if s := p.scales(); !slices.Equal(s, []int{1}) {
+		t.Errorf("Scale calls %v, want [1]", s)
+	}
+	e.Close()
+	<-done
+}

@@ -85,6 +85,11 @@ type Deps struct {
 	// under its share of MAX_TOTAL_WORKERS, so that calls the cap keeps
 	// from a local worker follow the offload policy instead of waiting.
 	LocalSlots func() int
+	// Wake, when set, marks a function that may scale to zero (its min is
+	// 0): a call that finds no ready worker asks for one through Wake at
+	// once and goes to the cloud with reason cold while it starts, or,
+	// when the cloud cannot take it, waits for it.
+	Wake func()
 	// Arrived learns of every call as it arrives (the function's share of
 	// MAX_TOTAL_WORKERS reads when it was last used); nil for no one.
 	Arrived func()
@@ -104,6 +109,7 @@ type Gateway struct {
 	localInFlight atomic.Int64 // holding a worker slot
 	cloudInFlight atomic.Int64
 	queued        atomic.Int64 // waiting for a worker slot
+	lastCall      atomic.Int64 // unix nanos of the last arrival; 0: none
 	closing       atomic.Bool
 	ready         atomic.Bool
 
@@ -176,6 +182,7 @@ func (g *Gateway) Invoke(ctx context.Context, param any, opts InvokeOptions) (sp
 	if g.d.Estimator != nil {
 		g.d.Estimator.ObserveArrival(start)
 	}
+	g.lastCall.Store(start.UnixNano())
 	if g.d.Arrived != nil {
 		g.d.Arrived()
 	}
@@ -258,12 +265,25 @@ func (g *Gateway) place(ctx context.Context, c *call, opts InvokeOptions, start 
 		lease spillway.Lease
 		dec   policy.OffloadDecision
 	)
+	var pc spillway.PoolCounts
 	if cp, ok := g.d.Pool.(countingPool); ok {
-		var pc spillway.PoolCounts
 		lease, pc, _ = cp.TryAcquireCounts()
-		dec = g.decideFrom(pc, waited)
 	} else {
-		dec = g.decide(waited)
+		pc = g.d.Pool.Counts()
+	}
+	if lease == nil && pc.ReadySlots == 0 && g.d.Wake != nil {
+		// Scaled to zero (or not yet up from it): a worker is asked for
+		// at once, and the call goes to the cloud while it starts; with
+		// the cloud off, not current, refusing or over budget, it waits
+		// for the worker within its deadline (the loop below).
+		g.d.Wake()
+		if g.cloudReady() && g.cloudCurrent() && g.takeBudget() {
+			dec = policy.OffloadDecision{Route: spillway.RouteCloud, Reason: spillway.ReasonCold}
+		} else {
+			dec = policy.OffloadDecision{Route: spillway.RouteLocal}
+		}
+	} else {
+		dec = g.decideFrom(pc, waited)
 	}
 	for {
 		if dec.Route == spillway.RouteCloud {
@@ -645,6 +665,9 @@ func (g *Gateway) Calls() spillway.CallStats {
 // for.
 func (g *Gateway) Load() spillway.Load {
 	l := spillway.Load{InFlight: int(g.localInFlight.Load()), Queued: int(g.queued.Load())}
+	if ns := g.lastCall.Load(); ns != 0 {
+		l.LastCall = time.Unix(0, ns)
+	}
 	if g.d.Estimator != nil {
 		l.ArrivalRate = g.d.Estimator.Estimates(g.now()).ArrivalRate
 	}

@@ -28,13 +28,22 @@ type fakePool struct {
 }
 
 func newFakePool(workers ...string) *fakePool {
-	p := &fakePool{slots: make(chan struct{}, len(workers)), total: len(workers)}
+	p := &fakePool{slots: make(chan struct{}, len(workers)+8), total: len(workers)}
 	for _, w := range workers {
 		p.free = append(p.free, w)
 		p.slots <- struct{}{}
 	}
 	p.desired.Store(int64(len(workers)))
 	return p
+}
+
+// addWorker brings a worker up (as one started from zero).
+func (p *fakePool) addWorker(w string) {
+	p.mu.Lock()
+	p.total++
+	p.free = append(p.free, w)
+	p.mu.Unlock()
+	p.slots <- struct{}{}
 }
 
 func (p *fakePool) take() spillway.Lease {
@@ -525,6 +534,62 @@ func TestShareSlotsOverflowToCloud(t *testing.T) {
 			}
 			if !shared && err == nil {
 				t.Errorf("Invoke = %+v; without the share's slots the call waits for a worker (and times out here)", inv)
+			}
+		})
+	}
+}
+
+// A function at zero workers: its call goes to the cloud with reason cold
+// and asks for a worker at once; with the cloud off it waits for the
+// worker and runs there. Without Wake (a function with a minimum) the
+// same call waits under the offload policy, as before.
+func TestColdCallGoesToTheCloudWhileAWorkerStarts(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		scaleZero  bool
+		cloud      bool
+		wantRoute  spillway.Route
+		wantReason spillway.Reason
+	}{
+		{"cloud takes the cold call", true, true, spillway.RouteCloud, spillway.ReasonCold},
+		{"cloud off: waits for the worker", true, false, spillway.RouteLocal, spillway.ReasonNone},
+		{"min above zero: the policy decides", false, true, spillway.RouteLocal, spillway.ReasonNone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newFakePool() // no worker yet
+			p.callFn = echo
+			var woken atomic.Int64
+			off, err := policy.NewOffloader("overflow", policy.OffloadConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := Deps{Pool: p, Offloader: off}
+			if tc.cloud {
+				d.Cloud = &fakeCloud{ready: true}
+			}
+			if tc.scaleZero {
+				d.Wake = func() { woken.Add(1) }
+			}
+			g := New(testConfig().Config, d)
+			// The worker the wake asked for comes up a moment later.
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				p.addWorker("w1")
+			}()
+			inv, err := g.Invoke(context.Background(), "x", InvokeOptions{})
+			if err != nil || inv.Route != tc.wantRoute || inv.Reason != tc.wantReason {
+				t.Fatalf("Invoke = %+v, %v; want route %q reason %q", inv, err, tc.wantRoute, tc.wantReason)
+			}
+			if tc.scaleZero && woken.Load() != 1 {
+				t.Errorf("woken %d times, want once", woken.Load())
+			}
+			if tc.cloud && tc.scaleZero {
+				// Once the worker is ready, calls are local again.
+				waitFor(t, func() bool { return p.Counts().ReadySlots > 0 })
+				inv, err := g.Invoke(context.Background(), "y", InvokeOptions{})
+				if err != nil || inv.Route != spillway.RouteLocal {
+					t.Errorf("after the worker is up: %+v, %v; want local", inv, err)
+				}
 			}
 		})
 	}

@@ -21,12 +21,17 @@ const (
 	ScaleDown      = "scale-down"  // load stayed low for ScaleDownDelay
 	ScaleDownWait  = "scale-down-pending"
 	ScaleToMinimum = "minimum" // below N (e.g. after a worker died)
+	ScaleFromZero  = "cold"    // min 0: a call arrived with no worker
+	ScaleToZero    = "idle"    // min 0: no call for ZeroAfter
 	ScaleToMaximum = "maximum" // above MAX (e.g. after MAX was lowered)
 )
 
 // ScaleConfig configures an Autoscaler.
 type ScaleConfig struct {
-	N           int // NUMBER_OF_SERVERS, >= 1
+	// N (NUMBER_OF_SERVERS, or the function's --min), >= 0. With 0 the
+	// function scales to zero: it keeps one worker while it had a call
+	// within ZeroAfter, none after.
+	N           int
 	Max         int // MAX_SERVERS, >= N
 	Concurrency int // WORKER_CONCURRENCY, >= 1
 	// ScaleDownDelay (SCALE_DOWN_DELAY): load must stay below the pool size
@@ -38,20 +43,27 @@ type ScaleConfig struct {
 	// TargetUtilization (SCALE_TARGET_UTILIZATION, (0, 1]) is the
 	// share of slots the steady arrival rate may keep busy.
 	TargetUtilization float64
+	// ZeroAfter (SCALE_TO_ZERO_AFTER): with N = 0, how long after the
+	// last call the last worker goes.
+	ZeroAfter time.Duration
 }
 
 // Validate reports the first field that breaks the autoscaler's own
 // invariants (internal/config checks the variables' ranges).
 func (c ScaleConfig) Validate() error {
 	switch {
-	case c.N < 1:
-		return fmt.Errorf("NUMBER_OF_SERVERS=%d: must be at least 1", c.N)
+	case c.N < 0:
+		return fmt.Errorf("NUMBER_OF_SERVERS=%d: must not be negative", c.N)
+	case c.Max < 1:
+		return fmt.Errorf("MAX_SERVERS=%d: must be at least 1", c.Max)
 	case c.Max < c.N:
 		return fmt.Errorf("MAX_SERVERS=%d: must be at least NUMBER_OF_SERVERS=%d", c.Max, c.N)
 	case c.Concurrency < 1:
 		return fmt.Errorf("autoscaler: Concurrency %d, want at least 1 call slot per worker", c.Concurrency)
 	case c.ScaleDownDelay < 0:
 		return fmt.Errorf("SCALE_DOWN_DELAY=%v: must not be negative", c.ScaleDownDelay)
+	case c.N == 0 && c.ZeroAfter <= 0:
+		return fmt.Errorf("SCALE_TO_ZERO_AFTER=%v: must be positive when the minimum is 0", c.ZeroAfter)
 	case c.Tick < 0:
 		return fmt.Errorf("ELASTICITY_SLEEP=%v: must not be negative", c.Tick)
 	case c.TargetUtilization < 0 || c.TargetUtilization > 1 || math.IsNaN(c.TargetUtilization):
@@ -78,6 +90,9 @@ type ScaleSnapshot struct {
 	// ColdStart is the recent worker cold start (from the Estimator); 0 means
 	// one Tick.
 	ColdStart time.Duration
+	// LastCall is the last arrival at any replica, zero for none: with
+	// N = 0 it decides whether the function keeps a worker.
+	LastCall time.Time
 }
 
 // ScaleDecision is the pool size the lb should move to, in [N, Max].
@@ -110,10 +125,25 @@ func NewAutoscaler(name string, cfg ScaleConfig) (Autoscaler, error) {
 	return nil, fmt.Errorf("unknown AUTOSCALER %q (want %s or %s)", name, AutoscalerPredictive, AutoscalerReference)
 }
 
-// clamp bounds n to [N, Max] and names the bound it hit, if any.
-func (c ScaleConfig) clamp(n int) (int, string) {
-	if n < c.N {
-		return c.N, ScaleToMinimum
+// floor is the fewest workers the pool may have now: N, or with N = 0 one
+// while calls run or wait or the last call is within ZeroAfter, else none.
+func (c ScaleConfig) floor(s ScaleSnapshot) int {
+	if c.N > 0 {
+		return c.N
+	}
+	if s.InFlight+s.Queued > 0 || (!s.LastCall.IsZero() && s.Now.Sub(s.LastCall) < c.ZeroAfter) {
+		return 1
+	}
+	return 0
+}
+
+// clamp bounds n to [floor, Max] and names the bound it hit, if any.
+func (c ScaleConfig) clamp(n int, s ScaleSnapshot) (int, string) {
+	if lo := c.floor(s); n < lo {
+		if c.N == 0 {
+			return lo, ScaleFromZero
+		}
+		return lo, ScaleToMinimum
 	}
 	if n > c.Max {
 		return c.Max, ScaleToMaximum
@@ -137,14 +167,17 @@ var _ Autoscaler = (*Reference)(nil)
 // Decide implements Autoscaler.
 func (r *Reference) Decide(s ScaleSnapshot) ScaleDecision {
 	cur := s.Members
-	if n, why := r.cfg.clamp(cur); why != "" {
+	if n, why := r.cfg.clamp(cur, s); why != "" {
 		return ScaleDecision{Desired: n, Reason: why}
 	}
 	need := ceilDiv(max(0, s.InFlight+s.Queued), r.cfg.Concurrency)
 	switch {
 	case need > cur && cur < r.cfg.Max:
 		return ScaleDecision{Desired: cur + 1, Reason: ScaleUp}
-	case need < cur && cur > r.cfg.N:
+	case need < cur && cur > r.cfg.floor(s):
+		if cur == 1 {
+			return ScaleDecision{Desired: 0, Reason: ScaleToZero}
+		}
 		return ScaleDecision{Desired: cur - 1, Reason: ScaleDown}
 	}
 	return ScaleDecision{Desired: cur, Reason: ScaleHold}
@@ -217,14 +250,20 @@ func (p *Predictive) Decide(s ScaleSnapshot) ScaleDecision {
 			want, reason = spare, ScaleWarm
 		}
 	}
-	want, bound := cfg.clamp(want)
+	want, bound := cfg.clamp(want, s)
 
 	cur := s.Members
+	if want == 0 && cur > 0 && cur <= cfg.Max {
+		// Min 0 and no call for ZeroAfter: the last workers go now (the
+		// idle time already exceeds any SCALE_DOWN_DELAY worth waiting).
+		p.lowSince = time.Time{}
+		return ScaleDecision{Desired: 0, Reason: ScaleToZero}
+	}
 	switch {
 	case want > cur:
 		p.lowSince = time.Time{}
-		if bound == ScaleToMinimum {
-			reason = ScaleToMinimum
+		if bound == ScaleToMinimum || bound == ScaleFromZero {
+			reason = bound
 		}
 		return ScaleDecision{Desired: want, Reason: reason}
 	case want == cur:

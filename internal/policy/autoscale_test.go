@@ -33,6 +33,9 @@ func TestNewAutoscaler(t *testing.T) {
 		{"predictive", func(c *ScaleConfig) { c.TargetUtilization = 0 }, true},
 		{"reference", func(c *ScaleConfig) { c.TargetUtilization = 0 }, false},
 		{"reference", func(c *ScaleConfig) { c.N, c.Max = 1, 1 }, false},
+		{"predictive", func(c *ScaleConfig) { c.N, c.ZeroAfter = 0, time.Minute }, false},
+		{"reference", func(c *ScaleConfig) { c.N, c.ZeroAfter = 0, time.Minute }, false},
+		{"predictive", func(c *ScaleConfig) { c.N, c.Max, c.ZeroAfter = 0, 0, time.Minute }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
@@ -225,5 +228,49 @@ func TestPredictiveReachesSizeInOneTick(t *testing.T) {
 		if ticks[AutoscalerPredictive] != 1 || ticks[AutoscalerReference] != need-2 {
 			t.Errorf("need %d workers: ticks %v, want predictive 1, reference %d", need, ticks, need-2)
 		}
+	}
+}
+
+// With a minimum of 0 a function has no worker until a call arrives, one
+// from the first call until SCALE_TO_ZERO_AFTER passes without calls, and
+// none again after; calls running or waiting always keep one.
+func TestScaleToZero(t *testing.T) {
+	cfg := ScaleConfig{N: 0, Max: 3, Concurrency: 1, ScaleDownDelay: 30 * time.Second, Tick: time.Second,
+		TargetUtilization: 0.8, ZeroAfter: time.Minute}
+	t0 := time.Unix(1_000_000, 0)
+	type tick struct {
+		at       time.Duration // since t0
+		members  int
+		inFlight int
+		lastCall time.Duration // since t0; <0: no call yet
+		want     int
+		reason   string
+	}
+	steps := []tick{
+		{0, 0, 0, -1, 0, ScaleHold},                         // published, never called: nothing runs
+		{time.Second, 0, 0, time.Second, 1, ScaleFromZero},  // a call went to the cloud: one worker
+		{2 * time.Second, 1, 0, time.Second, 1, ScaleHold},  // it is up; the call was answered
+		{50 * time.Second, 1, 0, time.Second, 1, ScaleHold}, // idle, but within SCALE_TO_ZERO_AFTER
+		{70 * time.Second, 1, 1, time.Second, 1, ScaleHold}, // a call runs (its arrival not yet seen): kept
+		{70 * time.Second, 1, 0, 70 * time.Second, 1, ScaleHold},
+		{129 * time.Second, 1, 0, 70 * time.Second, 1, ScaleHold},
+		{131 * time.Second, 1, 0, 70 * time.Second, 0, ScaleToZero}, // a minute without calls
+		{132 * time.Second, 0, 0, 70 * time.Second, 0, ScaleHold},
+	}
+	for _, name := range []string{AutoscalerPredictive, AutoscalerReference} {
+		t.Run(name, func(t *testing.T) {
+			a := mustAutoscaler(t, name, cfg)
+			for i, st := range steps {
+				snap := ScaleSnapshot{Now: t0.Add(st.at), Members: st.members, Ready: st.members, InFlight: st.inFlight}
+				if st.lastCall >= 0 {
+					snap.LastCall = t0.Add(st.lastCall)
+				}
+				d := a.Decide(snap)
+				if d.Desired != st.want || d.Reason != st.reason {
+					t.Errorf("step %d (t=%v, members %d, in flight %d): %d %q, want %d %q",
+						i, st.at, st.members, st.inFlight, d.Desired, d.Reason, st.want, st.reason)
+				}
+			}
+		})
 	}
 }
