@@ -1,0 +1,79 @@
+package integration
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+)
+
+// poolSize is status().functions[name].pool_size and pool_ready.
+func (s *stack) poolSize(name string) (size, ready int) {
+	sec := s.section(name)
+	sz, _ := sec["pool_size"].(int64)
+	rd, _ := sec["pool_ready"].(int64)
+	return int(sz), int(rd)
+}
+
+// A function with --min 0 runs no worker until called; its first call is
+// answered by the cloud (reason cold) while a worker starts; the next
+// calls are local; after SCALE_TO_ZERO_AFTER without calls it is at zero
+// again. With the cloud off the first call waits for the worker.
+func TestScaleToZero(t *testing.T) {
+	for _, withCloud := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cloud=%v", withCloud), func(t *testing.T) {
+			s := newStack(t, stackOptions{cloud: withCloud, env: map[string]string{
+				"SCALE_TO_ZERO_AFTER": "4s", "ELASTICITY_SLEEP": "250ms", "NUMBER_OF_SERVERS": "1",
+			}})
+			zero := 0
+			s.publishAs(s.name, sleeper, spillway.StyleHandler, spillway.Settings{Min: &zero})
+			s.startLB()
+			if withCloud {
+				waitUntil(t, 90*time.Second, "faas deployed to the cloud", func() bool {
+					c, _ := s.section("faas")["cloud"].(map[string]any)
+					ready, _ := c["ready"].(bool)
+					return ready
+				})
+			}
+			if size, _ := s.poolSize("faas"); size != 0 || len(s.functionContainers("faas")) != 0 {
+				t.Fatalf("a function with --min 0 runs %d workers before its first call", size)
+			}
+
+			first := time.Now()
+			r, err := s.invoke("first", nil)
+			took := time.Since(first)
+			if err != nil {
+				t.Fatalf("first call: %v", err)
+			}
+			if withCloud {
+				if r["route"] != "cloud" || r["reason"] != "cold" {
+					t.Errorf("first call ran %v/%v, want cloud/cold", r["route"], r["reason"])
+				}
+				t.Logf("first call answered by the cloud in %v", took.Round(time.Millisecond))
+			} else if r["route"] != "local" {
+				t.Errorf("cloud off: first call ran %v, want local after waiting for the worker", r["route"])
+			} else {
+				t.Logf("cloud off: first call waited for the worker and ran in %v", took.Round(time.Millisecond))
+			}
+			waitUntil(t, 30*time.Second, "a worker ready", func() bool { _, ready := s.poolSize("faas"); return ready >= 1 })
+			t.Logf("a worker ready %v after the first call", time.Since(first).Round(time.Millisecond))
+			for i := range 3 {
+				r, err := s.invoke(fmt.Sprint("next", i), nil)
+				if err != nil || r["route"] != "local" {
+					t.Errorf("call %d after the worker is up: %v, %v; want local", i, r, err)
+				}
+			}
+
+			// Idle past SCALE_TO_ZERO_AFTER: back to zero.
+			idle := time.Now()
+			waitUntil(t, 60*time.Second, "scaled to zero", func() bool {
+				size, _ := s.poolSize("faas")
+				return size == 0 && len(s.functionContainers("faas")) == 0
+			})
+			if d := time.Since(idle); d < 3*time.Second {
+				t.Errorf("scaled to zero %v after the last call, before SCALE_TO_ZERO_AFTER (4s)", d)
+			}
+		})
+	}
+}
