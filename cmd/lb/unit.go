@@ -46,7 +46,14 @@ type unit struct {
 	// slots are the local slots the function's share of MAX_TOTAL_WORKERS
 	// allows, refreshed at each elasticity tick (the offload policy's
 	// MaxSlots).
-	slots  atomic.Int64
+	slots atomic.Int64
+	// set are the function's effective settings; only the fleet's
+	// goroutine for the function changes them (Update). concurrency and
+	// scalesToZero repeat two of them for the request path.
+	set          config.Settings
+	concurrency  atomic.Int64
+	scalesToZero atomic.Bool
+
 	d      *daemon
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -60,7 +67,9 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 	cfg := d.cfg
 	set := cfg.SettingsFor(fn)
 	u := &unit{name: fn.Name, log: d.log.With("function", fn.Name), d: d,
-		updates: make(chan spillway.Function, 1)}
+		updates: make(chan spillway.Function, 1), set: set}
+	u.concurrency.Store(int64(set.Concurrency))
+	u.scalesToZero.Store(set.Min == 0)
 	loopCtx, cancel := context.WithCancel(context.Background())
 	u.cancel = cancel
 	defer func() {
@@ -142,9 +151,11 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 		deps.Cloud = u.offload
 		deps.CloudCurrent = u.rollout.CloudCurrent
 	}
-	if set.Min == 0 {
-		// Scales to zero: a call that finds no worker starts one at once.
-		deps.Wake = func() { u.elasticity.Kick() }
+	// A call that finds no ready worker starts one at once; a function
+	// that scales to zero sends it to the cloud meanwhile.
+	deps.Wake = func() bool {
+		u.elasticity.Kick()
+		return u.scalesToZero.Load()
 	}
 	gcfg := gatewayConfig(cfg)
 	gcfg.FunctionName = fn.Name
@@ -157,7 +168,7 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 			Peers: d.replica, Events: d.events, Log: u.log,
 			Share: func(want, have, inFlight int) int {
 				allowed := d.share.Target(fn.Name, want, have, inFlight)
-				u.slots.Store(int64(d.share.Limit(fn.Name) * set.Concurrency))
+				u.slots.Store(int64(d.share.Limit(fn.Name)) * u.concurrency.Load())
 				return allowed
 			}})
 	rdeps := control.ReportDeps{Calls: u.gw, Pool: u.pool, Budget: d.budget, Replicas: d.replica,
@@ -195,9 +206,10 @@ func (u *unit) run(ctx context.Context, loop func(context.Context)) {
 	}()
 }
 
-// Update hands the rollout a newer version, replacing one it has not
-// taken yet.
+// Update applies a newer version's settings and hands the version to the
+// rollout, replacing one it has not taken yet.
 func (u *unit) Update(fn spillway.Function) {
+	u.applySettings(fn)
 	for {
 		select {
 		case u.updates <- fn:
@@ -212,6 +224,39 @@ func (u *unit) Update(fn spillway.Function) {
 		default:
 		}
 	}
+}
+
+// applySettings moves the unit to fn's settings when they changed: the
+// pool's bounds, the autoscaler, the share, the local deadline and the
+// status at once; workers already running keep their concurrency and
+// timeout until they are replaced.
+func (u *unit) applySettings(fn spillway.Function) {
+	cfg := u.d.cfg
+	set := cfg.SettingsFor(fn)
+	if set == u.set {
+		return
+	}
+	autoscaler, err := policy.NewAutoscaler(cfg.Autoscaler, cfg.ScaleConfigFor(fn))
+	if err == nil {
+		err = u.pool.Reconfigure(set.Min, set.Max, set.Concurrency, set.Timeout)
+	}
+	if err != nil {
+		u.log.Error("new settings refused; the old ones stay", "version", fn.Version, "settings", fn.Settings.String(), "err", err)
+		return
+	}
+	u.elasticity.SetAutoscaler(autoscaler)
+	u.d.share.Join(u.name, set.Min, set.Max)
+	u.gw.SetLocalTimeout(set.Timeout)
+	u.report.SetSettings(set.Min, set.Max, set.Concurrency, set.Timeout)
+	u.concurrency.Store(int64(set.Concurrency))
+	u.scalesToZero.Store(set.Min == 0)
+	u.slots.Store(int64(u.d.share.Limit(u.name)) * int64(set.Concurrency))
+	u.log.Info("settings changed", "version", fn.Version, "min", set.Min, "max", set.Max,
+		"concurrency", set.Concurrency, "timeout", set.Timeout)
+	u.d.events.Event(spillway.EventScaleUp, fmt.Sprintf("%s v%d settings: min %d, max %d, concurrency %d, timeout %v (was min %d, max %d, concurrency %d, timeout %v)",
+		u.name, fn.Version, set.Min, set.Max, set.Concurrency, set.Timeout, u.set.Min, u.set.Max, u.set.Concurrency, u.set.Timeout))
+	u.set = set
+	u.elasticity.Kick()
 }
 
 // Close drains the unit's calls and stops its loops. remove (the function

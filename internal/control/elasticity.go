@@ -78,13 +78,16 @@ type Elasticity struct {
 
 	kick chan struct{} // a step is wanted now (buffer 1)
 
+	scalerMu sync.Mutex // guards scaler
+	scaler   policy.Autoscaler
+
 	mu        sync.Mutex // guards lastScale
 	lastScale string
 }
 
 // NewElasticity builds the loop; Run runs it.
 func NewElasticity(cfg ElasticityConfig, d ElasticityDeps) *Elasticity {
-	e := &Elasticity{cfg: cfg, d: d, log: d.Log, clock: clockOr(d.Clock), kick: make(chan struct{}, 1)}
+	e := &Elasticity{cfg: cfg, d: d, log: d.Log, clock: clockOr(d.Clock), kick: make(chan struct{}, 1), scaler: d.Autoscaler}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -108,6 +111,14 @@ func (e *Elasticity) Run(ctx context.Context) {
 
 // Close stops the loop and waits for it.
 func (e *Elasticity) Close() { e.loop.close() }
+
+// SetAutoscaler replaces the autoscaler from the next step on (the
+// function's --min or --max changed).
+func (e *Elasticity) SetAutoscaler(a policy.Autoscaler) {
+	e.scalerMu.Lock()
+	e.scaler = a
+	e.scalerMu.Unlock()
+}
 
 // Kick asks for a step now rather than at the next tick: a call found a
 // function at zero workers, and its worker should start at once.
@@ -157,7 +168,10 @@ func (e *Elasticity) step(now time.Time) {
 			snap.LastCall = o.LastCall
 		}
 	}
-	dec := e.d.Autoscaler.Decide(snap)
+	e.scalerMu.Lock()
+	scaler := e.scaler
+	e.scalerMu.Unlock()
+	dec := scaler.Decide(snap)
 	if e.d.Share != nil {
 		if allowed := e.d.Share(dec.Desired, pc.Members, snap.InFlight); allowed != dec.Desired {
 			dec.Reason = fmt.Sprintf("%s; %d allowed by the MAX_TOTAL_WORKERS share", dec.Reason, allowed)

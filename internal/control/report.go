@@ -1,6 +1,7 @@
 package control
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,6 +83,7 @@ type ReportDeps struct {
 // replicas' metrics from what each part already keeps; it keeps nothing of
 // its own but its start time.
 type Report struct {
+	setMu   sync.Mutex // guards the settings in cfg (SetSettings)
 	cfg     ReportConfig
 	d       ReportDeps
 	clock   Clock
@@ -100,6 +102,7 @@ func (r *Report) Status() spillway.Status {
 	now := r.clock.Now()
 	calls := r.d.Calls.Calls()
 	pc := r.d.Pool.Counts()
+	cfg := r.config()
 	s := spillway.Status{
 		Ready:         r.d.Calls.Ready(),
 		UptimeSeconds: now.Sub(r.started).Round(time.Millisecond).Seconds(),
@@ -110,9 +113,9 @@ func (r *Report) Status() spillway.Status {
 		PoolSize:      pc.Members,
 		PoolReady:     pc.Ready,
 		PoolDesired:   pc.Desired,
-		PoolMin:       r.cfg.PoolMin,
-		PoolMax:       r.cfg.PoolMax,
-		Concurrency:   r.cfg.Concurrency,
+		PoolMin:       cfg.PoolMin,
+		PoolMax:       cfg.PoolMax,
+		Concurrency:   cfg.Concurrency,
 		Scheduler:     r.cfg.Scheduler,
 		OffloadPolicy: r.cfg.OffloadPolicy,
 		Autoscaler:    r.cfg.Autoscaler,
@@ -139,8 +142,24 @@ func (r *Report) Status() spillway.Status {
 	return s
 }
 
+// SetSettings records the function's new effective settings (it was
+// published again with others).
+func (r *Report) SetSettings(min, max, concurrency int, timeout time.Duration) {
+	r.setMu.Lock()
+	r.cfg.PoolMin, r.cfg.PoolMax, r.cfg.Concurrency, r.cfg.Timeout = min, max, concurrency, timeout
+	r.setMu.Unlock()
+}
+
+// config is cfg as it is now.
+func (r *Report) config() ReportConfig {
+	r.setMu.Lock()
+	defer r.setMu.Unlock()
+	return r.cfg
+}
+
 // Section is the function's part of status().
 func (r *Report) Section() spillway.FunctionSection {
+	cfg := r.config()
 	calls := r.d.Calls.Calls()
 	pc := r.d.Pool.Counts()
 	fn := r.d.Pool.Function()
@@ -148,8 +167,8 @@ func (r *Report) Section() spillway.FunctionSection {
 		Name: r.cfg.Function, Version: fn.Version, SHA256: fn.SHA256, Style: string(fn.Style),
 		Ready:    r.d.Calls.Ready(),
 		PoolSize: pc.Members, PoolReady: pc.Ready, PoolDesired: pc.Desired,
-		PoolMin: r.cfg.PoolMin, PoolMax: r.cfg.PoolMax, Concurrency: r.cfg.Concurrency,
-		TimeoutSeconds: r.cfg.Timeout.Seconds(),
+		PoolMin: cfg.PoolMin, PoolMax: cfg.PoolMax, Concurrency: cfg.Concurrency,
+		TimeoutSeconds: cfg.Timeout.Seconds(),
 		InFlight:       calls.InFlight, LocalInFlight: calls.LocalInFlight, CloudInFlight: calls.CloudInFlight,
 		Queued: calls.Queued, Counters: calls.Counters,
 	}
@@ -164,12 +183,13 @@ func (r *Report) Section() spillway.FunctionSection {
 
 // Info is the function's entry in functions().
 func (r *Report) Info() spillway.FunctionInfo {
+	cfg := r.config()
 	pc := r.d.Pool.Counts()
 	fn := r.d.Pool.Function()
 	return spillway.FunctionInfo{
 		Name: r.cfg.Function, Version: fn.Version, Style: string(fn.Style),
-		Min: r.cfg.PoolMin, Max: r.cfg.PoolMax, Concurrency: r.cfg.Concurrency,
-		TimeoutSeconds: r.cfg.Timeout.Seconds(), Workers: pc.Members, Ready: pc.Ready,
+		Min: cfg.PoolMin, Max: cfg.PoolMax, Concurrency: cfg.Concurrency,
+		TimeoutSeconds: cfg.Timeout.Seconds(), Workers: pc.Members, Ready: pc.Ready,
 	}
 }
 

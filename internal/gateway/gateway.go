@@ -85,11 +85,12 @@ type Deps struct {
 	// under its share of MAX_TOTAL_WORKERS, so that calls the cap keeps
 	// from a local worker follow the offload policy instead of waiting.
 	LocalSlots func() int
-	// Wake, when set, marks a function that may scale to zero (its min is
-	// 0): a call that finds no ready worker asks for one through Wake at
-	// once and goes to the cloud with reason cold while it starts, or,
-	// when the cloud cannot take it, waits for it.
-	Wake func()
+	// Wake, when set, is called by a call that finds no ready worker: it
+	// asks for a worker at once and reports whether the function scales
+	// to zero (its min is 0). If it does, the call goes to the cloud with
+	// reason cold while the worker starts, or, when the cloud cannot take
+	// it, waits for it; otherwise the offload policy places it as usual.
+	Wake func() bool
 	// Arrived learns of every call as it arrives (the function's share of
 	// MAX_TOTAL_WORKERS reads when it was last used); nil for no one.
 	Arrived func()
@@ -110,6 +111,7 @@ type Gateway struct {
 	cloudInFlight atomic.Int64
 	queued        atomic.Int64 // waiting for a worker slot
 	lastCall      atomic.Int64 // unix nanos of the last arrival; 0: none
+	localTimeout  atomic.Int64 // LOCAL_TIMEOUT or the function's --timeout, nanoseconds (SetLocalTimeout)
 	closing       atomic.Bool
 	ready         atomic.Bool
 
@@ -133,6 +135,7 @@ func New(cfg Config, d Deps) *Gateway {
 	if g.now == nil {
 		g.now = time.Now
 	}
+	g.localTimeout.Store(int64(cfg.LocalTimeout))
 	g.counts.Reasons = map[string]int64{}
 	g.counts.ErrorsByFault = map[string]int64{}
 	return g
@@ -141,6 +144,13 @@ func New(cfg Config, d Deps) *Gateway {
 // Metrics is the registry behind /metrics (the operator page reads the
 // latency histogram from it).
 func (g *Gateway) Metrics() prometheus.Gatherer { return g.metrics.registry }
+
+// SetLocalTimeout changes a local call's deadline (the function was
+// published again with another --timeout); calls already running keep
+// theirs.
+func (g *Gateway) SetLocalTimeout(d time.Duration) { g.localTimeout.Store(int64(d)) }
+
+func (g *Gateway) timeout() time.Duration { return time.Duration(g.localTimeout.Load()) }
 
 // UnregisterMetrics takes the function's series off /metrics (it is no
 // longer served).
@@ -187,7 +197,7 @@ func (g *Gateway) Invoke(ctx context.Context, param any, opts InvokeOptions) (sp
 		g.d.Arrived()
 	}
 	// A call never outlives a local attempt plus a full cloud attempt.
-	budget := g.cfg.LocalTimeout + g.cfg.CloudTimeout + 5*time.Second
+	budget := g.timeout() + g.cfg.CloudTimeout + 5*time.Second
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 
@@ -271,12 +281,11 @@ func (g *Gateway) place(ctx context.Context, c *call, opts InvokeOptions, start 
 	} else {
 		pc = g.d.Pool.Counts()
 	}
-	if lease == nil && pc.ReadySlots == 0 && g.d.Wake != nil {
-		// Scaled to zero (or not yet up from it): a worker is asked for
+	if lease == nil && pc.ReadySlots == 0 && g.d.Wake != nil && g.d.Wake() {
+		// Scaled to zero (or not yet up from it): a worker was asked for
 		// at once, and the call goes to the cloud while it starts; with
 		// the cloud off, not current, refusing or over budget, it waits
 		// for the worker within its deadline (the loop below).
-		g.d.Wake()
 		if g.cloudReady() && g.cloudCurrent() && g.takeBudget() {
 			dec = policy.OffloadDecision{Route: spillway.RouteCloud, Reason: spillway.ReasonCold}
 		} else {
@@ -460,7 +469,7 @@ func (g *Gateway) runLocal(ctx context.Context, c *call, lease spillway.Lease, r
 			// Another worker, or the cloud if none frees up soon.
 			wait := time.Duration(0)
 			if fallback && g.cloudReady() {
-				wait = g.cfg.LocalTimeout
+				wait = g.timeout()
 			}
 			next, aerr := g.acquire(ctx, wait)
 			if aerr != nil {
@@ -482,7 +491,7 @@ func (g *Gateway) runLocal(ctx context.Context, c *call, lease spillway.Lease, r
 func (g *Gateway) callWorker(ctx context.Context, lease spillway.Lease, param any) (any, error) {
 	g.localInFlight.Add(1)
 	start := g.now()
-	wctx, cancel := context.WithTimeout(ctx, g.cfg.LocalTimeout+timeoutMargin)
+	wctx, cancel := context.WithTimeout(ctx, g.timeout()+timeoutMargin)
 	result, err := lease.Call(wctx, param)
 	hung := err != nil && ctx.Err() == nil && wctx.Err() != nil
 	cancel()
@@ -491,7 +500,7 @@ func (g *Gateway) callWorker(ctx context.Context, lease spillway.Lease, param an
 	elapsed := g.now().Sub(start)
 	if hung && !errors.Is(err, spillway.ErrTimeout) {
 		// The worker did not even answer with its timeout fault.
-		err = fmt.Errorf("worker %s did not answer within %v: %w", lease.Worker(), g.cfg.LocalTimeout, spillway.ErrTimeout)
+		err = fmt.Errorf("worker %s did not answer within %v: %w", lease.Worker(), g.timeout(), spillway.ErrTimeout)
 	}
 	if g.d.Estimator != nil && (err == nil || errors.Is(err, spillway.ErrTimeout) || isFunctionError(err)) {
 		g.d.Estimator.Observe(spillway.RouteLocal, elapsed, lease.ColdStart(), g.now())
@@ -558,7 +567,7 @@ func (g *Gateway) runCloud(ctx context.Context, c *call, reason spillway.Reason,
 	g.cloudInFlight.Add(-1)
 	if err != nil {
 		if reason == spillway.ReasonTimeout && errors.Is(err, spillway.ErrCloudUnavailable) {
-			err = fmt.Errorf("call passed LOCAL_TIMEOUT=%v and the cloud could not take it over (%v): %w", g.cfg.LocalTimeout, err, spillway.ErrTimeout)
+			err = fmt.Errorf("call passed LOCAL_TIMEOUT=%v and the cloud could not take it over (%v): %w", g.timeout(), err, spillway.ErrTimeout)
 		}
 		return inv, err
 	}
@@ -576,7 +585,7 @@ func (g *Gateway) timeoutOr(reason spillway.Reason, err error) error {
 	if reason != spillway.ReasonTimeout {
 		return err
 	}
-	return fmt.Errorf("call passed LOCAL_TIMEOUT=%v and the cloud could not take it over (%v): %w", g.cfg.LocalTimeout, err, spillway.ErrTimeout)
+	return fmt.Errorf("call passed LOCAL_TIMEOUT=%v and the cloud could not take it over (%v): %w", g.timeout(), err, spillway.ErrTimeout)
 }
 
 func reasonText(r spillway.Reason) string {

@@ -568,7 +568,7 @@ func TestColdCallGoesToTheCloudWhileAWorkerStarts(t *testing.T) {
 				d.Cloud = &fakeCloud{ready: true}
 			}
 			if tc.scaleZero {
-				d.Wake = func() { woken.Add(1) }
+				d.Wake = func() bool { woken.Add(1); return true }
 			}
 			g := New(testConfig().Config, d)
 			// The worker the wake asked for comes up a moment later.

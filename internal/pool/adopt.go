@@ -124,14 +124,17 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function, removeRest bool)
 
 // connect returns the connection to one worker: Pool.Connect's, else a
 // workerapi.Client on connections of its own (keep-alive, no proxy, a
-// short connect timeout).
+// short connect timeout). Call it without p.mu held.
 func (p *Pool) connect(addr string) WorkerConn {
 	if p.Connect != nil {
 		return p.Connect(addr)
 	}
+	p.mu.Lock()
+	concurrency := p.cfg.Concurrency // Reconfigure may change it
+	p.mu.Unlock()
 	return workerapi.NewClient(addr, workerapi.ClientOptions{
 		DialTimeout:    p.cfg.DialTimeout,
-		IdleConns:      p.cfg.Concurrency + 2,
+		IdleConns:      concurrency + 2,
 		MaxResultBytes: p.cfg.MaxResultBytes,
 	})
 }

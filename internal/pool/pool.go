@@ -312,6 +312,29 @@ func (p *Pool) Function() spillway.Function {
 	return p.fn
 }
 
+// Reconfigure changes the pool's bounds and what new workers are told
+// (the function was published again with other --min, --max,
+// --concurrency or --timeout): the desired size is clamped to the new
+// bounds at once; workers already running keep their concurrency and
+// timeout until they are replaced (by the next code update, a failure or a
+// scale-down and up).
+func (p *Pool) Reconfigure(min, max, concurrency int, localTimeout time.Duration) error {
+	c := p.cfg
+	c.Min, c.Max, c.Concurrency, c.LocalTimeout = min, max, concurrency, localTimeout
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.cfg.Min, p.cfg.Max, p.cfg.Concurrency, p.cfg.LocalTimeout = min, max, concurrency, localTimeout
+	p.desired = max0(p.cfg.Min, p.desired, p.cfg.Max)
+	p.notifyLocked()
+	p.mu.Unlock()
+	p.poke()
+	return nil
+}
+
+func max0(lo, n, hi int) int { return max(lo, min(n, hi)) }
+
 // Scale sets the desired number of members, clamped to [Min, Max], and
 // returns it. It does not wait: the reconciler starts members concurrently
 // (each waits for health with StartTimeout) or removes idle ones.

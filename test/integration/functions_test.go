@@ -295,6 +295,15 @@ func TestRollingOneFunctionFailsNoCallOfAnother(t *testing.T) {
 	if calls["hello"] < 10 || calls["faas"] < 10 {
 		t.Errorf("calls %v: want a steady stream to both", calls)
 	}
+	// Settings change with a publish of the same code: lb applies them
+	// at once (hello's min rises to 3, its pool follows, status says so).
+	three := 3
+	s.publishAs("hello", readExample(t, "hello_handler.py"), spillway.StyleHandler, spillway.Settings{Min: &three, Max: &three})
+	waitUntil(t, 60*time.Second, "hello at its new min of 3", func() bool {
+		sec := s.section("hello")
+		return sec["pool_min"] == int64(3) && sec["pool_max"] == int64(3) && sec["pool_ready"] == int64(3)
+	})
+
 	// hello may grow under its own load, but rolling faas takes none of
 	// its workers.
 	after := s.functionContainers("hello")
