@@ -16,6 +16,14 @@ func (s *stack) poolSize(name string) (size, ready int) {
 	return int(sz), int(rd)
 }
 
+// runningContainers are the function's running containers: its workers,
+// not its frozen spare (WORKER_SPARE), which the engine lists as paused.
+func (s *stack) runningContainers(name string) []string {
+	s.t.Helper()
+	return dockerLines(s.t, "ps", "--filter", "label=spillway.pool="+s.pool,
+		"--filter", "label=spillway.function="+name, "--filter", "status=running", "--format", "{{.Names}}")
+}
+
 // A function with --min 0 runs no worker until called; its first call is
 // answered by the cloud (reason cold) while a worker starts; the next
 // calls are local; after SCALE_TO_ZERO_AFTER without calls it is at zero
@@ -36,7 +44,7 @@ func TestScaleToZero(t *testing.T) {
 					return ready
 				})
 			}
-			if size, _ := s.poolSize("faas"); size != 0 || len(s.functionContainers("faas")) != 0 {
+			if size, _ := s.poolSize("faas"); size != 0 || len(s.runningContainers("faas")) != 0 {
 				t.Fatalf("a function with --min 0 runs %d workers before its first call", size)
 			}
 
@@ -69,7 +77,7 @@ func TestScaleToZero(t *testing.T) {
 			idle := time.Now()
 			waitUntil(t, 60*time.Second, "scaled to zero", func() bool {
 				size, _ := s.poolSize("faas")
-				return size == 0 && len(s.functionContainers("faas")) == 0
+				return size == 0 && len(s.runningContainers("faas")) == 0
 			})
 			if d := time.Since(idle); d < 3*time.Second {
 				t.Errorf("scaled to zero %v after the last call, before SCALE_TO_ZERO_AFTER (4s)", d)
