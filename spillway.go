@@ -75,11 +75,27 @@ type Settings struct {
 	Max         *int          // addfaas --max: workers at most
 	Concurrency *int          // addfaas --concurrency: calls per worker at once
 	Timeout     time.Duration // addfaas --timeout: a local call's deadline
+	// Constraints (addfaas --constraint, repeatable; field "constraints",
+	// one a line) are Swarm placement constraints of the function's
+	// workers, e.g. node.labels.gpu==true; POOL_BACKEND=docker ignores them.
+	// One string, one constraint a line, so that Settings stays comparable.
+	Constraints string
+}
+
+// ConstraintList is Constraints, one element a constraint.
+func (s Settings) ConstraintList() []string {
+	var out []string
+	for _, c := range strings.Split(s.Constraints, "\n") {
+		if c = strings.TrimSpace(c); c != "" {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // IsZero reports whether nothing is set.
 func (s Settings) IsZero() bool {
-	return s.Min == nil && s.Max == nil && s.Concurrency == nil && s.Timeout == 0
+	return s.Min == nil && s.Max == nil && s.Concurrency == nil && s.Timeout == 0 && s.Constraints == ""
 }
 
 // String lists the settings that are set, as "min=1 max=4 concurrency=2
@@ -96,6 +112,9 @@ func (s Settings) String() string {
 	}
 	if s.Timeout != 0 {
 		parts = append(parts, "timeout="+s.Timeout.String())
+	}
+	for _, c := range s.ConstraintList() {
+		parts = append(parts, "constraint="+c)
 	}
 	if len(parts) == 0 {
 		return "defaults"

@@ -2,7 +2,7 @@
 // reads it (and rolls its workers and its Lambda when it changes).
 //
 //	addfaas [--name NAME] [--redis ADDR] [--style auto|script|handler] [--handler NAME]
-//	        [--min N] [--max N] [--concurrency N] [--timeout D] SOURCE
+//	        [--min N] [--max N] [--concurrency N] [--timeout D] [--constraint EXPR]... SOURCE
 //	addfaas --list
 //	addfaas --show NAME
 //	addfaas --delete NAME
@@ -10,7 +10,8 @@
 // SOURCE is a file path, - for stdin, or an http(s):// URL. The source is
 // validated before anything is written. --min, --max, --concurrency and
 // --timeout are the function's own pool settings, stored in its record; one
-// not given is lb's .env value. Exit status: 0 done; 2 bad input or usage
+// not given is lb's .env value. --constraint (repeatable) is a Swarm
+// placement constraint of the function's workers (POOL_BACKEND=swarm). Exit status: 0 done; 2 bad input or usage
 // (nothing written); 1 Redis or the Python checker failed, or the function
 // to show or delete does not exist.
 package main
@@ -137,6 +138,7 @@ func parseArgs(args []string, stderr io.Writer, lookupEnv func(string) (string, 
 	fs.Var(settings.flag("max"), "max", "run at most `N` workers of this function (default lb's MAX_SERVERS)")
 	fs.Var(settings.flag("concurrency"), "concurrency", fmt.Sprintf("one worker of this function runs `N` calls at once, 1..%d (default lb's WORKER_CONCURRENCY)", registry.MaxConcurrency))
 	fs.Var(settings.flag("timeout"), "timeout", "give a local call of this function `D` (like 45s or 2m; 5 is seconds; at most 15m) before the cloud takes it over (default lb's LOCAL_TIMEOUT)")
+	fs.Var(settings.flag("constraint"), "constraint", "POOL_BACKEND=swarm: place this function's workers by Swarm constraint `EXPR`, like node.labels.gpu==true (repeatable)")
 	fs.BoolVar(&cfg.idempotent, "idempotent", false, "the function may run more than once per call: lb retries it after a cloud 5xx or a lost answer (default: at most once)")
 	fs.BoolVar(&cfg.reuseProcess, "reuse-process", false, "script style: run each call in the warm Python process (fresh __main__, argv and stdout per call; module state, threads, files persist) instead of a fresh process; much faster, not the semantics of spawning")
 	fs.BoolVar(&cfg.list, "list", false, "list published functions (name, version, style, settings)")
@@ -144,7 +146,7 @@ func parseArgs(args []string, stderr io.Writer, lookupEnv func(string) (string, 
 	fs.StringVar(&cfg.delete, "delete", "", "remove function `NAME` from the registry and print what was removed; lb then drains its workers and deletes its Lambda and REST API")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: addfaas [--name NAME] [--redis ADDR] [--style auto|script|handler] [--handler NAME] [--idempotent] [--reuse-process]\n"+
-			"               [--min N] [--max N] [--concurrency N] [--timeout D] SOURCE\n"+
+			"               [--min N] [--max N] [--concurrency N] [--timeout D] [--constraint EXPR]... SOURCE\n"+
 			"       addfaas --list | --show NAME | --delete NAME\n"+
 			"SOURCE is a file, - for stdin, or an http(s):// URL (at most %d bytes).\n"+
 			"Each publish stores exactly the options given: --min, --max, --concurrency and --timeout\n"+
@@ -178,7 +180,7 @@ func parseArgs(args []string, stderr io.Writer, lookupEnv func(string) (string, 
 		switch f.Name {
 		case "list", "show", "delete":
 			modes = append(modes, "--"+f.Name)
-		case "style", "handler", "idempotent", "reuse-process", "min", "max", "concurrency", "timeout":
+		case "style", "handler", "idempotent", "reuse-process", "min", "max", "concurrency", "timeout", "constraint":
 			if publishOnly == "" {
 				publishOnly = "--" + f.Name
 			}
@@ -244,6 +246,9 @@ func (f settingFlag) Set(v string) error {
 	if *f.set == nil {
 		*f.set = settingFlags{}
 	}
+	if f.name == "constraint" && (*f.set)[f.name] != "" {
+		v = (*f.set)[f.name] + "\n" + v // repeatable: one a line
+	}
 	(*f.set)[f.name] = v
 	return nil
 }
@@ -276,6 +281,7 @@ func (s settingFlags) parse() (spillway.Settings, error) {
 		}
 		out.Timeout = d
 	}
+	out.Constraints = s["constraint"]
 	var errs []string
 	for _, e := range registry.CheckSettings(out) {
 		errs = append(errs, "--"+e.Error())
@@ -369,6 +375,9 @@ func printSettings(w io.Writer, s spillway.Settings) {
 	}
 	if s.Timeout != 0 {
 		fmt.Fprintf(w, "timeout: %s\n", s.Timeout)
+	}
+	for _, c := range s.ConstraintList() {
+		fmt.Fprintf(w, "constraint: %s\n", c)
 	}
 }
 

@@ -599,7 +599,7 @@ func TestAddfaasSettings(t *testing.T) {
 	settingsOf := func() map[string]string {
 		t.Helper()
 		got := map[string]string{}
-		for _, f := range []string{"min", "max", "concurrency", "timeout"} {
+		for _, f := range []string{"min", "max", "concurrency", "timeout", "constraints"} {
 			if v, err := rc.HGet(ctx, registry.Key("fib"), f).Result(); err == nil {
 				got[f] = v
 			}
@@ -619,6 +619,9 @@ func TestAddfaasSettings(t *testing.T) {
 		{"bare seconds and scale to zero", []string{"--min", "0", "--timeout", "90"},
 			map[string]string{"min": "0", "timeout": "1m30s"},
 			[]string{"min: 0", "timeout: 1m30s"}},
+		{"placement constraints, repeatable", []string{"--constraint", "node.labels.gpu==true", "--constraint", "node.role!=manager"},
+			map[string]string{"constraints": "node.labels.gpu==true\nnode.role!=manager"},
+			[]string{"constraint: node.labels.gpu==true", "constraint: node.role!=manager"}},
 		{"none: lb's defaults again", nil, map[string]string{}, nil},
 	}
 	for _, tc := range tests {

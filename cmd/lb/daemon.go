@@ -18,7 +18,6 @@ import (
 	"github.com/spillway-faas/spillway/internal/cluster"
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/control"
-	"github.com/spillway-faas/spillway/internal/docker"
 	"github.com/spillway-faas/spillway/internal/fleet"
 	"github.com/spillway-faas/spillway/internal/gateway"
 	"github.com/spillway-faas/spillway/internal/netguard"
@@ -40,8 +39,8 @@ type daemon struct {
 	store   *registry.Store
 	watcher *registry.SetWatcher
 	replica *cluster.Replica
-	network *docker.Backend // the pool's network and its leftovers, no function's own
-	awsCfg  *aws.Config     // nil when CLOUD=off
+	network engine      // POOL_BACKEND's: the pool's network and its leftovers, no function's own
+	awsCfg  *aws.Config // nil when CLOUD=off
 	budget  *policy.Budget
 	share   *share.Ledger
 	metrics *prometheus.Registry
@@ -111,9 +110,8 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	d.share = share.New(cfg.MaxTotalWorkers, time.Now)
 
 	// The workers' network, shared by every function's workers.
-	d.network, err = docker.Open(ctx, cfg.DockerConfig(), log)
-	if err != nil {
-		return nil, fmt.Errorf("connect to the Docker engine: %w", err)
+	if d.network, err = openEngine(ctx, cfg, log); err != nil {
+		return nil, err
 	}
 	if err := d.network.CheckImage(ctx); err != nil {
 		return nil, err

@@ -16,7 +16,6 @@ import (
 	"github.com/spillway-faas/spillway/internal/cloud"
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/control"
-	"github.com/spillway-faas/spillway/internal/docker"
 	"github.com/spillway-faas/spillway/internal/fleet"
 	"github.com/spillway-faas/spillway/internal/gateway"
 	"github.com/spillway-faas/spillway/internal/lambdawrap"
@@ -31,7 +30,7 @@ type unit struct {
 	name string
 	log  *slog.Logger
 
-	backend      *docker.Backend
+	backend      functionBackend
 	pool         *pool.Pool
 	deployer     *cloud.Deployer // nil when CLOUD=off
 	offload      *cloud.Offloader
@@ -112,9 +111,9 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 	}
 
 	// One engine connection and one network for every function's workers.
-	u.backend, err = d.network.For(fn.Name)
+	u.backend, err = d.network.For(fn)
 	if err != nil {
-		return nil, fmt.Errorf("the Docker backend of %s: %w", fn.Name, err)
+		return nil, fmt.Errorf("the pool backend of %s: %w", fn.Name, err)
 	}
 	estimator := policy.NewEstimator(policy.DefaultEstimatorConfig())
 	u.pool = pool.New(u.backend, cfg.PoolConfigFor(fn))

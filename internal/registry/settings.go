@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spillway-faas/spillway"
@@ -28,6 +29,8 @@ const (
 	FieldMax         = "max"
 	FieldConcurrency = "concurrency"
 	FieldTimeout     = "timeout"
+	// FieldConstraints holds the Swarm placement constraints, one a line.
+	FieldConstraints = "constraints"
 )
 
 // SettingError is one setting out of its range. Field is the record field,
@@ -62,6 +65,11 @@ func CheckSettings(s spillway.Settings) []*SettingError {
 	if s.Concurrency != nil && (*s.Concurrency < 1 || *s.Concurrency > MaxConcurrency) {
 		bad(FieldConcurrency, strconv.Itoa(*s.Concurrency), fmt.Sprintf("must be between 1 and %d", MaxConcurrency))
 	}
+	for _, c := range s.ConstraintList() {
+		if !strings.Contains(c, "==") && !strings.Contains(c, "!=") {
+			bad(FieldConstraints, strconv.Quote(c), "want one placement constraint such as node.labels.gpu==true")
+		}
+	}
 	if s.Timeout < 0 || s.Timeout > MaxTimeout {
 		bad(FieldTimeout, s.Timeout.String(), fmt.Sprintf("must be positive and at most %s", fmtDuration(MaxTimeout)))
 	}
@@ -95,6 +103,7 @@ func settingsFields(s spillway.Settings) []string {
 		FieldMax, opt(s.Max),
 		FieldConcurrency, opt(s.Concurrency),
 		FieldTimeout, timeout,
+		FieldConstraints, strings.Join(s.ConstraintList(), "\n"),
 	}
 }
 
@@ -126,6 +135,7 @@ func parseSettings(h map[string]string) (spillway.Settings, error) {
 		}
 		s.Timeout = d
 	}
+	s.Constraints = strings.Join(spillway.Settings{Constraints: h[FieldConstraints]}.ConstraintList(), "\n")
 	if errs := CheckSettings(s); len(errs) > 0 {
 		return spillway.Settings{}, errs[0]
 	}

@@ -47,6 +47,8 @@ func TestSettingsRoundTrip(t *testing.T) {
 		{"min 0 (scale to zero) is set, not unset", spillway.Settings{Min: intp(0)},
 			map[string]string{"min": "0"}},
 		{"none", spillway.Settings{}, map[string]string{}},
+		{"placement constraints, one a line", spillway.Settings{Constraints: "node.labels.gpu==true\nnode.role!=manager"},
+			map[string]string{"constraints": "node.labels.gpu==true\nnode.role!=manager"}},
 		{"the limits", spillway.Settings{Min: intp(7), Max: intp(7), Concurrency: intp(256), Timeout: 15 * time.Minute},
 			map[string]string{"min": "7", "max": "7", "concurrency": "256", "timeout": "15m0s"}},
 	}
@@ -62,7 +64,7 @@ func TestSettingsRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := map[string]string{}
-			for _, f := range []string{"min", "max", "concurrency", "timeout"} {
+			for _, f := range []string{"min", "max", "concurrency", "timeout", "constraints"} {
 				if v, ok := h[f]; ok {
 					got[f] = v
 				}
@@ -105,6 +107,7 @@ func TestPublishRejectsBadSettings(t *testing.T) {
 		{"max below min", spillway.Settings{Min: intp(3), Max: intp(2)}, "max 2: must be at least min (3)"},
 		{"min over 1000", spillway.Settings{Min: intp(1001)}, "min 1001: must be between 0 and 1000"},
 		{"max over 1000", spillway.Settings{Max: intp(5000)}, "max 5000: must be between 1 and 1000"},
+		{"a constraint without an operator", spillway.Settings{Constraints: "gpu"}, `constraints "gpu": want one placement constraint such as node.labels.gpu==true`},
 		{"concurrency 0", spillway.Settings{Concurrency: intp(0)}, "concurrency 0: must be between 1 and 256"},
 		{"concurrency 257", spillway.Settings{Concurrency: intp(257)}, "concurrency 257: must be between 1 and 256"},
 		{"negative timeout", spillway.Settings{Timeout: -time.Second}, "timeout -1s: must be positive and at most 15m"},
