@@ -2,46 +2,64 @@ package testutil
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// SwarmLockFile serialises the tests of every package and process that
-// use swarm mode: one turns it on, runs, and turns it off before the next.
-var SwarmLockFile = filepath.Join(os.TempDir(), "spillway-swarm-test.lock")
+// SwarmLockFile is the lock every user of swarm mode holds shared while it
+// needs the swarm (test/e2e and scripts/e2e-stack.sh hold the same one):
+// whoever turns swarm mode on takes it exclusively before leaving, so the
+// swarm goes when its last user is done and never under another.
+const SwarmLockFile = "/tmp/spillway-swarm.lock"
 
 // Swarm makes the Docker engine a one-node swarm manager for the rest of
 // t: when swarm mode is off it is turned on (advertising 127.0.0.1) and,
-// when t ends, however it ends, turned off again with docker_gwbridge
-// removed, so that the engine is as before. A swarm that was already
-// active is used and left on. Other Swarm callers wait until t is done.
+// when t ends, however it ends, turned off again once no other user holds
+// SwarmLockFile, with docker_gwbridge removed, so that the engine is as
+// before. A swarm that was already active is used and left on.
 func Swarm(t testing.TB) {
 	t.Helper()
 	Docker(t)
-	unlock := lockSwarm(t)
-	state := swarmState(t)
-	switch state {
-	case "active":
-		t.Cleanup(unlock)
-		return
-	case "inactive":
-	default:
-		unlock()
-		t.Fatalf("swarm mode is %q: want active or inactive", state)
+	f, err := os.OpenFile(SwarmLockFile, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		t.Fatalf("open %s: %v", SwarmLockFile, err)
 	}
+	if err := flockWithin(f, syscall.LOCK_EX, 5*time.Minute); err != nil {
+		f.Close()
+		t.Fatalf("swarm lock %s: %v", SwarmLockFile, err)
+	}
+	started := false
 	t.Cleanup(func() {
-		defer unlock()
+		defer f.Close()
+		if !started {
+			return
+		}
+		if err := flockWithin(f, syscall.LOCK_EX, 5*time.Minute); err != nil {
+			t.Logf("swarm lock: %v; leaving the swarm anyway", err)
+		}
 		leaveSwarm(t)
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "docker", "swarm", "init", "--advertise-addr", "127.0.0.1").CombinedOutput(); err != nil {
-		t.Fatalf("docker swarm init: %v\n%s", err, out)
+	switch state := swarmState(t); state {
+	case "active":
+	case "inactive":
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, "docker", "swarm", "init", "--advertise-addr", "127.0.0.1").CombinedOutput(); err != nil {
+			t.Fatalf("docker swarm init: %v\n%s", err, out)
+		}
+		started = true
+	default:
+		t.Fatalf("swarm mode is %q: want active or inactive", state)
+	}
+	// Shared from here: other users may join.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
+		t.Fatalf("swarm lock %s: %v", SwarmLockFile, err)
 	}
 }
 
@@ -77,29 +95,17 @@ func leaveSwarm(t testing.TB) {
 	}
 }
 
-// lockSwarm takes SwarmLockFile (waiting up to 10 minutes) and returns its
-// release.
-func lockSwarm(t testing.TB) func() {
-	t.Helper()
-	f, err := os.OpenFile(SwarmLockFile, os.O_CREATE|os.O_RDWR, 0o666)
-	if err != nil {
-		t.Fatalf("open %s: %v", SwarmLockFile, err)
-	}
-	deadline := time.Now().Add(10 * time.Minute)
+func flockWithin(f *os.File, how int, d time.Duration) error {
+	deadline := time.Now().Add(d)
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return err
 		}
 		if time.Now().After(deadline) {
-			f.Close()
-			t.Fatalf("swarm tests of another package hold %s for 10 minutes: %v", SwarmLockFile, err)
+			return fmt.Errorf("still held by another user after %s", d)
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-	return func() {
-		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
 	}
 }
 

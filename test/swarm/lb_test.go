@@ -1,0 +1,337 @@
+// Package swarm_test drives lb with POOL_BACKEND=swarm on a real one-node
+// swarm: lb in its own container (the image make images builds), attached
+// to the pool's overlay network as in a stack, Redis beside it, and the
+// calls from the host through lb's published port.
+package swarm_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/registry"
+	"github.com/spillway-faas/spillway/internal/testutil"
+	"github.com/spillway-faas/spillway/internal/xmlrpc"
+)
+
+// stack is lb and Redis in containers, lb's workers as Swarm services.
+type stack struct {
+	t     *testing.T
+	pool  string
+	lbURL string
+	store *registry.Store
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func docker(t *testing.T, args ...string) string {
+	t.Helper()
+	return testutil.DockerRun(t, ctxT(t, 2*time.Minute), args...)
+}
+
+func newStack(t *testing.T, env map[string]string) *stack {
+	lbImage, workerImage := testutil.Image("lb"), testutil.Image("worker")
+	testutil.DockerImage(t, lbImage)
+	testutil.DockerImage(t, workerImage)
+	testutil.Swarm(t)
+	s := &stack{t: t, pool: fmt.Sprintf("sw%d", time.Now().UnixNano()%1_000_000_000)}
+	front := s.pool + "-front"
+	t.Cleanup(func() { s.cleanup(front) })
+	docker(t, "network", "create", "--label", "spillway.pool="+s.pool, front)
+	redisPort := testutil.FreePort(t)
+	docker(t, "run", "-d", "--name", s.pool+"-redis", "--network", front, "-p", "127.0.0.1:"+strconv.Itoa(redisPort)+":6379",
+		"--entrypoint", "redis-server", lbImage, "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no")
+	var err error
+	s.store, err = registry.Dial(ctxT(t, time.Minute), "127.0.0.1:"+strconv.Itoa(redisPort), registry.Options{ConnectTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatalf("dial Redis: %v", err)
+	}
+	t.Cleanup(func() { s.store.Close() })
+	s.publish(fibV(1))
+
+	sock := "/var/run/docker.sock"
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := statGID(fi)
+	lbPort := testutil.FreePort(t)
+	args := []string{"run", "-d", "--name", s.pool + "-lb", "--network", front,
+		"-p", "127.0.0.1:" + strconv.Itoa(lbPort) + ":8000", "-v", sock + ":" + sock, "--group-add", strconv.Itoa(gid)}
+	base := map[string]string{
+		"POOL_BACKEND": "swarm", "POOL_NAME": s.pool, "REDIS_ADDR": s.pool + "-redis:6379",
+		"FAAS_FUNCTION_NAME": "faas", "WORKER_IMAGE": workerImage, "CLOUD": "off",
+		"NUMBER_OF_SERVERS": "2", "MAX_SERVERS": "4", "ELASTICITY_SLEEP": "500ms", "LOCAL_TIMEOUT": "20s",
+		"SCALE_DOWN_DELAY": "3s", "LOG_LEVEL": "debug",
+		// lb listens on all addresses of its container; the port is
+		// published on the host's loopback only.
+		"LB_ALLOW_ANONYMOUS": "true",
+	}
+	for k, v := range env {
+		base[k] = v
+	}
+	for k, v := range base {
+		args = append(args, "-e", k+"="+v)
+	}
+	docker(t, append(args, lbImage)...)
+	s.lbURL = "http://127.0.0.1:" + strconv.Itoa(lbPort) + "/"
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		resp, err := http.Get(s.lbURL + "healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if state := docker(t, "inspect", "--format", "{{.State.Status}}", s.pool+"-lb"); state != "running" {
+			t.Fatalf("lb is %s:\n%s", state, s.lbLog())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lb not ready within 3 minutes:\n%s", s.lbLog())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return s
+}
+
+func (s *stack) lbLog() string {
+	out, _ := exec.Command("docker", "logs", "--tail", "60", s.pool+"-lb").CombinedOutput()
+	return string(out)
+}
+
+// cleanup stops lb (which removes its workers), then removes whatever is
+// left of the pool: containers, services, configs, networks.
+func (s *stack) cleanup(front string) {
+	if s.t.Failed() {
+		s.t.Logf("lb log:\n%s", s.lbLog())
+	}
+	run := func(args ...string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		out, _ := exec.CommandContext(ctx, "docker", args...).Output()
+		return strings.TrimSpace(string(out))
+	}
+	run("stop", "-t", "30", s.pool+"-lb")
+	run("rm", "-f", s.pool+"-lb", s.pool+"-redis")
+	if svcs := strings.Fields(run("service", "ls", "-q", "--filter", "label=spillway.pool="+s.pool)); len(svcs) > 0 {
+		s.t.Errorf("lb left %d worker services", len(svcs))
+		run(append([]string{"service", "rm"}, svcs...)...)
+	}
+	for range 40 {
+		cfgs := strings.Fields(run("config", "ls", "-q", "--filter", "label=spillway.pool="+s.pool))
+		nets := strings.Fields(run("network", "ls", "-q", "--filter", "label=spillway.pool="+s.pool))
+		if len(cfgs)+len(nets) == 0 {
+			return
+		}
+		if len(cfgs) > 0 {
+			run(append([]string{"config", "rm"}, cfgs...)...)
+		}
+		if len(nets) > 0 {
+			run(append([]string{"network", "rm"}, nets...)...)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// fibV is the Fibonacci script answering with its version.
+func fibV(v int) string {
+	return fmt.Sprintf(`import sys
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+print("v%d fib(%%s) = %%d" %% (sys.argv[1], fib(int(sys.argv[1]))))
+`, v)
+}
+
+func (s *stack) publish(code string) spillway.Function {
+	s.t.Helper()
+	fn, err := s.store.Publish(ctxT(s.t, 10*time.Second), spillway.Function{Name: "faas", Code: code, Style: spillway.StyleScript})
+	if err != nil {
+		s.t.Fatalf("publish: %v", err)
+	}
+	return fn
+}
+
+func (s *stack) call(ctx context.Context, param any) (string, error) {
+	c := xmlrpc.NewClient(s.lbURL, &http.Client{Timeout: time.Minute})
+	var out string
+	err := c.Call(ctx, "call_faas", []any{param}, &out)
+	return out, err
+}
+
+// workers returns the pool's worker services: their versions, and how many
+// of them have a running task.
+func (s *stack) workers() (versions []string, running int) {
+	out := docker(s.t, "service", "ls", "--filter", "label=spillway.pool="+s.pool, "--format", "{{.Name}} {{.Replicas}}")
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		// <pool>-faas-<version>-<random>
+		parts := strings.Split(f[0], "-")
+		versions = append(versions, parts[len(parts)-2])
+		if f[1] == "1/1" {
+			running++
+		}
+	}
+	slices.Sort(versions)
+	return versions, running
+}
+
+func (s *stack) waitWorkers(d time.Duration, what string, cond func(versions []string, running int) bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		v, r := s.workers()
+		if cond(v, r) {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s: not within %s (versions %v, %d running)", what, d, v, r)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// load runs callers in a loop until stop; it counts calls and failures.
+type load struct {
+	calls, failed atomic.Int64
+	lastErr       atomic.Value
+	stop          context.CancelFunc
+	wg            sync.WaitGroup
+}
+
+func (s *stack) startLoad(callers int, param int) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{stop: cancel}
+	for range callers {
+		l.wg.Go(func() {
+			for ctx.Err() == nil {
+				cctx, ccancel := context.WithTimeout(ctx, time.Minute)
+				_, err := s.call(cctx, param)
+				ccancel()
+				if ctx.Err() != nil {
+					return // the stop, not the call, ended it
+				}
+				l.calls.Add(1)
+				if err != nil {
+					l.failed.Add(1)
+					l.lastErr.Store(err.Error())
+				}
+			}
+		})
+	}
+	return l
+}
+
+func (l *load) end(t *testing.T, what string) {
+	t.Helper()
+	l.stop()
+	l.wg.Wait()
+	t.Logf("%s: %d calls, %d failed", what, l.calls.Load(), l.failed.Load())
+	if l.calls.Load() == 0 {
+		t.Errorf("%s: no call completed", what)
+	}
+	if n := l.failed.Load(); n > 0 {
+		t.Errorf("%s: %d failed calls (last: %v)", what, n, l.lastErr.Load())
+	}
+}
+
+// TestLBOnSwarm: lb with POOL_BACKEND=swarm serves call_faas and POST
+// /function/<name> from Swarm tasks, keeps every call through a task
+// killed under load and through an update, and scales up and down.
+func TestLBOnSwarm(t *testing.T) {
+	s := newStack(t, nil)
+	s.waitWorkers(time.Minute, "two workers", func(v []string, r int) bool { return len(v) == 2 && r == 2 })
+
+	t.Run("call_faas and POST /function/<name>", func(t *testing.T) {
+		got, err := s.call(ctxT(t, time.Minute), 10)
+		if err != nil || strings.TrimSpace(got) != "v1 fib(10) = 55" {
+			t.Fatalf("call_faas(10) = %q, %v", got, err)
+		}
+		resp, err := http.Post(s.lbURL+"function/faas", "text/plain", strings.NewReader("12"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "v1 fib(12) = 144" || resp.Header.Get("X-Spillway-Route") != "local" {
+			t.Fatalf("POST /function/faas = %d %q (route %q)", resp.StatusCode, body, resp.Header.Get("X-Spillway-Route"))
+		}
+	})
+
+	t.Run("a task killed with docker kill under load costs no call", func(t *testing.T) {
+		l := s.startLoad(3, 15)
+		time.Sleep(2 * time.Second)
+		ids := strings.Fields(docker(t, "ps", "-q", "--filter", "label=spillway.pool="+s.pool))
+		if len(ids) == 0 {
+			l.end(t, "kill")
+			t.Fatal("no worker container to kill")
+		}
+		docker(t, "kill", ids[0])
+		s.waitWorkers(time.Minute, "the killed worker replaced", func(v []string, r int) bool { return len(v) >= 2 && r == len(v) })
+		time.Sleep(2 * time.Second)
+		l.end(t, "kill")
+	})
+
+	t.Run("an update mid-stream costs no call and every task ends on the new version", func(t *testing.T) {
+		l := s.startLoad(3, 15)
+		time.Sleep(time.Second)
+		fn := s.publish(fibV(2))
+		want := strconv.FormatInt(fn.Version, 10)
+		s.waitWorkers(2*time.Minute, "every worker on version "+want, func(v []string, r int) bool {
+			return len(v) >= 2 && r == len(v) && !slices.ContainsFunc(v, func(x string) bool { return x != want })
+		})
+		time.Sleep(time.Second)
+		l.end(t, "update")
+		got, err := s.call(ctxT(t, time.Minute), 10)
+		if err != nil || strings.TrimSpace(got) != "v2 fib(10) = 55" {
+			t.Fatalf("after the update call_faas(10) = %q, %v", got, err)
+		}
+		waitConfigs(t, s.pool, 1)
+	})
+
+	t.Run("the pool scales up under load and down after it", func(t *testing.T) {
+		l := s.startLoad(8, 24)
+		s.waitWorkers(2*time.Minute, "more than two workers under load", func(v []string, r int) bool { return len(v) > 2 && r == len(v) })
+		l.end(t, "scale up")
+		s.waitWorkers(2*time.Minute, "back to two workers", func(v []string, r int) bool { return len(v) == 2 && r == 2 })
+	})
+}
+
+// waitConfigs waits until the pool has n code configs (the old ones go
+// once no task uses them).
+func waitConfigs(t *testing.T, pool string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		cfgs := strings.Fields(docker(t, "config", "ls", "--filter", "label=spillway.pool="+pool, "--format", "{{.Name}}"))
+		if len(cfgs) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("code configs %v, want %d", cfgs, n)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
