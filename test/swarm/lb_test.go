@@ -1,7 +1,8 @@
-// Package swarm_test drives lb with POOL_BACKEND=swarm on a real one-node
-// swarm: lb in its own container (the image make images builds), attached
-// to the pool's overlay network as in a stack, Redis beside it, and the
-// calls from the host through lb's published port.
+// Package swarm_test drives lb in its own container (the image make images
+// builds) with each pool backend: POOL_BACKEND=swarm on a real one-node
+// swarm, lb attached to the pool's overlay network as in a stack, and
+// POOL_BACKEND=docker, lb attached to the pool's bridge as in compose; Redis
+// beside it, and the calls from the host through lb's published port.
 package swarm_test
 
 import (
@@ -25,9 +26,11 @@ import (
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
-// stack is lb and Redis in containers, lb's workers as Swarm services.
+// stack is lb and Redis in containers, lb's workers as Swarm services or
+// containers.
 type stack struct {
 	t     *testing.T
+	swarm bool // POOL_BACKEND=swarm
 	pool  string
 	lbURL string
 	store *registry.Store
@@ -44,12 +47,14 @@ func docker(t *testing.T, args ...string) string {
 	return testutil.DockerRun(t, ctxT(t, 2*time.Minute), args...)
 }
 
-func newStack(t *testing.T, env map[string]string) *stack {
+func newStack(t *testing.T, backend string, env map[string]string) *stack {
 	lbImage, workerImage := testutil.Image("lb"), testutil.Image("worker")
 	testutil.DockerImage(t, lbImage)
 	testutil.DockerImage(t, workerImage)
-	testutil.Swarm(t)
-	s := &stack{t: t, pool: fmt.Sprintf("sw%d", time.Now().UnixNano()%1_000_000_000)}
+	s := &stack{t: t, swarm: backend == "swarm", pool: fmt.Sprintf("sw%d", time.Now().UnixNano()%1_000_000_000)}
+	if s.swarm {
+		testutil.Swarm(t)
+	}
 	front := s.pool + "-front"
 	t.Cleanup(func() { s.cleanup(front) })
 	docker(t, "network", "create", "--label", "spillway.pool="+s.pool, front)
@@ -71,10 +76,10 @@ func newStack(t *testing.T, env map[string]string) *stack {
 	}
 	gid := statGID(fi)
 	lbPort := testutil.FreePort(t)
-	args := []string{"run", "-d", "--name", s.pool + "-lb", "--network", front,
+	args := []string{"create", "--name", s.pool + "-lb", "--network", front,
 		"-p", "127.0.0.1:" + strconv.Itoa(lbPort) + ":8000", "-v", sock + ":" + sock, "--group-add", strconv.Itoa(gid)}
 	base := map[string]string{
-		"POOL_BACKEND": "swarm", "POOL_NAME": s.pool, "REDIS_ADDR": s.pool + "-redis:6379",
+		"POOL_BACKEND": backend, "POOL_NAME": s.pool, "DOCKER_NETWORK": s.pool + "-net", "REDIS_ADDR": s.pool + "-redis:6379",
 		"FAAS_FUNCTION_NAME": "faas", "WORKER_IMAGE": workerImage, "CLOUD": "off",
 		"NUMBER_OF_SERVERS": "2", "MAX_SERVERS": "4", "ELASTICITY_SLEEP": "500ms", "LOCAL_TIMEOUT": "20s",
 		"SCALE_DOWN_DELAY": "3s", "LOG_LEVEL": "debug",
@@ -89,6 +94,13 @@ func newStack(t *testing.T, env map[string]string) *stack {
 		args = append(args, "-e", k+"="+v)
 	}
 	docker(t, append(args, lbImage)...)
+	if !s.swarm {
+		// As in compose: lb on the pool's internal bridge (lb's swarm
+		// backend attaches its container to the overlay itself).
+		docker(t, "network", "create", "--internal", "--label", "spillway.pool="+s.pool, s.pool+"-net")
+		docker(t, "network", "connect", s.pool+"-net", s.pool+"-lb")
+	}
+	docker(t, "start", s.pool+"-lb")
 	s.lbURL = "http://127.0.0.1:" + strconv.Itoa(lbPort) + "/"
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
@@ -129,12 +141,19 @@ func (s *stack) cleanup(front string) {
 	}
 	run("stop", "-t", "30", s.pool+"-lb")
 	run("rm", "-f", s.pool+"-lb", s.pool+"-redis")
+	if ws := strings.Fields(run("ps", "-aq", "--filter", "label=spillway.pool="+s.pool)); len(ws) > 0 && !s.swarm {
+		s.t.Errorf("lb left %d worker containers", len(ws))
+		run(append([]string{"rm", "-f"}, ws...)...)
+	}
 	if svcs := strings.Fields(run("service", "ls", "-q", "--filter", "label=spillway.pool="+s.pool)); len(svcs) > 0 {
 		s.t.Errorf("lb left %d worker services", len(svcs))
 		run(append([]string{"service", "rm"}, svcs...)...)
 	}
 	for range 40 {
-		cfgs := strings.Fields(run("config", "ls", "-q", "--filter", "label=spillway.pool="+s.pool))
+		var cfgs []string
+		if s.swarm {
+			cfgs = strings.Fields(run("config", "ls", "-q", "--filter", "label=spillway.pool="+s.pool))
+		}
 		nets := strings.Fields(run("network", "ls", "-q", "--filter", "label=spillway.pool="+s.pool))
 		if len(cfgs)+len(nets) == 0 {
 			return
@@ -178,10 +197,15 @@ func (s *stack) call(ctx context.Context, param any) (string, error) {
 	return out, err
 }
 
-// workers returns the pool's worker services: their versions, and how many
-// of them have a running task.
+// workers returns the pool's workers (services or containers): their
+// versions, and how many of them run.
 func (s *stack) workers() (versions []string, running int) {
-	out := docker(s.t, "service", "ls", "--filter", "label=spillway.pool="+s.pool, "--format", "{{.Name}} {{.Replicas}}")
+	var out string
+	if s.swarm {
+		out = docker(s.t, "service", "ls", "--filter", "label=spillway.pool="+s.pool, "--format", "{{.Name}} {{.Replicas}}")
+	} else {
+		out = docker(s.t, "ps", "-a", "--filter", "label=spillway.pool="+s.pool, "--filter", "label=spillway.function", "--format", "{{.Names}} {{.State}}")
+	}
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
 		if len(f) != 2 {
@@ -190,12 +214,38 @@ func (s *stack) workers() (versions []string, running int) {
 		// <pool>-faas-<version>-<random>
 		parts := strings.Split(f[0], "-")
 		versions = append(versions, parts[len(parts)-2])
-		if f[1] == "1/1" {
+		if f[1] == "1/1" || f[1] == "running" {
 			running++
 		}
 	}
 	slices.Sort(versions)
 	return versions, running
+}
+
+// readyTimes are the "worker ready ... after=" durations in lb's log: the
+// pool's start of a worker to its first healthy health().
+func (s *stack) readyTimes() []time.Duration {
+	out, _ := exec.Command("docker", "logs", s.pool+"-lb").CombinedOutput()
+	var ds []time.Duration
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.Contains(line, `msg="worker ready"`) || strings.Contains(line, "spare=true") {
+			continue
+		}
+		if i := strings.Index(line, " after="); i >= 0 {
+			if d, err := time.ParseDuration(strings.Fields(line[i+len(" after="):])[0]); err == nil {
+				ds = append(ds, d)
+			}
+		}
+	}
+	slices.Sort(ds)
+	return ds
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	return ds[len(ds)/2]
 }
 
 func (s *stack) waitWorkers(d time.Duration, what string, cond func(versions []string, running int) bool) {
@@ -257,11 +307,19 @@ func (l *load) end(t *testing.T, what string) {
 	}
 }
 
-// TestLBOnSwarm: lb with POOL_BACKEND=swarm serves call_faas and POST
-// /function/<name> from Swarm tasks, keeps every call through a task
-// killed under load and through an update, and scales up and down.
-func TestLBOnSwarm(t *testing.T) {
-	s := newStack(t, nil)
+// TestLBOnBackends: lb with POOL_BACKEND=swarm (and, the same table,
+// docker) serves call_faas and POST /function/<name> from its workers,
+// keeps every call through a worker killed under load and through an
+// update, and scales up and down. It logs the figures of BENCHMARKS.md's
+// backend comparison.
+func TestLBOnBackends(t *testing.T) {
+	for _, backend := range []string{"swarm", "docker"} {
+		t.Run(backend, func(t *testing.T) { testLB(t, backend) })
+	}
+}
+
+func testLB(t *testing.T, backend string) {
+	s := newStack(t, backend, map[string]string{"WORKER_SPARE": "false"})
 	s.waitWorkers(time.Minute, "two workers", func(v []string, r int) bool { return len(v) == 2 && r == 2 })
 
 	t.Run("call_faas and POST /function/<name>", func(t *testing.T) {
@@ -297,26 +355,38 @@ func TestLBOnSwarm(t *testing.T) {
 	t.Run("an update mid-stream costs no call and every task ends on the new version", func(t *testing.T) {
 		l := s.startLoad(3, 15)
 		time.Sleep(time.Second)
+		began := time.Now()
 		fn := s.publish(fibV(2))
 		want := strconv.FormatInt(fn.Version, 10)
 		s.waitWorkers(2*time.Minute, "every worker on version "+want, func(v []string, r int) bool {
 			return len(v) >= 2 && r == len(v) && !slices.ContainsFunc(v, func(x string) bool { return x != want })
 		})
+		t.Logf("figure %s update: publish to every worker on the new version in %s", backend, time.Since(began).Round(10*time.Millisecond))
 		time.Sleep(time.Second)
 		l.end(t, "update")
 		got, err := s.call(ctxT(t, time.Minute), 10)
 		if err != nil || strings.TrimSpace(got) != "v2 fib(10) = 55" {
 			t.Fatalf("after the update call_faas(10) = %q, %v", got, err)
 		}
-		waitConfigs(t, s.pool, 1)
+		if s.swarm {
+			waitConfigs(t, s.pool, 1)
+		}
 	})
 
 	t.Run("the pool scales up under load and down after it", func(t *testing.T) {
-		l := s.startLoad(8, 24)
+		s.waitWorkers(2*time.Minute, "two workers before the load", func(v []string, r int) bool { return len(v) == 2 && r == 2 })
+		began := time.Now()
+		l := s.startLoad(8, 22)
 		s.waitWorkers(2*time.Minute, "more than two workers under load", func(v []string, r int) bool { return len(v) > 2 && r == len(v) })
+		t.Logf("figure %s scale-up: load to a third worker running in %s", backend, time.Since(began).Round(10*time.Millisecond))
+		for deadline := time.Now().Add(time.Minute); l.calls.Load() < 8 && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond) // calls complete on the grown pool
+		}
 		l.end(t, "scale up")
 		s.waitWorkers(2*time.Minute, "back to two workers", func(v []string, r int) bool { return len(v) == 2 && r == 2 })
 	})
+	ds := s.readyTimes()
+	t.Logf("figure %s worker start (pool's start to first healthy health()): median %s of %d starts %v", backend, median(ds), len(ds), ds)
 }
 
 // waitConfigs waits until the pool has n code configs (the old ones go
