@@ -49,10 +49,14 @@ type daemon struct {
 	fleet   *fleet.Fleet
 
 	unitsMu sync.Mutex
-	units   map[string]*unit      // the serving units, by function
-	pools   map[string]*pool.Pool // every unit's pool from its creation, starting ones too
+	units   map[string]*unit // the serving units, by function
+	// firsts are the functions published when lb started that have not
+	// yet served or failed a start: lb is ready once none is left.
+	firsts map[string]bool
+	pools  map[string]*pool.Pool // every unit's pool from its creation, starting ones too
 
 	others atomic.Int64 // replicas left when this one left the lease (set by close)
+	ready  sync.Once    // tells the first moment lb is ready
 
 	cancel context.CancelFunc // stops the loops below
 	wg     sync.WaitGroup
@@ -64,7 +68,7 @@ func (d *daemon) othersRemain() bool { return d.others.Load() > 0 }
 
 func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netguard.Listener, events spillway.EventSink) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, log: log, events: events, metrics: prometheus.NewRegistry(),
-		units: map[string]*unit{}, pools: map[string]*pool.Pool{}}
+		units: map[string]*unit{}, pools: map[string]*pool.Pool{}, firsts: map[string]bool{}}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	defer func() {
@@ -148,8 +152,14 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 	for _, fn := range fns {
 		if selected(cfg, fn.Name) {
 			d.router.Starting(fn.Name)
+			d.firsts[fn.Name] = true
 		}
 	}
+	d.router.SetReadyCheck(func() bool {
+		d.unitsMu.Lock()
+		defer d.unitsMu.Unlock()
+		return len(d.firsts) == 0
+	})
 	if len(fns) == 0 {
 		log.Warn("no function published yet; waiting for one", "hint", "bin/addfaas --name "+cfg.FunctionName+" examples/fib.py")
 	}
@@ -163,12 +173,15 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 				u := fu.(*unit)
 				d.unitsMu.Lock()
 				d.units[name] = u
+				delete(d.firsts, name)
 				d.unitsMu.Unlock()
 				d.router.Serve(name, u.gw)
+				d.tellReady()
 			},
 			Leaving: func(name string, deleted bool) {
 				d.unitsMu.Lock()
 				delete(d.units, name)
+				delete(d.firsts, name)
 				d.unitsMu.Unlock()
 				if deleted {
 					d.router.Remove(name)
@@ -176,6 +189,10 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 				}
 			},
 			Failed: func(name string, err error) {
+				d.unitsMu.Lock()
+				delete(d.firsts, name)
+				d.unitsMu.Unlock()
+				d.tellReady()
 				events.Event(spillway.EventStart, fmt.Sprintf("%s could not start: %v", name, err))
 			},
 		},
@@ -189,6 +206,18 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 		d.follow(loopCtx)
 	}()
 	return d, nil
+}
+
+// tellReady logs and shows the first moment lb is ready.
+func (d *daemon) tellReady() {
+	if !d.router.Ready() {
+		return
+	}
+	d.ready.Do(func() {
+		names := strings.Join(d.router.Names(), ", ")
+		d.log.Info("lb ready", "functions", names)
+		d.events.Event(spillway.EventStart, "lb ready: serving "+names)
+	})
 }
 
 // follow hands the registry's changes to the fleet until ctx ends.

@@ -97,6 +97,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	handler.Store(&h)
 	page.SetSource(pageSource{d.board, d.metrics})
 	d.router.SetReady(true)
+	d.tellReady()
 	log.Info("lb serving", "functions", strings.Join(d.router.Names(), ","), "default", cfg.FunctionName)
 
 	select {

@@ -96,6 +96,10 @@ func (r *Router) Gateways() map[string]*Gateway {
 	return out
 }
 
+// SetReadyCheck adds a condition to readiness (lb's: every function
+// published when it started has served or failed once).
+func (r *Router) SetReadyCheck(check func() bool) { r.readyFn = check }
+
 // SetReady marks lb ready (or not) for /healthz.
 func (r *Router) SetReady(ok bool) { r.ready.Store(ok) }
 

@@ -195,7 +195,12 @@ func otherFunctions(v spillway.Status, skip string) []FunctionState {
 
 func (d *Data) fill(v spillway.Status) {
 	d.State = "ready"
-	if !v.Ready {
+	switch {
+	case !v.Ready && v.Details == nil:
+		// The default function is not served yet: lb is starting (UI.Data
+		// names the function).
+		d.State = "starting"
+	case !v.Ready:
 		d.State = "not-ready"
 		d.Message = "lb is not taking calls (shutting down)"
 	}

@@ -157,7 +157,7 @@ func (u *UI) Data() (Data, error) {
 	src := u.src()
 	if src == nil {
 		d.State = "starting"
-		d.Message = "lb is starting: waiting for function " + u.opts.Function + " to be published and its workers to be ready"
+		d.Message = u.startingMessage()
 		for _, r := range Reasons {
 			d.Reasons = append(d.Reasons, Count{Name: r})
 		}
@@ -165,9 +165,16 @@ func (u *UI) Data() (Data, error) {
 		return d, nil
 	}
 	d.fill(src.Status())
+	if d.State == "starting" {
+		d.Message = u.startingMessage()
+	}
 	d.Series = u.sampler.series()
 	d.Latency = u.sampler.latency()
 	return d, nil
+}
+
+func (u *UI) startingMessage() string {
+	return "lb is starting: waiting for function " + u.opts.Function + " to be published and its workers to be ready"
 }
 
 // Handler serves GET /ui, /ui/data and /ui/static/*, behind Options.Token.
