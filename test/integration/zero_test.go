@@ -24,6 +24,13 @@ func (s *stack) runningContainers(name string) []string {
 		"--filter", "label=spillway.function="+name, "--filter", "status=running", "--format", "{{.Names}}")
 }
 
+// pausedContainers are the function's paused containers: its frozen spare.
+func (s *stack) pausedContainers(name string) []string {
+	s.t.Helper()
+	return dockerLines(s.t, "ps", "--filter", "label=spillway.pool="+s.pool,
+		"--filter", "label=spillway.function="+name, "--filter", "status=paused", "--format", "{{.Names}}")
+}
+
 // A function with --min 0 runs no worker until called; its first call is
 // answered by the cloud (reason cold) while a worker starts; the next
 // calls are local; after SCALE_TO_ZERO_AFTER without calls it is at zero
@@ -44,6 +51,9 @@ func TestScaleToZero(t *testing.T) {
 					return ready
 				})
 			}
+			// The function's one frozen spare (WORKER_SPARE) runs while it is
+			// made, then is paused: no worker.
+			waitUntil(t, 60*time.Second, "the frozen spare", func() bool { return len(s.pausedContainers("faas")) == 1 })
 			if size, _ := s.poolSize("faas"); size != 0 || len(s.runningContainers("faas")) != 0 {
 				t.Fatalf("a function with --min 0 runs %d workers before its first call", size)
 			}
