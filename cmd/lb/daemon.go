@@ -199,6 +199,11 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 		CloseTimeout: cfg.DrainTimeout + time.Minute,
 		Log:          log,
 	})
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.sweepOrphans(loopCtx)
+	}()
 	d.watcher = d.store.WatchAll(loopCtx)
 	d.wg.Add(1)
 	go func() {
@@ -206,6 +211,62 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 		d.follow(loopCtx)
 	}()
 	return d, nil
+}
+
+// sweepOrphans removes, once lb is ready and if it is the controller, the
+// workers of functions it does not serve: deleted while no lb ran, or no
+// longer selected by FUNCTIONS (another pool's lb would not share its
+// POOL_NAME). Their cloud resources stay: lb cannot tell which it made.
+func (d *daemon) sweepOrphans(ctx context.Context) {
+	for !d.router.Ready() || !d.replica.Controller() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	names, err := d.network.PoolFunctions(sctx)
+	if err != nil {
+		d.log.Warn("look for workers of functions not served", "err", err)
+		return
+	}
+	published, err := d.store.List(sctx)
+	if err != nil {
+		d.log.Warn("look for workers of functions not served", "err", err)
+		return
+	}
+	served := map[string]bool{}
+	for _, n := range d.router.Names() {
+		served[n] = true
+	}
+	for _, fn := range published {
+		if selected(d.cfg, fn.Name) {
+			served[fn.Name] = true // starting, or about to
+		}
+	}
+	for _, name := range names {
+		if served[name] {
+			continue
+		}
+		b, err := d.network.For(spillway.Function{Name: name})
+		if err != nil {
+			d.log.Warn("remove workers of a function not served", "function", name, "err", err)
+			continue
+		}
+		ws, err := b.List(sctx)
+		if err != nil {
+			d.log.Warn("remove workers of a function not served", "function", name, "err", err)
+			continue
+		}
+		for _, w := range ws {
+			if err := b.Remove(sctx, w.ID); err != nil {
+				d.log.Warn("remove a worker of a function not served", "function", name, "worker", w.Name, "err", err)
+			}
+		}
+		d.log.Info("removed the workers of a function not served", "function", name, "workers", len(ws))
+	}
 }
 
 // tellReady logs and shows the first moment lb is ready.

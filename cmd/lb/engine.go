@@ -22,6 +22,8 @@ type engine interface {
 	Close() error
 	// For is fn's backend, on the engine's one connection.
 	For(fn spillway.Function) (functionBackend, error)
+	// PoolFunctions are the functions with workers in the pool.
+	PoolFunctions(ctx context.Context) ([]string, error)
 }
 
 // functionBackend is one function's pool.Backend; Close leaves the

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -428,5 +429,33 @@ func TestFairShareUnderMaxTotalWorkers(t *testing.T) {
 				t.Errorf("without the cap the pools peaked at %d; the capped run's bound proves nothing", peak)
 			}
 		})
+	}
+}
+
+// Workers of a function deleted while no lb ran are removed by the next
+// lb; the functions it serves keep theirs (adopted, not restarted).
+func TestOrphanWorkersRemovedAtStart(t *testing.T) {
+	s := newStack(t, stackOptions{env: map[string]string{"NUMBER_OF_SERVERS": "1"}})
+	s.publish(sleeper, spillway.StyleHandler)
+	s.publishAs("gone", sleeper, spillway.StyleHandler, spillway.Settings{})
+	s.startLB()
+	waitUntil(t, 60*time.Second, "gone served", func() bool { _, err := s.call("gone", "x"); return err == nil })
+	kept := s.functionContainers("faas")
+	if _, graceful := s.lb.stop(syscall.SIGKILL, 10*time.Second); !graceful {
+		t.Fatal("lb did not die on SIGKILL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.store.Delete(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.functionContainers("gone")) == 0 {
+		t.Fatal("no worker of gone left after lb was killed: nothing to test")
+	}
+	s.startLB()
+	waitUntil(t, 60*time.Second, "gone's workers removed", func() bool { return len(s.functionContainers("gone")) == 0 })
+	slices.Sort(kept)
+	if now := s.functionContainers("faas"); !slices.Equal(slices.Sorted(slices.Values(now)), kept) {
+		t.Errorf("faas's workers %v -> %v: want them adopted", kept, now)
 	}
 }
