@@ -43,7 +43,7 @@ func openEngine(ctx context.Context, cfg config.Config, log *slog.Logger) (engin
 		return dockerEngine{b}, nil
 	}
 	dc := cfg.DockerConfig()
-	b, err := swarm.Open(ctx, swarm.Config{Pool: dc.Pool, Image: dc.Image, ServerPort: dc.ServerPort,
+	b, err := swarm.Open(ctx, swarm.Config{Pool: dc.Pool, Image: dc.Image, NetworkName: dc.Network, ServerPort: dc.ServerPort,
 		Memory: dc.Memory, NanoCPUs: dc.NanoCPUs, PidsLimit: dc.PidsLimit}, log)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the swarm (POOL_BACKEND=swarm): %w", err)

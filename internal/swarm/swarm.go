@@ -76,16 +76,19 @@ const (
 
 // Config describes the worker services of one function of a pool.
 type Config struct {
-	Pool       string // POOL_NAME: label value and service-name prefix
-	Function   string // the function served; "" for every function's workers
-	Image      string // WORKER_IMAGE: present on every node
-	ServerPort int    // SERVER_PORT inside the worker
-	Memory     int64  // WORKER_MEMORY in bytes; 0 means no limit
-	NanoCPUs   int64  // WORKER_CPUS × 1e9; 0 means no limit
-	PidsLimit  int64  // WORKER_PIDS_LIMIT; <= 0 means no limit
-	TmpfsSize  int64  // /tmp tmpfs in bytes; 0 means DefaultTmpfsSize
-	StopGrace  time.Duration
-	Poll       time.Duration // task-list period; 0 means DefaultPoll
+	Pool     string // POOL_NAME: label value and service-name prefix
+	Function string // the function served; "" for every function's workers
+	Image    string // WORKER_IMAGE: present on every node
+	// NetworkName (DOCKER_NETWORK) is the pool's overlay network; empty
+	// means <Pool>-workers.
+	NetworkName string
+	ServerPort  int   // SERVER_PORT inside the worker
+	Memory      int64 // WORKER_MEMORY in bytes; 0 means no limit
+	NanoCPUs    int64 // WORKER_CPUS × 1e9; 0 means no limit
+	PidsLimit   int64 // WORKER_PIDS_LIMIT; <= 0 means no limit
+	TmpfsSize   int64 // /tmp tmpfs in bytes; 0 means DefaultTmpfsSize
+	StopGrace   time.Duration
+	Poll        time.Duration // task-list period; 0 means DefaultPoll
 	// Constraints are Swarm placement constraints (addfaas --constraint),
 	// e.g. node.labels.gpu==true.
 	Constraints []string
@@ -106,8 +109,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Network is the pool's overlay network, <pool>-workers.
-func (c Config) Network() string { return c.Pool + "-workers" }
+// Network is the pool's overlay network: NetworkName, or <pool>-workers.
+func (c Config) Network() string {
+	if c.NetworkName != "" {
+		return c.NetworkName
+	}
+	return c.Pool + "-workers"
+}
 
 // Validate names the variable of the first bad value.
 func (c Config) Validate() error {
@@ -118,6 +126,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("function name %q: want letters, digits, '_', '.', '-'", c.Function)
 	case c.Image == "":
 		return errors.New("WORKER_IMAGE is empty")
+	case c.NetworkName != "" && !nameRE.MatchString(c.NetworkName):
+		return fmt.Errorf("DOCKER_NETWORK=%q: want letters, digits, '_', '.', '-'", c.NetworkName)
 	case c.ServerPort < 1 || c.ServerPort > 65535:
 		return fmt.Errorf("SERVER_PORT=%d: out of range", c.ServerPort)
 	case c.Memory < 0 || c.NanoCPUs < 0:
@@ -270,6 +280,16 @@ func (b *Backend) JoinNetwork(ctx context.Context) error {
 	host, err := os.Hostname()
 	if err != nil {
 		return fmt.Errorf("hostname, to find lb's container: %w", err)
+	}
+	// A stack attaches lb's task to the network already.
+	res, err := b.cli.NetworkInspect(ctx, b.cfg.Network(), client.NetworkInspectOptions{})
+	if err != nil {
+		return fmt.Errorf("inspect network %s: %w", b.cfg.Network(), err)
+	}
+	for id, ep := range res.Network.Containers {
+		if ep.Name == host || strings.HasPrefix(id, host) {
+			return nil
+		}
 	}
 	_, err = b.cli.NetworkConnect(ctx, b.cfg.Network(), client.NetworkConnectOptions{Container: host})
 	if err != nil && !cerrdefs.IsConflict(err) && !strings.Contains(err.Error(), "already exists") {
