@@ -292,7 +292,7 @@ func TestBackendConformance(t *testing.T) {
 			var wg sync.WaitGroup
 			wg.Go(func() { _ = s.watcher.Watch(wctx, func(id string) { died <- id }) })
 			defer func() { stop(); wg.Wait() }()
-			time.Sleep(time.Second) // the watch is established (the swarm one has seen it running)
+			time.Sleep(time.Second) // the watch is established (the docker one subscribes to events)
 			s.kill(t, w)
 			select {
 			case id := <-died:

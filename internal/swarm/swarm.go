@@ -577,12 +577,28 @@ func (b *Backend) removeUnusedConfigs(ctx context.Context) error {
 // List returns this backend's workers: each service with its newest task,
 // running or not, and the task's address when it runs.
 func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
+	ws, _, err := b.list(ctx)
+	return ws, err
+}
+
+// ended reports whether a task in state st has stopped for good.
+func ended(st swarm.TaskState) bool {
+	switch st {
+	case swarm.TaskStateComplete, swarm.TaskStateShutdown, swarm.TaskStateFailed,
+		swarm.TaskStateRejected, swarm.TaskStateRemove, swarm.TaskStateOrphaned:
+		return true
+	}
+	return false
+}
+
+// list is List with the state of each worker's newest task, by service id.
+func (b *Backend) list(ctx context.Context) ([]pool.Worker, map[string]swarm.TaskState, error) {
 	svcs, err := b.cli.ServiceList(ctx, client.ServiceListOptions{Filters: b.workerFilter()})
 	if err != nil {
-		return nil, fmt.Errorf("list worker services of pool %s: %w", b.cfg.Pool, err)
+		return nil, nil, fmt.Errorf("list worker services of pool %s: %w", b.cfg.Pool, err)
 	}
 	if len(svcs.Items) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	f := make(client.Filters)
 	for _, s := range svcs.Items {
@@ -590,7 +606,7 @@ func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
 	}
 	tasks, err := b.cli.TaskList(ctx, client.TaskListOptions{Filters: f})
 	if err != nil {
-		return nil, fmt.Errorf("list tasks of pool %s: %w", b.cfg.Pool, err)
+		return nil, nil, fmt.Errorf("list tasks of pool %s: %w", b.cfg.Pool, err)
 	}
 	newest := map[string]swarm.Task{}
 	for _, t := range tasks.Items {
@@ -599,19 +615,23 @@ func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
 		}
 	}
 	out := make([]pool.Worker, 0, len(svcs.Items))
+	states := make(map[string]swarm.TaskState, len(svcs.Items))
 	for _, s := range svcs.Items {
 		l := s.Spec.Labels
 		version, _ := strconv.ParseInt(l[LabelVersion], 10, 64)
 		w := pool.Worker{ID: s.ID, Name: s.Spec.Name, Function: l[LabelFunction], Version: version,
 			SHA256: l[LabelSHA256], Style: spillway.Style(l[LabelStyle]), Handler: l[LabelHandler],
 			ReuseProcess: l[LabelReuseProcess] == "1"}
-		if t, ok := newest[s.ID]; ok && t.Status.State == swarm.TaskStateRunning {
-			w.Running = true
-			w.Addr, _ = b.address(t)
+		if t, ok := newest[s.ID]; ok {
+			states[s.ID] = t.Status.State
+			if t.Status.State == swarm.TaskStateRunning {
+				w.Running = true
+				w.Addr, _ = b.address(t)
+			}
 		}
 		out = append(out, w)
 	}
-	return out, nil
+	return out, states, nil
 }
 
 // PoolFunctions returns the functions that have worker services in this
@@ -631,14 +651,17 @@ func (b *Backend) PoolFunctions(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// Watch calls died with the id of every worker whose task stopped running
+// Watch calls died, once, with the id of every worker whose task stopped
 // (exited, killed, its node lost), read from the task list every Poll:
-// Swarm has no event for a task's state. It returns when ctx ends or the
+// Swarm has no event for a task's state. A task seen running that is no
+// longer running counts, and so does one that ended before any poll saw
+// it run; a task still starting does not. It returns when ctx ends or the
 // task list fails three times in a row.
 func (b *Backend) Watch(ctx context.Context, died func(id string)) error {
 	t := time.NewTicker(b.cfg.Poll)
 	defer t.Stop()
-	running := map[string]bool{} // services seen running, not yet reported
+	running := map[string]bool{}  // services seen running, not yet reported
+	reported := map[string]bool{} // services reported, while they exist
 	fails := 0
 	for {
 		select {
@@ -646,7 +669,7 @@ func (b *Backend) Watch(ctx context.Context, died func(id string)) error {
 			return ctx.Err()
 		case <-t.C:
 		}
-		ws, err := b.List(ctx)
+		ws, states, err := b.list(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -663,14 +686,21 @@ func (b *Backend) Watch(ctx context.Context, died func(id string)) error {
 			switch {
 			case w.Running:
 				running[w.ID] = true
-			case running[w.ID]:
+			case reported[w.ID]:
+			case running[w.ID] || ended(states[w.ID]):
 				delete(running, w.ID)
+				reported[w.ID] = true
 				died(w.ID)
 			}
 		}
 		for id := range running {
 			if !seen[id] {
 				delete(running, id) // removed: the pool knows
+			}
+		}
+		for id := range reported {
+			if !seen[id] {
+				delete(reported, id)
 			}
 		}
 	}
