@@ -102,6 +102,14 @@ func newStack(t *testing.T, backend string, env map[string]string) *stack {
 	}
 	docker(t, "start", s.pool+"-lb")
 	s.lbURL = "http://127.0.0.1:" + strconv.Itoa(lbPort) + "/"
+	s.waitReady()
+	return s
+}
+
+// waitReady waits until lb's /healthz answers 200.
+func (s *stack) waitReady() {
+	t := s.t
+	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		resp, err := http.Get(s.lbURL + "healthz")
@@ -119,7 +127,20 @@ func newStack(t *testing.T, backend string, env map[string]string) *stack {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return s
+}
+
+// workerNames are the names of the pool's workers (services or
+// containers), sorted.
+func (s *stack) workerNames() []string {
+	var out string
+	if s.swarm {
+		out = docker(s.t, "service", "ls", "--filter", "label=spillway.pool="+s.pool, "--format", "{{.Name}}")
+	} else {
+		out = docker(s.t, "ps", "-a", "--filter", "label=spillway.pool="+s.pool, "--filter", "label=spillway.function", "--format", "{{.Names}}")
+	}
+	names := strings.Fields(out)
+	slices.Sort(names)
+	return names
 }
 
 func (s *stack) lbLog() string {
@@ -335,6 +356,20 @@ func testLB(t *testing.T, backend string) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "v1 fib(12) = 144" || resp.Header.Get("X-Spillway-Route") != "local" {
 			t.Fatalf("POST /function/faas = %d %q (route %q)", resp.StatusCode, body, resp.Header.Get("X-Spillway-Route"))
+		}
+	})
+
+	t.Run("lb killed and started again adopts its workers", func(t *testing.T) {
+		before := s.workerNames()
+		docker(t, "kill", s.pool+"-lb")
+		docker(t, "start", s.pool+"-lb")
+		s.waitReady()
+		got, err := s.call(ctxT(t, time.Minute), 11)
+		if err != nil || strings.TrimSpace(got) != "v1 fib(11) = 89" {
+			t.Fatalf("call_faas(11) after the restart = %q, %v", got, err)
+		}
+		if after := s.workerNames(); !slices.Equal(after, before) {
+			t.Fatalf("workers after lb's restart %v, want the same as before %v", after, before)
 		}
 	})
 
