@@ -62,6 +62,11 @@ type Config struct {
 	// each function at zero workers, with a ping the shim answers without
 	// running the function.
 	CloudKeepWarm bool
+	// CloudKeepWarmEvery (CLOUD_KEEP_WARM_EVERY): how often each function
+	// at zero workers is pinged; below the ~5 minutes Lambda is commonly
+	// seen to keep an idle environment, so a ping finds the one the last
+	// kept.
+	CloudKeepWarmEvery time.Duration
 	// PoolBackend (POOL_BACKEND): docker (one engine) or swarm (a service
 	// per function on the current swarm).
 	PoolBackend       string
@@ -169,46 +174,47 @@ var (
 func Load(lookup Lookup) (Config, error) {
 	p := parser{lookup: lookup}
 	c := Config{
-		NumberOfServers:   p.int("NUMBER_OF_SERVERS", 2),
-		WorkerConcurrency: p.int("WORKER_CONCURRENCY", defaultConcurrency),
-		LoadBalancerPort:  p.int("LOAD_BALANCER_PORT", defaultLBPort),
-		ListenHost:        p.str("LB_LISTEN_HOST", "127.0.0.1"),
-		LocalTimeout:      p.duration("LOCAL_TIMEOUT", defaultLocalTimeout),
-		ElasticitySleep:   p.duration("ELASTICITY_SLEEP", time.Second),
-		ScaleDownDelay:    p.duration("SCALE_DOWN_DELAY", 30*time.Second),
-		ScaleToZeroAfter:  p.duration("SCALE_TO_ZERO_AFTER", 5*time.Minute),
-		WorkerSpare:       p.bool("WORKER_SPARE", true),
-		CloudKeepWarm:     p.bool("CLOUD_KEEP_WARM", false),
-		PoolBackend:       p.choice("POOL_BACKEND", "docker", PoolBackends),
-		Scheduler:         p.choice("SCHEDULER", "round-robin", Schedulers),
-		OffloadPolicy:     p.choice("OFFLOAD_POLICY", "overflow", OffloadPolicies),
-		Autoscaler:        p.choice("AUTOSCALER", "predictive", Autoscalers),
-		QueueTimeout:      p.duration("QUEUE_TIMEOUT", 0),
-		CloudMaxRPS:       p.float("CLOUD_MAX_RPS", 0),
-		CloudMaxCostHour:  p.float("CLOUD_MAX_COST_PER_HOUR", 0),
-		CloudBudgetBurst:  p.duration("CLOUD_BUDGET_BURST", time.Second),
-		OffloadWaitWeight: p.float("OFFLOAD_WAIT_WEIGHT", 4),
-		ScaleTargetUtil:   p.float("SCALE_TARGET_UTILIZATION", 0.8),
-		MaxRequestBytes:   p.bytes("LB_MAX_REQUEST_BYTES", defaultMaxRequest),
-		MaxResultBytes:    p.bytes("MAX_RESULT_BYTES", DefaultMaxResultBytes),
-		MaxQueued:         p.int("MAX_QUEUED", 1000),
-		DrainTimeout:      p.duration("DRAIN_TIMEOUT", 30*time.Second),
-		FunctionName:      p.str("FAAS_FUNCTION_NAME", defaultFunctionName),
-		RedisAddr:         p.str("REDIS_ADDR", defaultRedisAddr),
-		PoolName:          p.str("POOL_NAME", "spillway"),
-		LBID:              p.str("LB_ID", defaultLBID()),
-		WorkerImage:       p.str("WORKER_IMAGE", p.workerImage()),
-		WorkerMemory:      p.bytes("WORKER_MEMORY", 256<<20),
-		WorkerCPUs:        p.float("WORKER_CPUS", 1),
-		WorkerPids:        int64(p.int("WORKER_PIDS_LIMIT", 128)),
-		WorkerAddress:     p.choice("WORKER_ADDRESS", "auto", WorkerAddresses),
-		WorkerPort:        p.int("SERVER_PORT", defaultServerPort),
-		AuthToken:         p.str("LB_AUTH_TOKEN", ""),
-		AllowAnonymous:    p.bool("LB_ALLOW_ANONYMOUS", false),
-		RedisPassword:     p.str("REDIS_PASSWORD", ""),
-		LogLevel:          p.choice("LOG_LEVEL", defaultLogLevel, LogLevels),
-		LogFormat:         p.choice("LOG_FORMAT", "text", LogFormats),
-		Pprof:             p.bool("LB_PPROF", false),
+		NumberOfServers:    p.int("NUMBER_OF_SERVERS", 2),
+		WorkerConcurrency:  p.int("WORKER_CONCURRENCY", defaultConcurrency),
+		LoadBalancerPort:   p.int("LOAD_BALANCER_PORT", defaultLBPort),
+		ListenHost:         p.str("LB_LISTEN_HOST", "127.0.0.1"),
+		LocalTimeout:       p.duration("LOCAL_TIMEOUT", defaultLocalTimeout),
+		ElasticitySleep:    p.duration("ELASTICITY_SLEEP", time.Second),
+		ScaleDownDelay:     p.duration("SCALE_DOWN_DELAY", 30*time.Second),
+		ScaleToZeroAfter:   p.duration("SCALE_TO_ZERO_AFTER", 5*time.Minute),
+		WorkerSpare:        p.bool("WORKER_SPARE", true),
+		CloudKeepWarm:      p.bool("CLOUD_KEEP_WARM", false),
+		CloudKeepWarmEvery: p.duration("CLOUD_KEEP_WARM_EVERY", 4*time.Minute),
+		PoolBackend:        p.choice("POOL_BACKEND", "docker", PoolBackends),
+		Scheduler:          p.choice("SCHEDULER", "round-robin", Schedulers),
+		OffloadPolicy:      p.choice("OFFLOAD_POLICY", "overflow", OffloadPolicies),
+		Autoscaler:         p.choice("AUTOSCALER", "predictive", Autoscalers),
+		QueueTimeout:       p.duration("QUEUE_TIMEOUT", 0),
+		CloudMaxRPS:        p.float("CLOUD_MAX_RPS", 0),
+		CloudMaxCostHour:   p.float("CLOUD_MAX_COST_PER_HOUR", 0),
+		CloudBudgetBurst:   p.duration("CLOUD_BUDGET_BURST", time.Second),
+		OffloadWaitWeight:  p.float("OFFLOAD_WAIT_WEIGHT", 4),
+		ScaleTargetUtil:    p.float("SCALE_TARGET_UTILIZATION", 0.8),
+		MaxRequestBytes:    p.bytes("LB_MAX_REQUEST_BYTES", defaultMaxRequest),
+		MaxResultBytes:     p.bytes("MAX_RESULT_BYTES", DefaultMaxResultBytes),
+		MaxQueued:          p.int("MAX_QUEUED", 1000),
+		DrainTimeout:       p.duration("DRAIN_TIMEOUT", 30*time.Second),
+		FunctionName:       p.str("FAAS_FUNCTION_NAME", defaultFunctionName),
+		RedisAddr:          p.str("REDIS_ADDR", defaultRedisAddr),
+		PoolName:           p.str("POOL_NAME", "spillway"),
+		LBID:               p.str("LB_ID", defaultLBID()),
+		WorkerImage:        p.str("WORKER_IMAGE", p.workerImage()),
+		WorkerMemory:       p.bytes("WORKER_MEMORY", 256<<20),
+		WorkerCPUs:         p.float("WORKER_CPUS", 1),
+		WorkerPids:         int64(p.int("WORKER_PIDS_LIMIT", 128)),
+		WorkerAddress:      p.choice("WORKER_ADDRESS", "auto", WorkerAddresses),
+		WorkerPort:         p.int("SERVER_PORT", defaultServerPort),
+		AuthToken:          p.str("LB_AUTH_TOKEN", ""),
+		AllowAnonymous:     p.bool("LB_ALLOW_ANONYMOUS", false),
+		RedisPassword:      p.str("REDIS_PASSWORD", ""),
+		LogLevel:           p.choice("LOG_LEVEL", defaultLogLevel, LogLevels),
+		LogFormat:          p.choice("LOG_FORMAT", "text", LogFormats),
+		Pprof:              p.bool("LB_PPROF", false),
 	}
 	// With NUMBER_OF_SERVERS=0 (scale to zero) the default ceiling is 2.
 	c.MaxServers = p.int("MAX_SERVERS", max(2*c.NumberOfServers, 2))
@@ -304,6 +310,9 @@ func (c Config) Validate() error {
 	}
 	if c.ScaleToZeroAfter <= 0 {
 		bad("SCALE_TO_ZERO_AFTER", c.ScaleToZeroAfter, "must be positive")
+	}
+	if c.CloudKeepWarmEvery < time.Second {
+		bad("CLOUD_KEEP_WARM_EVERY", c.CloudKeepWarmEvery, "must be at least 1s")
 	}
 	if c.ScaleDownDelay < 0 {
 		bad("SCALE_DOWN_DELAY", c.ScaleDownDelay, "must not be negative")

@@ -39,6 +39,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"Cloud.LambdaName", c.Cloud.LambdaName, "spillway-faas"},
 		{"Cloud.LambdaMemory", c.Cloud.LambdaMemory, int32(3008)},
 		{"LocalSlots", c.LocalSlots(), 4},
+		{"CloudKeepWarmEvery", c.CloudKeepWarmEvery, 4 * time.Minute},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -84,6 +85,7 @@ func TestLoadErrorsNameVariableAndValue(t *testing.T) {
 		{map[string]string{"LB_ID": "lb 1"}, []string{`LB_ID="lb 1"`}},
 		{map[string]string{"AWS_ENDPOINT_URL": "localhost:4566"}, []string{"AWS_ENDPOINT_URL"}},
 		{map[string]string{"LAMBDA_MEMORY": "64"}, []string{"LAMBDA_MEMORY=64"}},
+		{map[string]string{"CLOUD_KEEP_WARM_EVERY": "500ms"}, []string{"CLOUD_KEEP_WARM_EVERY=500ms", "at least 1s"}},
 		// several problems are reported together
 		{map[string]string{"NUMBER_OF_SERVERS": "x", "SCHEDULER": "y"}, []string{"NUMBER_OF_SERVERS", "SCHEDULER"}},
 	}

@@ -35,6 +35,17 @@ type ManyConfig struct {
 	Offload     string        // OFFLOAD_POLICY of every function
 	Autoscaler  string        // AUTOSCALER of every function
 	Scheduler   string        // SCHEDULER of every function
+
+	// Scale to zero, for functions with Servers (--min) 0: a function
+	// loses its last worker after ScaleToZeroAfter without calls
+	// (SCALE_TO_ZERO_AFTER). A call that finds no ready worker starts one
+	// at once and either waits for it (ColdWait, as Knative's activator
+	// does) or goes to the cloud with reason cold (lb). With KeepWarmEvery
+	// set (CLOUD_KEEP_WARM_EVERY), each function at zero workers pings its
+	// Lambda that often, at a phase of its own, keeping one environment warm.
+	ScaleToZeroAfter time.Duration
+	ColdWait         bool
+	KeepWarmEvery    time.Duration
 }
 
 // DefaultManyConfig is 100 functions (min 1, max 16, a 100ms function each)
@@ -58,8 +69,12 @@ func (c ManyConfig) Validate() error {
 		return fmt.Errorf("need --functions >= 1, --calls >= 1 and --rate > 0")
 	case c.Zipf < 0 || c.BurstFactor < 1 || c.BurstOn < 0 || c.BurstEvery <= 0 || c.BurstOn > c.BurstEvery:
 		return fmt.Errorf("need --zipf >= 0, --burst >= 1 and 0 <= --burst-on <= --burst-every")
-	case c.Servers < 1 || c.Max < c.Servers || c.Concurrency < 1:
-		return fmt.Errorf("need 1 <= --servers <= --max and --concurrency >= 1")
+	case c.Servers < 0 || c.Max < max(1, c.Servers) || c.Concurrency < 1:
+		return fmt.Errorf("need 0 <= --servers <= --max, --max >= 1 and --concurrency >= 1")
+	case c.Servers == 0 && c.ScaleToZeroAfter <= 0:
+		return fmt.Errorf("--servers 0 needs a positive --scale-to-zero-after")
+	case c.KeepWarmEvery < 0:
+		return fmt.Errorf("--keep-warm-every must not be negative")
 	case c.Tick <= 0:
 		return fmt.Errorf("--tick must be positive")
 	case c.Service < 0 || c.ServiceCV < 0 || c.WorkerColdStart < 0:
@@ -69,6 +84,9 @@ func (c ManyConfig) Validate() error {
 	}
 	return nil
 }
+
+// zero reports whether functions scale to zero in this run.
+func (c ManyConfig) zero() bool { return c.Servers == 0 }
 
 // Sharing names how the functions share the cap in one run:
 //
@@ -121,6 +139,9 @@ func ParseSharing(s string) (Sharing, error) {
 type ManyResult struct {
 	Sharing string `json:"sharing"`
 	Total   int    `json:"max_total_workers"`
+	// Variant names the way idle functions were treated in a
+	// scale-to-zero comparison (ZeroVariant.Name); "" otherwise.
+	Variant string `json:"variant,omitempty"`
 
 	Calls     int64   `json:"calls"`
 	Local     int64   `json:"local"`
@@ -143,6 +164,19 @@ type ManyResult struct {
 	// Taken counts workers the rule took from a function below what its
 	// own autoscaler would keep.
 	Taken int `json:"taken"`
+
+	// ColdCalls are the calls that found their function with no ready
+	// worker (scaled to zero, or its first worker still starting); Cold…Ms
+	// their latency. ScaledToZero counts the times a function lost its
+	// last worker; Pings the keep-warm pings sent, costed in CloudCostUSD
+	// and apart in PingCostUSD.
+	ColdCalls    int64   `json:"cold_calls"`
+	ColdP50Ms    float64 `json:"cold_p50_ms"`
+	ColdP99Ms    float64 `json:"cold_p99_ms"`
+	ColdMaxMs    float64 `json:"cold_max_ms"`
+	ScaledToZero int64   `json:"scaled_to_zero"`
+	Pings        int64   `json:"pings"`
+	PingCostUSD  float64 `json:"ping_cost_usd"`
 
 	SimSeconds float64 `json:"sim_s"`
 	Events     int64   `json:"events"`
@@ -172,6 +206,9 @@ type fn struct {
 	starting int
 	cloudIn  int
 	envs     []env
+	lastCall int64 // the last arrival, ns (scale to zero)
+	lastPing int64 // the last keep-warm ping, ns, if pinged
+	pinged   bool
 }
 
 type mworker struct {
@@ -189,6 +226,7 @@ type mcall struct {
 	gen    uint32
 	f      int32
 	queued bool
+	cold   bool // it found no ready worker
 }
 
 // many is one many-function run's state.
@@ -217,9 +255,10 @@ type many struct {
 	lastPool int64
 	mins     int
 
-	err  error
-	hist *hdrhistogram.Histogram
-	res  ManyResult
+	err      error
+	hist     *hdrhistogram.Histogram
+	coldHist *hdrhistogram.Histogram // the cold calls' latencies
+	res      ManyResult
 }
 
 // RunMany simulates cfg with the functions sharing total workers as sh says.
@@ -240,6 +279,7 @@ func RunMany(cfg ManyConfig, total int, sh Sharing) (ManyResult, error) {
 		m.mu = math.Log(cfg.Service.Seconds()) - m.sig*m.sig/2
 	}
 	m.hist = hdrhistogram.New(1, 3_600_000_000, 3)
+	m.coldHist = hdrhistogram.New(1, 3_600_000_000, 3)
 	m.res = ManyResult{Sharing: sh.Name, Total: total}
 	if sh.Static == "" {
 		m.ledger = share.NewRule(total, sh.Rule, m.at)
@@ -277,8 +317,10 @@ func RunMany(cfg ManyConfig, total int, sh Sharing) (ManyResult, error) {
 		}); err != nil {
 			return ManyResult{}, err
 		}
+		// With min 0 the autoscaler keeps at least one worker while the
+		// function has one; the run takes its last away (tick).
 		if f.scale, err = policy.NewAutoscaler(cfg.Autoscaler, policy.ScaleConfig{
-			N: cfg.Servers, Max: hi, Concurrency: cfg.Concurrency,
+			N: max(1, cfg.Servers), Max: max(1, hi), Concurrency: cfg.Concurrency,
 			ScaleDownDelay: cfg.ScaleDownDelay, Tick: cfg.Tick, TargetUtilization: cfg.TargetUtilization,
 		}); err != nil {
 			return ManyResult{}, err
@@ -471,8 +513,13 @@ func (m *many) arrive(i int32) {
 		id = int32(len(m.calls) - 1)
 	}
 	c := &m.calls[id]
-	c.arrive, c.svc, c.queued, c.f = m.now, m.serviceTime(), false, i
+	c.arrive, c.svc, c.queued, c.f, c.cold = m.now, m.serviceTime(), false, i, false
 	m.res.Calls++
+	f.lastCall = m.now
+	if m.cfg.zero() && len(f.members) == 0 {
+		m.coldCall(i, id)
+		return
+	}
 	d := f.off.Decide(m.input(i, 0, f.queued))
 	if d.Route == spillway.RouteCloud {
 		m.startCloud(id, d.Reason)
@@ -489,6 +536,57 @@ func (m *many) arrive(i int32) {
 		m.h.push(event{t: m.now + d.MaxWait.Nanoseconds(), kind: evRedecide, a: id, b: int32(c.gen)})
 	}
 	m.drainQueue(i)
+}
+
+// coldCall places a call that found function i with no ready worker: a
+// worker starts at once if none is starting (within the function's share),
+// and the call waits for it (ColdWait, or no cloud) or goes to the cloud
+// with reason cold.
+func (m *many) coldCall(i, id int32) {
+	f := &m.fns[i]
+	c := &m.calls[id]
+	c.cold = true
+	m.res.ColdCalls++
+	if f.starting == 0 {
+		size := 1
+		if m.ledger != nil {
+			size = m.ledger.Target(f.name, 1, 0, f.running)
+		}
+		m.scaleTo(i, size)
+	}
+	if !m.cfg.ColdWait && !m.cfg.CloudOff {
+		m.startCloud(id, spillway.ReasonCold)
+		return
+	}
+	c.queued, c.enq = true, m.now
+	f.queue = append(f.queue, id)
+	f.queued++
+}
+
+// ping sends function i's keep-warm ping, as control.KeepWarm does, once
+// KeepWarmEvery has passed since its last one: it takes the Lambda's most
+// recently used environment if one is still warm (a new one otherwise) and
+// keeps it warm from now. It is billed as a 1ms call, plus the cold start
+// when it made a new environment.
+func (m *many) ping(i int32) {
+	f := &m.fns[i]
+	if m.cfg.KeepWarmEvery <= 0 || m.cfg.CloudOff || f.pinged && m.now-f.lastPing < m.cfg.KeepWarmEvery.Nanoseconds() {
+		return
+	}
+	f.pinged, f.lastPing = true, m.now
+	m.res.Pings++
+	billed := time.Millisecond
+	n := len(f.envs)
+	if n > 0 && m.now-f.envs[n-1].freeAt <= m.cfg.CloudKeepAlive.Nanoseconds() {
+		f.envs[n-1].freeAt = m.now
+	} else {
+		billed += m.cfg.CloudColdStart
+		m.res.CloudColdStarts++
+		f.envs = append(f.envs[:0], env{freeAt: m.now + m.cfg.CloudColdStart.Nanoseconds()})
+	}
+	usd := policy.CallCost(billed, m.cfg.LambdaMemoryMB, m.cfg.PricePerGBSecond, m.cfg.PricePerRequest)
+	m.res.CloudCostUSD += usd
+	m.res.PingCostUSD += usd
 }
 
 func (m *many) redecide(id int32, gen uint32) {
@@ -580,6 +678,9 @@ func (m *many) record(id int32) {
 	c := &m.calls[id]
 	us := max((m.now-c.arrive)/1000, 1)
 	_ = m.hist.RecordValue(us) // clamped by the histogram's range
+	if c.cold {
+		_ = m.coldHist.RecordValue(us)
+	}
 	c.gen++
 	m.freeCall = append(m.freeCall, id)
 }
@@ -715,6 +816,13 @@ func (m *many) scaleTo(i int32, desired int) {
 // the ledger (or fixed by the static split).
 func (m *many) tick(i int32) {
 	f := &m.fns[i]
+	if m.cfg.zero() && m.idle(i) {
+		m.ping(i)
+		if m.arrived < m.cfg.Calls || f.cloudIn > 0 {
+			m.h.push(event{t: m.now + m.cfg.Tick.Nanoseconds(), kind: evTick, f: i})
+		}
+		return
+	}
 	now := m.at()
 	est := f.est.Estimates(now)
 	have := len(f.members) + f.starting
@@ -736,6 +844,27 @@ func (m *many) tick(i int32) {
 	}
 }
 
+// idle reports whether function i, which may scale to zero, stays at zero
+// (no worker and no call waiting for one) or goes there now (no call
+// arrived for SCALE_TO_ZERO_AFTER, none runs or waits). Its share learns
+// the new size.
+func (m *many) idle(i int32) bool {
+	f := &m.fns[i]
+	have := len(f.members) + f.starting
+	quiet := m.now-f.lastCall >= m.cfg.ScaleToZeroAfter.Nanoseconds() && f.running == 0
+	if f.queued > 0 || have > 0 && !quiet {
+		return false
+	}
+	if have > 0 {
+		m.scaleTo(i, 0)
+		m.res.ScaledToZero++
+		if m.ledger != nil {
+			m.ledger.Target(f.name, 0, 0, f.running)
+		}
+	}
+	return true
+}
+
 func (m *many) finish() {
 	r := &m.res
 	r.SimSeconds = float64(m.now) / 1e9
@@ -744,5 +873,9 @@ func (m *many) finish() {
 		r.Offloaded = float64(r.Cloud) / float64(r.Calls)
 		r.MeanMs = m.hist.Mean() / 1000
 		r.P50Ms, r.P99Ms, r.P999Ms = ms(50), ms(99), ms(99.9)
+	}
+	if r.ColdCalls > 0 {
+		cms := func(q float64) float64 { return float64(m.coldHist.ValueAtQuantile(q)) / 1000 }
+		r.ColdP50Ms, r.ColdP99Ms, r.ColdMaxMs = cms(50), cms(99), float64(m.coldHist.Max())/1000
 	}
 }

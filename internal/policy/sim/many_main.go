@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,11 +24,17 @@ type ManyReport struct {
 // the same arrivals, as a table (or JSON with --json). It returns the exit
 // code: 0, 1 on a failed run, 2 on bad usage.
 func MainMany(args []string, stdout, stderr io.Writer) int {
+	zero := slices.ContainsFunc(args, func(a string) bool {
+		return a == "--scale-to-zero" || a == "-scale-to-zero" || strings.HasPrefix(a, "--scale-to-zero=true") || strings.HasPrefix(a, "-scale-to-zero=true")
+	})
 	cfg := DefaultManyConfig()
+	if zero {
+		cfg = DefaultZeroConfig()
+	}
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: lb sim --functions N [flags]\n\nSimulates N functions behind one lb sharing MAX_TOTAL_WORKERS, each with its\nown pool, autoscaler, offload policy and Lambda, on Zipf-like popularity with\nbursts, and compares ways to share the cap. Deterministic for a --seed.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: lb sim --functions N [--scale-to-zero] [flags]\n\nSimulates N functions behind one lb sharing MAX_TOTAL_WORKERS, each with its\nown pool, autoscaler, offload policy and Lambda, on Zipf-like popularity with\nbursts, and compares ways to share the cap. Deterministic for a --seed.\nWith --scale-to-zero it compares instead, on mostly idle functions: min 1\n(always warm); min 0 where a call with no ready worker waits for it; min 0\nwhere it goes to the cloud while the worker starts, without and with\nkeep-warm pings (lb sim --functions 100 --scale-to-zero -h lists its defaults).\n\nflags:")
 		fs.PrintDefaults()
 	}
 	fs.IntVar(&cfg.Functions, "functions", cfg.Functions, "how many functions")
@@ -44,6 +51,10 @@ func MainMany(args []string, stdout, stderr io.Writer) int {
 	totals := fs.String("totals", "120,150,200", "comma-separated MAX_TOTAL_WORKERS to compare")
 	sharings := fs.String("sharing", "static-even,static-load,shared,take:0s:all,default",
 		"comma-separated ways to share the cap: static-even, static-load, shared, default, take:IDLE:MOVES[:busy]")
+	fs.Bool("scale-to-zero", false, "compare the ways to treat idle functions instead of ways to share the cap")
+	fs.DurationVar(&cfg.ScaleToZeroAfter, "scale-to-zero-after", cfg.ScaleToZeroAfter, "SCALE_TO_ZERO_AFTER, for functions with --servers 0")
+	fs.DurationVar(&cfg.KeepWarmEvery, "keep-warm-every", cfg.KeepWarmEvery, "CLOUD_KEEP_WARM_EVERY of the keep-warm variant (0: no pings)")
+	fs.BoolVar(&cfg.ColdWait, "cold-wait", cfg.ColdWait, "with --servers 0: a call with no ready worker waits for it instead of going to the cloud")
 	cloud := systemFlags(fs, &cfg.Config)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	if err := fs.Parse(args); err != nil {
@@ -63,6 +74,9 @@ func MainMany(args []string, stdout, stderr io.Writer) int {
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "sim: %v\n", err)
 		return 2
+	}
+	if zero {
+		return runZero(cfg, *asJSON, stdout, stderr)
 	}
 	var caps []int
 	for _, s := range strings.Split(*totals, ",") {
@@ -143,4 +157,24 @@ func WriteManyTable(w io.Writer, rep ManyReport) {
 			r.CloudCostUSD, r.WorkerSeconds/3600, r.PeakWorkers, r.Taken, r.OverCap, r.WallSec)
 	}
 	_ = tw.Flush() // errors surface on w's next use
+}
+
+// runZero runs and prints the scale-to-zero comparison.
+func runZero(cfg ManyConfig, asJSON bool, stdout, stderr io.Writer) int {
+	rep, err := CompareZero(cfg, ZeroVariants)
+	if err != nil {
+		fmt.Fprintf(stderr, "sim: %v\n", err)
+		return 1
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintf(stderr, "sim: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	WriteZeroTable(stdout, rep)
+	return 0
 }
