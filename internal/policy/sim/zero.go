@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spillway-faas/spillway/internal/config"
-	"github.com/spillway-faas/spillway/internal/policy"
 )
 
 // ZeroVariant is one way to treat functions that go idle, compared by
@@ -53,6 +52,10 @@ func DefaultZeroConfig() ManyConfig {
 	return c
 }
 
+// unshared gives each function its own --max whatever the others do (a
+// static split of a cap that is every function's max).
+var unshared = Sharing{Name: "unshared", Static: "even"}
+
 // CompareZero runs every variant on the same arrivals, each function's pool
 // bounded only by its --max (the cap is every function's max), as many runs
 // at once as there are CPUs. cfg's Servers, ColdWait and whether
@@ -73,7 +76,7 @@ func CompareZero(cfg ManyConfig, variants []ZeroVariant) (ManyReport, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r, err := RunMany(c, c.Functions*c.Max, Sharing{Name: "default", Rule: policy.DefaultShareRule})
+			r, err := RunMany(c, c.Functions*c.Max, unshared)
 			if err != nil {
 				err = fmt.Errorf("%s: %w", v.Name, err)
 			}
