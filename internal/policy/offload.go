@@ -259,11 +259,15 @@ func (o *Overflow) Decide(in OffloadInput) OffloadDecision {
 }
 
 // LatencyAware sends a call where it is expected to finish sooner: locally
-// after its queue wait (queue position × service time per ready slot, or a
-// worker cold start when new workers will serve it sooner; weighted by
-// WaitWeight) plus the service time, or in the cloud after the learned round
-// trip (cold starts included, see CloudRoundTrip). Ties stay local. The cloud
-// budget bounds it.
+// after its wait for a slot plus the service time, or in the cloud after the
+// learned round trip (cold starts included, see CloudRoundTrip). The local
+// wait has two parts (see LocalWaitParts): the start of a worker, when no
+// ready slot can serve the call sooner, counted as the learned
+// WorkerColdStart; and the queue wait (queue position × service time per
+// slot), weighted by WaitWeight because it is the least certain part of the
+// estimate. A pool at zero (no ready slot) thus compares starting a worker
+// with the cloud, and the cloud, chosen there, gives the reason cold. Ties
+// stay local. The cloud budget bounds it.
 type LatencyAware struct {
 	cfg    OffloadConfig
 	budget *budget
@@ -276,18 +280,23 @@ func (l *LatencyAware) Decide(in OffloadInput) OffloadDecision {
 	if in.FreeSlots > 0 && in.Queued == 0 {
 		return local // a slot is free now: nothing can beat it
 	}
-	wait := LocalWait(in)
+	start, queue := LocalWaitParts(in)
 	if !in.CloudAvailable {
 		return local
 	}
 	est := in.Estimates
 	cloud := CloudRoundTrip(in)
-	if w := float64(wait) * l.cfg.WaitWeight; w < float64(cloud) && time.Duration(w)+est.LocalService <= cloud {
-		return OffloadDecision{Route: spillway.RouteLocal, MaxWait: l.maxWait(wait)}
+	w := float64(start) + float64(queue)*l.cfg.WaitWeight
+	if w < float64(cloud) && w+float64(est.LocalService) <= float64(cloud) {
+		return OffloadDecision{Route: spillway.RouteLocal, MaxWait: l.maxWait(start + queue)}
 	}
 	cost := callCost(l.cfg, cloud)
 	if l.budget.take(in.Now, cost) {
-		return OffloadDecision{Route: spillway.RouteCloud, Reason: spillway.ReasonPolicy}
+		why := spillway.ReasonPolicy
+		if in.ReadySlots == 0 {
+			why = spillway.ReasonCold
+		}
+		return OffloadDecision{Route: spillway.RouteCloud, Reason: why}
 	}
 	return budgetSpent(in, l.cfg, l.budget, cost)
 }
@@ -321,16 +330,30 @@ func CloudRoundTrip(in OffloadInput) time.Duration {
 }
 
 // LocalWait estimates how long a call arriving with in would wait for a local
-// slot. The call is number p = Queued+1 in line (counting those already
-// running beyond the free slots). Ready slots free one every
-// LocalService/ReadySlots on average; the slots still missing up to MaxSlots
-// (starting members and those the autoscaler will add) are assumed to open all
-// at once after one WorkerColdStart and then serve at the same pace. Returns
-// math.MaxInt64 when no slot can ever serve the call.
+// slot: the sum of LocalWaitParts, or math.MaxInt64 when no slot can ever
+// serve the call.
 func LocalWait(in OffloadInput) time.Duration {
+	start, queue := LocalWaitParts(in)
+	if start == math.MaxInt64 || queue == math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return start + queue
+}
+
+// LocalWaitParts splits the local wait of a call arriving with in into the
+// time until a starting worker serves it (start: one WorkerColdStart when
+// the call will be served by a slot not ready yet, 0 otherwise) and its wait
+// in line behind other calls (queue). The call is number p = Queued+1 in line
+// (counting those already running beyond the free slots). Ready slots free
+// one every LocalService/ReadySlots on average; the slots still missing up to
+// MaxSlots (starting members and those the autoscaler will add, or the one
+// the controller starts for a pool at zero) are assumed to open all at once
+// after one WorkerColdStart and then serve at the same pace. queue is
+// math.MaxInt64 when no slot can ever serve the call.
+func LocalWaitParts(in OffloadInput) (start, queue time.Duration) {
 	p := float64(in.Queued + 1 - in.FreeSlots)
 	if p <= 0 {
-		return 0
+		return 0, 0
 	}
 	s := in.Estimates.LocalService.Seconds()
 	c := in.Estimates.WorkerColdStart.Seconds()
@@ -344,29 +367,29 @@ func LocalWait(in OffloadInput) time.Duration {
 	}
 	if s <= 0 {
 		if r > 0 {
-			return 0
+			return 0, 0
 		}
 		if extra > 0 {
-			return seconds(c)
+			return seconds(c), 0
 		}
-		return math.MaxInt64
+		return 0, math.MaxInt64
 	}
 	// Served by ready slots before any new slot opens?
 	if r > 0 && p <= r*c/s {
-		return seconds(p * s / r)
+		return 0, seconds(p * s / r)
 	}
 	if extra == 0 {
 		if r == 0 {
-			return math.MaxInt64
+			return 0, math.MaxInt64
 		}
-		return seconds(p * s / r)
+		return 0, seconds(p * s / r)
 	}
 	// At c, the ready slots have served r*c/s calls and extra slots open.
 	left := p - r*c/s - extra
 	if left <= 0 {
-		return seconds(c)
+		return seconds(c), 0
 	}
-	return seconds(c + left*s/(r+extra))
+	return seconds(c), seconds(left * s / (r + extra))
 }
 
 // Budget is the cloud budget (CLOUD_MAX_RPS, CLOUD_MAX_COST_PER_HOUR) that

@@ -29,6 +29,7 @@ var (
 	goLocal     = OffloadDecision{Route: spillway.RouteLocal}
 	goOverflow  = OffloadDecision{Route: spillway.RouteCloud, Reason: spillway.ReasonOverflow}
 	goPolicy    = OffloadDecision{Route: spillway.RouteCloud, Reason: spillway.ReasonPolicy}
+	goCold      = OffloadDecision{Route: spillway.RouteCloud, Reason: spillway.ReasonCold}
 	waitLocally = func(d time.Duration) OffloadDecision {
 		return OffloadDecision{Route: spillway.RouteLocal, MaxWait: d}
 	}
@@ -122,7 +123,27 @@ func TestOffloadDecide(t *testing.T) {
 			}),
 			waitLocally(4 * time.Second)},
 		{"latency/no ready slot, cloud beats cold start", "latency-aware", pure,
-			with(in(0, 0, 0), func(i *OffloadInput) { i.ReadySlots, i.StartingSlots = 0, 2 }), goPolicy},
+			with(in(0, 0, 0), func(i *OffloadInput) { i.ReadySlots, i.StartingSlots = 0, 2 }), goCold},
+		// A pool at zero: nothing ready or starting yet; the worker the
+		// controller starts serves the call after WorkerColdStart, which
+		// counts once (it is measured, not a guess of the queue), while
+		// the queue behind it counts WaitWeight times.
+		{"latency/at zero, warm cloud beats the worker start", "latency-aware", OffloadConfig{WaitWeight: 4},
+			with(in(0, 0, 0), func(i *OffloadInput) { i.ReadySlots = 0 }), goCold}, // 2s+100ms > 300ms
+		{"latency/at zero, worker start beats a cold Lambda", "latency-aware", OffloadConfig{WaitWeight: 4},
+			with(in(0, 0, 0), func(i *OffloadInput) {
+				i.ReadySlots = 0
+				i.Estimates.WorkerColdStart, i.Estimates.CloudRoundTrip = 500*ms, time.Second
+			}), waitLocally(time.Second)}, // 500ms+100ms <= 1s (weighted 4×500ms it would go)
+		{"latency/at zero, a queue behind the start is weighted", "latency-aware", OffloadConfig{WaitWeight: 4},
+			with(in(0, 5, 0), func(i *OffloadInput) {
+				i.ReadySlots, i.MaxSlots = 0, 1
+				i.Estimates.WorkerColdStart, i.Estimates.CloudRoundTrip = 500*ms, time.Second
+			}), goCold}, // 500ms + 4×(5×100ms) > 1s
+		{"latency/at zero, one starting, cloud off", "latency-aware", OffloadConfig{WaitWeight: 4},
+			with(in(0, 0, 0), func(i *OffloadInput) { i.ReadySlots, i.StartingSlots = 0, 1; cloudOff(i) }), goLocal},
+		{"latency/at zero, the share allows no worker", "latency-aware", OffloadConfig{WaitWeight: 4},
+			with(in(0, 0, 0), func(i *OffloadInput) { i.ReadySlots, i.MaxSlots = 0, 0 }), goCold},
 		{"latency/queue time timeout caps wait", "latency-aware", OffloadConfig{QueueTimeout: 20 * ms, WaitWeight: 1}, in(2, 1, 0), waitLocally(20 * ms)},
 		{"latency/MAX=N=1 busy", "latency-aware", pure,
 			with(in(1, 0, 0), func(i *OffloadInput) { i.MaxSlots, i.ReadySlots = 1, 1 }), waitLocally(200 * ms)},
@@ -226,6 +247,37 @@ func TestLocalWait(t *testing.T) {
 				Estimates: Estimates{LocalService: tc.svc, WorkerColdStart: tc.cold}})
 			if d := got - tc.want; d < -time.Microsecond || d > time.Microsecond {
 				t.Fatalf("LocalWait = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLocalWaitParts(t *testing.T) {
+	inf := time.Duration(math.MaxInt64)
+	for _, tc := range []struct {
+		name                                   string
+		queued, free, ready, starting, maxSlot int
+		start, queue                           time.Duration
+	}{
+		{"free slot", 0, 1, 2, 0, 4, 0, 0},
+		{"ready slots serve it before new ones open", 2, 0, 2, 2, 4, 0, 150 * ms},
+		{"at zero, first call", 0, 0, 0, 0, 4, time.Second, 0},
+		{"at zero, first call, one starting", 0, 0, 0, 1, 1, time.Second, 0},
+		{"at zero, behind three on one starting worker", 3, 0, 0, 1, 1, time.Second, 300 * ms},
+		{"new slots, then a queue", 30, 0, 1, 0, 11, time.Second, 100 * ms},
+		{"at zero, no slot allowed", 0, 0, 0, 0, 0, 0, inf},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := OffloadInput{Queued: tc.queued, FreeSlots: tc.free, ReadySlots: tc.ready,
+				StartingSlots: tc.starting, MaxSlots: tc.maxSlot,
+				Estimates: Estimates{LocalService: 100 * ms, WorkerColdStart: time.Second}}
+			start, queue := LocalWaitParts(in)
+			near := func(a, b time.Duration) bool { return a-b < time.Microsecond && b-a < time.Microsecond }
+			if !near(start, tc.start) || !near(queue, tc.queue) {
+				t.Fatalf("LocalWaitParts = (%v, %v), want (%v, %v)", start, queue, tc.start, tc.queue)
+			}
+			if w, sum := LocalWait(in), start+queue; tc.queue != inf && !near(w, sum) {
+				t.Fatalf("LocalWait = %v, want the parts' sum %v", w, sum)
 			}
 		})
 	}
