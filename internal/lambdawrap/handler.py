@@ -15,6 +15,10 @@ envelope as a JSON string. The return value is
   {"statusCode": 500, "errorType": "<Type>", "errorMessage": "<msg>", "coldStart": <bool>}
 and, for a proxy event, that object JSON-encoded as the body of
   {"statusCode": ..., "headers": {"Content-Type": "application/json"}, "body": "..."}.
+The event (or proxy body) {"spillway_ping": true}, with no "parameter" key,
+is lb's keep-warm ping (CLOUD_KEEP_WARM): it is answered
+  {"statusCode": 200, "ping": true, "coldStart": <bool>}
+without running the function.
 
 Worker mode (Spillway's worker): `python3 handler.py --worker --function PATH
 --style STYLE [--handler NAME] [--in-fd 3] [--out-fd 4]` runs as one long-lived
@@ -507,7 +511,9 @@ def _is_proxy(event):
                  or "headers" in event or "isBase64Encoded" in event))
 
 
-def _event_parameter(event, proxy):
+def _event_envelope(event, proxy):
+    """The envelope an event carries: the event itself, or a proxy event's
+    body decoded from JSON (None when it has none)."""
     if proxy:
         body = event.get("body")
         if body is None or body == "":
@@ -516,15 +522,28 @@ def _event_parameter(event, proxy):
             import base64
             body = base64.b64decode(body).decode("utf-8")
         try:
-            envelope = json.loads(body)
+            return json.loads(body)
         except ValueError as exc:
             raise ValueError("request body is not JSON: %s" % exc) from None
-        if not isinstance(envelope, dict):
-            return envelope
-        return envelope.get("parameter")
-    if isinstance(event, dict):
-        return event.get("parameter")
     return event
+
+
+def _envelope_parameter(envelope):
+    if isinstance(envelope, dict):
+        return envelope.get("parameter")
+    return envelope
+
+
+# PING_KEY marks lb's keep-warm ping: the envelope {"spillway_ping": true}
+# with no "parameter" key. lb sends every call's value under "parameter",
+# whatever the value is, so no call's event is ever taken for a ping; and a
+# ping is answered without touching the function.
+PING_KEY = "spillway_ping"
+
+
+def _is_ping(envelope):
+    return (isinstance(envelope, dict) and "parameter" not in envelope
+            and envelope.get(PING_KEY) is True)
 
 
 def handler(event, context):
@@ -533,33 +552,40 @@ def handler(event, context):
     cold, _COLD = _COLD, False
     proxy = _is_proxy(event)
     try:
-        param = _event_parameter(event, proxy)
+        envelope = _event_envelope(event, proxy)
     except ValueError as exc:
         out = {"statusCode": 400, "errorType": "InvalidEvent",
                "errorMessage": str(exc), "coldStart": cold}
     else:
-        kind, value = _lambda_function().invoke(param, context)
-        if kind == "ok":
-            cap = _lambda_function().max_result_bytes
-            try:
-                size = _json_size(value, cap)
-                if size > cap:
-                    out = {"statusCode": 413, "errorType": "ResultTooLarge",
-                           "errorMessage": _too_large(cap), "coldStart": cold}
-                else:
-                    out = {"statusCode": 200, "body": value, "coldStart": cold}
-            except (TypeError, ValueError) as exc:
-                out = {"statusCode": 500, "errorType": type(exc).__name__,
-                       "errorMessage": "result is not JSON-serialisable: %s" % exc,
-                       "coldStart": cold}
+        if _is_ping(envelope):
+            # The environment is warm now (the function was loaded at init);
+            # the function does not run.
+            out = {"statusCode": 200, "ping": True, "coldStart": cold}
         else:
-            out = {"statusCode": 500, "errorType": value["type"],
-                   "errorMessage": value["message"], "coldStart": cold}
+            out = _run(_envelope_parameter(envelope), context, cold)
     if proxy:
         return {"statusCode": out["statusCode"],
                 "headers": {"Content-Type": "application/json"},
                 "body": json.dumps(out)}
     return out
+
+
+def _run(param, context, cold):
+    kind, value = _lambda_function().invoke(param, context)
+    if kind != "ok":
+        return {"statusCode": 500, "errorType": value["type"],
+                "errorMessage": value["message"], "coldStart": cold}
+    cap = _lambda_function().max_result_bytes
+    try:
+        size = _json_size(value, cap)
+    except (TypeError, ValueError) as exc:
+        return {"statusCode": 500, "errorType": type(exc).__name__,
+                "errorMessage": "result is not JSON-serialisable: %s" % exc,
+                "coldStart": cold}
+    if size > cap:
+        return {"statusCode": 413, "errorType": "ResultTooLarge",
+                "errorMessage": _too_large(cap), "coldStart": cold}
+    return {"statusCode": 200, "body": value, "coldStart": cold}
 
 
 if __name__ != "__main__":

@@ -46,7 +46,16 @@ const (
 	// shim run a script-style function in its warm process (the record's
 	// reuse_process; the worker passes --reuse-process instead).
 	ReuseProcessEnv = "SPILLWAY_REUSE_PROCESS"
+	// PingKey marks lb's keep-warm ping (CLOUD_KEEP_WARM): the event, or a
+	// proxy event's body, {"spillway_ping": true} with no "parameter" key,
+	// which the shim in Lambda answers {"statusCode": 200, "ping": true,
+	// "coldStart": b} without running the function. lb sends every call's
+	// value under "parameter", so no call is ever taken for a ping.
+	PingKey = "spillway_ping"
 )
+
+// PingEvent is the keep-warm ping's event (see PingKey).
+func PingEvent() []byte { return []byte(`{"` + PingKey + `":true}`) }
 
 // zipTime is the modification time of every zip entry, so that the same
 // function always gives the same bytes (and the same CodeSha256).

@@ -303,3 +303,66 @@ func TestLambdaModeResultCap(t *testing.T) {
 		t.Error("the default cap changed the zip (and so the deployed CodeSha256)")
 	}
 }
+
+// counter is a handler with a side effect each call leaves in its warm
+// environment: it answers how many times it ran there.
+const counter = `runs = 0
+
+def handler(event, context):
+    global runs
+    runs += 1
+    return {"runs": runs, "parameter": event.get("parameter")}
+`
+
+// TestLambdaModePing: the shim answers lb's keep-warm ping, direct or
+// through API Gateway, without running the function (the counter does not
+// move), and the ping takes the environment's cold start. Events that only
+// look like a ping are calls: a user's value under "parameter", whatever it
+// is, a ping key beside a parameter, or a ping key that is not true.
+func TestLambdaModePing(t *testing.T) {
+	fn := spillway.Function{Name: "count", Code: counter, Style: spillway.StyleHandler}
+	var ping map[string]any
+	if err := json.Unmarshal(lambdawrap.PingEvent(), &ping); err != nil {
+		t.Fatal(err)
+	}
+	got := runLambda(t, fn,
+		ping,
+		map[string]any{"parameter": "a"},
+		proxyEvent(string(lambdawrap.PingEvent())),
+		map[string]any{"parameter": map[string]any{lambdawrap.PingKey: true}},
+		map[string]any{lambdawrap.PingKey: true, "parameter": nil},
+		map[string]any{lambdawrap.PingKey: "true"},
+		proxyEvent(`{"parameter": {"spillway_ping": true}}`),
+		ping,
+	)
+	pong := func(cold bool) map[string]any {
+		return map[string]any{"statusCode": 200.0, "ping": true, "coldStart": cold}
+	}
+	ran := func(n float64, param any) map[string]any {
+		return map[string]any{"statusCode": 200.0, "body": map[string]any{"runs": n, "parameter": param}, "coldStart": false}
+	}
+	var proxied []map[string]any
+	for _, i := range []int{2, 6} {
+		var body map[string]any
+		if err := json.Unmarshal([]byte(got[i]["body"].(string)), &body); err != nil {
+			t.Fatalf("event %d: proxy body: %v", i, err)
+		}
+		proxied = append(proxied, body)
+	}
+	for i, tc := range []struct {
+		got, want map[string]any
+	}{
+		{got[0], pong(true)},
+		{got[1], ran(1, "a")},
+		{proxied[0], pong(false)},
+		{got[3], ran(2, map[string]any{lambdawrap.PingKey: true})},
+		{got[4], ran(3, nil)},
+		{got[5], ran(4, nil)},
+		{proxied[1], ran(5, map[string]any{lambdawrap.PingKey: true})},
+		{got[7], pong(false)},
+	} {
+		if !reflect.DeepEqual(tc.got, tc.want) {
+			t.Errorf("event %d: got %v, want %v", i, tc.got, tc.want)
+		}
+	}
+}
