@@ -21,6 +21,7 @@ import (
 	ltypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/spillway-faas/spillway"
+	"github.com/spillway-faas/spillway/internal/lambdawrap"
 )
 
 // Stats are the offloader's counters since it was built.
@@ -32,6 +33,7 @@ type Stats struct {
 	Throttled  int64 // 429 / TooManyRequests answers seen
 	Rejected   int64 // calls refused by the open breaker (or cloud off / not deployed)
 	ColdStarts int64
+	Pings      int64 // keep-warm pings sent (not counted in Calls)
 	Breaker    BreakerState
 }
 
@@ -49,7 +51,7 @@ type Offloader struct {
 
 	ep atomic.Pointer[Endpoint]
 
-	calls, succeeded, failed, retries, throttled, rejected, coldStarts atomic.Int64
+	calls, succeeded, failed, retries, throttled, rejected, coldStarts, pings atomic.Int64
 }
 
 // NewOffloader builds the offload client. awsCfg (from LoadAWSConfig) is used
@@ -125,7 +127,7 @@ func (o *Offloader) Stats() Stats {
 	return Stats{
 		Calls: o.calls.Load(), Succeeded: o.succeeded.Load(), Failed: o.failed.Load(),
 		Retries: o.retries.Load(), Throttled: o.throttled.Load(), Rejected: o.rejected.Load(),
-		ColdStarts: o.coldStarts.Load(), Breaker: o.State(),
+		ColdStarts: o.coldStarts.Load(), Pings: o.pings.Load(), Breaker: o.State(),
 	}
 }
 
@@ -239,6 +241,53 @@ func (o *Offloader) Invoke(ctx context.Context, c spillway.CloudCall) (spillway.
 		return res, lastE
 	}
 	o.succeeded.Add(1)
+	return res, nil
+}
+
+// PingResult is how a keep-warm ping went.
+type PingResult struct {
+	ColdStart bool          // the ping started a new execution environment
+	Latency   time.Duration // its round trip
+}
+
+// Ping sends the keep-warm ping (lambdawrap.PingEvent) by the path calls
+// take (API Gateway with the key, or Lambda Invoke) and through the same
+// breaker, so the function's Lambda keeps an execution environment warm
+// without running the function. It is sent once, never retried: the next
+// ping comes soon enough. The caller spends it from the cloud budget first
+// (control.KeepWarm does). Errors are Invoke's; a deployed shim that ran
+// the function instead of answering the ping is an error too.
+func (o *Offloader) Ping(ctx context.Context) (PingResult, error) {
+	if !o.Enabled() {
+		return PingResult{}, fmt.Errorf("ping: cloud is off: %w: %w", spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
+	}
+	ep := o.ep.Load()
+	if ep == nil {
+		return PingResult{}, fmt.Errorf("ping: function not deployed yet: %w: %w", spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
+	}
+	start := o.now()
+	if !o.br.Allow(start) {
+		return PingResult{}, fmt.Errorf("ping %s: circuit breaker open, next probe in %s: %w: %w",
+			o.target(ep), o.br.RetryIn(start).Round(time.Millisecond), spillway.ErrCloudUnavailable, spillway.ErrCloudNotRun)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.cfg.CallTimeout)
+		defer cancel()
+	}
+	o.pings.Add(1)
+	v, cold, cl, err := o.once(ctx, ep, lambdawrap.PingEvent(), "")
+	res := PingResult{ColdStart: cold, Latency: o.now().Sub(start)}
+	o.br.Record(outcome(cl), o.now())
+	if cl == classThrottled {
+		o.throttled.Add(1)
+	}
+	if err != nil {
+		return res, fmt.Errorf("ping: %w", err)
+	}
+	if _, ok := v.(pong); !ok {
+		return res, fmt.Errorf("ping %s: the deployed shim ran the function instead of answering the ping (an older deployment?)", o.target(ep))
+	}
 	return res, nil
 }
 

@@ -26,13 +26,18 @@ type reply struct {
 	ErrorMessage string          `json:"errorMessage"`
 	Traceback    json.RawMessage `json:"traceback"`
 	StackTrace   []string        `json:"stackTrace"`
+	Ping         bool            `json:"ping"` // the shim's answer to a keep-warm ping
 }
+
+// pong is parsePayload's value for the shim's answer to a keep-warm ping.
+type pong struct{}
 
 // parsePayload turns a Lambda response payload into the function's result.
 // functionError is Lambda's X-Amz-Function-Error ("" when none or when the
 // payload came through API Gateway, which drops the header).
 //
 //   - {"statusCode":200,"body":R,"coldStart":b}: R, with ints as int64.
+//   - {"statusCode":200,"ping":true,"coldStart":b}: pong{}, the answer to a keep-warm ping.
 //   - {"statusCode":500,"errorType":T,"errorMessage":M}: *spillway.FunctionError.
 //   - {"statusCode":413,...}: the result was over the shim's cap, spillway.ErrPayloadTooLarge.
 //   - {"errorMessage":"... Task timed out after N seconds"}: spillway.ErrTimeout.
@@ -67,6 +72,8 @@ func parsePayloadDepth(data []byte, functionError string, depth int) (any, bool,
 		}
 	}
 	switch code := *r.StatusCode; {
+	case code == 200 && r.Ping:
+		return pong{}, r.ColdStart, nil
 	case code == 200:
 		v, err := lambdawrap.DecodeResult(r.Body)
 		if err != nil {

@@ -200,6 +200,20 @@ func (e *Estimator) rollEnvsLocked(now time.Time) {
 	}
 }
 
+// ObserveKeepWarm records an answered keep-warm ping (CLOUD_KEEP_WARM): the
+// cloud has a warm execution environment as of now, so the next cloud call
+// is expected warm (CloudRoundTrip, CloudEnvs at least 1) until the
+// keep-alive passes without another ping or call.
+func (e *Estimator) ObserveKeepWarm(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if now.After(e.lastCloud) {
+		e.lastCloud = now
+	}
+	e.rollEnvsLocked(now)
+	e.envCur = max(e.envCur, 1)
+}
+
 // ObserveWorkerStart records how long a new worker took from start to ready.
 func (e *Estimator) ObserveWorkerStart(d time.Duration, now time.Time) {
 	if d < 0 {
@@ -242,7 +256,7 @@ func (e *Estimator) Estimates(now time.Time) Estimates {
 		cold = warm
 	}
 	rtt := warm + e.coldFrac*(cold-warm)
-	if e.cloudN == 0 || now.Sub(e.lastCloud) > e.cfg.CloudKeepAlive {
+	if e.lastCloud.IsZero() || now.Sub(e.lastCloud) > e.cfg.CloudKeepAlive {
 		// Nothing warm is left (or nothing was ever called): expect a cold start.
 		rtt = cold
 	}

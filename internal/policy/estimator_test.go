@@ -188,3 +188,44 @@ func TestCloudRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+// TestEstimatorKeepWarm: an answered keep-warm ping makes the next cloud
+// call expected warm until the keep-alive passes with no other ping or call;
+// latency-aware then sends a call at zero to the warm cloud rather than
+// waiting for a worker that starts about as fast as a cold Lambda.
+func TestEstimatorKeepWarm(t *testing.T) {
+	d := DefaultEstimatorConfig()
+	for _, tc := range []struct {
+		name   string
+		pingAt []time.Duration // offsets from t0
+		at     time.Duration
+		warm   bool
+	}{
+		{"never pinged: cold", nil, 0, false},
+		{"just pinged: warm", []time.Duration{0}, time.Second, true},
+		{"pinged within the keep-alive", []time.Duration{0}, d.CloudKeepAlive - time.Second, true},
+		{"keep-alive passed: cold", []time.Duration{0}, d.CloudKeepAlive + time.Second, false},
+		{"pinged every 4 minutes: warm", []time.Duration{0, 4 * time.Minute, 8 * time.Minute}, 12*time.Minute - time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEstimator(EstimatorConfig{})
+			for _, p := range tc.pingAt {
+				e.ObserveKeepWarm(t0.Add(p))
+			}
+			est := e.Estimates(t0.Add(tc.at))
+			est.WorkerColdStart = d.CloudCold - 200*ms
+			in := OffloadInput{Now: t0.Add(tc.at), MaxSlots: 2, CloudAvailable: true, Estimates: est}
+			want, wantRTT := goLocal, d.CloudCold
+			want.MaxWait = 2 * est.WorkerColdStart
+			if tc.warm {
+				want, wantRTT = goCold, d.CloudWarm
+			}
+			if got := CloudRoundTrip(in); got != wantRTT {
+				t.Fatalf("expected cloud round trip %v, want %v", got, wantRTT)
+			}
+			if dec := mustOffloader(t, OffloadLatencyAware, withLBDefaults(OffloadConfig{})).Decide(in); dec != want {
+				t.Fatalf("at zero: %+v, want %+v", dec, want)
+			}
+		})
+	}
+}
