@@ -1,6 +1,8 @@
 package cloud_test
 
 import (
+	"archive/zip"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -805,5 +807,119 @@ func TestDeployReuseProcess(t *testing.T) {
 		if same := len(pids) == 1; same != reuse {
 			t.Errorf("reuse_process %v: pids of three warm calls %v", reuse, pids)
 		}
+	}
+}
+
+// counterFn answers how many times it ran in its execution environment.
+var counterFn = spillway.Function{Name: "count", Style: spillway.StyleHandler, Code: `runs = 0
+
+def handler(event, context):
+    global runs
+    runs += 1
+    return runs
+`}
+
+// TestPingKeepsWarmWithoutRunning: the keep-warm ping, by either path,
+// starts an execution environment without running the function: the call
+// after it is warm and is the function's first run there.
+func TestPingKeepsWarmWithoutRunning(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{})
+	for _, via := range []cloud.Via{cloud.ViaAPIGateway, cloud.ViaInvoke} {
+		t.Run(string(via), func(t *testing.T) {
+			cfg := testConfig(env.url, "count-"+string(via))
+			cfg.OffloadVia = via
+			o := offloader(t, env, cfg, deploy(t, env, cfg, counterFn))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			first, err := o.Ping(ctx)
+			if err != nil || !first.ColdStart || first.Latency <= 0 {
+				t.Fatalf("first ping: %+v, %v; want a cold start", first, err)
+			}
+			if again, err := o.Ping(ctx); err != nil || again.ColdStart {
+				t.Fatalf("second ping: %+v, %v; want warm", again, err)
+			}
+			r := invoke(t, o, "x")
+			if r.ColdStart || r.Value != int64(1) {
+				t.Fatalf("the call after two pings: %+v; want warm and the function's first run (1)", r)
+			}
+			if st := o.Stats(); st.Pings != 2 || st.Calls != 1 || st.ColdStarts != 0 || st.Breaker != cloud.BreakerClosed {
+				t.Fatalf("stats %+v: want 2 pings, 1 call, no cold call", st)
+			}
+		})
+	}
+}
+
+// TestPingDetectsAnOldShim: a Lambda whose shim does not know the ping
+// runs the function on it; Ping reports that instead of calling it a
+// ping, so lb's log says the deployment is stale.
+func TestPingDetectsAnOldShim(t *testing.T) {
+	env := startLocalcloud(t, localcloud.Config{})
+	cfg := testConfig(env.url, "count-old")
+	d := cloud.NewDeployer(env.awsCfg, cfg, nil)
+	d.BuildZip = func(fn spillway.Function) ([]byte, error) { return zipWithoutPing(t, fn), nil }
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ep, err := d.Deploy(ctx, counterFn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := offloader(t, env, cfg, ep)
+	if _, err := o.Ping(ctx); err == nil || !strings.Contains(err.Error(), "ran the function") {
+		t.Fatalf("ping to a shim without pings: %v, want an error that it ran the function", err)
+	}
+	if r := invoke(t, o, "x"); r.Value != int64(2) {
+		t.Fatalf("the call after the ping: %v, want 2 (the old shim ran the function on the ping)", r.Value)
+	}
+}
+
+// zipWithoutPing is fn's Lambda zip with a shim that does not recognise
+// the ping (as one built before it existed).
+func zipWithoutPing(t testing.TB, fn spillway.Function) []byte {
+	t.Helper()
+	z, err := lambdawrap.BuildZip(fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(z), int64(len(z)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	zw := zip.NewWriter(&out)
+	for _, f := range zr.File {
+		rc, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		_ = rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Name == lambdawrap.ShimFile {
+			old := "and envelope.get(PING_KEY) is True)"
+			if !bytes.Contains(b, []byte(old)) {
+				t.Fatalf("handler.py has no %q to remove", old)
+			}
+			b = bytes.Replace(b, []byte(old), []byte("and False)"), 1)
+		}
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.Name, Method: zip.Deflate, Modified: f.Modified, ExternalAttrs: f.ExternalAttrs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+func TestPingNotReady(t *testing.T) {
+	o := cloud.NewOffloader(aws.Config{}, testConfig("http://127.0.0.1:1", "x"), nil)
+	if _, err := o.Ping(context.Background()); !errors.Is(err, spillway.ErrCloudUnavailable) || !errors.Is(err, spillway.ErrCloudNotRun) {
+		t.Fatalf("Ping before SetEndpoint: %v, want cloud unavailable, not run", err)
 	}
 }
