@@ -6,6 +6,9 @@
 //     backoff, the other replicas adopt the controller's deployment);
 //   - Elasticity is the collect → decide → act loop that sizes the pool:
 //     the load of every replica, the autoscaler's decision, pool.Scale;
+//   - KeepWarm pings the Lambda of a function with no ready worker
+//     (CLOUD_KEEP_WARM) through the cloud budget, so its next call finds a
+//     warm environment;
 //   - Report assembles the status (status(), /status, /ui) and the pool's,
 //     the cloud's and the replicas' metrics.
 //

@@ -46,6 +46,10 @@ type ManyConfig struct {
 	ScaleToZeroAfter time.Duration
 	ColdWait         bool
 	KeepWarmEvery    time.Duration
+	// ColdDecide lets the offload policy place a call with no ready worker
+	// (after the worker is started) instead of the fixed rule: the
+	// latency-aware policy weighs the worker's start against the cloud.
+	ColdDecide bool
 }
 
 // DefaultManyConfig is 100 functions (min 1, max 16, a 100ms function each)
@@ -554,13 +558,25 @@ func (m *many) coldCall(i, id int32) {
 		}
 		m.scaleTo(i, size)
 	}
-	if !m.cfg.ColdWait && !m.cfg.CloudOff {
+	var maxWait time.Duration
+	switch {
+	case m.cfg.ColdDecide:
+		d := f.off.Decide(m.input(i, 0, f.queued))
+		if d.Route == spillway.RouteCloud {
+			m.startCloud(id, d.Reason)
+			return
+		}
+		maxWait = d.MaxWait
+	case !m.cfg.ColdWait && !m.cfg.CloudOff:
 		m.startCloud(id, spillway.ReasonCold)
 		return
 	}
 	c.queued, c.enq = true, m.now
 	f.queue = append(f.queue, id)
 	f.queued++
+	if maxWait > 0 {
+		m.h.push(event{t: m.now + maxWait.Nanoseconds(), kind: evRedecide, a: id, b: int32(c.gen)})
+	}
 }
 
 // ping sends function i's keep-warm ping, as control.KeepWarm does, once
@@ -587,6 +603,7 @@ func (m *many) ping(i int32) {
 	usd := policy.CallCost(billed, m.cfg.LambdaMemoryMB, m.cfg.PricePerGBSecond, m.cfg.PricePerRequest)
 	m.res.CloudCostUSD += usd
 	m.res.PingCostUSD += usd
+	f.est.ObserveKeepWarm(m.at()) // as lb's KeepWarm tells its estimator
 }
 
 func (m *many) redecide(id int32, gen uint32) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spillway-faas/spillway/internal/config"
+	"github.com/spillway-faas/spillway/internal/policy"
 )
 
 // ZeroVariant is one way to treat functions that go idle, compared by
@@ -19,17 +20,23 @@ type ZeroVariant struct {
 	Min      int  // each function's --min: 1 always warm, 0 scales to zero
 	ColdWait bool // with min 0: a call with no ready worker waits for one (Knative)
 	KeepWarm bool // with min 0: keep-warm pings while at zero
+	// Offload, when set, is every function's OFFLOAD_POLICY in this
+	// variant, and it places the calls with no ready worker too.
+	Offload string
 }
 
 // ZeroVariants are the policies of the scale-to-zero comparison: (a) min 1,
 // always warm; (b) min 0, the call waits for its worker to start (Knative's
 // activator); (c) min 0, the call goes to the cloud with reason cold while
-// its worker starts (Spillway); and (c) with CLOUD_KEEP_WARM pings.
+// its worker starts (Spillway); (c) with CLOUD_KEEP_WARM pings; and (d)
+// that with OFFLOAD_POLICY=latency-aware placing every call, those with no
+// ready worker included: it weighs the worker's start against the cloud.
 var ZeroVariants = []ZeroVariant{
 	{Name: "a: min 1, always warm", Min: 1},
 	{Name: "b: min 0, wait for the worker", ColdWait: true},
 	{Name: "c: min 0, cloud while it starts"},
 	{Name: "c + keep-warm pings", KeepWarm: true},
+	{Name: "d: c + keep-warm, latency-aware", KeepWarm: true, Offload: policy.OffloadLatencyAware},
 }
 
 // DefaultZeroConfig is 100 mostly idle functions for the scale-to-zero
@@ -70,6 +77,9 @@ func CompareZero(cfg ManyConfig, variants []ZeroVariant) (ManyReport, error) {
 		c.Servers, c.ColdWait = v.Min, v.ColdWait
 		if !v.KeepWarm {
 			c.KeepWarmEvery = 0
+		}
+		if v.Offload != "" {
+			c.Offload, c.ColdDecide = v.Offload, true
 		}
 		wg.Add(1)
 		sem <- struct{}{}

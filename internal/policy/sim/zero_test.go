@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 // smallZero is the scale-to-zero comparison scaled down: 30 functions at
@@ -17,9 +18,9 @@ func smallZero() ManyConfig {
 	return c
 }
 
-func mustCompareZero(t *testing.T, cfg ManyConfig) (a, b, c, ck ManyResult) {
+func mustCompareZero(t *testing.T, cfg ManyConfig, variants []ZeroVariant) []ManyResult {
 	t.Helper()
-	rep, err := CompareZero(cfg, ZeroVariants)
+	rep, err := CompareZero(cfg, variants)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +29,7 @@ func mustCompareZero(t *testing.T, cfg ManyConfig) (a, b, c, ck ManyResult) {
 			t.Fatalf("%s: %d calls = %d local + %d cloud, want %d", r.Variant, r.Calls, r.Local, r.Cloud, cfg.Calls)
 		}
 	}
-	return rep.Results[0], rep.Results[1], rep.Results[2], rep.Results[3]
+	return rep.Results
 }
 
 // TestZeroHidesColdStarts is why lb sends a call with no ready worker to
@@ -40,7 +41,8 @@ func mustCompareZero(t *testing.T, cfg ManyConfig) (a, b, c, ck ManyResult) {
 // start, which is no slower.
 func TestZeroHidesColdStarts(t *testing.T) {
 	t.Parallel()
-	a, b, c, ck := mustCompareZero(t, smallZero())
+	rs := mustCompareZero(t, smallZero(), ZeroVariants)
+	a, b, c, ck, d := rs[0], rs[1], rs[2], rs[3], rs[4]
 	t.Logf("p99 ms a %.0f, b %.0f, c %.0f, c+kw %.0f; cold p99 ms b %.0f, c %.0f, c+kw %.0f; worker-h a %.1f, b %.1f, c %.1f; cloud $ b %.3f c %.3f c+kw %.3f",
 		a.P99Ms, b.P99Ms, c.P99Ms, ck.P99Ms, b.ColdP99Ms, c.ColdP99Ms, ck.ColdP99Ms,
 		a.WorkerSeconds/3600, b.WorkerSeconds/3600, c.WorkerSeconds/3600, b.CloudCostUSD, c.CloudCostUSD, ck.CloudCostUSD)
@@ -66,10 +68,33 @@ func TestZeroHidesColdStarts(t *testing.T) {
 	if c.ColdP99Ms > b.ColdP99Ms {
 		t.Errorf("cold calls' p99 %.0f ms in the cloud without pings, %.0f waiting for the worker; want no worse", c.ColdP99Ms, b.ColdP99Ms)
 	}
+	// Latency-aware, weighing the 1 s start against a warm cloud, sends
+	// the cold calls there too.
+	if d.ColdP99Ms > 1.1*ck.ColdP99Ms {
+		t.Errorf("cold calls' p99 %.0f ms with latency-aware, %.0f with the fixed rule; want within 10%%", d.ColdP99Ms, ck.ColdP99Ms)
+	}
 	// What the cloud costs: the cold calls, and the pings.
 	if c.CloudCostUSD <= b.CloudCostUSD || ck.PingCostUSD <= 0 || c.PingCostUSD != 0 || ck.Pings == 0 {
 		t.Errorf("cloud $ b %.4f, c %.4f; pings %d ($%.4f) with keep-warm, $%.4f without; want c above b and pings only with keep-warm",
 			b.CloudCostUSD, c.CloudCostUSD, ck.Pings, ck.PingCostUSD, c.PingCostUSD)
+	}
+}
+
+// TestZeroFastStart: with a worker that starts in 50 ms (a thawed
+// WORKER_SPARE), waiting for it beats a cold Lambda, and the latency-aware
+// policy, which weighs the start against the cloud, waits for it too.
+func TestZeroFastStart(t *testing.T) {
+	t.Parallel()
+	cfg := smallZero()
+	cfg.WorkerColdStart = 50 * time.Millisecond
+	rs := mustCompareZero(t, cfg, []ZeroVariant{ZeroVariants[1], ZeroVariants[2], ZeroVariants[4]})
+	b, c, d := rs[0], rs[1], rs[2]
+	t.Logf("cold p99 ms: wait %.0f, cloud %.0f, latency-aware %.0f", b.ColdP99Ms, c.ColdP99Ms, d.ColdP99Ms)
+	if c.ColdP99Ms < 2*b.ColdP99Ms {
+		t.Errorf("cold calls' p99 %.0f ms in a cold cloud, %.0f waiting for a 50 ms start; want the cloud at least twice as slow", c.ColdP99Ms, b.ColdP99Ms)
+	}
+	if d.ColdP99Ms > 1.25*b.ColdP99Ms {
+		t.Errorf("cold calls' p99 %.0f ms with latency-aware, %.0f waiting; want within 25%%", d.ColdP99Ms, b.ColdP99Ms)
 	}
 }
 
