@@ -37,6 +37,7 @@ type unit struct {
 	cloudRollout *control.CloudRollout
 	rollout      *control.Rollout
 	elasticity   *control.Elasticity
+	keepWarm     *control.KeepWarm // nil unless CLOUD_KEEP_WARM and a cloud
 	gw           *gateway.Gateway
 	report       *control.Report
 	collectors   []prometheus.Collector
@@ -189,6 +190,14 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 	}
 	u.run(loopCtx, u.elasticity.Run)
 	u.run(loopCtx, u.rollout.Run)
+	if cfg.CloudKeepWarm && u.offload != nil {
+		// Pings the Lambda while the function has no ready worker.
+		u.keepWarm = control.NewKeepWarm(
+			control.KeepWarmConfig{Function: fn.Name, Every: cfg.CloudKeepWarmEvery, Tick: cfg.ElasticitySleep},
+			control.KeepWarmDeps{Pool: u.pool, Cloud: u.offload, Budget: d.budget, Peers: d.replica,
+				Warmed: estimator.ObserveKeepWarm, Log: u.log})
+		u.run(loopCtx, u.keepWarm.Run)
+	}
 	u.gw.SetReady(true)
 	u.log.Info("function ready", "version", fn.Version, "sha256", short(fn.SHA256), "style", fn.Style,
 		"min", set.Min, "max", set.Max, "concurrency", set.Concurrency, "timeout", set.Timeout)
@@ -270,7 +279,7 @@ func (u *unit) Close(ctx context.Context, remove bool) error {
 		}
 	}
 	u.cancel()
-	for _, c := range []interface{ Close() }{u.rollout, u.cloudRollout, u.elasticity} {
+	for _, c := range []interface{ Close() }{u.rollout, u.cloudRollout, u.elasticity, u.keepWarm} {
 		if c != nil && !isNilCloser(c) {
 			c.Close()
 		}
@@ -328,6 +337,8 @@ func isNilCloser(c interface{ Close() }) bool {
 	case *control.CloudRollout:
 		return v == nil
 	case *control.Elasticity:
+		return v == nil
+	case *control.KeepWarm:
 		return v == nil
 	}
 	return false

@@ -38,7 +38,7 @@ type ManyConfig struct {
 
 	// Scale to zero, for functions with Servers (--min) 0: a function
 	// loses its last worker after ScaleToZeroAfter without calls
-	// (SCALE_TO_ZERO_AFTER). A call that finds no ready worker starts one
+	// (SCALE_TO_ZERO_AFTER, the autoscaler's ZeroAfter). A call that finds no ready worker starts one
 	// at once and either waits for it (ColdWait, as Knative's activator
 	// does) or goes to the cloud with reason cold (lb). With KeepWarmEvery
 	// set (CLOUD_KEEP_WARM_EVERY), each function at zero workers pings its
@@ -210,7 +210,8 @@ type fn struct {
 	starting int
 	cloudIn  int
 	envs     []env
-	lastCall int64 // the last arrival, ns (scale to zero)
+	lastCall int64 // the last arrival, ns, if called (scale to zero)
+	called   bool
 	lastPing int64 // the last keep-warm ping, ns, if pinged
 	pinged   bool
 }
@@ -321,10 +322,8 @@ func RunMany(cfg ManyConfig, total int, sh Sharing) (ManyResult, error) {
 		}); err != nil {
 			return ManyResult{}, err
 		}
-		// With min 0 the autoscaler keeps at least one worker while the
-		// function has one; the run takes its last away (tick).
 		if f.scale, err = policy.NewAutoscaler(cfg.Autoscaler, policy.ScaleConfig{
-			N: max(1, cfg.Servers), Max: max(1, hi), Concurrency: cfg.Concurrency,
+			N: cfg.Servers, Max: max(1, hi), ZeroAfter: cfg.ScaleToZeroAfter, Concurrency: cfg.Concurrency,
 			ScaleDownDelay: cfg.ScaleDownDelay, Tick: cfg.Tick, TargetUtilization: cfg.TargetUtilization,
 		}); err != nil {
 			return ManyResult{}, err
@@ -519,7 +518,7 @@ func (m *many) arrive(i int32) {
 	c := &m.calls[id]
 	c.arrive, c.svc, c.queued, c.f, c.cold = m.now, m.serviceTime(), false, i, false
 	m.res.Calls++
-	f.lastCall = m.now
+	f.lastCall, f.called = m.now, true
 	if m.cfg.zero() && len(f.members) == 0 {
 		m.coldCall(i, id)
 		return
@@ -830,24 +829,23 @@ func (m *many) scaleTo(i int32, desired int) {
 }
 
 // tick is function i's elasticity loop: its autoscaler's wish, bounded by
-// the ledger (or fixed by the static split).
+// the ledger (or fixed by the static split). A function with min 0 goes to
+// zero when its autoscaler says so (SCALE_TO_ZERO_AFTER after its last
+// call); while it has no worker it is pinged (keep-warm), as lb does.
 func (m *many) tick(i int32) {
 	f := &m.fns[i]
-	if m.cfg.zero() && m.idle(i) {
-		m.ping(i)
-		if m.arrived < m.cfg.Calls || f.cloudIn > 0 {
-			m.h.push(event{t: m.now + m.cfg.Tick.Nanoseconds(), kind: evTick, f: i})
-		}
-		return
-	}
 	now := m.at()
 	est := f.est.Estimates(now)
 	have := len(f.members) + f.starting
-	d := f.scale.Decide(policy.ScaleSnapshot{
+	snap := policy.ScaleSnapshot{
 		Now: now, Members: have, Ready: len(f.members),
 		InFlight: f.running, Queued: f.queued, ArrivalRate: est.ArrivalRate,
 		ServiceTime: est.LocalService, ColdStart: est.WorkerColdStart,
-	})
+	}
+	if f.called {
+		snap.LastCall = m.base.Add(time.Duration(f.lastCall))
+	}
+	d := f.scale.Decide(snap)
 	size := d.Desired
 	if m.ledger != nil {
 		size = m.ledger.Target(f.name, d.Desired, have, f.running)
@@ -855,31 +853,16 @@ func (m *many) tick(i int32) {
 			m.res.Taken += keep - size
 		}
 	}
+	if have > 0 && size == 0 {
+		m.res.ScaledToZero++
+	}
 	m.scaleTo(i, size)
+	if m.cfg.zero() && len(f.members)+f.starting == 0 {
+		m.ping(i)
+	}
 	if m.arrived < m.cfg.Calls || f.running > 0 || f.queued > 0 || f.cloudIn > 0 {
 		m.h.push(event{t: m.now + m.cfg.Tick.Nanoseconds(), kind: evTick, f: i})
 	}
-}
-
-// idle reports whether function i, which may scale to zero, stays at zero
-// (no worker and no call waiting for one) or goes there now (no call
-// arrived for SCALE_TO_ZERO_AFTER, none runs or waits). Its share learns
-// the new size.
-func (m *many) idle(i int32) bool {
-	f := &m.fns[i]
-	have := len(f.members) + f.starting
-	quiet := m.now-f.lastCall >= m.cfg.ScaleToZeroAfter.Nanoseconds() && f.running == 0
-	if f.queued > 0 || have > 0 && !quiet {
-		return false
-	}
-	if have > 0 {
-		m.scaleTo(i, 0)
-		m.res.ScaledToZero++
-		if m.ledger != nil {
-			m.ledger.Target(f.name, 0, 0, f.running)
-		}
-	}
-	return true
 }
 
 func (m *many) finish() {
