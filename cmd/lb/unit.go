@@ -193,7 +193,7 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 	if cfg.CloudKeepWarm && u.offload != nil {
 		// Pings the Lambda while the function has no ready worker.
 		u.keepWarm = control.NewKeepWarm(
-			control.KeepWarmConfig{Function: fn.Name, Every: cfg.CloudKeepWarmEvery, Tick: cfg.ElasticitySleep},
+			control.KeepWarmConfig{Every: cfg.CloudKeepWarmEvery, Tick: cfg.ElasticitySleep},
 			control.KeepWarmDeps{Pool: u.pool, Cloud: u.offload, Budget: d.budget, Peers: d.replica,
 				Warmed: estimator.ObserveKeepWarm, Log: u.log})
 		u.run(loopCtx, u.keepWarm.Run)

@@ -45,11 +45,12 @@ type Controllers interface {
 
 // KeepWarmConfig sets the loop.
 type KeepWarmConfig struct {
-	Function string        // whose Lambda it keeps warm (for the log)
-	Every    time.Duration // CLOUD_KEEP_WARM_EVERY: at most one ping this often
+	Every time.Duration // CLOUD_KEEP_WARM_EVERY: at most one ping this often
 	// Tick is how often it looks whether the function has a ready worker
 	// (ELASTICITY_SLEEP); 0 means Every.
 	Tick time.Duration
+	// Timeout bounds one ping, a cold start included; 0 means 30s.
+	Timeout time.Duration
 }
 
 // KeepWarmDeps are what the loop reads and acts on.
@@ -102,6 +103,9 @@ type KeepWarm struct {
 func NewKeepWarm(cfg KeepWarmConfig, d KeepWarmDeps) *KeepWarm {
 	if cfg.Tick <= 0 {
 		cfg.Tick = cfg.Every
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
 	}
 	k := &KeepWarm{cfg: cfg, d: d, log: d.Log, clock: clockOr(d.Clock)}
 	if k.log == nil {
@@ -165,8 +169,7 @@ func (k *KeepWarm) step(ctx context.Context, now time.Time) {
 	k.mu.Lock()
 	k.last, k.stats.Last = now, now
 	k.mu.Unlock()
-	// A ping is worth at most one interval's wait.
-	pctx, cancel := context.WithTimeout(ctx, k.cfg.Every)
+	pctx, cancel := context.WithTimeout(ctx, k.cfg.Timeout)
 	defer cancel()
 	res, err := k.d.Cloud.Ping(pctx)
 	k.mu.Lock()
@@ -181,11 +184,11 @@ func (k *KeepWarm) step(ctx context.Context, now time.Time) {
 	k.mu.Unlock()
 	if err != nil {
 		if ctx.Err() == nil {
-			k.log.Warn("keep-warm ping failed", "function", k.cfg.Function, "err", err)
+			k.log.Warn("keep-warm ping failed", "err", err)
 		}
 		return
 	}
-	k.log.Debug("keep-warm ping", "function", k.cfg.Function, "cold_start", res.ColdStart, "latency", res.Latency)
+	k.log.Debug("keep-warm ping", "cold_start", res.ColdStart, "latency", res.Latency)
 	if k.d.Warmed != nil {
 		k.d.Warmed(k.clock.Now())
 	}

@@ -61,7 +61,7 @@ func TestKeepWarmStep(t *testing.T) {
 	cl := &fakePinger{clock: clock}
 	rep := &fakeReplica{controller: true}
 	var warmed []time.Time
-	k := NewKeepWarm(KeepWarmConfig{Function: "f", Every: 4 * time.Minute, Tick: time.Second},
+	k := NewKeepWarm(KeepWarmConfig{Every: 4 * time.Minute, Tick: time.Second},
 		KeepWarmDeps{Pool: p, Cloud: cl, Peers: rep, Clock: clock, Warmed: func(now time.Time) { warmed = append(warmed, now) }})
 	ctx := context.Background()
 
@@ -131,7 +131,7 @@ func TestKeepWarmBudgetBindsPings(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := newFakeClock()
 			cl := &fakePinger{clock: clock}
-			k := NewKeepWarm(KeepWarmConfig{Function: "f", Every: time.Second, Tick: time.Second},
+			k := NewKeepWarm(KeepWarmConfig{Every: time.Second, Tick: time.Second},
 				KeepWarmDeps{Pool: &fakePool{}, Cloud: cl, Budget: tc.budget, Clock: clock})
 			for range 300 { // 300 s: the budget allows the first call, then one per 100 s
 				k.step(context.Background(), clock.Now())
@@ -154,7 +154,7 @@ func TestKeepWarmRun(t *testing.T) {
 	clock := newFakeClock()
 	cl := &fakePinger{clock: clock}
 	p := &fakePool{counts: spillway.PoolCounts{}}
-	k := NewKeepWarm(KeepWarmConfig{Function: "f", Every: time.Minute, Tick: 10 * time.Second},
+	k := NewKeepWarm(KeepWarmConfig{Every: time.Minute, Tick: 10 * time.Second},
 		KeepWarmDeps{Pool: p, Cloud: cl, Clock: clock})
 	done := make(chan struct{})
 	go func() {

@@ -1,0 +1,58 @@
+package integration
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/spillway-faas/spillway"
+)
+
+// runsCounter answers how many times it ran in its execution environment.
+const runsCounter = `runs = 0
+
+def handler(event, context):
+    global runs
+    runs += 1
+    return runs
+`
+
+// With CLOUD_KEEP_WARM=true lb pings the Lambda of a function at zero: the
+// first call, sent to the cloud with reason cold, finds a warm environment
+// that has not run the function (the counter answers 1). Without it the
+// same call cold-starts the Lambda.
+func TestKeepWarm(t *testing.T) {
+	for _, keepWarm := range []bool{true, false} {
+		t.Run(fmt.Sprintf("keep-warm=%v", keepWarm), func(t *testing.T) {
+			s := newStack(t, stackOptions{cloud: true, env: map[string]string{
+				"CLOUD_KEEP_WARM": fmt.Sprint(keepWarm), "CLOUD_KEEP_WARM_EVERY": "1s",
+				"ELASTICITY_SLEEP": "250ms", "SCALE_TO_ZERO_AFTER": "1m",
+			}})
+			zero := 0
+			s.publishAs(s.name, runsCounter, spillway.StyleHandler, spillway.Settings{Min: &zero})
+			s.startLB()
+			waitUntil(t, 90*time.Second, "faas deployed to the cloud", func() bool {
+				c, _ := s.section("faas")["cloud"].(map[string]any)
+				ready, _ := c["ready"].(bool)
+				return ready
+			})
+			if keepWarm {
+				waitUntil(t, 30*time.Second, "a keep-warm ping", func() bool { return s.cloudInvocations() >= 1 })
+				// A ping's environment is warm once its answer is back.
+				time.Sleep(500 * time.Millisecond)
+			} else if n := s.cloudInvocations(); n != 0 {
+				t.Fatalf("localcloud ran %d invocations without keep-warm, want none", n)
+			}
+			r, err := s.invoke("first", nil)
+			if err != nil {
+				t.Fatalf("first call: %v", err)
+			}
+			cold, _ := r["cold_start"].(bool)
+			if r["route"] != "cloud" || r["reason"] != "cold" || cold == keepWarm || r["result"] != int64(1) {
+				t.Fatalf("first call: route %v, reason %v, cold start %v, result %v; want cloud, cold, cold start %v, result 1 (the function's first run)",
+					r["route"], r["reason"], cold, r["result"], !keepWarm)
+			}
+			t.Logf("first call answered by the cloud in %v ms, cold start %v", r["duration_ms"], cold)
+		})
+	}
+}
