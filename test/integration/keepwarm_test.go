@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -25,7 +27,7 @@ func TestKeepWarm(t *testing.T) {
 	for _, keepWarm := range []bool{true, false} {
 		t.Run(fmt.Sprintf("keep-warm=%v", keepWarm), func(t *testing.T) {
 			s := newStack(t, stackOptions{cloud: true, env: map[string]string{
-				"CLOUD_KEEP_WARM": fmt.Sprint(keepWarm), "CLOUD_KEEP_WARM_EVERY": "1s",
+				"CLOUD_KEEP_WARM": fmt.Sprint(keepWarm), "CLOUD_KEEP_WARM_EVERY": "30s",
 				"ELASTICITY_SLEEP": "250ms", "SCALE_TO_ZERO_AFTER": "1m",
 			}})
 			zero := 0
@@ -37,9 +39,10 @@ func TestKeepWarm(t *testing.T) {
 				return ready
 			})
 			if keepWarm {
-				waitUntil(t, 30*time.Second, "a keep-warm ping", func() bool { return s.cloudInvocations() >= 1 })
-				// A ping's environment is warm once its answer is back.
-				time.Sleep(500 * time.Millisecond)
+				// A ping started an environment and answered: it is idle, warm.
+				waitUntil(t, 60*time.Second, "an environment warmed by a keep-warm ping", func() bool {
+					return s.cloudInvocations() >= 1 && s.cloudIdleEnvironments() >= 1
+				})
 			} else if n := s.cloudInvocations(); n != 0 {
 				t.Fatalf("localcloud ran %d invocations without keep-warm, want none", n)
 			}
@@ -55,4 +58,28 @@ func TestKeepWarm(t *testing.T) {
 			t.Logf("first call answered by the cloud in %v ms, cold start %v", r["duration_ms"], cold)
 		})
 	}
+}
+
+// cloudIdleEnvironments is how many of localcloud's execution environments
+// are warm and idle, over all functions.
+func (s *stack) cloudIdleEnvironments() int {
+	s.t.Helper()
+	resp, err := http.Get(s.cloudURL + "/_localcloud/stats")
+	if err != nil {
+		s.t.Fatalf("localcloud stats: %v", err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		PerFunction map[string]struct {
+			Idle int `json:"idle"`
+		} `json:"per_function"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		s.t.Fatalf("localcloud stats: %v", err)
+	}
+	n := 0
+	for _, f := range st.PerFunction {
+		n += f.Idle
+	}
+	return n
 }
