@@ -70,8 +70,12 @@ const (
 const (
 	DefaultTmpfsSize = 64 << 20
 	DefaultStopGrace = time.Second
-	// DefaultPoll is how often Watch and Start read the task list.
-	DefaultPoll = 250 * time.Millisecond
+	// DefaultPoll is how often Watch reads the task list: each function's
+	// backend costs the manager a service list and a task list (about 3 ms
+	// of its CPU, BENCHMARKS.md "Swarm") per period.
+	DefaultPoll = 500 * time.Millisecond
+	// startPoll is how often Start reads its new task's state.
+	startPoll = 100 * time.Millisecond
 )
 
 // Config describes the worker services of one function of a pool.
@@ -88,7 +92,7 @@ type Config struct {
 	PidsLimit   int64 // WORKER_PIDS_LIMIT; <= 0 means no limit
 	TmpfsSize   int64 // /tmp tmpfs in bytes; 0 means DefaultTmpfsSize
 	StopGrace   time.Duration
-	Poll        time.Duration // task-list period; 0 means DefaultPoll
+	Poll        time.Duration // Watch's task-list period; 0 means DefaultPoll
 	// Constraints are Swarm placement constraints (addfaas --constraint),
 	// e.g. node.labels.gpu==true.
 	Constraints []string
@@ -430,7 +434,7 @@ func (b *Backend) Start(ctx context.Context, spec pool.WorkerSpec) (pool.Worker,
 
 // waitTask polls the service's tasks until one runs with an address.
 func (b *Backend) waitTask(ctx context.Context, serviceID string) (string, error) {
-	t := time.NewTicker(b.cfg.Poll / 2)
+	t := time.NewTicker(startPoll)
 	defer t.Stop()
 	for {
 		res, err := b.cli.TaskList(ctx, client.TaskListOptions{Filters: make(client.Filters).Add("service", serviceID)})
