@@ -194,3 +194,11 @@ got=$(docker exec "$lb_task" /usr/bin/python3 -c "$connect_probe" "$bridge_gw" "
 kill "$host_srv" 2>/dev/null || true
 [[ $got == connected ]] || die "protection off (lb, on docker_gwbridge): $got; the check above proves nothing"
 log "host: unreachable from a worker (via $pool_gw and $bridge_gw), reachable from lb"
+
+# What the swarm backend makes for a function, a service and a config
+# labelled with the pool (made here by hand): make down removes them too.
+printf 'def handler(e, c):\n    return e\n' | docker config create --label "spillway.pool=$POOL_NAME" "$POOL_NAME-probe-v1" - >/dev/null
+docker service create --detach --quiet --no-resolve-image --name "$POOL_NAME-probe" --label "spillway.pool=$POOL_NAME" --network "$POOL_NAME-workers" \
+	--config "source=$POOL_NAME-probe-v1,target=/var/task/function.py" --endpoint-mode dnsrr --entrypoint sleep \
+	"$(cfg WORKER_IMAGE "spillway-worker:$(cfg IMAGE_TAG latest)")" 86400 >/dev/null
+log "made a service and a config labelled spillway.pool=$POOL_NAME, as the swarm backend does, for make down to remove"

@@ -20,7 +20,8 @@ import (
 // -d 20 /function/faas), a worker reaches no host service,
 // the secrets are Swarm secrets in no service spec, lb's port is published
 // in host mode and wants the token, then make down leaves no service,
-// config, secret, network or container of the stack or its pool, and the
+// config, secret, network or container of the stack or its pool (a worker
+// service and config like the swarm backend's included), and the
 // swarm is left again when the test started it.
 func TestSwarmStack(t *testing.T) {
 	for _, img := range []string{testutil.Image("worker"), testutil.Image("lb"), testutil.Image("localcloud")} {
