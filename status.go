@@ -160,6 +160,7 @@ type CloudStatus struct {
 	Throttled  int64         `json:"throttled"`
 	Rejected   int64         `json:"rejected"`
 	ColdStarts int64         `json:"cold_starts"`
+	Pings      int64         `json:"pings"`            // keep-warm pings sent (CLOUD_KEEP_WARM)
 	Budget     *BudgetStatus `json:"budget,omitempty"` // nil when no cap is set
 }
 

@@ -217,7 +217,7 @@ func (r *Report) details(now time.Time) *spillway.StatusDetails {
 		d.Cloud = &spillway.CloudStatus{
 			Ready: r.d.Cloud.Ready(), Current: r.d.CloudCurrent == nil || r.d.CloudCurrent(), Breaker: st.Breaker.String(),
 			Calls: st.Calls, Succeeded: st.Succeeded, Failed: st.Failed, Retries: st.Retries,
-			Throttled: st.Throttled, Rejected: st.Rejected, ColdStarts: st.ColdStarts,
+			Throttled: st.Throttled, Rejected: st.Rejected, ColdStarts: st.ColdStarts, Pings: st.Pings,
 		}
 		if use, ok := r.d.Budget.Use(now); ok {
 			d.Cloud.Budget = &spillway.BudgetStatus{MaxRPS: use.MaxRPS, MaxCostPerHour: use.MaxCostPerHour,
@@ -265,6 +265,8 @@ func (r *Report) Collectors() []prometheus.Collector {
 				func() float64 { return bit(c.Ready()) }),
 			counter("spillway_cloud_throttled_total", "429 answers from the cloud (each is retried within the call's deadline).",
 				func() float64 { return float64(c.Stats().Throttled) }),
+			counter("spillway_cloud_pings_total", "Keep-warm pings sent to the function's Lambda (CLOUD_KEEP_WARM).",
+				func() float64 { return float64(c.Stats().Pings) }),
 		)
 	}
 	return cs

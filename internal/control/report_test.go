@@ -44,7 +44,7 @@ func testReport(t *testing.T, withCloud bool) (*Report, *fakeClock) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d.Cloud = &fakeOffload{ready: true, stats: cloud.Stats{Calls: 3, Succeeded: 3, Breaker: cloud.BreakerOpen}}
+		d.Cloud = &fakeOffload{ready: true, stats: cloud.Stats{Calls: 3, Succeeded: 3, Pings: 7, Breaker: cloud.BreakerOpen}}
 		d.CloudCurrent = func() bool { return false }
 		d.Budget = budget
 	}
@@ -112,7 +112,7 @@ func TestStatusKeys(t *testing.T) {
 		{"details.members[0]", details["members"].([]any)[0], []string{"addr", "capacity", "cold_starts", "completed", "in_flight", "name", "sha256", "state", "version"}},
 		{"details.function", details["function"], []string{"name", "sha256", "style", "version"}},
 		{"details.pool", details["pool"], []string{"adopted", "draining", "failed", "removed", "replacements", "start_failed", "started", "starting", "waiting"}},
-		{"details.cloud", details["cloud"], []string{"breaker", "budget", "calls", "cold_starts", "current", "failed", "ready", "rejected", "retries", "succeeded", "throttled"}},
+		{"details.cloud", details["cloud"], []string{"breaker", "budget", "calls", "cold_starts", "current", "failed", "pings", "ready", "rejected", "retries", "succeeded", "throttled"}},
 		{"details.cloud.budget", details["cloud"].(map[string]any)["budget"], []string{"calls", "max_cost_per_hour", "max_rps", "spent_usd", "used"}},
 	} {
 		var got []string
@@ -204,6 +204,7 @@ func TestReportMetrics(t *testing.T) {
 			want["spillway_cloud_circuit_state"] = 2
 			want["spillway_cloud_ready"] = 1
 			want["spillway_cloud_throttled_total"] = 0
+			want["spillway_cloud_pings_total"] = 7
 		}
 		for name, v := range want {
 			if g, ok := got[name]; !ok || g != v {
