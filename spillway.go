@@ -183,6 +183,9 @@ type PoolCounts struct {
 	ReadySlots    int // slots of ready members
 	StartingSlots int // slots of members still starting
 	FreeSlots     int // free slots of ready members
+	// SpareSlots are the slots of a frozen spare worker of the current
+	// version: it joins in tens of milliseconds when a worker is asked for.
+	SpareSlots int
 	Desired       int
 }
 

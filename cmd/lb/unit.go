@@ -153,6 +153,7 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 	}
 	// A call that finds no ready worker starts one at once; a function
 	// that scales to zero sends it to the cloud meanwhile.
+	deps.PolicyWeighsStarts = cfg.OffloadPolicy == "latency-aware"
 	deps.Wake = func() bool {
 		u.elasticity.Kick()
 		return u.scalesToZero.Load()

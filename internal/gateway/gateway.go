@@ -88,9 +88,14 @@ type Deps struct {
 	// Wake, when set, is called by a call that finds no ready worker: it
 	// asks for a worker at once and reports whether the function scales
 	// to zero (its min is 0). If it does, the call goes to the cloud with
-	// reason cold while the worker starts, or, when the cloud cannot take
-	// it, waits for it; otherwise the offload policy places it as usual.
+	// reason cold while the worker starts, or waits for it when a frozen
+	// spare is there to thaw or the cloud cannot take the call; otherwise
+	// the offload policy places it as usual.
 	Wake func() bool
+	// PolicyWeighsStarts says the offload policy weighs a worker's start
+	// against the cloud itself (latency-aware): a call that finds no
+	// ready worker still wakes one, but the policy places it.
+	PolicyWeighsStarts bool
 	// Arrived learns of every call as it arrives (the function's share of
 	// MAX_TOTAL_WORKERS reads when it was last used); nil for no one.
 	Arrived func()
@@ -281,12 +286,14 @@ func (g *Gateway) place(ctx context.Context, c *call, opts InvokeOptions, start 
 	} else {
 		pc = g.d.Pool.Counts()
 	}
-	if lease == nil && pc.ReadySlots == 0 && g.d.Wake != nil && g.d.Wake() {
+	if lease == nil && pc.ReadySlots == 0 && g.d.Wake != nil && g.d.Wake() && !g.d.PolicyWeighsStarts {
 		// Scaled to zero (or not yet up from it): a worker was asked for
 		// at once, and the call goes to the cloud while it starts; with
 		// the cloud off, not current, refusing or over budget, it waits
 		// for the worker within its deadline (the loop below).
-		if g.cloudReady() && g.cloudCurrent() && g.takeBudget() {
+		// A frozen spare joins in tens of milliseconds, sooner than any
+		// cloud call: then the call waits for it.
+		if pc.SpareSlots == 0 && g.cloudReady() && g.cloudCurrent() && g.takeBudget() {
 			dec = policy.OffloadDecision{Route: spillway.RouteCloud, Reason: spillway.ReasonCold}
 		} else {
 			dec = policy.OffloadDecision{Route: spillway.RouteLocal}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,6 +26,7 @@ type fakePool struct {
 	desired atomic.Int64
 	// tryCounts counts TryAcquireCounts calls.
 	tryCounts atomic.Int64
+	spare     atomic.Bool // a frozen spare is there (SpareSlots 1)
 }
 
 func newFakePool(workers ...string) *fakePool {
@@ -76,7 +78,11 @@ func (p *fakePool) TryAcquire() (spillway.Lease, bool) {
 func (p *fakePool) Counts() spillway.PoolCounts {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return spillway.PoolCounts{Members: p.total, Ready: p.total, ReadySlots: p.total, FreeSlots: len(p.free), Desired: int(p.desired.Load())}
+	c := spillway.PoolCounts{Members: p.total, Ready: p.total, ReadySlots: p.total, FreeSlots: len(p.free), Desired: int(p.desired.Load())}
+	if p.spare.Load() {
+		c.SpareSlots = 1
+	}
+	return c
 }
 
 // TryAcquireCounts takes the counts, then a slot if one is free: the
@@ -548,16 +554,20 @@ func TestColdCallGoesToTheCloudWhileAWorkerStarts(t *testing.T) {
 		name       string
 		scaleZero  bool
 		cloud      bool
+		spare      bool
 		wantRoute  spillway.Route
 		wantReason spillway.Reason
 	}{
-		{"cloud takes the cold call", true, true, spillway.RouteCloud, spillway.ReasonCold},
-		{"cloud off: waits for the worker", true, false, spillway.RouteLocal, spillway.ReasonNone},
-		{"min above zero: the policy decides", false, true, spillway.RouteLocal, spillway.ReasonNone},
+		{"cloud takes the cold call", true, true, false, spillway.RouteCloud, spillway.ReasonCold},
+		{"cloud off: waits for the worker", true, false, false, spillway.RouteLocal, spillway.ReasonNone},
+		{"a frozen spare: waits for it", true, true, true, spillway.RouteLocal, spillway.ReasonNone},
+		{"min above zero: the policy decides", false, true, false, spillway.RouteLocal, spillway.ReasonNone},
+		{"latency-aware weighs the start itself", true, true, false, spillway.RouteLocal, spillway.ReasonNone},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newFakePool() // no worker yet
 			p.callFn = echo
+			p.spare.Store(tc.spare)
 			var woken atomic.Int64
 			off, err := policy.NewOffloader("overflow", policy.OffloadConfig{})
 			if err != nil {
@@ -570,6 +580,9 @@ func TestColdCallGoesToTheCloudWhileAWorkerStarts(t *testing.T) {
 			if tc.scaleZero {
 				d.Wake = func() bool { woken.Add(1); return true }
 			}
+			// overflow stands in for a policy that weighs the start: below
+			// its slots it waits.
+			d.PolicyWeighsStarts = strings.HasPrefix(tc.name, "latency-aware")
 			g := New(testConfig().Config, d)
 			// The worker the wake asked for comes up a moment later.
 			go func() {
@@ -583,7 +596,7 @@ func TestColdCallGoesToTheCloudWhileAWorkerStarts(t *testing.T) {
 			if tc.scaleZero && woken.Load() != 1 {
 				t.Errorf("woken %d times, want once", woken.Load())
 			}
-			if tc.cloud && tc.scaleZero {
+			if tc.cloud && tc.scaleZero && !tc.spare && !d.PolicyWeighsStarts {
 				// Once the worker is ready, calls are local again.
 				waitFor(t, func() bool { return p.Counts().ReadySlots > 0 })
 				inv, err := g.Invoke(context.Background(), "y", InvokeOptions{})

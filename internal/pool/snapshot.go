@@ -84,6 +84,9 @@ func (p *Pool) Counts() spillway.PoolCounts {
 
 func (p *Pool) countsLocked() spillway.PoolCounts {
 	c := spillway.PoolCounts{Desired: p.desired}
+	if p.spare != nil && p.spare.key == Key(p.fn) {
+		c.SpareSlots = p.cfg.Concurrency
+	}
 	for _, m := range p.members {
 		switch m.state {
 		case StateStarting:

@@ -29,6 +29,8 @@ func TestKeepWarm(t *testing.T) {
 			s := newStack(t, stackOptions{cloud: true, env: map[string]string{
 				"CLOUD_KEEP_WARM": fmt.Sprint(keepWarm), "CLOUD_KEEP_WARM_EVERY": "30s",
 				"ELASTICITY_SLEEP": "250ms", "SCALE_TO_ZERO_AFTER": "1m",
+				// No frozen spare: it would answer the first call locally.
+				"WORKER_SPARE": "false",
 			}})
 			zero := 0
 			s.publishAs(s.name, runsCounter, spillway.StyleHandler, spillway.Settings{Min: &zero})
@@ -56,6 +58,9 @@ func TestKeepWarm(t *testing.T) {
 					r["route"], r["reason"], cold, r["result"], !keepWarm)
 			}
 			t.Logf("first call answered by the cloud in %v ms, cold start %v", r["duration_ms"], cold)
+			if ms, _ := r["duration_ms"].(float64); keepWarm && ms >= 1000 {
+				t.Errorf("first call of a function at zero took %v ms with a warm cloud, want under 1 s", ms)
+			}
 		})
 	}
 }

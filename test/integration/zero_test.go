@@ -31,29 +31,44 @@ func (s *stack) pausedContainers(name string) []string {
 		"--filter", "label=spillway.function="+name, "--filter", "status=paused", "--format", "{{.Names}}")
 }
 
-// A function with --min 0 runs no worker until called; its first call is
-// answered by the cloud (reason cold) while a worker starts; the next
-// calls are local; after SCALE_TO_ZERO_AFTER without calls it is at zero
-// again. With the cloud off the first call waits for the worker.
+// A function with --min 0 runs no worker until called. Its first call is
+// answered by the cloud (reason cold) while a worker starts, or, when a
+// frozen spare is there (WORKER_SPARE), by the spare, thawed in tens of
+// milliseconds; with the cloud off and no spare it waits for the worker.
+// The next calls are local, and after SCALE_TO_ZERO_AFTER without calls
+// the function is at zero again.
 func TestScaleToZero(t *testing.T) {
-	for _, withCloud := range []bool{true, false} {
-		t.Run(fmt.Sprintf("cloud=%v", withCloud), func(t *testing.T) {
-			s := newStack(t, stackOptions{cloud: withCloud, env: map[string]string{
+	for _, tc := range []struct {
+		name         string
+		cloud, spare bool
+		wantRoute    string
+		wantReason   string
+		within       time.Duration // the first call's answer
+	}{
+		{"the cloud hides the cold start", true, false, "cloud", "cold", 10 * time.Second},
+		{"a frozen spare answers", true, true, "local", "", time.Second},
+		{"cloud off: the call waits", false, false, "local", "", 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStack(t, stackOptions{cloud: tc.cloud, env: map[string]string{
 				"SCALE_TO_ZERO_AFTER": "4s", "ELASTICITY_SLEEP": "250ms", "NUMBER_OF_SERVERS": "1",
+				"WORKER_SPARE": fmt.Sprint(tc.spare),
 			}})
 			zero := 0
 			s.publishAs(s.name, sleeper, spillway.StyleHandler, spillway.Settings{Min: &zero})
 			s.startLB()
-			if withCloud {
+			if tc.cloud {
 				waitUntil(t, 90*time.Second, "faas deployed to the cloud", func() bool {
 					c, _ := s.section("faas")["cloud"].(map[string]any)
 					ready, _ := c["ready"].(bool)
 					return ready
 				})
 			}
-			// The function's one frozen spare (WORKER_SPARE) runs while it is
-			// made, then is paused: no worker.
-			waitUntil(t, 60*time.Second, "the frozen spare", func() bool { return len(s.pausedContainers("faas")) == 1 })
+			if tc.spare {
+				// The function's one frozen spare runs while it is made,
+				// then is paused: no worker.
+				waitUntil(t, 60*time.Second, "the frozen spare", func() bool { return len(s.pausedContainers("faas")) == 1 })
+			}
 			if size, _ := s.poolSize("faas"); size != 0 || len(s.runningContainers("faas")) != 0 {
 				t.Fatalf("a function with --min 0 runs %d workers before its first call", size)
 			}
@@ -64,18 +79,19 @@ func TestScaleToZero(t *testing.T) {
 			if err != nil {
 				t.Fatalf("first call: %v", err)
 			}
-			if withCloud {
-				if r["route"] != "cloud" || r["reason"] != "cold" {
-					t.Errorf("first call ran %v/%v, want cloud/cold", r["route"], r["reason"])
-				}
-				t.Logf("first call answered by the cloud in %v", took.Round(time.Millisecond))
-			} else if r["route"] != "local" {
-				t.Errorf("cloud off: first call ran %v, want local after waiting for the worker", r["route"])
-			} else {
-				t.Logf("cloud off: first call waited for the worker and ran in %v", took.Round(time.Millisecond))
+			if str(r["route"]) != tc.wantRoute || str(r["reason"]) != tc.wantReason {
+				t.Errorf("first call ran %v/%q, want %s/%q", r["route"], r["reason"], tc.wantRoute, tc.wantReason)
 			}
+			if took > tc.within {
+				t.Errorf("first call answered in %v, want within %v", took, tc.within)
+			}
+			t.Logf("first call answered (%v) in %v", r["route"], took.Round(time.Millisecond))
 			waitUntil(t, 30*time.Second, "a worker ready", func() bool { _, ready := s.poolSize("faas"); return ready >= 1 })
-			t.Logf("a worker ready %v after the first call", time.Since(first).Round(time.Millisecond))
+			up := time.Since(first)
+			t.Logf("a worker ready %v after the first call", up.Round(time.Millisecond))
+			if up > 5*time.Second {
+				t.Errorf("a worker was ready %v after the first call, want within a few seconds", up)
+			}
 			for i := range 3 {
 				r, err := s.invoke(fmt.Sprint("next", i), nil)
 				if err != nil || r["route"] != "local" {
