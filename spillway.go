@@ -186,7 +186,7 @@ type PoolCounts struct {
 	// SpareSlots are the slots of a frozen spare worker of the current
 	// version: it joins in tens of milliseconds when a worker is asked for.
 	SpareSlots int
-	Desired       int
+	Desired    int
 }
 
 // CloudCall is one call to send to the cloud.
