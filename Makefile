@@ -11,6 +11,11 @@ GO_BUILD     := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
 TEST_TIMEOUT ?= 30m
 # Packages make test runs (CI: all of them).
 PKGS         ?= ./...
+# Tests that turn swarm mode on and off (and change the engine's networks
+# and iptables as they do) run after the others, one package at a time, so
+# that no other test's containers or published ports see that happen.
+SWARM_PKGS    = ./internal/swarm ./test/swarm
+SWARM_TESTS   = ^TestSwarmStack$$
 BENCHTIME    ?= 1s
 BENCH_COUNT  ?= 1
 FUZZTIME     ?= 30s
@@ -80,8 +85,15 @@ test: SPILLWAY_INTEGRATION = 1
 test: deps images compose-check vet fmt-check ## deps, images, compose check, vet, gofmt, go test -race ./... with integration tests
 	@mkdir -p $(CACHE)
 	@echo "go test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS) (SPILLWAY_INTEGRATION=1)"
-	@set +e; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS) 2>&1 | tee $(CACHE)/test.log; \
-	status=$${PIPESTATUS[0]}; set -e; \
+	@set +e; pkgs=$$($(GO) list $(PKGS) | grep -v -x -F "$$($(GO) list $(SWARM_PKGS))"); \
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -skip '$(SWARM_TESTS)' $$pkgs 2>&1 | tee $(CACHE)/test.log; \
+	status=$${PIPESTATUS[0]}; \
+	echo "go test (swarm mode, alone): $(SWARM_PKGS) and $(SWARM_TESTS) in ./test/e2e" | tee -a $(CACHE)/test.log; \
+	$(GO) test -race -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(SWARM_PKGS) 2>&1 | tee -a $(CACHE)/test.log; \
+	s2=$${PIPESTATUS[0]}; \
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run '$(SWARM_TESTS)' ./test/e2e 2>&1 | tee -a $(CACHE)/test.log; \
+	s3=$${PIPESTATUS[0]}; set -e; \
+	[ $$status -ne 0 ] || status=$$s2; [ $$status -ne 0 ] || status=$$s3; \
 	echo "----- go test summary (full log: $(CACHE)/test.log) -----"; \
 	grep -E '^(ok |FAIL|panic:)|^[[:space:]]*--- FAIL' $(CACHE)/test.log || true; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED (go test exit $$status)"; exit $$status; fi; \
