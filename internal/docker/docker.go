@@ -36,19 +36,15 @@ import (
 	"github.com/spillway-faas/spillway/internal/workerapi"
 )
 
-// Labels every worker container carries. A restarted lb finds its pool's
-// leftovers by LabelPool, a function's by LabelFunction, and decides from
-// LabelSHA256 whether to keep them.
+// Labels every worker carries (pool's, shared by both backends).
 const (
-	LabelPool     = "spillway.pool"
-	LabelFunction = "spillway.function"
-	LabelVersion  = "spillway.version"
-	LabelSHA256   = "spillway.sha256"
-	LabelStyle    = "spillway.style"
-	LabelHandler  = "spillway.handler"
-	// LabelReuseProcess is "1" on a worker that runs a script in its warm
-	// runner (the record's reuse_process), absent otherwise.
-	LabelReuseProcess = "spillway.reuse_process"
+	LabelPool         = pool.LabelPool
+	LabelFunction     = pool.LabelFunction
+	LabelVersion      = pool.LabelVersion
+	LabelSHA256       = pool.LabelSHA256
+	LabelStyle        = pool.LabelStyle
+	LabelHandler      = pool.LabelHandler
+	LabelReuseProcess = pool.LabelReuseProcess
 )
 
 // Paths and identity inside the worker image (see build/worker.Dockerfile).

@@ -65,6 +65,22 @@ type Worker struct {
 	Running      bool
 }
 
+// Labels every worker carries, on either backend (a container's labels,
+// or a Swarm service's). A restarted lb finds its pool's leftovers by
+// LabelPool, a function's by LabelFunction, and decides from the others
+// (Worker.Key) whether to keep them.
+const (
+	LabelPool     = "spillway.pool"
+	LabelFunction = "spillway.function"
+	LabelVersion  = "spillway.version"
+	LabelSHA256   = "spillway.sha256"
+	LabelStyle    = "spillway.style"
+	LabelHandler  = "spillway.handler"
+	// LabelReuseProcess is "1" on a worker that runs a script in its warm
+	// runner (the record's reuse_process), absent otherwise.
+	LabelReuseProcess = "spillway.reuse_process"
+)
+
 // Key identifies what a worker runs: the code and how it is called. Two
 // functions with the same key need no roll between them.
 func Key(fn spillway.Function) string {

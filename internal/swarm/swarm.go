@@ -49,15 +49,15 @@ import (
 	"github.com/spillway-faas/spillway/internal/workerapi"
 )
 
-// Labels on every worker service and code config (the docker backend's).
+// Labels every worker carries (pool's, shared by both backends).
 const (
-	LabelPool         = "spillway.pool"
-	LabelFunction     = "spillway.function"
-	LabelVersion      = "spillway.version"
-	LabelSHA256       = "spillway.sha256"
-	LabelStyle        = "spillway.style"
-	LabelHandler      = "spillway.handler"
-	LabelReuseProcess = "spillway.reuse_process"
+	LabelPool         = pool.LabelPool
+	LabelFunction     = pool.LabelFunction
+	LabelVersion      = pool.LabelVersion
+	LabelSHA256       = pool.LabelSHA256
+	LabelStyle        = pool.LabelStyle
+	LabelHandler      = pool.LabelHandler
+	LabelReuseProcess = pool.LabelReuseProcess
 )
 
 // Identity inside the worker image (see build/worker.Dockerfile).
