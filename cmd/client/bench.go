@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -216,7 +217,8 @@ func cmdBench(ctx context.Context, args []string, e *env) error {
 			})
 		}
 		var done atomic.Int64
-		r := &loadgen.Runner{Caller: caller, PoolSize: poolSizer(cl, fn), Completed: &done}
+		// Without --fn the calls go to the default function: its pool.
+		r := &loadgen.Runner{Caller: caller, PoolSize: poolSizer(cl, cmp.Or(fn, f.dfltFn)), Completed: &done}
 		stopBar := startProgress(e, &f, cfg, m.label, &done)
 		res, err := r.Run(runCtx, cfg)
 		stopBar()

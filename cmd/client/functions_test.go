@@ -166,6 +166,14 @@ func TestBenchFunction(t *testing.T) {
 			t.Errorf("pool size %+v, want hello's: 1", p)
 		}
 	})
+	t.Run("no --fn: the default function's pool", func(t *testing.T) {
+		// faas's section has two workers throughout; the lb's own
+		// pool_size (the sum over its functions) moves between 2 and 4.
+		rep := benchJSON(t, "--rate", "40", "-d", "1s", "--poll", "100ms")
+		if p := rep.Pool; p == nil || p.Min != 2 || p.Max != 2 {
+			t.Errorf("pool size %+v, want faas's: 2", p)
+		}
+	})
 	t.Run("call", func(t *testing.T) {
 		before := lb.CallsOf("hello")
 		r := runClient(t, vars, "", "bench", "--fn", "hello", "--method", "call_faas", "-c", "2", "-n", "10")
