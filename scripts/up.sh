@@ -138,12 +138,14 @@ ui_hint=
 [[ -z $(cfg LB_AUTH_TOKEN "") ]] || ui_hint=" (user: any, password: LB_AUTH_TOKEN)"
 py_call="python3 -c 'import xmlrpc.client as x; print(x.ServerProxy(\"http://127.0.0.1:$port/\").call_faas(\"20\"))'"
 logs_hint="${COMPOSE[*]} -p $pool -f compose.yml logs -f lb       # follow lb's log"
+curl_call="curl -d 20 http://127.0.0.1:$port/function/$name"
 where="pool '$pool'"
 if [[ -n $(cfg LB_AUTH_TOKEN "") ]]; then
 	# Never printed: the commands read it from the environment.
 	lb_hint+="export LB_AUTH_TOKEN=\$(sed -n 's/^LB_AUTH_TOKEN=//p' .env)   # lb wants it (bin/client sends it)
   "
 	py_call="python3 -c 'import os, xmlrpc.client as x; print(x.ServerProxy(\"http://t:%s@127.0.0.1:$port/\" % os.environ[\"LB_AUTH_TOKEN\"]).call_faas(\"20\"))'"
+	curl_call="curl -H \"Authorization: Bearer \$LB_AUTH_TOKEN\" -d 20 http://127.0.0.1:$port/function/$name"
 fi
 if [[ $backend == swarm ]]; then
 	logs_hint="docker service logs -f ${pool}_lb                 # follow lb's log"
@@ -154,7 +156,10 @@ cat <<MSG
 Spillway is up: $replicas lb on $lb_list serving '$name' and '$hname' ($where).
 Operator page: http://127.0.0.1:$port/ui$ui_hint
 Next:
-  ${lb_hint}bin/client call 20                        # one call through lb
+  ${lb_hint}bin/client call 20                        # one call of '$name' through lb
+  bin/client call --fn $hname world         # another function
+  $curl_call   # plain HTTP
+  bin/client functions                      # the served functions and their workers
   bin/client bench -c 8 -d 20s --param 25   # load: the pool grows, overflow goes to localcloud
   bin/client status                         # pool members and counters
   $py_call
