@@ -15,7 +15,6 @@ import (
 var (
 	_ gateway.Pool     = (*pool.Pool)(nil)
 	_ gateway.Cloud    = (*cloud.Offloader)(nil)
-	_ gateway.Reporter = (*control.Report)(nil)
 	_ gateway.Reporter = (*control.Board)(nil)
 
 	_ control.ScaledPool     = (*pool.Pool)(nil)

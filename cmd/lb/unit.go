@@ -172,16 +172,13 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 				u.slots.Store(int64(d.share.Limit(fn.Name)) * u.concurrency.Load())
 				return allowed
 			}})
-	rdeps := control.ReportDeps{Calls: u.gw, Pool: u.pool, Budget: d.budget, Replicas: d.replica,
-		LastScale: u.elasticity.LastScale}
+	rdeps := control.ReportDeps{Calls: u.gw, Pool: u.pool, Budget: d.budget, LastScale: u.elasticity.LastScale}
 	if u.offload != nil {
 		rdeps.Cloud = u.offload
 		rdeps.CloudCurrent = u.rollout.CloudCurrent
 	}
 	u.report = control.NewReport(control.ReportConfig{
-		Function: fn.Name, ListenAddr: cfg.ListenAddr(),
-		PoolMin: set.Min, PoolMax: set.Max, Concurrency: set.Concurrency, Timeout: set.Timeout,
-		Scheduler: cfg.Scheduler, OffloadPolicy: cfg.OffloadPolicy, Autoscaler: cfg.Autoscaler, CloudMode: cfg.Cloud.Mode,
+		Function: fn.Name, PoolMin: set.Min, PoolMax: set.Max, Concurrency: set.Concurrency, Timeout: set.Timeout,
 	}, rdeps)
 	u.collectors = append(u.report.Collectors(), startSeconds)
 	for _, c := range u.collectors {

@@ -46,18 +46,14 @@ type Replicas interface {
 	Peers() []cluster.Report
 }
 
-// ReportConfig is the configuration the status repeats.
+// ReportConfig is the function and the effective settings its section of
+// the status repeats.
 type ReportConfig struct {
-	Function      string        // the function reported on
-	ListenAddr    string        // this replica's address, for replicas[]
-	PoolMin       int           // its --min, or NUMBER_OF_SERVERS
-	PoolMax       int           // its --max, or MAX_SERVERS
-	Concurrency   int           // its --concurrency, or WORKER_CONCURRENCY
-	Timeout       time.Duration // its --timeout, or LOCAL_TIMEOUT
-	Scheduler     string        // SCHEDULER
-	OffloadPolicy string        // OFFLOAD_POLICY
-	Autoscaler    string        // AUTOSCALER
-	CloudMode     string        // CLOUD
+	Function    string        // the function reported on
+	PoolMin     int           // its --min, or NUMBER_OF_SERVERS
+	PoolMax     int           // its --max, or MAX_SERVERS
+	Concurrency int           // its --concurrency, or WORKER_CONCURRENCY
+	Timeout     time.Duration // its --timeout, or LOCAL_TIMEOUT
 }
 
 // ReportDeps are what the status and the metrics read.
@@ -68,78 +64,25 @@ type ReportDeps struct {
 	Cloud        ReportedCloud
 	CloudCurrent func() bool
 	Budget       *policy.Budget // nil: no caps
-	// Replicas is nil for a lone lb, always the controller.
-	Replicas Replicas
 	// LastScale is the autoscaler's last change (Elasticity.LastScale);
 	// nil for none.
 	LastScale func() string
-	// Refused counts the connections lb refused from the workers' network
-	// (netguard.Listener.Refused); nil for none.
-	Refused func() uint64
-	Clock   Clock
+	Clock     Clock
 }
 
-// Report assembles lb's status and the pool's, the cloud's and the
-// replicas' metrics from what each part already keeps; it keeps nothing of
-// its own but its start time.
+// Report assembles one function's part of lb's status (Board sums the
+// functions' reports) and its pool's and cloud's metrics, from what each
+// part already keeps.
 type Report struct {
-	setMu   sync.Mutex // guards the settings in cfg (SetSettings)
-	cfg     ReportConfig
-	d       ReportDeps
-	clock   Clock
-	started time.Time
+	setMu sync.Mutex // guards the settings in cfg (SetSettings)
+	cfg   ReportConfig
+	d     ReportDeps
+	clock Clock
 }
 
-// NewReport starts the uptime clock.
+// NewReport builds a function's report.
 func NewReport(cfg ReportConfig, d ReportDeps) *Report {
-	r := &Report{cfg: cfg, d: d, clock: clockOr(d.Clock)}
-	r.started = r.clock.Now()
-	return r
-}
-
-// Status is lb's state now: what status(), GET /status and /ui show.
-func (r *Report) Status() spillway.Status {
-	now := r.clock.Now()
-	calls := r.d.Calls.Calls()
-	pc := r.d.Pool.Counts()
-	cfg := r.config()
-	s := spillway.Status{
-		Ready:         r.d.Calls.Ready(),
-		UptimeSeconds: now.Sub(r.started).Round(time.Millisecond).Seconds(),
-		InFlight:      calls.InFlight,
-		LocalInFlight: calls.LocalInFlight,
-		CloudInFlight: calls.CloudInFlight,
-		Queued:        calls.Queued,
-		PoolSize:      pc.Members,
-		PoolReady:     pc.Ready,
-		PoolDesired:   pc.Desired,
-		PoolMin:       cfg.PoolMin,
-		PoolMax:       cfg.PoolMax,
-		Concurrency:   cfg.Concurrency,
-		Scheduler:     r.cfg.Scheduler,
-		OffloadPolicy: r.cfg.OffloadPolicy,
-		Autoscaler:    r.cfg.Autoscaler,
-		CloudMode:     r.cfg.CloudMode,
-		Counters:      calls.Counters,
-		Controller:    true,
-		Replicas:      []spillway.ReplicaStatus{},
-	}
-	if r.d.LastScale != nil {
-		s.Counters.LastScale = r.d.LastScale()
-	}
-	if c := r.d.Replicas; c != nil {
-		s.LBID, s.Controller = c.ID(), c.Controller()
-		self := r.d.Calls.Load()
-		s.Replicas = append(s.Replicas, spillway.ReplicaStatus{LBID: s.LBID, Addr: r.cfg.ListenAddr, Controller: s.Controller,
-			InFlight: self.InFlight, Queued: self.Queued})
-		for _, p := range c.Peers() {
-			l := p.Functions[r.cfg.Function]
-			s.Replicas = append(s.Replicas, spillway.ReplicaStatus{LBID: p.ID, Addr: p.Addr, Controller: p.Controller,
-				InFlight: l.InFlight, Queued: l.Queued})
-		}
-	}
-	s.Details = r.details(now)
-	return s
+	return &Report{cfg: cfg, d: d, clock: clockOr(d.Clock)}
 }
 
 // SetSettings records the function's new effective settings (it was

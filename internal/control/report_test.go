@@ -17,7 +17,17 @@ import (
 	"github.com/spillway-faas/spillway/internal/pool"
 )
 
-func testReport(t *testing.T, withCloud bool) (*Report, *fakeClock) {
+// reportWorld is one function's report and the board lb reads the status
+// through, as lb wires them, with the replicas and refusals lb has.
+type reportWorld struct {
+	r       *Report
+	board   *Board
+	clock   *fakeClock
+	rep     *fakeReplica
+	refused func() uint64
+}
+
+func testReport(t *testing.T, withCloud bool) reportWorld {
 	t.Helper()
 	clock := newFakeClock()
 	p := &fakePool{
@@ -37,8 +47,7 @@ func testReport(t *testing.T, withCloud bool) (*Report, *fakeClock) {
 	rep := &fakeReplica{controller: true, peers: []cluster.Report{
 		{ID: "lb-b", Addr: "b:8001", Functions: map[string]spillway.Load{"faas": {InFlight: 4, Queued: 5}}},
 	}}
-	d := ReportDeps{Calls: calls, Pool: p, Replicas: rep, LastScale: func() string { return "2->3 (busy)" },
-		Refused: func() uint64 { return 6 }, Clock: clock}
+	d := ReportDeps{Calls: calls, Pool: p, LastScale: func() string { return "2->3 (busy)" }, Clock: clock}
 	if withCloud {
 		budget, err := policy.NewBudget(policy.OffloadConfig{CloudMaxRPS: 5, BudgetBurst: time.Second})
 		if err != nil {
@@ -48,15 +57,17 @@ func testReport(t *testing.T, withCloud bool) (*Report, *fakeClock) {
 		d.CloudCurrent = func() bool { return false }
 		d.Budget = budget
 	}
-	r := NewReport(ReportConfig{Function: "faas", ListenAddr: "a:8000", PoolMin: 1, PoolMax: 4, Concurrency: 2,
-		Scheduler: "round-robin", OffloadPolicy: "overflow", Autoscaler: "predictive", CloudMode: "local"}, d)
-	return r, clock
+	r := NewReport(ReportConfig{Function: "faas", PoolMin: 1, PoolMax: 4, Concurrency: 2}, d)
+	b := NewBoard(BoardConfig{DefaultFunction: "faas", ListenAddr: "a:8000", PoolMin: 1, PoolMax: 4, Concurrency: 2,
+		Scheduler: "round-robin", OffloadPolicy: "overflow", Autoscaler: "predictive", CloudMode: "local"},
+		BoardDeps{Reports: func() map[string]*Report { return map[string]*Report{"faas": r} }, Ready: calls.Ready, Replicas: rep, Clock: clock})
+	return reportWorld{r: r, board: b, clock: clock, rep: rep, refused: func() uint64 { return 6 }}
 }
 
 func TestReportStatus(t *testing.T) {
-	r, clock := testReport(t, true)
-	clock.Advance(90 * time.Second)
-	st := r.Status()
+	w := testReport(t, true)
+	w.clock.Advance(90 * time.Second)
+	st := w.board.Status()
 	if !st.Ready || st.UptimeSeconds != 90 || st.InFlight != 3 || st.CloudInFlight != 2 || st.PoolSize != 2 ||
 		st.PoolReady != 1 || st.PoolDesired != 3 || st.PoolMax != 4 || st.Concurrency != 2 || st.Autoscaler != "predictive" {
 		t.Errorf("status %+v", st)
@@ -88,8 +99,7 @@ func TestReportStatus(t *testing.T) {
 // TestStatusKeys pins the keys status() and /status show: clients, the
 // README and the operator page name them.
 func TestStatusKeys(t *testing.T) {
-	r, _ := testReport(t, true)
-	b, err := json.Marshal(r.Status())
+	b, err := json.Marshal(testReport(t, true).board.Status())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +113,7 @@ func TestStatusKeys(t *testing.T) {
 		obj  any
 		want []string
 	}{
-		{"status", m, []string{"autoscaler", "cloud", "cloud_in_flight", "controller", "counters", "details", "in_flight", "lb_id",
+		{"status", m, []string{"autoscaler", "cloud", "cloud_in_flight", "controller", "counters", "details", "functions", "in_flight", "lb_id",
 			"local_in_flight", "offload_policy", "pool_desired", "pool_max", "pool_min", "pool_ready", "pool_size", "queued",
 			"ready", "replicas", "scheduler", "uptime_s", "worker_concurrency"}},
 		{"counters", m["counters"], []string{"busy", "calls", "cloud", "cold_starts", "errors", "errors_by_fault", "last_scale", "local", "reasons"}},
@@ -114,6 +124,8 @@ func TestStatusKeys(t *testing.T) {
 		{"details.pool", details["pool"], []string{"adopted", "draining", "failed", "removed", "replacements", "start_failed", "started", "starting", "waiting"}},
 		{"details.cloud", details["cloud"], []string{"breaker", "budget", "calls", "cold_starts", "current", "failed", "pings", "ready", "rejected", "retries", "succeeded", "throttled"}},
 		{"details.cloud.budget", details["cloud"].(map[string]any)["budget"], []string{"calls", "max_cost_per_hour", "max_rps", "spent_usd", "used"}},
+		{"functions.faas", m["functions"].(map[string]any)["faas"], []string{"cloud", "cloud_in_flight", "counters", "in_flight", "local_in_flight", "name",
+			"pool_desired", "pool_max", "pool_min", "pool_ready", "pool_size", "queued", "ready", "sha256", "style", "timeout_s", "version", "worker_concurrency"}},
 	} {
 		var got []string
 		for k := range tt.obj.(map[string]any) {
@@ -126,8 +138,7 @@ func TestStatusKeys(t *testing.T) {
 	}
 
 	// CLOUD=off: no cloud in the details.
-	r, _ = testReport(t, false)
-	if st := r.Status(); st.Details.Cloud != nil {
+	if st := testReport(t, false).board.Status(); st.Details.Cloud != nil {
 		t.Errorf("cloud off: details.cloud = %+v, want none", st.Details.Cloud)
 	}
 }
@@ -181,10 +192,10 @@ func TestWorkerStartSeconds(t *testing.T) {
 
 func TestReportMetrics(t *testing.T) {
 	for _, withCloud := range []bool{false, true} {
-		r, _ := testReport(t, withCloud)
+		w := testReport(t, withCloud)
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(r.Collectors()...)
-		reg.MustRegister(LBCollectors(r.d.Replicas, r.d.Refused)...)
+		reg.MustRegister(w.r.Collectors()...)
+		reg.MustRegister(LBCollectors(w.rep, w.refused)...)
 		mfs, err := reg.Gather()
 		if err != nil {
 			t.Fatal(err)
