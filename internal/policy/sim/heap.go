@@ -15,7 +15,7 @@ type event struct {
 	t    int64  // nanoseconds since the start of the run
 	seq  uint64 // insertion order breaks ties, so runs are deterministic
 	a, b int32
-	f    int32 // the function (many-function runs)
+	f    int32 // the function (arrivals and ticks)
 	kind uint8
 }
 

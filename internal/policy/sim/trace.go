@@ -106,8 +106,11 @@ func newArrivals(tr Trace, rng *rand.Rand, duration time.Duration) *arrivals {
 	return &arrivals{tr: tr, rng: rng, end: duration.Seconds(), lmax: tr.maxRate()}
 }
 
-// next returns the next arrival time, or false when the trace is over.
-func (a *arrivals) next() (float64, bool) {
+var _ process = (*arrivals)(nil)
+
+// next returns the next arrival time, or false when the trace is over. A
+// trace keeps its own place, so it needs no time.
+func (a *arrivals) next(float64) (float64, bool) {
 	if a.tr.Kind == TraceCSV {
 		if a.i >= len(a.tr.Times) || (a.end > 0 && a.tr.Times[a.i] >= a.end) {
 			return 0, false
