@@ -53,23 +53,13 @@ func TestGolden(t *testing.T) {
 				shs = append(shs, sh)
 			}
 			rep, err := CompareMany(many, []int{15, 24}, shs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range rep.Results {
-				rep.Results[i].WallSec = 0
-			}
+			rep = mustNoWall(t, rep, err)
 			WriteManyTable(w, rep)
 			return rep
 		}},
 		{"zero", func(t *testing.T, w *bytes.Buffer) any {
 			rep, err := CompareZero(zero, ZeroVariants)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range rep.Results {
-				rep.Results[i].WallSec = 0
-			}
+			rep = mustNoWall(t, rep, err)
 			WriteZeroTable(w, rep)
 			return rep
 		}},
@@ -113,6 +103,19 @@ func mustCompare(t *testing.T, cfg Config, policies ...string) Report {
 		pols = append(pols, ParsePolicy(p, "predictive", "round-robin"))
 	}
 	rep, err := Compare(cfg, pols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range rep.Results {
+		rep.Results[i].WallSec = 0
+	}
+	return rep
+}
+
+// mustNoWall fails t on err, else returns rep with its wall-clock times
+// zeroed.
+func mustNoWall(t *testing.T, rep ManyReport, err error) ManyReport {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}

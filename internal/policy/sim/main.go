@@ -46,19 +46,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	scheduler := fs.String("scheduler", policy.SchedulerRoundRobin, "SCHEDULER for policies that name none")
 	cloud := systemFlags(fs, &cfg)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sim: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if err := parseCloud(*cloud, &cfg); err != nil {
-		fmt.Fprintf(stderr, "sim: %v\n", err)
-		return 2
+	if code, ok := parse(fs, args, cloud, &cfg, stderr); !ok {
+		return code
 	}
 	cfg.Trace.Kind = *trace
 	if path, ok := strings.CutPrefix(*trace, "csv:"); ok {
@@ -95,13 +84,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	if *asJSON {
 		rep.Config.Trace.Times = nil // the input file, not worth echoing
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			fmt.Fprintf(stderr, "sim: %v\n", err)
-			return 1
-		}
-		return 0
+		return writeJSON(stdout, stderr, rep)
 	}
 	WriteTable(stdout, rep)
 	return 0
@@ -130,6 +113,38 @@ func systemFlags(fs *flag.FlagSet, cfg *Config) *string {
 	fs.Float64Var(&cfg.CloudMaxRPS, "cloud-max-rps", 0, "CLOUD_MAX_RPS (0: no cap)")
 	fs.Float64Var(&cfg.CloudMaxCostPerHour, "cloud-max-cost", 0, "CLOUD_MAX_COST_PER_HOUR in USD (0: no cap)")
 	return cloud
+}
+
+// parse reads args into fs's flags and --cloud (as systemFlags returned it)
+// into cfg. When the run should not go on it returns false and the exit
+// code: 0 after -h, 2 on bad usage (said on stderr).
+func parse(fs *flag.FlagSet, args []string, cloud *string, cfg *Config, stderr io.Writer) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0, false
+		}
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sim: unexpected argument %q\n", fs.Arg(0))
+		return 2, false
+	}
+	if err := parseCloud(*cloud, cfg); err != nil {
+		fmt.Fprintf(stderr, "sim: %v\n", err)
+		return 2, false
+	}
+	return 0, true
+}
+
+// writeJSON prints a report as indented JSON and returns the exit code.
+func writeJSON(stdout, stderr io.Writer, rep any) int {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		fmt.Fprintf(stderr, "sim: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
 func parseCloud(v string, cfg *Config) error {

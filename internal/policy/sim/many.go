@@ -76,14 +76,8 @@ func (c ManyConfig) Validate() error {
 		return fmt.Errorf("--servers 0 needs a positive --scale-to-zero-after")
 	case c.KeepWarmEvery < 0:
 		return fmt.Errorf("--keep-warm-every must not be negative")
-	case c.Tick <= 0:
-		return fmt.Errorf("--tick must be positive")
-	case c.Service < 0 || c.ServiceCV < 0 || c.WorkerColdStart < 0:
-		return fmt.Errorf("service time, its cv and the worker cold start must not be negative")
-	case c.CloudOverhead < 0 || c.CloudSpeed <= 0 || c.CloudColdStart < 0 || c.CloudKeepAlive < 0:
-		return fmt.Errorf("cloud overhead, cold start and keep-alive must not be negative, cloud speed positive")
 	}
-	return nil
+	return c.validateModel()
 }
 
 // zero reports whether functions scale to zero in this run.

@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -57,19 +56,8 @@ func MainMany(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.ColdWait, "cold-wait", cfg.ColdWait, "with --servers 0: a call with no ready worker waits for it instead of going to the cloud")
 	cloud := systemFlags(fs, &cfg.Config)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sim: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if err := parseCloud(*cloud, &cfg.Config); err != nil {
-		fmt.Fprintf(stderr, "sim: %v\n", err)
-		return 2
+	if code, ok := parse(fs, args, cloud, &cfg.Config, stderr); !ok {
+		return code
 	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "sim: %v\n", err)
@@ -105,13 +93,7 @@ func MainMany(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			fmt.Fprintf(stderr, "sim: %v\n", err)
-			return 1
-		}
-		return 0
+		return writeJSON(stdout, stderr, rep)
 	}
 	WriteManyTable(stdout, rep)
 	return 0
@@ -122,25 +104,35 @@ func MainMany(args []string, stdout, stderr io.Writer) int {
 // cap by cap in the order given.
 func CompareMany(cfg ManyConfig, caps []int, shs []Sharing) (ManyReport, error) {
 	rep := ManyReport{Config: cfg, Results: make([]ManyResult, len(caps)*len(shs))}
-	errs := make([]error, len(rep.Results))
+	err := parallel(len(rep.Results), func(i int) error {
+		total, sh := caps[i/len(shs)], shs[i%len(shs)]
+		r, err := RunMany(cfg, total, sh)
+		rep.Results[i] = r
+		if err != nil {
+			return fmt.Errorf("%s at %d workers: %w", sh.Name, total, err)
+		}
+		return nil
+	})
+	return rep, err
+}
+
+// parallel runs run(0) to run(n-1), as many at once as there are CPUs,
+// and returns when all have, with their errors joined.
+func parallel(n int, run func(i int) error) error {
+	errs := make([]error, n)
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
-	for i := range rep.Results {
-		total, sh := caps[i/len(shs)], shs[i%len(shs)]
+	for i := range n {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r, err := RunMany(cfg, total, sh)
-			if err != nil {
-				err = fmt.Errorf("%s at %d workers: %w", sh.Name, total, err)
-			}
-			rep.Results[i], errs[i] = r, err
+			errs[i] = run(i)
 		}()
 	}
 	wg.Wait()
-	return rep, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // WriteManyTable prints a many-function report as an aligned table.
@@ -167,13 +159,7 @@ func runZero(cfg ManyConfig, asJSON bool, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			fmt.Fprintf(stderr, "sim: %v\n", err)
-			return 1
-		}
-		return 0
+		return writeJSON(stdout, stderr, rep)
 	}
 	WriteZeroTable(stdout, rep)
 	return 0

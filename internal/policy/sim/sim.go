@@ -96,6 +96,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--duration must be positive")
 	case c.Servers < 1 || c.Max < c.Servers || c.Concurrency < 1:
 		return fmt.Errorf("need 1 <= --servers <= --max and --concurrency >= 1")
+	}
+	return c.validateModel()
+}
+
+// validateModel reports a tick, service time or cloud the simulator cannot
+// model; single- and many-function runs share these checks.
+func (c Config) validateModel() error {
+	switch {
 	case c.Tick <= 0:
 		return fmt.Errorf("--tick must be positive")
 	case c.Service < 0 || c.ServiceCV < 0 || c.WorkerColdStart < 0:

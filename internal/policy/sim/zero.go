@@ -1,11 +1,8 @@
 package sim
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"runtime"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -69,11 +66,8 @@ var unshared = Sharing{Name: "unshared", Static: "even"}
 // KeepWarmEvery is used come from each variant.
 func CompareZero(cfg ManyConfig, variants []ZeroVariant) (ManyReport, error) {
 	rep := ManyReport{Config: cfg, Results: make([]ManyResult, len(variants))}
-	errs := make([]error, len(variants))
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	var wg sync.WaitGroup
-	for i, v := range variants {
-		c := cfg
+	err := parallel(len(variants), func(i int) error {
+		v, c := variants[i], cfg
 		c.Servers, c.ColdWait = v.Min, v.ColdWait
 		if !v.KeepWarm {
 			c.KeepWarmEvery = 0
@@ -81,21 +75,15 @@ func CompareZero(cfg ManyConfig, variants []ZeroVariant) (ManyReport, error) {
 		if v.Offload != "" {
 			c.Offload, c.ColdDecide = v.Offload, true
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			r, err := RunMany(c, c.Functions*c.Max, unshared)
-			if err != nil {
-				err = fmt.Errorf("%s: %w", v.Name, err)
-			}
-			r.Variant = v.Name
-			rep.Results[i], errs[i] = r, err
-		}()
-	}
-	wg.Wait()
-	return rep, errors.Join(errs...)
+		r, err := RunMany(c, c.Functions*c.Max, unshared)
+		r.Variant = v.Name
+		rep.Results[i] = r
+		if err != nil {
+			return fmt.Errorf("%s: %w", v.Name, err)
+		}
+		return nil
+	})
+	return rep, err
 }
 
 // WriteZeroTable prints a scale-to-zero comparison as an aligned table.
