@@ -114,12 +114,12 @@ type tally struct {
 // core is one run's state. It is single-goroutine; the policies it drives
 // are the real, concurrency-safe ones.
 type core struct {
-	cfg    Config
-	base   time.Time
-	limit  int64         // arrivals stop after this many (0: when the processes end)
-	cap    int           // members above this are counted in overCap (0: none)
-	ledger *share.Ledger // nil: each function has its fixed limit
-	cold   coldRule
+	cfg      Config
+	base     time.Time
+	maxCalls int64         // arrivals stop after this many (0: when the processes end)
+	cap      int           // members above this are counted in overCap (0: none)
+	ledger   *share.Ledger // nil: each function has its fixed limit
+	cold     coldRule
 	// readyCloses closes the worker-seconds interval when a worker becomes
 	// ready, as the single-function simulator always has: the pool's size
 	// does not change, but the float sum rounds otherwise, and its
@@ -286,11 +286,11 @@ func (c *core) input(f *fn, waited time.Duration, queuedAhead int) policy.Offloa
 // Calls.
 
 func (c *core) arrive(i int32) {
-	if c.limit > 0 && c.arrived >= c.limit {
+	if c.maxCalls > 0 && c.arrived >= c.maxCalls {
 		return // the run has all its calls; this function's arrivals stop
 	}
 	c.arrived++
-	if c.arrived == c.limit {
+	if c.arrived == c.maxCalls {
 		c.done = true
 	}
 	c.schedule(i)

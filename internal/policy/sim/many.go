@@ -189,7 +189,7 @@ func RunMany(cfg ManyConfig, total int, sh Sharing) (ManyResult, error) {
 	}
 	start := time.Now()
 	c := newCore(cfg.Config)
-	c.limit, c.cap = cfg.Calls, max(total, cfg.Functions*cfg.Servers)
+	c.maxCalls, c.cap = cfg.Calls, max(total, cfg.Functions*cfg.Servers)
 	c.cold = coldRule{on: cfg.zero(), coldWait: cfg.ColdWait, coldDecide: cfg.ColdDecide, keepWarmEvery: cfg.KeepWarmEvery}
 	if sh.Static == "" {
 		c.ledger = share.NewRule(total, sh.Rule, c.at)
