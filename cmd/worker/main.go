@@ -158,6 +158,16 @@ func serve(ctx context.Context, cfg workerapi.Env, log *slog.Logger, output io.W
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	if cfg.StopDelay > 0 {
+		// lb stops sending calls once it sees this worker's task stopping;
+		// until then calls keep coming and are served.
+		log.Info("worker stopping after a delay", "delay", cfg.StopDelay, "in_flight", runners.Stats().InFlight)
+		select {
+		case err := <-served:
+			return fmt.Errorf("serve: %w", err)
+		case <-time.After(cfg.StopDelay):
+		}
+	}
 	log.Info("worker stopping", "in_flight", runners.Stats().InFlight)
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.LocalTimeout+shutdownGrace)
 	defer cancel()

@@ -449,6 +449,55 @@ func TestWorkerProcess(t *testing.T) {
 	})
 }
 
+// TestWorkerStopDelay: with WORKER_STOP_DELAY a worker told to stop keeps
+// taking new calls for that long (lb learns of a Swarm stop only from the
+// task list), then drains and exits; without it, a call made after SIGTERM
+// finds the port closed.
+func TestWorkerStopDelay(t *testing.T) {
+	bin := testutil.BuildBinary(t, "worker")
+	py := testutil.Python(t)
+	for _, tc := range []struct {
+		delay      string
+		callServed bool
+	}{
+		{"", false},
+		{"2s", true},
+	} {
+		t.Run("WORKER_STOP_DELAY="+tc.delay, func(t *testing.T) {
+			env := []string{"FUNCTION_STYLE=handler"}
+			if tc.delay != "" {
+				env = append(env, "WORKER_STOP_DELAY="+tc.delay)
+			}
+			w := startWorker(t, bin, testHandler, env...)
+			if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(30 * time.Second); !strings.Contains(w.stderr.String(), "worker stopping"); {
+				if time.Now().After(deadline) {
+					t.Fatalf("the worker never began to stop:\n%s", w.stderr.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if tc.delay == "" {
+				<-w.done // the port is closed once the stop began; wait for the exit
+			}
+			a, err := pyCallsErr(py, w.url, false, call("call_function", "echo"))
+			served := err == nil && len(a) == 1 && a[0].Fault == 0
+			if served != tc.callServed {
+				t.Fatalf("a call after SIGTERM served = %v (%+v, %v), want %v", served, a, err, tc.callServed)
+			}
+			select {
+			case <-w.done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("worker did not exit after SIGTERM and its delay")
+			}
+			if code := w.cmd.ProcessState.ExitCode(); code != 0 {
+				t.Fatalf("exit code %d, want 0", code)
+			}
+		})
+	}
+}
+
 func TestWorkerMissingFunction(t *testing.T) {
 	var stderr bytes.Buffer
 	env := map[string]string{"FUNCTION_PATH": filepath.Join(t.TempDir(), "missing.py"), "SERVER_PORT": "1"}

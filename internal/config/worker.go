@@ -1,6 +1,8 @@
 package config
 
 import (
+	"time"
+
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/workerapi"
 )
@@ -31,6 +33,7 @@ func LoadWorker(lookup Lookup) (workerapi.Env, error) {
 		MaxRequestBytes: p.bytes(workerapi.VarMaxRequestBytes, defaultMaxRequest),
 		MaxResultBytes:  p.bytes(workerapi.VarMaxResultBytes, DefaultMaxResultBytes),
 		LogLevel:        p.choice(workerapi.VarLogLevel, defaultLogLevel, LogLevels),
+		StopDelay:       p.duration(workerapi.VarStopDelay, 0),
 	}
 	switch v := p.str(workerapi.VarReuseProcess, "0"); v {
 	case "1", "true":
@@ -59,6 +62,9 @@ func ValidateWorker(e workerapi.Env) error {
 	v.concurrency(e.Concurrency)
 	v.localTimeout(e.LocalTimeout)
 	v.maxResultBytes(e.MaxResultBytes)
+	if e.StopDelay < 0 || e.StopDelay > time.Minute {
+		v.bad(workerapi.VarStopDelay, e.StopDelay, "want 0 to 1m")
+	}
 	if e.Version < 0 {
 		v.bad(workerapi.VarVersion, e.Version, "must not be negative")
 	}

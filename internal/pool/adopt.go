@@ -51,7 +51,7 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function, removeRest bool)
 		}
 		wg.Go(func() {
 			v := verdict{w: w}
-			if w.Running && w.Addr != "" && w.Key() == Key(fn) && w.Function == fn.Name {
+			if w.Running && !w.Stopping && w.Addr != "" && w.Key() == Key(fn) && w.Function == fn.Name {
 				v.c = p.connect(w.Addr)
 				h, err := p.probe(ctx, v.c)
 				v.keep, v.h = err == nil && h.Ready, h

@@ -63,6 +63,9 @@ type Worker struct {
 	// script in its warm runner (the record's reuse_process).
 	ReuseProcess bool
 	Running      bool
+	// Stopping: the engine is stopping this running worker (a service's
+	// scale-down or roll); it takes no new calls once lb has seen this.
+	Stopping bool
 }
 
 // Labels every worker carries, on either backend (a container's labels,

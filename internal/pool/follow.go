@@ -51,7 +51,7 @@ func (p *Pool) promote(ctx context.Context, fn spillway.Function) {
 			return
 		}
 	}
-	kept, removed, err := p.adopt(ctx, fn, true)
+	kept, removed, err := p.adopt(ctx, fn, p.svc == nil)
 	if err != nil {
 		p.log.Warn("sweep the old controller's containers", "err", err)
 	}
@@ -86,9 +86,17 @@ func (p *Pool) Controller() bool {
 // every HealthInterval: it adopts the ready workers of the current
 // function it does not serve yet, and drops members whose container is
 // gone.
+//
+// On a ServiceBackend every replica follows the engine's list, every
+// FollowInterval, and the controller then applies its desired state to the
+// service.
 func (p *Pool) followLoop() {
 	defer p.wg.Done()
-	t := time.NewTicker(p.cfg.HealthInterval)
+	every := p.cfg.HealthInterval
+	if p.svc != nil {
+		every = p.cfg.FollowInterval
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -100,7 +108,7 @@ func (p *Pool) followLoop() {
 		p.mu.Lock()
 		follower, promoting, fn := p.follower, p.promoting, p.fn
 		p.mu.Unlock()
-		if !follower {
+		if !follower && p.svc == nil {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.StartTimeout)
@@ -108,6 +116,9 @@ func (p *Pool) followLoop() {
 			p.promote(ctx, fn)
 		} else {
 			p.followOnce(ctx, fn)
+		}
+		if p.svc != nil {
+			p.applyService(ctx, p.svc)
 		}
 		cancel()
 	}
@@ -120,24 +131,40 @@ func (p *Pool) followOnce(ctx context.Context, fn spillway.Function) {
 		return
 	}
 	running := make(map[string]bool, len(ws))
+	stopping := make(map[string]bool)
 	for _, w := range ws {
 		if w.Running {
 			running[w.ID] = true
 		}
-	}
-	var gone []*member
-	p.mu.Lock()
-	for _, m := range p.members {
-		if m.id != "" && !running[m.id] && m.state != StateFailed {
-			// Removed by the controller: not a failure of ours.
-			p.setStateLocked(m, StateFailed)
-			gone = append(gone, m)
+		if w.Stopping {
+			stopping[w.ID] = true
 		}
 	}
-	if len(gone) > 0 {
+	var gone []*member
+	var drained []string
+	p.mu.Lock()
+	for _, m := range p.members {
+		switch {
+		case m.id == "" || m.state == StateFailed:
+		case !running[m.id]:
+			// Removed by the controller or the engine: not a failure of ours.
+			p.setStateLocked(m, StateFailed)
+			m.gone = true
+			gone = append(gone, m)
+		case stopping[m.id] && m.state != StateDraining:
+			// The engine stops it (scale-down, roll): out of rotation, its
+			// calls finish before the worker exits.
+			p.setStateLocked(m, StateDraining)
+			drained = append(drained, m.name)
+		}
+	}
+	if len(gone) > 0 || len(drained) > 0 {
 		p.notifyLocked()
 	}
 	p.mu.Unlock()
+	for _, name := range drained {
+		p.log.Info("draining worker", "worker", name, "reason", "stopped by the engine")
+	}
 	for _, m := range gone {
 		m.cancel()
 		m.closeConns()

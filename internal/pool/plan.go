@@ -8,7 +8,10 @@ import (
 // view is what the reconciler decides on: the pool's members and targets at
 // one moment, copied under Pool.mu.
 type view struct {
-	follower bool      // another lb replica controls the containers
+	follower bool      // another lb replica controls the containers, or the engine does (managed)
+	// managed: the workers are a service's replicas (ServiceBackend); with
+	// controller, this lb may still have a failed one replaced.
+	managed, controller bool
 	desired  int       // members of the current version wanted
 	key      string    // Key of the function new members run
 	version  int64     // its version, for the drain reason of a roll
@@ -22,6 +25,7 @@ type memberView struct {
 	key          string // Key of the function it runs
 	inFlight     int
 	hasContainer bool // its start got as far as a container
+	gone         bool // its worker left the backend's list
 }
 
 // actionKind is what plan asks of one member, or of the pool.
@@ -32,8 +36,8 @@ const (
 	// its container.
 	actRemove actionKind = iota + 1
 	// actForget takes a member off the list and leaves its container: a
-	// follower's (the controller removes it), or a start that failed before
-	// the container existed.
+	// follower's (the controller removes it), one a service's engine
+	// stops, or a start that failed before the container existed.
 	actForget
 	// actStart starts a member of the current version.
 	actStart
@@ -50,7 +54,9 @@ type action struct {
 
 // plan moves the pool toward the desired state, in this order:
 //  1. failed members and drained idle ones leave the list (their containers
-//     are removed, unless this lb follows another);
+//     are removed, unless this lb follows another or the workers are a
+//     service's: then only the controller has a failed worker that is
+//     still listed removed, which makes the engine replace it);
 //  2. a follower stops there: the controller starts, drains and rolls;
 //  3. missing members of the current version start, unless a failed start's
 //     backoff (nextTry) is not over at now;
@@ -68,6 +74,8 @@ func plan(v view, now time.Time) []action {
 		switch {
 		case !gone:
 			live = append(live, i)
+		case v.managed && v.controller && m.state == StateFailed && m.hasContainer && !m.gone:
+			acts = append(acts, action{kind: actRemove, member: i})
 		case v.follower || (m.state == StateFailed && !m.hasContainer):
 			acts = append(acts, action{kind: actForget, member: i})
 		default:

@@ -65,6 +65,10 @@ type Config struct {
 	StartTimeout   time.Duration // container start + first healthy probe (30s)
 	RemoveTimeout  time.Duration // one backend Remove (30s)
 	DialTimeout    time.Duration // TCP connect to a worker (2s)
+	// FollowInterval is how often a pool on a ServiceBackend lists its
+	// workers (DefaultFollowInterval); a follower on another backend lists
+	// them every HealthInterval.
+	FollowInterval time.Duration
 
 	// Spare keeps one worker of the current function started ahead of
 	// need, healthy once and then frozen (WORKER_SPARE; the Backend must be
@@ -102,6 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.FollowInterval <= 0 {
+		c.FollowInterval = DefaultFollowInterval
 	}
 	return c
 }
@@ -150,6 +157,7 @@ type member struct {
 	completed  int64
 	coldStarts int64
 	removing   bool      // taken off the list, backend removal under way
+	gone       bool      // its worker left the backend's list (follower, service)
 	busyUntil  time.Time // skipped until then: it answered busy
 	busyWake   bool      // a goroutine will offer its slots at busyUntil
 }
@@ -200,6 +208,9 @@ type Pool struct {
 
 	cfg     Config
 	backend Backend
+	// svc is backend when it keeps the workers as one service's replicas
+	// (see ServiceBackend), nil otherwise.
+	svc ServiceBackend
 	log     *slog.Logger
 
 	// spareKick wakes spareLoop (Config.Spare).
@@ -231,6 +242,7 @@ type Pool struct {
 	nextTry      time.Time     // no start before this after failures
 	counters     Counters
 	spare        *spare // the frozen spare (Config.Spare), nil when none
+	lastApplied  applied // what the controller last told svc
 	candBuf      []policy.Member
 	candIdx      []*member
 }
@@ -248,7 +260,8 @@ type Counters struct {
 
 // New returns a pool on backend. Nothing runs until Open.
 func New(backend Backend, cfg Config) *Pool {
-	return &Pool{cfg: cfg.withDefaults(), backend: backend, kick: make(chan struct{}, 1),
+	svc, _ := backend.(ServiceBackend)
+	return &Pool{cfg: cfg.withDefaults(), backend: backend, svc: svc, kick: make(chan struct{}, 1),
 		followKick: make(chan struct{}, 1), notify: make(chan struct{}), spareKick: make(chan struct{}, 1)}
 }
 
@@ -280,14 +293,16 @@ func (p *Pool) Open(ctx context.Context, fn spillway.Function) error {
 	p.mu.Lock()
 	follower := p.follower
 	p.mu.Unlock()
-	if _, _, err := p.adopt(ctx, fn, !follower); err != nil {
+	// On a service the engine owns every worker: none is swept.
+	if _, _, err := p.adopt(ctx, fn, !follower && p.svc == nil); err != nil {
 		p.log.Warn("adopt workers of an earlier run", "err", err)
 	}
 	p.wg.Add(3)
 	go p.reconcileLoop()
 	go p.healthLoop()
 	go p.followLoop()
-	if w, ok := p.backend.(ExitWatcher); ok {
+	p.kickFollow()
+	if w, ok := p.backend.(ExitWatcher); ok && p.svc == nil {
 		p.wg.Add(1)
 		go p.watchLoop(w)
 	}
@@ -330,6 +345,7 @@ func (p *Pool) Reconfigure(min, max, concurrency int, localTimeout time.Duration
 	p.notifyLocked()
 	p.mu.Unlock()
 	p.poke()
+	p.kickFollow()
 	return nil
 }
 
@@ -346,6 +362,7 @@ func (p *Pool) Scale(desired int) int {
 	p.mu.Unlock()
 	if changed {
 		p.poke()
+		p.kickFollow()
 	}
 	return desired
 }
@@ -468,6 +485,19 @@ func (p *Pool) close(ctx context.Context, remove bool) error {
 	if !remove {
 		p.log.Info("pool left to the other lb replicas", "workers", len(ids))
 		return drainErr
+	}
+	if p.svc != nil {
+		err := p.svc.RemoveService(rctx)
+		if err == nil {
+			p.mu.Lock()
+			p.counters.Removed += uint64(len(ids))
+			p.mu.Unlock()
+		}
+		if drainErr != nil {
+			err = errors.Join(err, fmt.Errorf("drain calls in flight: %w", drainErr))
+		}
+		p.log.Info("pool closed: service removed", "workers", len(ids))
+		return err
 	}
 	ws, listErr := p.backend.List(rctx)
 	for _, w := range ws {

@@ -64,10 +64,10 @@ func (p *Pool) reconcile() {
 
 // viewLocked is the pool as plan sees it; view.members[i] is p.members[i].
 func (p *Pool) viewLocked() view {
-	v := view{follower: p.follower, desired: p.desired, key: Key(p.fn), version: p.fn.Version, nextTry: p.nextTry,
+	v := view{follower: p.follower || p.svc != nil, managed: p.svc != nil, controller: !p.follower && !p.promoting, desired: p.desired, key: Key(p.fn), version: p.fn.Version, nextTry: p.nextTry,
 		members: make([]memberView, len(p.members))}
 	for i, m := range p.members {
-		v.members[i] = memberView{state: m.state, key: m.key, inFlight: int(m.inFlight.Load()), hasContainer: m.id != ""}
+		v.members[i] = memberView{state: m.state, key: m.key, inFlight: int(m.inFlight.Load()), hasContainer: m.id != "", gone: m.gone}
 	}
 	return v
 }

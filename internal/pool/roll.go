@@ -36,6 +36,7 @@ func (p *Pool) Roll(ctx context.Context, fn spillway.Function) error {
 	}
 	p.notifyLocked()
 	p.mu.Unlock()
+	p.kickFollow() // a service rolls when told
 	if p.Events != nil {
 		p.Events.Event(spillway.EventRoll, fmt.Sprintf("to version %d (sha256 %.12s): new workers start, old ones drain", fn.Version, fn.SHA256))
 	}

@@ -94,6 +94,7 @@ const (
 	VarMaxRequestBytes = "WORKER_MAX_REQUEST_BYTES"
 	VarMaxResultBytes  = "MAX_RESULT_BYTES"
 	VarLogLevel        = "LOG_LEVEL"
+	VarStopDelay       = "WORKER_STOP_DELAY"
 )
 
 // Env is a worker's environment. lb fills what it decides (where the
@@ -115,6 +116,11 @@ type Env struct {
 	MaxRequestBytes int64          // WORKER_MAX_REQUEST_BYTES: largest XML-RPC request body
 	MaxResultBytes  int64          // MAX_RESULT_BYTES: a larger result is a FaultTooLarge fault
 	LogLevel        string         // LOG_LEVEL: debug | info | warn | error
+	// StopDelay (WORKER_STOP_DELAY) is how long a worker told to stop keeps
+	// taking calls before it drains: an engine that stops workers on its own
+	// (a Swarm scale-down or update) tells lb only through its task list,
+	// which lb reads every few hundred milliseconds.
+	StopDelay time.Duration
 }
 
 // Env encodes e as NAME=value pairs, one per field that is set (a zero
@@ -150,6 +156,9 @@ func (e Env) Env() []string {
 	num(VarMaxRequestBytes, e.MaxRequestBytes)
 	num(VarMaxResultBytes, e.MaxResultBytes)
 	str(VarLogLevel, e.LogLevel)
+	if e.StopDelay != 0 {
+		out = append(out, VarStopDelay+"="+e.StopDelay.String())
+	}
 	return out
 }
 
@@ -197,12 +206,16 @@ func FromEnv(environ []string) (Env, error) {
 			e.FunctionName = v
 		case VarConcurrency:
 			e.Concurrency = int(integer(name, v, 32))
-		case VarLocalTimeout:
+		case VarLocalTimeout, VarStopDelay:
 			d, err := time.ParseDuration(v)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s=%q: not a duration", name, v))
 			}
-			e.LocalTimeout = d
+			if name == VarStopDelay {
+				e.StopDelay = d
+			} else {
+				e.LocalTimeout = d
+			}
 		case VarPython:
 			e.Python = v
 		case VarMaxRequestBytes:
