@@ -8,15 +8,15 @@ import (
 // view is what the reconciler decides on: the pool's members and targets at
 // one moment, copied under Pool.mu.
 type view struct {
-	follower bool      // another lb replica controls the containers, or the engine does (managed)
+	follower bool // another lb replica controls the containers, or the engine does (managed)
 	// managed: the workers are a service's replicas (ServiceBackend); with
 	// controller, this lb may still have a failed one replaced.
 	managed, controller bool
-	desired  int       // members of the current version wanted
-	key      string    // Key of the function new members run
-	version  int64     // its version, for the drain reason of a roll
-	nextTry  time.Time // no start before this (backoff after failed starts)
-	members  []memberView
+	desired             int       // members of the current version wanted
+	key                 string    // Key of the function new members run
+	version             int64     // its version, for the drain reason of a roll
+	nextTry             time.Time // no start before this (backoff after failed starts)
+	members             []memberView
 }
 
 // memberView is one member as plan sees it, in the members' stable order.

@@ -211,7 +211,7 @@ type Pool struct {
 	// svc is backend when it keeps the workers as one service's replicas
 	// (see ServiceBackend), nil otherwise.
 	svc ServiceBackend
-	log     *slog.Logger
+	log *slog.Logger
 
 	// spareKick wakes spareLoop (Config.Spare).
 	spareKick chan struct{}
@@ -241,7 +241,7 @@ type Pool struct {
 	lastFailure  string        // which ready member failed last, and why
 	nextTry      time.Time     // no start before this after failures
 	counters     Counters
-	spare        *spare // the frozen spare (Config.Spare), nil when none
+	spare        *spare  // the frozen spare (Config.Spare), nil when none
 	lastApplied  applied // what the controller last told svc
 	candBuf      []policy.Member
 	candIdx      []*member
