@@ -255,6 +255,12 @@ func (d *daemon) sweepOrphans(ctx context.Context) {
 			d.log.Warn("remove workers of a function not served", "function", name, "err", err)
 			continue
 		}
+		if svc, ok := b.(pool.ServiceBackend); ok {
+			if err := svc.RemoveService(sctx); err != nil {
+				d.log.Warn("remove the service of a function not served", "function", name, "err", err)
+			}
+			continue
+		}
 		ws, err := b.List(sctx)
 		if err != nil {
 			d.log.Warn("remove workers of a function not served", "function", name, "err", err)

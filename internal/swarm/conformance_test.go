@@ -28,9 +28,12 @@ var workerImage = testutil.Image("worker")
 // needs from outside the Backend interface.
 type subject struct {
 	pool.Backend
-	watcher pool.ExitWatcher
 	// other is a backend of the same pool for another function.
 	other pool.Backend
+	// run makes n workers of fn run on b (a backend of this subject's pool)
+	// and returns them once List shows them running: the docker backend
+	// starts containers, the swarm backend sets its service's replicas.
+	run func(t *testing.T, b pool.Backend, fn spillway.Function, n int) []pool.Worker
 	// reopen is a fresh backend of the same pool and function, as a
 	// restarted lb opens it.
 	reopen func(t *testing.T) pool.Backend
@@ -38,6 +41,36 @@ type subject struct {
 	health func(t *testing.T, addr string) (workerapi.Health, error)
 	// kill kills the worker's container with docker kill (SIGKILL).
 	kill func(t *testing.T, w pool.Worker)
+	// restarts: the engine starts a killed worker again by itself (Swarm);
+	// else the backend reports it (pool.ExitWatcher) and the pool acts.
+	restarts bool
+}
+
+// runningOf waits until b lists n running workers of fn's key that are not
+// stopping, and returns them.
+func runningOf(t *testing.T, b pool.Backend, fn spillway.Function, n int) []pool.Worker {
+	t.Helper()
+	ctx := ctxT(t, 2*time.Minute)
+	for {
+		ws, err := b.List(ctx)
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		var got []pool.Worker
+		for _, w := range ws {
+			if w.Running && !w.Stopping && w.Addr != "" && w.Key() == pool.Key(fn) {
+				got = append(got, w)
+			}
+		}
+		if len(got) == n {
+			return got
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d running workers of %s v%d, want %d: %+v", len(got), fn.Name, fn.Version, n, ws)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func randomName(t *testing.T) string {
@@ -86,7 +119,15 @@ func dockerSubject(t *testing.T) subject {
 		t.Fatal(err)
 	}
 	return subject{
-		Backend: b, watcher: b, other: other,
+		Backend: b, other: other,
+		run: func(t *testing.T, b pool.Backend, fn spillway.Function, n int) []pool.Worker {
+			for range n {
+				if _, err := b.Start(ctxT(t, 2*time.Minute), pool.WorkerSpec{Function: fn, Concurrency: 2}); err != nil {
+					t.Fatalf("Start: %v", err)
+				}
+			}
+			return runningOf(t, b, fn, n)
+		},
 		reopen: func(t *testing.T) pool.Backend {
 			r, err := docker.Open(ctxT(t, time.Minute), cfg, nil)
 			if err != nil {
@@ -120,7 +161,13 @@ func swarmSubject(t *testing.T) subject {
 		t.Fatal(err)
 	}
 	return subject{
-		Backend: b, watcher: b, other: other,
+		Backend: b, other: other, restarts: true,
+		run: func(t *testing.T, b pool.Backend, fn spillway.Function, n int) []pool.Worker {
+			if err := b.(pool.ServiceBackend).Apply(ctxT(t, time.Minute), pool.WorkerSpec{Function: fn, Concurrency: 2}, n); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			return runningOf(t, b, fn, n)
+		},
 		reopen: func(t *testing.T) pool.Backend {
 			r, err := swarm.Open(ctxT(t, time.Minute), cfg, nil)
 			if err != nil {
@@ -140,23 +187,23 @@ func swarmSubject(t *testing.T) subject {
 	}
 }
 
-// removeSwarmPool removes every worker service of b's pool, its configs
-// and its network, and checks that nothing is left.
+// removeSwarmPool removes the services of b's pool (functions f and g),
+// its configs and its network, and checks that nothing is left.
 func removeSwarmPool(t *testing.T, b *swarm.Backend) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	for _, fn := range []string{"f", "g"} {
+		fb, err := b.For(fn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fb.RemoveService(ctx); err != nil {
+			t.Errorf("cleanup remove service of %s: %v", fn, err)
+		}
+	}
 	all, err := b.For("", nil)
 	if err != nil {
 		t.Fatal(err)
-	}
-	ws, err := all.List(ctx)
-	if err != nil {
-		t.Errorf("cleanup list: %v", err)
-	}
-	for _, w := range ws {
-		if err := all.Remove(ctx, w.ID); err != nil {
-			t.Errorf("cleanup remove %s: %v", w.Name, err)
-		}
 	}
 	// The network goes once the tasks' endpoints are gone.
 	for ctx.Err() == nil {
@@ -188,13 +235,12 @@ func probeOnNetwork(t *testing.T, network, addr string) (workerapi.Health, error
 	return workerapi.HealthFrom(m)
 }
 
-// taskContainer is the container of the worker service's running task on
-// this node.
-func taskContainer(t *testing.T, serviceID string) string {
+// taskContainer is the container of the swarm task on this node.
+func taskContainer(t *testing.T, taskID string) string {
 	t.Helper()
-	id := testutil.DockerRun(t, ctxT(t, 30*time.Second), "ps", "-q", "--filter", "label=com.docker.swarm.service.id="+serviceID)
+	id := testutil.DockerRun(t, ctxT(t, 30*time.Second), "ps", "-q", "--filter", "label=com.docker.swarm.task.id="+taskID)
 	if id == "" || strings.Contains(id, "\n") {
-		t.Fatalf("containers of service %s: %q, want one", serviceID, id)
+		t.Fatalf("containers of task %s: %q, want one", taskID, id)
 	}
 	return id
 }
@@ -208,19 +254,17 @@ func TestBackendConformance(t *testing.T) {
 		name string
 		run  func(t *testing.T, s subject)
 	}{
-		{"Start returns a running worker lb can reach, with its labels", func(t *testing.T, s subject) {
+		{"a worker runs with its labels, and lb reaches it", func(t *testing.T, s subject) {
 			fn := testFunction("f", 3)
-			w, err := s.Start(ctxT(t, 2*time.Minute), pool.WorkerSpec{Function: fn, Concurrency: 2})
-			if err != nil {
-				t.Fatalf("Start: %v", err)
+			w := s.run(t, s.Backend, fn, 1)[0]
+			if w.ID == "" || w.Function != "f" || w.Version != 3 || w.SHA256 != fn.SHA256 || w.Key() != pool.Key(fn) {
+				t.Fatalf("worker = %+v", w)
 			}
-			if !w.Running || w.Addr == "" || w.ID == "" || w.Function != "f" || w.Version != 3 || w.SHA256 != fn.SHA256 || w.Key() != pool.Key(fn) {
-				t.Fatalf("Start = %+v", w)
-			}
-			if !strings.HasPrefix(w.Name, "spwconf-") || !strings.Contains(w.Name, "-f-3-") {
-				t.Errorf("name %q: want <pool>-<function>-<version>-<random>", w.Name)
+			if !strings.HasPrefix(w.Name, "spwconf-") || !strings.Contains(w.Name, "-f") {
+				t.Errorf("name %q: want <pool>-<function>…", w.Name)
 			}
 			var h workerapi.Health
+			var err error
 			for deadline := time.Now().Add(time.Minute); ; {
 				if h, err = s.health(t, w.Addr); (err == nil && h.Ready) || time.Now().After(deadline) {
 					break
@@ -233,14 +277,8 @@ func TestBackendConformance(t *testing.T) {
 		}},
 		{"List shows the pool's workers of its function only; a restarted lb finds them", func(t *testing.T, s subject) {
 			ctx := ctxT(t, 3*time.Minute)
-			w, err := s.Start(ctx, pool.WorkerSpec{Function: testFunction("f", 1)})
-			if err != nil {
-				t.Fatalf("Start: %v", err)
-			}
-			g, err := s.other.Start(ctx, pool.WorkerSpec{Function: testFunction("g", 1)})
-			if err != nil {
-				t.Fatalf("Start g: %v", err)
-			}
+			w := s.run(t, s.Backend, testFunction("f", 1), 1)[0]
+			g := s.run(t, s.other, testFunction("g", 1), 1)[0]
 			for what, b := range map[string]pool.Backend{"same backend": s.Backend, "reopened": s.reopen(t)} {
 				ws, err := b.List(ctx)
 				if err != nil {
@@ -255,44 +293,31 @@ func TestBackendConformance(t *testing.T) {
 				t.Errorf("other function's List = %+v, %v; want only %s", gs, err, g.ID)
 			}
 		}},
-		{"Start of another function's worker is refused", func(t *testing.T, s subject) {
-			if _, err := s.Start(ctxT(t, time.Minute), pool.WorkerSpec{Function: testFunction("g", 1)}); err == nil {
-				t.Fatal("Start of g on f's backend: no error")
-			}
-		}},
-		{"Remove removes exactly that worker; removing it again is no error", func(t *testing.T, s subject) {
+		{"a worker killed with docker kill is seen: Swarm starts another, the docker backend reports it to the pool", func(t *testing.T, s subject) {
 			ctx := ctxT(t, 3*time.Minute)
-			var ws []pool.Worker
-			for range 2 {
-				w, err := s.Start(ctx, pool.WorkerSpec{Function: testFunction("f", 1)})
-				if err != nil {
-					t.Fatalf("Start: %v", err)
+			fn := testFunction("f", 1)
+			w := s.run(t, s.Backend, fn, 1)[0]
+			if s.restarts {
+				s.kill(t, w)
+				for {
+					ws := runningOf(t, s.Backend, fn, 1)
+					if ws[0].ID != w.ID {
+						break // the killed task is gone from the list, another runs
+					}
+					time.Sleep(200 * time.Millisecond)
 				}
-				ws = append(ws, w)
+				return
 			}
-			if err := s.Remove(ctx, ws[0].ID); err != nil {
-				t.Fatalf("Remove: %v", err)
-			}
-			if err := s.Remove(ctx, ws[0].ID); err != nil {
-				t.Fatalf("Remove again: %v", err)
-			}
-			left, err := s.List(ctx)
-			if err != nil || len(left) != 1 || left[0].ID != ws[1].ID || !left[0].Running {
-				t.Fatalf("List after Remove = %+v, %v; want only %s running", left, err, ws[1].ID)
-			}
-		}},
-		{"a worker killed with docker kill is reported by Watch", func(t *testing.T, s subject) {
-			ctx := ctxT(t, 3*time.Minute)
-			w, err := s.Start(ctx, pool.WorkerSpec{Function: testFunction("f", 1)})
-			if err != nil {
-				t.Fatalf("Start: %v", err)
+			watcher, ok := s.Backend.(pool.ExitWatcher)
+			if !ok {
+				t.Fatal("the backend neither restarts workers nor reports their exits")
 			}
 			wctx, stop := context.WithCancel(ctx)
 			died := make(chan string, 8)
 			var wg sync.WaitGroup
-			wg.Go(func() { _ = s.watcher.Watch(wctx, func(id string) { died <- id }) })
+			wg.Go(func() { _ = watcher.Watch(wctx, func(id string) { died <- id }) })
 			defer func() { stop(); wg.Wait() }()
-			time.Sleep(time.Second) // the watch is established (the docker one subscribes to events)
+			time.Sleep(time.Second) // the watch is established (it subscribes to events)
 			s.kill(t, w)
 			select {
 			case id := <-died:
@@ -327,12 +352,112 @@ func TestBackendConformance(t *testing.T) {
 	}
 }
 
+// TestDockerWorkers: the docker backend starts and removes one chosen
+// worker at a time, for its own function only.
+func TestDockerWorkers(t *testing.T) {
+	testutil.Docker(t)
+	testutil.DockerImage(t, workerImage)
+	s := dockerSubject(t)
+	ctx := ctxT(t, 3*time.Minute)
+	if _, err := s.Start(ctx, pool.WorkerSpec{Function: testFunction("g", 1)}); err == nil {
+		t.Fatal("Start of g on f's backend: no error")
+	}
+	ws := s.run(t, s.Backend, testFunction("f", 1), 2)
+	if err := s.Remove(ctx, ws[0].ID); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if err := s.Remove(ctx, ws[0].ID); err != nil {
+		t.Fatalf("Remove again: %v", err)
+	}
+	left, err := s.List(ctx)
+	if err != nil || len(left) != 1 || left[0].ID != ws[1].ID || !left[0].Running {
+		t.Fatalf("List after Remove = %+v, %v; want only %s running", left, err, ws[1].ID)
+	}
+}
+
+// TestSwarmService: a function's workers are the replicas of one service
+// <pool>-<function>; Apply scales it and rolls it start first (never fewer
+// running workers than asked for); Remove has Swarm replace one task;
+// RemoveService leaves nothing.
+func TestSwarmService(t *testing.T) {
+	testutil.DockerImage(t, workerImage)
+	testutil.Swarm(t)
+	s := swarmSubject(t)
+	svc := s.Backend.(*swarm.Backend)
+	ctx := ctxT(t, 5*time.Minute)
+	if err := svc.Apply(ctx, pool.WorkerSpec{Function: testFunction("g", 1)}, 1); err == nil {
+		t.Fatal("Apply of g on f's backend: no error")
+	}
+	v1 := s.run(t, svc, testFunction("f", 1), 2)
+	if got := testutil.DockerRun(t, ctx, "service", "ls", "--filter", "label=spillway.pool="+strings.Split(v1[0].Name, "-f.")[0], "--format", "{{.Name}} {{.Replicas}}"); got != svc.ServiceName()+" 2/2" {
+		t.Errorf("services = %q, want one, %s with 2/2 replicas", got, svc.ServiceName())
+	}
+
+	// The roll: polled throughout, at least 2 workers run and take calls.
+	fn2 := testFunction("f", 2)
+	if err := svc.Apply(ctx, pool.WorkerSpec{Function: fn2, Concurrency: 2}, 2); err != nil {
+		t.Fatal(err)
+	}
+	polls := 0
+	for {
+		ws, err := svc.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serving, onV2 := 0, 0
+		for _, w := range ws {
+			if w.Running && !w.Stopping {
+				serving++
+				if w.Version == 2 {
+					onV2++
+				}
+			}
+		}
+		if serving < 2 {
+			t.Fatalf("during the roll %d workers serving, want at least 2: %+v", serving, ws)
+		}
+		polls++
+		if onV2 == 2 && serving == 2 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("roll not done: %+v", ws)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("roll observed over %d polls", polls)
+
+	// Scale down, then have one task replaced.
+	if err := svc.Apply(ctx, pool.WorkerSpec{Function: fn2, Concurrency: 2}, 1); err != nil {
+		t.Fatal(err)
+	}
+	w := runningOf(t, svc, fn2, 1)[0]
+	if err := svc.Remove(ctx, w.ID); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	for runningOf(t, svc, fn2, 1)[0].ID == w.ID {
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	if err := svc.RemoveService(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.RemoveService(ctx); err != nil {
+		t.Fatalf("RemoveService again: %v", err)
+	}
+	if ws, err := svc.List(ctx); err != nil || len(ws) != 0 {
+		t.Fatalf("List after RemoveService = %+v, %v", ws, err)
+	}
+}
+
 // TestSwarmCodeConfigs: the code is a config <pool>-<function>-v<version>
-// shared by the version's workers, and removed with its last worker.
+// shared by the version's tasks; a roll's old config goes once no task
+// mounts it, and the last one with the service.
 func TestSwarmCodeConfigs(t *testing.T) {
 	testutil.DockerImage(t, workerImage)
 	testutil.Swarm(t)
 	s := swarmSubject(t)
+	svc := s.Backend.(*swarm.Backend)
 	ctx := ctxT(t, 3*time.Minute)
 	configs := func() []string {
 		out := testutil.DockerRun(t, ctx, "config", "ls", "--format", "{{.Name}}", "--filter", "label=spillway.pool")
@@ -345,36 +470,27 @@ func TestSwarmCodeConfigs(t *testing.T) {
 		slices.Sort(mine)
 		return mine
 	}
-	var v1 []pool.Worker
-	for range 2 {
-		w, err := s.Start(ctx, pool.WorkerSpec{Function: testFunction("f", 1)})
-		if err != nil {
-			t.Fatal(err)
+	waitConfigs := func(want ...string) {
+		t.Helper()
+		for !slices.Equal(configs(), want) {
+			if ctx.Err() != nil {
+				t.Fatalf("configs = %v, want %v", configs(), want)
+			}
+			_, _ = svc.List(ctx) // lb's poll, which removes unused ones
+			time.Sleep(300 * time.Millisecond)
 		}
-		v1 = append(v1, w)
 	}
-	v2, err := s.Start(ctx, pool.WorkerSpec{Function: testFunction("f", 2)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := configs(); !slices.Equal(got, []string{"f-v1", "f-v2"}) {
-		t.Fatalf("configs = %v, want f-v1 f-v2", got)
-	}
-	if err := s.Remove(ctx, v1[0].ID); err != nil {
-		t.Fatal(err)
-	}
-	if got := configs(); !slices.Equal(got, []string{"f-v1", "f-v2"}) {
-		t.Fatalf("configs with a v1 worker left = %v, want f-v1 f-v2", got)
-	}
-	if err := s.Remove(ctx, v1[1].ID); err != nil {
-		t.Fatal(err)
-	}
-	if got := configs(); !slices.Equal(got, []string{"f-v2"}) {
-		t.Fatalf("configs after the last v1 worker = %v, want f-v2", got)
-	}
-	if h, err := s.health(t, v2.Addr); err != nil || h.Version != 2 || h.SHA256 != testFunction("f", 2).SHA256 {
+	s.run(t, svc, testFunction("f", 1), 2)
+	waitConfigs("f-v1")
+	v2 := s.run(t, svc, testFunction("f", 2), 2)
+	waitConfigs("f-v2")
+	if h, err := s.health(t, v2[0].Addr); err != nil || h.Version != 2 || h.SHA256 != testFunction("f", 2).SHA256 {
 		t.Errorf("v2 worker's health = %+v, %v", h, err)
 	}
+	if err := svc.RemoveService(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitConfigs()
 }
 
 // TestSwarmHardening: inside a task, the worker runs as in the docker
@@ -385,10 +501,7 @@ func TestSwarmHardening(t *testing.T) {
 	testutil.Swarm(t)
 	s := swarmSubject(t)
 	ctx := ctxT(t, 3*time.Minute)
-	w, err := s.Start(ctx, pool.WorkerSpec{Function: testFunction("f", 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := s.run(t, s.Backend, testFunction("f", 1), 1)[0]
 	script := `
 import json, os, stat
 def writable(p):
@@ -418,9 +531,9 @@ print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "root": writable("/x")
 			t.Errorf("%s = %v, want %v", k, got[k], v)
 		}
 	}
-	spec := testutil.DockerRun(t, ctx, "service", "inspect", w.ID, "--format",
-		"{{.Spec.EndpointSpec.Mode}} {{.Spec.TaskTemplate.Resources.Limits.MemoryBytes}} {{.Spec.TaskTemplate.Resources.Limits.Pids}} {{.Spec.TaskTemplate.Resources.Limits.NanoCPUs}} {{.Spec.TaskTemplate.RestartPolicy.Condition}}")
-	if spec != "dnsrr 134217728 256 500000000 none" {
-		t.Errorf("service spec = %q, want dnsrr, 128 MiB, 256 pids, 0.5 CPU, no restart", spec)
+	spec := testutil.DockerRun(t, ctx, "service", "inspect", s.Backend.(*swarm.Backend).ServiceName(), "--format",
+		"{{.Spec.EndpointSpec.Mode}} {{.Spec.TaskTemplate.Resources.Limits.MemoryBytes}} {{.Spec.TaskTemplate.Resources.Limits.Pids}} {{.Spec.TaskTemplate.Resources.Limits.NanoCPUs}} {{.Spec.TaskTemplate.RestartPolicy.Condition}} {{.Spec.UpdateConfig.Order}} {{.Spec.UpdateConfig.Parallelism}}")
+	if spec != "dnsrr 134217728 256 500000000 any start-first 1" {
+		t.Errorf("service spec = %q, want dnsrr, 128 MiB, 256 pids, 0.5 CPU, restart any, start-first updates one at a time", spec)
 	}
 }

@@ -1,34 +1,31 @@
 // Package swarm runs Spillway's workers as Docker Swarm services: a
-// pool.Backend for POOL_BACKEND=swarm, where Swarm places the workers on
-// any node of the swarm.
+// pool.ServiceBackend for POOL_BACKEND=swarm, where Swarm places the
+// workers on any node of the swarm.
 //
-// One worker is one service of one replica, named like a docker-backend
-// container: <pool>-<function>-<version>-<random>, labelled with the pool,
-// function and version, endpoint mode dnsrr (this machine's kernel has no
-// IPVS, so a Swarm VIP would not route), on the pool's internal attachable
-// overlay network <pool>-workers. The pool's model is per worker: it drains
-// and removes one particular worker (unhealthy, idle or of an old version).
-// A replicated service cannot lose one chosen task (scaling down lets Swarm
-// pick which one goes, maybe one with calls in flight), so each worker is
-// its own service and Remove removes exactly it. Swarm still places,
-// starts and addresses every task, delivers the code as a config, and
-// enforces constraints; the pool's health, retry, replace, roll (start
-// first) and adoption work unchanged. The service's restart policy is
-// none: a task that dies is reported by Watch, and the pool replaces it
-// with a task Swarm places on a live node.
+// A function's workers are the replicas of one service, <pool>-<function>,
+// labelled with the pool, function and version, endpoint mode dnsrr (this
+// machine's kernel has no IPVS, so a Swarm VIP would not route), on the
+// pool's internal attachable overlay network <pool>-workers. lb dials each
+// task's address on that network. The pool sets the replica count and the
+// version (Apply); Swarm starts, places and restarts the tasks, and rolls
+// them to a new version one at a time, the new task started first. A
+// scale-down stops tasks Swarm picks: a stopped worker keeps serving for
+// WORKER_STOP_DELAY, long enough for every lb to see it stopping in the
+// task list and send it nothing more, then finishes its calls and exits.
 //
 // The function's code is a Swarm config <pool>-<function>-v<version>,
-// mounted read-only at the function path; a config no service of the
-// function uses any more is removed when a worker is removed.
+// mounted read-only at the function path; a config no service and no live
+// task mounts is removed.
 package swarm
 
 import (
 	"context"
-	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -58,6 +55,9 @@ const (
 	LabelStyle        = pool.LabelStyle
 	LabelHandler      = pool.LabelHandler
 	LabelReuseProcess = pool.LabelReuseProcess
+	// LabelSpec, on a function's service, digests what its workers run
+	// (Backend.specDigest): Apply rolls the service when it differs.
+	LabelSpec = "spillway.spec"
 )
 
 // Identity inside the worker image (see build/worker.Dockerfile).
@@ -69,13 +69,19 @@ const (
 // Defaults of the knobs no variable sets (zero values of Config).
 const (
 	DefaultTmpfsSize = 64 << 20
-	DefaultStopGrace = time.Second
-	// DefaultPoll is how often Watch reads the task list: each function's
-	// backend costs the manager a service list and a task list (about 3 ms
-	// of its CPU, BENCHMARKS.md "Swarm") per period.
+	// DefaultStopGrace is what a stopped worker's grace adds to its stop
+	// delay and LOCAL_TIMEOUT, for its runners to exit.
+	DefaultStopGrace = 2 * time.Second
+	// DefaultStopDelay (WORKER_STOP_DELAY of the workers) is how long a
+	// stopped worker keeps serving: more than lb's task-list period
+	// (DefaultPoll) plus the time a list takes on a busy manager.
+	DefaultStopDelay = 1500 * time.Millisecond
+	// DefaultPoll is how often lb reads a function's task list: it costs
+	// the manager about 1 ms of CPU (BENCHMARKS.md "Swarm") per period.
 	DefaultPoll = 500 * time.Millisecond
-	// startPoll is how often Start reads its new task's state.
-	startPoll = 100 * time.Millisecond
+	// DefaultRestartDelay is how soon Swarm starts a task again after its
+	// worker exited or was killed.
+	DefaultRestartDelay = time.Second
 )
 
 // Config describes the worker services of one function of a pool.
@@ -86,13 +92,14 @@ type Config struct {
 	// NetworkName (DOCKER_NETWORK) is the pool's overlay network; empty
 	// means <Pool>-workers.
 	NetworkName string
-	ServerPort  int   // SERVER_PORT inside the worker
-	Memory      int64 // WORKER_MEMORY in bytes; 0 means no limit
-	NanoCPUs    int64 // WORKER_CPUS × 1e9; 0 means no limit
-	PidsLimit   int64 // WORKER_PIDS_LIMIT; <= 0 means no limit
-	TmpfsSize   int64 // /tmp tmpfs in bytes; 0 means DefaultTmpfsSize
-	StopGrace   time.Duration
-	Poll        time.Duration // Watch's task-list period; 0 means DefaultPoll
+	ServerPort  int           // SERVER_PORT inside the worker
+	Memory      int64         // WORKER_MEMORY in bytes; 0 means no limit
+	NanoCPUs    int64         // WORKER_CPUS × 1e9; 0 means no limit
+	PidsLimit   int64         // WORKER_PIDS_LIMIT; <= 0 means no limit
+	TmpfsSize   int64         // /tmp tmpfs in bytes; 0 means DefaultTmpfsSize
+	StopGrace   time.Duration // added to a stopped worker's grace; 0 means DefaultStopGrace
+	StopDelay   time.Duration // WORKER_STOP_DELAY of the workers; 0 means DefaultStopDelay
+	Poll        time.Duration // lb's task-list period; 0 means DefaultPoll
 	// Constraints are Swarm placement constraints (addfaas --constraint),
 	// e.g. node.labels.gpu==true.
 	Constraints []string
@@ -106,6 +113,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StopGrace == 0 {
 		c.StopGrace = DefaultStopGrace
+	}
+	if c.StopDelay == 0 {
+		c.StopDelay = DefaultStopDelay
 	}
 	if c.Poll == 0 {
 		c.Poll = DefaultPoll
@@ -151,13 +161,15 @@ type Backend struct {
 	// removing the configs no service uses: a config is never removed
 	// between its creation and the service that mounts it.
 	mu *sync.Mutex
+	// mounted are the code configs the function's live tasks mounted at
+	// the last List (under mu): when they change, unused ones are removed.
+	mounted []string
 }
 
 var (
-	_                   pool.Backend     = (*Backend)(nil)
-	_                   pool.ExitWatcher = (*Backend)(nil)
-	errNotSwarm                          = errors.New("this Docker engine is not a swarm manager: run `docker swarm init` (or SWARM_INIT=1 make up)")
-	errNoNetworkAddress                  = errors.New("no address on the pool network")
+	_                   pool.ServiceBackend = (*Backend)(nil)
+	errNotSwarm                             = errors.New("this Docker engine is not a swarm manager: run `docker swarm init` (or SWARM_INIT=1 make up)")
+	errNoNetworkAddress                     = errors.New("no address on the pool network")
 )
 
 // Open connects to the engine named by the environment, checks that it is
@@ -379,120 +391,131 @@ func (b *Backend) ensureConfig(ctx context.Context, fn spillway.Function) (swarm
 	return res.Config, nil
 }
 
-// Start creates the worker's service and returns once Swarm runs its task
-// with an address on the pool network. On failure the service is removed.
-func (b *Backend) Start(ctx context.Context, spec pool.WorkerSpec) (pool.Worker, error) {
+// ServiceName is the function's service: <pool>-<function>.
+func (b *Backend) ServiceName() string { return b.cfg.Pool + "-" + b.cfg.Function }
+
+// Start is refused: a function's workers are its service's replicas, set
+// with Apply (the pool uses Apply on a pool.ServiceBackend).
+func (b *Backend) Start(context.Context, pool.WorkerSpec) (pool.Worker, error) {
+	return pool.Worker{}, errors.New("swarm: a function's workers are its service's replicas: set them with Apply")
+}
+
+// Apply makes the function's service run replicas workers of spec. It
+// creates the service, or changes its replica count, or, when what the
+// workers run differs (code, style, handler, concurrency, timeout, result
+// limit, placement), updates the service to spec: Swarm then replaces the
+// tasks one at a time, each new task started before the old one stops. It
+// does not wait for the tasks.
+func (b *Backend) Apply(ctx context.Context, spec pool.WorkerSpec, replicas int) error {
 	fn := spec.Function
-	if b.cfg.Function != "" && fn.Name != b.cfg.Function {
-		return pool.Worker{}, fmt.Errorf("start a worker of %q on the backend of %q: wrong backend", fn.Name, b.cfg.Function)
+	if b.cfg.Function == "" || fn.Name != b.cfg.Function {
+		return fmt.Errorf("apply a service of %q on the backend of %q: wrong backend", fn.Name, b.cfg.Function)
 	}
-	if !nameRE.MatchString(fn.Name) {
-		return pool.Worker{}, fmt.Errorf("function name %q cannot name a service", fn.Name)
+	if replicas < 0 {
+		return fmt.Errorf("apply %d replicas: negative", replicas)
 	}
-	var r [4]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return pool.Worker{}, fmt.Errorf("random service name: %w", err)
+	name := b.ServiceName()
+	digest := b.specDigest(spec)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var res client.ServiceInspectResult
+		res, err = b.cli.ServiceInspect(ctx, name, client.ServiceInspectOptions{})
+		if cerrdefs.IsNotFound(err) {
+			var code swarm.Config
+			if code, err = b.ensureConfig(ctx, fn); err != nil {
+				return err
+			}
+			_, err = b.cli.ServiceCreate(ctx, client.ServiceCreateOptions{Spec: b.serviceSpec(spec, digest, replicas, code)})
+			if err != nil {
+				return fmt.Errorf("create service %s: %w", name, err)
+			}
+			b.log.Info("service created", "service", name, "version", fn.Version, "replicas", replicas)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("inspect service %s: %w", name, err)
+		}
+		svc := res.Service
+		next := svc.Spec
+		rolled := svc.Spec.Labels[LabelSpec] != digest
+		if rolled {
+			code, err := b.ensureConfig(ctx, fn)
+			if err != nil {
+				return err
+			}
+			next = b.serviceSpec(spec, digest, replicas, code)
+		} else {
+			if m := svc.Spec.Mode.Replicated; m != nil && m.Replicas != nil && *m.Replicas == uint64(replicas) {
+				return nil
+			}
+			n := uint64(replicas)
+			next.Mode = swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &n}}
+		}
+		_, err = b.cli.ServiceUpdate(ctx, svc.ID, client.ServiceUpdateOptions{Version: svc.Version, Spec: next})
+		if err == nil {
+			if rolled {
+				b.log.Info("service updated", "service", name, "version", fn.Version, "replicas", replicas)
+			}
+			return nil
+		}
+		// Another writer moved the service's version since the inspect:
+		// read it again.
+		if !strings.Contains(err.Error(), "out of sequence") {
+			return fmt.Errorf("update service %s: %w", name, err)
+		}
 	}
-	name := fmt.Sprintf("%s-%s-%d-%s", b.cfg.Pool, fn.Name, fn.Version, hex.EncodeToString(r[:]))
-	reuse := fn.ReuseProcess && fn.Style == spillway.StyleScript
-	labels := map[string]string{
-		LabelPool: b.cfg.Pool, LabelFunction: fn.Name, LabelVersion: strconv.FormatInt(fn.Version, 10),
+	return fmt.Errorf("update service %s: %w", name, err)
+}
+
+// specDigest names what the workers run and how they are placed: a
+// service whose LabelSpec differs is rolled. The version number is not in
+// it: the same code published again needs no new workers.
+func (b *Backend) specDigest(spec pool.WorkerSpec) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%d\n%s\n%d\n%s\n%s\n%d %d %d\n%s\n", pool.Key(spec.Function), spec.Concurrency, spec.LocalTimeout,
+		spec.MaxResultBytes, b.cfg.Image, strings.Join(b.cfg.Constraints, ","), b.cfg.Memory, b.cfg.NanoCPUs, b.cfg.PidsLimit, b.cfg.StopDelay)
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// workerLabels are the labels of the function's service and of each of
+// its containers: a task's own labels say which version it runs while a
+// roll has tasks of two.
+func workerLabels(poolName string, fn spillway.Function) map[string]string {
+	l := map[string]string{
+		LabelPool: poolName, LabelFunction: fn.Name, LabelVersion: strconv.FormatInt(fn.Version, 10),
 		LabelSHA256: fn.SHA256, LabelStyle: string(fn.Style), LabelHandler: fn.HandlerName(),
 	}
-	if reuse {
-		labels[LabelReuseProcess] = "1"
+	if fn.ReuseProcess && fn.Style == spillway.StyleScript {
+		l[LabelReuseProcess] = "1"
 	}
-
-	b.mu.Lock()
-	cfgRef, err := b.ensureConfig(ctx, fn)
-	var created client.ServiceCreateResult
-	if err == nil {
-		created, err = b.cli.ServiceCreate(ctx, client.ServiceCreateOptions{Spec: b.serviceSpec(name, spec, labels, cfgRef)})
-		if err != nil {
-			err = fmt.Errorf("create worker service %s: %w", name, err)
-		}
-	}
-	b.mu.Unlock()
-	if err != nil {
-		return pool.Worker{}, err
-	}
-	w := pool.Worker{ID: created.ID, Name: name, Function: fn.Name, Version: fn.Version, SHA256: fn.SHA256,
-		Style: fn.Style, Handler: fn.HandlerName(), ReuseProcess: reuse}
-	addr, err := b.waitTask(ctx, created.ID)
-	if err != nil {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-		defer cancel()
-		if rerr := b.Remove(rctx, created.ID); rerr != nil {
-			b.log.Error("remove half-started worker", "worker", name, "err", rerr)
-		}
-		return pool.Worker{}, fmt.Errorf("start worker %s: %w", name, err)
-	}
-	w.Addr, w.Running = addr, true
-	b.log.Debug("worker started", "worker", name, "addr", addr)
-	return w, nil
+	return l
 }
 
-// waitTask polls the service's tasks until one runs with an address.
-func (b *Backend) waitTask(ctx context.Context, serviceID string) (string, error) {
-	t := time.NewTicker(startPoll)
-	defer t.Stop()
-	for {
-		res, err := b.cli.TaskList(ctx, client.TaskListOptions{Filters: make(client.Filters).Add("service", serviceID)})
-		if err != nil {
-			return "", fmt.Errorf("list tasks: %w", err)
-		}
-		for _, task := range res.Items {
-			switch task.Status.State {
-			case swarm.TaskStateRunning:
-				addr, err := b.address(task)
-				if err != nil {
-					return "", err
-				}
-				return addr, nil
-			case swarm.TaskStateFailed, swarm.TaskStateRejected, swarm.TaskStateComplete, swarm.TaskStateShutdown, swarm.TaskStateOrphaned:
-				return "", fmt.Errorf("task %s %s: %s", task.ID, task.Status.State, task.Status.Err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("wait for the task to run: %w", ctx.Err())
-		case <-t.C:
-		}
-	}
-}
-
-// address is the task's IP on the pool network and the worker's port.
-func (b *Backend) address(task swarm.Task) (string, error) {
-	for _, na := range task.NetworksAttachments {
-		if na.Network.Spec.Name != b.cfg.Network() {
-			continue
-		}
-		for _, a := range na.Addresses {
-			if a.IsValid() {
-				return net.JoinHostPort(a.Addr().String(), strconv.Itoa(b.cfg.ServerPort)), nil
-			}
-		}
-	}
-	return "", fmt.Errorf("task %s: %w %s", task.ID, errNoNetworkAddress, b.cfg.Network())
-}
-
-// serviceSpec is one replica of the hardened worker.
-func (b *Backend) serviceSpec(name string, spec pool.WorkerSpec, labels map[string]string, code swarm.Config) swarm.ServiceSpec {
-	one := uint64(1)
-	grace := b.cfg.StopGrace
+// serviceSpec is the function's service: replicas hardened workers of spec.
+func (b *Backend) serviceSpec(spec pool.WorkerSpec, digest string, replicas int, code swarm.Config) swarm.ServiceSpec {
 	fn := spec.Function
+	n := uint64(replicas)
+	// A stopped worker serves StopDelay, then finishes its calls (at most
+	// LOCAL_TIMEOUT), then its runners: the grace covers all three.
+	grace := b.cfg.StopDelay + max(spec.LocalTimeout, 0) + b.cfg.StopGrace
+	restartDelay := DefaultRestartDelay
 	env := workerapi.Env{
 		Port: b.cfg.ServerPort, FunctionPath: workerapi.FunctionPath, Style: fn.Style, Handler: fn.HandlerName(),
 		ReuseProcess: fn.ReuseProcess && fn.Style == spillway.StyleScript, Version: fn.Version,
 		Concurrency: max(spec.Concurrency, 1), LocalTimeout: max(spec.LocalTimeout, 0),
-		MaxResultBytes: max(spec.MaxResultBytes, 0),
+		MaxResultBytes: max(spec.MaxResultBytes, 0), StopDelay: b.cfg.StopDelay,
 	}
 	limits := &swarm.Limit{NanoCPUs: b.cfg.NanoCPUs, MemoryBytes: b.cfg.Memory}
 	if b.cfg.PidsLimit > 0 {
 		limits.Pids = b.cfg.PidsLimit
 	}
+	labels := workerLabels(b.cfg.Pool, fn)
+	svcLabels := maps.Clone(labels)
+	svcLabels[LabelSpec] = digest
 	return swarm.ServiceSpec{
-		Annotations: swarm.Annotations{Name: name, Labels: labels},
+		Annotations: swarm.Annotations{Name: b.ServiceName(), Labels: svcLabels},
 		TaskTemplate: swarm.TaskSpec{
 			ContainerSpec: &swarm.ContainerSpec{
 				Image:    b.cfg.Image,
@@ -515,35 +538,87 @@ func (b *Backend) serviceSpec(name string, spec pool.WorkerSpec, labels map[stri
 				}},
 				StopGracePeriod: &grace,
 			},
-			Resources:     &swarm.ResourceRequirements{Limits: limits},
-			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionNone},
+			Resources: &swarm.ResourceRequirements{Limits: limits},
+			// A task that exits or is killed is started again in its slot;
+			// one the pool asks to replace is killed (Remove).
+			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny, Delay: &restartDelay},
 			Placement:     &swarm.Placement{Constraints: slices.Clone(b.cfg.Constraints)},
 			Networks:      []swarm.NetworkAttachmentConfig{{Target: b.cfg.Network()}},
 			LogDriver:     &swarm.Driver{Name: "json-file", Options: map[string]string{"max-size": "1m", "max-file": "2"}},
 		},
-		Mode:         swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &one}},
+		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &n}},
+		// A roll replaces one task at a time, the new one started first: the
+		// pool never has fewer workers than it asked for.
+		UpdateConfig: &swarm.UpdateConfig{Parallelism: 1, Order: swarm.UpdateOrderStartFirst,
+			FailureAction: swarm.UpdateFailureActionContinue, Monitor: 2 * time.Second},
 		EndpointSpec: &swarm.EndpointSpec{Mode: swarm.ResolutionModeDNSRR},
 	}
 }
 
-// Remove removes the worker's service (Swarm stops its task with the stop
-// grace) and then the function's code configs no service uses any more.
-// A service that is already gone is not an error.
-func (b *Backend) Remove(ctx context.Context, id string) error {
-	if _, err := b.cli.ServiceRemove(ctx, id, client.ServiceRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("remove worker service %s: %w", id, err)
+// RemoveService removes the function's service (Swarm stops its tasks with
+// their grace) and then the code configs no task uses any more. A service
+// that is already gone is not an error.
+func (b *Backend) RemoveService(ctx context.Context) error {
+	if b.cfg.Function == "" {
+		return errors.New("remove a service: the backend serves no one function")
 	}
+	if _, err := b.cli.ServiceRemove(ctx, b.ServiceName(), client.ServiceRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove service %s: %w", b.ServiceName(), err)
+	}
+	b.log.Info("service removed", "service", b.ServiceName())
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	// The tasks go with their grace; their configs after them.
 	if err := b.removeUnusedConfigs(ctx); err != nil {
-		b.log.Warn("remove unused code configs", "err", err)
+		b.log.Debug("code configs left for later", "err", err)
 	}
 	return nil
 }
 
-// removeUnusedConfigs removes this backend's code configs that no service
-// mounts. Swarm refuses to remove a config in use, so a race with another
-// pool only costs an error here.
+// Remove has Swarm replace the task id: Swarm cannot remove one chosen
+// task of a service, so its container is killed and the service's restart
+// policy starts another in its slot. Only a task on this engine's node can
+// be killed from here; one on another node is left to Swarm (it replaces
+// the task when its worker exits). A task that is gone is not an error.
+func (b *Backend) Remove(ctx context.Context, id string) error {
+	res, err := b.cli.TaskInspect(ctx, id, client.TaskInspectOptions{})
+	if cerrdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("inspect task %s: %w", id, err)
+	}
+	task := res.Task
+	if ended(task.Status.State) || task.Status.ContainerStatus == nil || task.Status.ContainerStatus.ContainerID == "" {
+		return nil
+	}
+	node, err := b.nodeID(ctx)
+	if err != nil {
+		return err
+	}
+	if task.NodeID != node {
+		return fmt.Errorf("replace task %s: it runs on node %s, whose engine lb does not reach; Swarm replaces it when its worker exits", id, task.NodeID)
+	}
+	if _, err := b.cli.ContainerKill(ctx, task.Status.ContainerStatus.ContainerID, client.ContainerKillOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("kill task %s's container: %w", id, err)
+	}
+	b.log.Info("task killed to be replaced", "task", id)
+	return nil
+}
+
+// nodeID is the swarm node of this engine.
+func (b *Backend) nodeID(ctx context.Context) (string, error) {
+	info, err := b.cli.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return "", fmt.Errorf("read this engine's swarm node: %w", err)
+	}
+	return info.Info.Swarm.NodeID, nil
+}
+
+// removeUnusedConfigs removes this backend's code configs that neither a
+// service nor a task that has not ended mounts: a roll's old tasks keep
+// their config until they stop. Swarm refuses to remove a config a service
+// uses, so a race with another pool only costs an error here.
 func (b *Backend) removeUnusedConfigs(ctx context.Context) error {
 	cfgs, err := b.cli.ConfigList(ctx, client.ConfigListOptions{Filters: b.workerFilter()})
 	if err != nil {
@@ -557,10 +632,26 @@ func (b *Backend) removeUnusedConfigs(ctx context.Context) error {
 		return fmt.Errorf("list worker services: %w", err)
 	}
 	used := map[string]bool{}
-	for _, s := range svcs.Items {
-		if cs := s.Spec.TaskTemplate.ContainerSpec; cs != nil {
+	mounts := func(cs *swarm.ContainerSpec) {
+		if cs != nil {
 			for _, c := range cs.Configs {
 				used[c.ConfigID] = true
+			}
+		}
+	}
+	f := make(client.Filters)
+	for _, s := range svcs.Items {
+		mounts(s.Spec.TaskTemplate.ContainerSpec)
+		f = f.Add("service", s.ID)
+	}
+	if len(svcs.Items) > 0 {
+		tasks, err := b.cli.TaskList(ctx, client.TaskListOptions{Filters: f})
+		if err != nil {
+			return fmt.Errorf("list tasks: %w", err)
+		}
+		for _, t := range tasks.Items {
+			if !ended(t.Status.State) {
+				mounts(t.Spec.ContainerSpec)
 			}
 		}
 	}
@@ -578,13 +669,6 @@ func (b *Backend) removeUnusedConfigs(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// List returns this backend's workers: each service with its newest task,
-// running or not, and the task's address when it runs.
-func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
-	ws, _, err := b.list(ctx)
-	return ws, err
-}
-
 // ended reports whether a task in state st has stopped for good.
 func ended(st swarm.TaskState) bool {
 	switch st {
@@ -595,51 +679,80 @@ func ended(st swarm.TaskState) bool {
 	return false
 }
 
-// list is List with the state of each worker's newest task, by service id.
-func (b *Backend) list(ctx context.Context) ([]pool.Worker, map[string]swarm.TaskState, error) {
-	svcs, err := b.cli.ServiceList(ctx, client.ServiceListOptions{Filters: b.workerFilter()})
+// List returns the tasks of the function's service that Swarm runs or is
+// starting, each as a worker with its own version labels and, once it
+// runs, its address; a task Swarm is stopping is Stopping. When the code
+// configs its tasks mount change (a roll ended), the unused ones go.
+func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
+	if b.cfg.Function == "" {
+		return nil, errors.New("list workers: the backend serves no one function")
+	}
+	res, err := b.cli.TaskList(ctx, client.TaskListOptions{Filters: make(client.Filters).Add("service", b.ServiceName())})
+	if cerrdefs.IsNotFound(err) {
+		return nil, nil // no service: no workers
+	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("list worker services of pool %s: %w", b.cfg.Pool, err)
+		return nil, fmt.Errorf("list tasks of service %s: %w", b.ServiceName(), err)
 	}
-	if len(svcs.Items) == 0 {
-		return nil, nil, nil
-	}
-	f := make(client.Filters)
-	for _, s := range svcs.Items {
-		f = f.Add("service", s.ID)
-	}
-	tasks, err := b.cli.TaskList(ctx, client.TaskListOptions{Filters: f})
-	if err != nil {
-		return nil, nil, fmt.Errorf("list tasks of pool %s: %w", b.cfg.Pool, err)
-	}
-	newest := map[string]swarm.Task{}
-	for _, t := range tasks.Items {
-		if cur, ok := newest[t.ServiceID]; !ok || t.Meta.CreatedAt.After(cur.Meta.CreatedAt) {
-			newest[t.ServiceID] = t
+	var out []pool.Worker
+	var configs []string
+	for _, t := range res.Items {
+		if ended(t.Status.State) || t.ServiceID == "" {
+			continue
 		}
-	}
-	out := make([]pool.Worker, 0, len(svcs.Items))
-	states := make(map[string]swarm.TaskState, len(svcs.Items))
-	for _, s := range svcs.Items {
-		l := s.Spec.Labels
+		cs := t.Spec.ContainerSpec
+		if cs == nil || cs.Labels[LabelPool] != b.cfg.Pool {
+			continue // a service of that name that is not this pool's
+		}
+		for _, c := range cs.Configs {
+			configs = append(configs, c.ConfigID)
+		}
+		l := cs.Labels
 		version, _ := strconv.ParseInt(l[LabelVersion], 10, 64)
-		w := pool.Worker{ID: s.ID, Name: s.Spec.Name, Function: l[LabelFunction], Version: version,
-			SHA256: l[LabelSHA256], Style: spillway.Style(l[LabelStyle]), Handler: l[LabelHandler],
-			ReuseProcess: l[LabelReuseProcess] == "1"}
-		if t, ok := newest[s.ID]; ok {
-			states[s.ID] = t.Status.State
-			if t.Status.State == swarm.TaskStateRunning {
-				w.Running = true
-				w.Addr, _ = b.address(t)
-			}
+		w := pool.Worker{ID: t.ID, Name: fmt.Sprintf("%s.%d.%s", b.ServiceName(), t.Slot, t.ID),
+			Function: l[LabelFunction], Version: version, SHA256: l[LabelSHA256], Style: spillway.Style(l[LabelStyle]),
+			Handler: l[LabelHandler], ReuseProcess: l[LabelReuseProcess] == "1"}
+		if t.Status.State == swarm.TaskStateRunning {
+			w.Running = true
+			w.Stopping = t.DesiredState != swarm.TaskStateRunning
+			w.Addr, _ = b.address(t)
+		} else if t.DesiredState != swarm.TaskStateRunning {
+			continue // stopped before it ran
 		}
 		out = append(out, w)
 	}
-	return out, states, nil
+	slices.Sort(configs)
+	configs = slices.Compact(configs)
+	b.mu.Lock()
+	changed := !slices.Equal(configs, b.mounted)
+	b.mounted = configs
+	if changed {
+		if err := b.removeUnusedConfigs(ctx); err != nil {
+			b.log.Debug("code configs left for later", "err", err)
+		}
+	}
+	b.mu.Unlock()
+	slices.SortFunc(out, func(x, y pool.Worker) int { return strings.Compare(x.Name, y.Name) })
+	return out, nil
 }
 
-// PoolFunctions returns the functions that have worker services in this
-// pool, sorted.
+// address is the task's IP on the pool network and the worker's port.
+func (b *Backend) address(task swarm.Task) (string, error) {
+	for _, na := range task.NetworksAttachments {
+		if na.Network.Spec.Name != b.cfg.Network() {
+			continue
+		}
+		for _, a := range na.Addresses {
+			if a.IsValid() {
+				return net.JoinHostPort(a.Addr().String(), strconv.Itoa(b.cfg.ServerPort)), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("task %s: %w %s", task.ID, errNoNetworkAddress, b.cfg.Network())
+}
+
+// PoolFunctions returns the functions that have a service in this pool,
+// sorted.
 func (b *Backend) PoolFunctions(ctx context.Context) ([]string, error) {
 	svcs, err := b.cli.ServiceList(ctx, client.ServiceListOptions{Filters: b.poolFilter()})
 	if err != nil {
@@ -655,57 +768,5 @@ func (b *Backend) PoolFunctions(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// Watch calls died, once, with the id of every worker whose task stopped
-// (exited, killed, its node lost), read from the task list every Poll:
-// Swarm has no event for a task's state. A task seen running that is no
-// longer running counts, and so does one that ended before any poll saw
-// it run; a task still starting does not. It returns when ctx ends or the
-// task list fails three times in a row.
-func (b *Backend) Watch(ctx context.Context, died func(id string)) error {
-	t := time.NewTicker(b.cfg.Poll)
-	defer t.Stop()
-	running := map[string]bool{}  // services seen running, not yet reported
-	reported := map[string]bool{} // services reported, while they exist
-	fails := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-		ws, states, err := b.list(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if fails++; fails >= 3 {
-				return fmt.Errorf("watch tasks: %w", err)
-			}
-			continue
-		}
-		fails = 0
-		seen := map[string]bool{}
-		for _, w := range ws {
-			seen[w.ID] = true
-			switch {
-			case w.Running:
-				running[w.ID] = true
-			case reported[w.ID]:
-			case running[w.ID] || ended(states[w.ID]):
-				delete(running, w.ID)
-				reported[w.ID] = true
-				died(w.ID)
-			}
-		}
-		for id := range running {
-			if !seen[id] {
-				delete(running, id) // removed: the pool knows
-			}
-		}
-		for id := range reported {
-			if !seen[id] {
-				delete(reported, id)
-			}
-		}
-	}
-}
+// Poll is how often lb reads the task list (pool.Config.FollowInterval).
+func (b *Backend) Poll() time.Duration { return b.cfg.Poll }
