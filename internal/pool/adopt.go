@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/workerapi"
@@ -68,6 +69,13 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function, removeRest bool)
 
 	var toRemove []Worker
 	var unused []WorkerConn // healthy workers not kept: their connections close after the unlock
+	// started are the new workers of a service, made since the pool opened:
+	// their starts are measured from the engine's creation of each.
+	type start struct {
+		w     Worker
+		after time.Duration
+	}
+	var started []start
 	p.mu.Lock()
 	for _, v := range vs {
 		if !v.keep || kept >= p.cfg.Max || p.closed {
@@ -87,8 +95,13 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function, removeRest bool)
 		}
 		p.setStateLocked(m, StateReady)
 		p.members = append(p.members, m)
-		p.counters.Adopted++
 		kept++
+		if p.svc != nil && v.w.Created.After(p.openedAt) {
+			p.counters.Started++
+			started = append(started, start{v.w, time.Since(v.w.Created)})
+		} else {
+			p.counters.Adopted++
+		}
 	}
 	if kept > 0 {
 		p.notifyLocked()
@@ -97,6 +110,16 @@ func (p *Pool) adopt(ctx context.Context, fn spillway.Function, removeRest bool)
 	p.mu.Unlock()
 	for _, c := range unused {
 		c.CloseIdleConnections()
+	}
+	for _, s := range started {
+		if p.log == nil {
+			break
+		}
+		p.log.Info("worker ready", "worker", s.w.Name, "addr", s.w.Addr, "version", s.w.Version,
+			"after", s.after.Round(time.Millisecond))
+		if p.OnWorkerReady != nil {
+			p.OnWorkerReady(s.after)
+		}
 	}
 
 	var errs []error

@@ -66,6 +66,9 @@ type Worker struct {
 	// Stopping: the engine is stopping this running worker (a service's
 	// scale-down or roll); it takes no new calls once lb has seen this.
 	Stopping bool
+	// Created is when the engine made the worker, where it tells (a Swarm
+	// task's creation); a pool on a ServiceBackend measures starts from it.
+	Created time.Time
 }
 
 // Labels every worker carries, on either backend (a container's labels,

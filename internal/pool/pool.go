@@ -223,6 +223,7 @@ type Pool struct {
 	// followKick wakes the follow loop (buffer 1): a promotion to run.
 	followKick chan struct{}
 	opened     atomic.Bool
+	openedAt   time.Time // set by Open before any goroutine reads it
 
 	// nWaiters is len(waiters), for Release's lock-free check.
 	nWaiters atomic.Int64
@@ -275,6 +276,7 @@ func (p *Pool) Open(ctx context.Context, fn spillway.Function) error {
 	if !p.opened.CompareAndSwap(false, true) {
 		return errors.New("pool already opened")
 	}
+	p.openedAt = time.Now()
 	p.log = p.Logger
 	if p.log == nil {
 		p.log = slog.Default()

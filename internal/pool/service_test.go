@@ -36,6 +36,7 @@ type svcReplica struct {
 	key      string
 	w        *fakeWorker
 	stopping bool
+	created  time.Time
 }
 
 var _ ServiceBackend = (*fakeService)(nil)
@@ -61,7 +62,7 @@ func (s *fakeService) Start(context.Context, WorkerSpec) (Worker, error) {
 func (s *fakeService) startLocked(spec WorkerSpec) {
 	s.nextID++
 	id := fmt.Sprintf("task%d", s.nextID)
-	s.replicas = append(s.replicas, &svcReplica{id: id, key: Key(spec.Function),
+	s.replicas = append(s.replicas, &svcReplica{id: id, key: Key(spec.Function), created: time.Now(),
 		w: newFakeWorker(fmt.Sprintf("faas.%d-v%d", s.nextID, spec.Function.Version), spec.Function, s.capacity)})
 }
 
@@ -144,6 +145,7 @@ func (s *fakeService) List(context.Context) ([]Worker, error) {
 	for _, r := range s.replicas {
 		w := r.w.worker(r.id)
 		w.Stopping = r.stopping
+		w.Created = r.created
 		out = append(out, w)
 	}
 	return out, nil
@@ -340,5 +342,35 @@ func TestServicePoolCloseRemovesTheService(t *testing.T) {
 		if err != nil || gone == leave {
 			t.Fatalf("leave=%v: err %v, service removed %v", leave, err, gone)
 		}
+	}
+}
+
+// The starts of a service's workers are measured from the engine's
+// creation of each to its first healthy probe; workers that ran before the
+// pool opened are adopted, not counted as starts.
+func TestServicePoolMeasuresStarts(t *testing.T) {
+	s := newFakeService(t, 1)
+	s.mu.Lock()
+	s.startLocked(WorkerSpec{Function: fnVersion(1)}) // an earlier lb's
+	s.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	p := New(s, serviceConfig(1, 3, 1))
+	var starts atomic.Int64
+	p.OnWorkerReady = func(d time.Duration) {
+		if d <= 0 || d > 5*time.Second {
+			t.Errorf("start took %v", d)
+		}
+		starts.Add(1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Open(ctx, fnVersion(1)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Leave(context.Background()) })
+	p.Scale(3)
+	eventually(t, 5*time.Second, "3 ready", func() bool { return p.Snapshot().Ready == 3 })
+	if c := p.Snapshot().Counters; starts.Load() != 2 || c.Started != 2 || c.Adopted != 1 {
+		t.Fatalf("starts reported %d, counters %+v; want 2 started, 1 adopted", starts.Load(), c)
 	}
 }

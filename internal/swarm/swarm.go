@@ -547,9 +547,10 @@ func (b *Backend) serviceSpec(spec pool.WorkerSpec, digest string, replicas int,
 			LogDriver:     &swarm.Driver{Name: "json-file", Options: map[string]string{"max-size": "1m", "max-file": "2"}},
 		},
 		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &n}},
-		// A roll replaces one task at a time, the new one started first: the
-		// pool never has fewer workers than it asked for.
-		UpdateConfig: &swarm.UpdateConfig{Parallelism: 1, Order: swarm.UpdateOrderStartFirst,
+		// A roll replaces every task at once, each new one started before
+		// its old one stops (as the docker backend's pool rolls): the pool
+		// never has fewer workers than it asked for.
+		UpdateConfig: &swarm.UpdateConfig{Parallelism: 0, Order: swarm.UpdateOrderStartFirst,
 			FailureAction: swarm.UpdateFailureActionContinue, Monitor: 2 * time.Second},
 		EndpointSpec: &swarm.EndpointSpec{Mode: swarm.ResolutionModeDNSRR},
 	}
@@ -711,7 +712,7 @@ func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
 		version, _ := strconv.ParseInt(l[LabelVersion], 10, 64)
 		w := pool.Worker{ID: t.ID, Name: fmt.Sprintf("%s.%d.%s", b.ServiceName(), t.Slot, t.ID),
 			Function: l[LabelFunction], Version: version, SHA256: l[LabelSHA256], Style: spillway.Style(l[LabelStyle]),
-			Handler: l[LabelHandler], ReuseProcess: l[LabelReuseProcess] == "1"}
+			Handler: l[LabelHandler], ReuseProcess: l[LabelReuseProcess] == "1", Created: t.Meta.CreatedAt}
 		if t.Status.State == swarm.TaskStateRunning {
 			w.Running = true
 			w.Stopping = t.DesiredState != swarm.TaskStateRunning

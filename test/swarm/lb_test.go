@@ -129,16 +129,14 @@ func (s *stack) waitReady() {
 	}
 }
 
-// workerNames are the names of the pool's workers (services or
-// containers), sorted.
+// workerNames are the names of the pool's workers, sorted: its containers
+// (on Swarm, the running ones: a task's container stays after it ends).
 func (s *stack) workerNames() []string {
-	var out string
+	args := []string{"ps", "-a", "--filter", "label=spillway.pool=" + s.pool, "--filter", "label=spillway.function", "--format", "{{.Names}}"}
 	if s.swarm {
-		out = docker(s.t, "service", "ls", "--filter", "label=spillway.pool="+s.pool, "--format", "{{.Name}}")
-	} else {
-		out = docker(s.t, "ps", "-a", "--filter", "label=spillway.pool="+s.pool, "--filter", "label=spillway.function", "--format", "{{.Names}}")
+		args = slices.Delete(args, 1, 2)
 	}
-	names := strings.Fields(out)
+	names := strings.Fields(docker(s.t, args...))
 	slices.Sort(names)
 	return names
 }
@@ -218,24 +216,22 @@ func (s *stack) call(ctx context.Context, param any) (string, error) {
 	return out, err
 }
 
-// workers returns the pool's workers (services or containers): their
-// versions, and how many of them run.
+// workers returns the pool's workers: their versions (the containers'
+// spillway.version labels), and how many of them run. On Swarm only the
+// running containers count: a task's container stays after it ends.
 func (s *stack) workers() (versions []string, running int) {
-	var out string
+	args := []string{"ps", "-a", "--filter", "label=spillway.pool=" + s.pool, "--filter", "label=spillway.function",
+		"--format", `{{.Label "spillway.version"}} {{.State}}`}
 	if s.swarm {
-		out = docker(s.t, "service", "ls", "--filter", "label=spillway.pool="+s.pool, "--format", "{{.Name}} {{.Replicas}}")
-	} else {
-		out = docker(s.t, "ps", "-a", "--filter", "label=spillway.pool="+s.pool, "--filter", "label=spillway.function", "--format", "{{.Names}} {{.State}}")
+		args = slices.Delete(args, 1, 2)
 	}
-	for _, line := range strings.Split(out, "\n") {
+	for _, line := range strings.Split(docker(s.t, args...), "\n") {
 		f := strings.Fields(line)
 		if len(f) != 2 {
 			continue
 		}
-		// <pool>-faas-<version>-<random>
-		parts := strings.Split(f[0], "-")
-		versions = append(versions, parts[len(parts)-2])
-		if f[1] == "1/1" || f[1] == "running" {
+		versions = append(versions, f[0])
+		if f[1] == "running" {
 			running++
 		}
 	}
