@@ -533,7 +533,7 @@ print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "root": writable("/x")
 	}
 	spec := testutil.DockerRun(t, ctx, "service", "inspect", s.Backend.(*swarm.Backend).ServiceName(), "--format",
 		"{{.Spec.EndpointSpec.Mode}} {{.Spec.TaskTemplate.Resources.Limits.MemoryBytes}} {{.Spec.TaskTemplate.Resources.Limits.Pids}} {{.Spec.TaskTemplate.Resources.Limits.NanoCPUs}} {{.Spec.TaskTemplate.RestartPolicy.Condition}} {{.Spec.UpdateConfig.Order}} {{.Spec.UpdateConfig.Parallelism}}")
-	if spec != "dnsrr 134217728 256 500000000 any start-first 1" {
-		t.Errorf("service spec = %q, want dnsrr, 128 MiB, 256 pids, 0.5 CPU, restart any, start-first updates one at a time", spec)
+	if spec != "dnsrr 134217728 256 500000000 any start-first 0" {
+		t.Errorf("service spec = %q, want dnsrr, 128 MiB, 256 pids, 0.5 CPU, restart any, start-first updates of every task at once", spec)
 	}
 }
