@@ -18,12 +18,12 @@ import (
 )
 
 // BenchmarkSwarmAPI measures what a controller on Swarm pays the engine: a
-// poll of one service's task list, the swarm backend's poll of a pool
-// (list its one-replica worker services, then their tasks), an inspect, a
-// service update that only writes the spec (a label), a rolling update that
-// replaces every task (start-first, one at a time), a scale-up by one task,
-// and a one-replica worker service created until its task runs (the swarm
-// backend's worker start), each until Swarm reports the tasks running. Besides the wall time per operation it reports
+// poll of one function's service's task list (lb's List, every 500 ms per
+// function), an inspect, a service update that only writes the spec (a
+// label; a replica count is the same write), a rolling update that
+// replaces every task (start-first, all at once, as the swarm backend
+// rolls), and a scale-up by one task, each until Swarm reports the tasks
+// running. Besides the wall time per operation it reports
 // dockerd's CPU per operation (user + system from /proc), the cost each
 // further node and function adds to the manager. The service runs sleep in
 // the worker image, REPLICAS tasks (SPILLWAY_BENCH_SWARM_REPLICAS, default
@@ -60,7 +60,7 @@ func BenchmarkSwarmAPI(b *testing.B) {
 			},
 		},
 		Mode:         swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
-		UpdateConfig: &swarm.UpdateConfig{Parallelism: 1, Order: swarm.UpdateOrderStartFirst},
+		UpdateConfig: &swarm.UpdateConfig{Parallelism: 0, Order: swarm.UpdateOrderStartFirst},
 	}
 	created, err := cli.ServiceCreate(ctx, client.ServiceCreateOptions{Spec: spec})
 	if err != nil {
@@ -85,28 +85,9 @@ func BenchmarkSwarmAPI(b *testing.B) {
 	waitTasks(b, cli, id, int(replicas), "BENCH_ROUND=0")
 	b.Logf("%d tasks running %.2fs after the service was created", replicas, time.Since(start).Seconds())
 
-	// A pool as the swarm backend keeps it: one-replica services, one per
-	// worker, labelled with the pool.
-	one := uint64(1)
-	workerSpec := func(n string) swarm.ServiceSpec {
-		w := spec
-		w.Annotations = swarm.Annotations{Name: n, Labels: map[string]string{"spillway.bench": name, "spillway.bench.pool": name}}
-		w.Mode = swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &one}}
-		return w
-	}
-	for i := range int(replicas) {
-		res, err := cli.ServiceCreate(ctx, client.ServiceCreateOptions{Spec: workerSpec(fmt.Sprintf("%s-w%d", name, i))})
-		if err != nil {
-			b.Fatal(err)
-		}
-		wid := res.ID
-		b.Cleanup(func() { _, _ = cli.ServiceRemove(context.Background(), wid, client.ServiceRemoveOptions{}) })
-		waitTasks(b, cli, wid, 1, "BENCH_ROUND=0")
-	}
-	poolFilter := make(client.Filters).Add("label", "spillway.bench.pool="+name)
-	starts := 0
-
-	tasksFilter := make(client.Filters).Add("service", id).Add("desired-state", "running")
+	// lb's poll of a function's workers (swarm.Backend.List): every task of
+	// its service, those ended included.
+	tasksFilter := make(client.Filters).Add("service", id)
 	dockerd := dockerdPID(b)
 	round := 0
 	update := func(change func(*swarm.ServiceSpec)) {
@@ -128,19 +109,6 @@ func BenchmarkSwarmAPI(b *testing.B) {
 			res, err := cli.TaskList(ctx, client.TaskListOptions{Filters: tasksFilter})
 			if err != nil || len(res.Items) < int(replicas) {
 				b.Fatalf("task list: %d tasks, %v", len(res.Items), err)
-			}
-		}},
-		{"PoolPoll", func(b *testing.B) {
-			svcs, err := cli.ServiceList(ctx, client.ServiceListOptions{Filters: poolFilter})
-			if err != nil || len(svcs.Items) != int(replicas) {
-				b.Fatalf("service list: %d services, %v", len(svcs.Items), err)
-			}
-			f := make(client.Filters)
-			for _, s := range svcs.Items {
-				f = f.Add("service", s.ID)
-			}
-			if _, err := cli.TaskList(ctx, client.TaskListOptions{Filters: f}); err != nil {
-				b.Fatal(err)
 			}
 		}},
 		{"ServiceInspect", func(b *testing.B) {
@@ -169,19 +137,6 @@ func BenchmarkSwarmAPI(b *testing.B) {
 			b.StopTimer()
 			update(func(sp *swarm.ServiceSpec) { sp.Mode.Replicated.Replicas = &replicas })
 			waitTasks(b, cli, id, int(replicas), env)
-			b.StartTimer()
-		}},
-		{"WorkerServiceStart", func(b *testing.B) {
-			starts++
-			res, err := cli.ServiceCreate(ctx, client.ServiceCreateOptions{Spec: workerSpec(fmt.Sprintf("%s-x%d", name, starts))})
-			if err != nil {
-				b.Fatal(err)
-			}
-			waitTasks(b, cli, res.ID, 1, "BENCH_ROUND=0")
-			b.StopTimer()
-			if _, err := cli.ServiceRemove(ctx, res.ID, client.ServiceRemoveOptions{}); err != nil {
-				b.Fatal(err)
-			}
 			b.StartTimer()
 		}},
 	}
