@@ -74,11 +74,10 @@ const (
 	DefaultStopGrace = 2 * time.Second
 	// DefaultStopDelay (WORKER_STOP_DELAY of the workers) is how long a
 	// stopped worker keeps serving: more than lb's task-list period
-	// (DefaultPoll) plus the time a list takes on a busy manager.
+	// (pool.DefaultFollowInterval, 500 ms; each poll costs the manager
+	// about 1 ms of CPU, BENCHMARKS.md "Swarm") plus the time a list takes
+	// on a busy manager.
 	DefaultStopDelay = 1500 * time.Millisecond
-	// DefaultPoll is how often lb reads a function's task list: it costs
-	// the manager about 1 ms of CPU (BENCHMARKS.md "Swarm") per period.
-	DefaultPoll = 500 * time.Millisecond
 	// DefaultRestartDelay is how soon Swarm starts a task again after its
 	// worker exited or was killed.
 	DefaultRestartDelay = time.Second
@@ -99,7 +98,6 @@ type Config struct {
 	TmpfsSize   int64         // /tmp tmpfs in bytes; 0 means DefaultTmpfsSize
 	StopGrace   time.Duration // added to a stopped worker's grace; 0 means DefaultStopGrace
 	StopDelay   time.Duration // WORKER_STOP_DELAY of the workers; 0 means DefaultStopDelay
-	Poll        time.Duration // lb's task-list period; 0 means DefaultPoll
 	// Constraints are Swarm placement constraints (addfaas --constraint),
 	// e.g. node.labels.gpu==true.
 	Constraints []string
@@ -116,9 +114,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StopDelay == 0 {
 		c.StopDelay = DefaultStopDelay
-	}
-	if c.Poll == 0 {
-		c.Poll = DefaultPoll
 	}
 	return c
 }
@@ -768,6 +763,3 @@ func (b *Backend) PoolFunctions(ctx context.Context) ([]string, error) {
 	slices.Sort(out)
 	return out, nil
 }
-
-// Poll is how often lb reads the task list (pool.Config.FollowInterval).
-func (b *Backend) Poll() time.Duration { return b.cfg.Poll }
