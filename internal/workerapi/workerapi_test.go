@@ -20,7 +20,7 @@ func TestEnvRoundTrip(t *testing.T) {
 	full := Env{
 		Port: 8001, ListenHost: "127.0.0.1", FunctionPath: FunctionPath, Style: spillway.StyleHandler,
 		Handler: "main", ReuseProcess: true, Version: 42, FunctionName: "fib", Concurrency: 3, LocalTimeout: 2500 * time.Millisecond,
-		Python: "/usr/bin/python3", MaxRequestBytes: 1 << 20, MaxResultBytes: 6 << 20, LogLevel: "debug",
+		Python: "/usr/bin/python3", MaxRequestBytes: 1 << 20, MaxResultBytes: 6 << 20, LogLevel: "debug", StopDelay: 1500 * time.Millisecond,
 	}
 	// Every field is set: a field added to Env without an encoding fails here.
 	v := reflect.ValueOf(full)
