@@ -19,6 +19,7 @@ import (
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/testutil"
+	"github.com/spillway-faas/spillway/internal/workerapi"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
@@ -552,5 +553,31 @@ func TestWorkerRefusesABadReuseProcess(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), `FUNCTION_REUSE_PROCESS="yes"`) {
 		t.Errorf("err = %v, want one naming FUNCTION_REUSE_PROCESS", err)
+	}
+}
+
+// A script-style worker that forks a process per call runs its Go side on
+// one P; the others keep the runtime's default.
+func TestGoProcs(t *testing.T) {
+	tests := []struct {
+		name  string
+		style spillway.Style
+		reuse bool
+		n     int
+		want  int
+	}{
+		{"script, a process per call", spillway.StyleScript, false, 8, 1},
+		{"script, one P already", spillway.StyleScript, false, 1, 1},
+		{"script --reuse-process", spillway.StyleScript, true, 8, 8},
+		{"handler", spillway.StyleHandler, false, 8, 8},
+		{"handler, one P", spillway.StyleHandler, false, 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := workerapi.Env{Style: tt.style, ReuseProcess: tt.reuse}
+			if got := goProcs(cfg, tt.n); got != tt.want {
+				t.Errorf("goProcs(%s, reuse %v, %d) = %d, want %d", tt.style, tt.reuse, tt.n, got, tt.want)
+			}
+		})
 	}
 }
