@@ -33,6 +33,9 @@ type Status struct {
 	// pool_max and worker_concurrency are lb's .env defaults) and Details
 	// is FAAS_FUNCTION_NAME's.
 	Functions map[string]FunctionSection `json:"functions,omitempty"`
+	// Share is how MAX_TOTAL_WORKERS is shared among the functions; nil
+	// when no cap is set.
+	Share *ShareStatus `json:"share,omitempty"`
 }
 
 // FunctionSection is one function's part of status().
@@ -55,6 +58,8 @@ type FunctionSection struct {
 	Queued         int64        `json:"queued"`
 	Counters       Counters     `json:"counters"`
 	Cloud          *CloudStatus `json:"cloud,omitempty"` // nil when CLOUD=off
+	// Spare: a frozen spare worker of the function is ready (WORKER_SPARE).
+	Spare bool `json:"spare"`
 }
 
 // FunctionInfo is one entry of functions(): a served function and its
@@ -145,6 +150,29 @@ type PoolStatus struct {
 	Replacements uint64 `json:"replacements"`
 	Removed      uint64 `json:"removed"`
 	StartFailed  uint64 `json:"start_failed"`
+	Spare        string `json:"spare"` // the frozen spare worker (WORKER_SPARE), "" when none is ready
+}
+
+// ShareStatus is MAX_TOTAL_WORKERS and each function's standing under the
+// sharing rule at its last elasticity tick.
+type ShareStatus struct {
+	MaxTotalWorkers int             `json:"max_total_workers"`
+	Held            int             `json:"held"` // workers counted against the cap now, mins included
+	Functions       []ShareStanding `json:"functions"`
+}
+
+// ShareStanding is one function's part of MAX_TOTAL_WORKERS.
+type ShareStanding struct {
+	Name     string `json:"name"`
+	Min      int    `json:"min"`
+	Max      int    `json:"max"`
+	Workers  int    `json:"workers"`  // its pool's size at its last tick
+	Want     int    `json:"want"`     // its autoscaler's wish at its last tick
+	Allotted int    `json:"allotted"` // its size in the latest decision
+	Limit    int    `json:"limit"`    // the most it may grow to now
+	// IdleSeconds is the time since its last call; -1 when it has had none.
+	// Idle functions give up workers first when the cap is reached.
+	IdleSeconds float64 `json:"idle_s"`
 }
 
 // CloudStatus is the offload client: whether it takes calls, its breaker and

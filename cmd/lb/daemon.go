@@ -135,7 +135,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, guard *netg
 		DefaultFunction: cfg.FunctionName, ListenAddr: cfg.ListenAddr(),
 		PoolMin: cfg.NumberOfServers, PoolMax: cfg.MaxServers, Concurrency: cfg.WorkerConcurrency,
 		Scheduler: cfg.Scheduler, OffloadPolicy: cfg.OffloadPolicy, Autoscaler: cfg.Autoscaler, CloudMode: cfg.Cloud.Mode,
-	}, control.BoardDeps{Reports: d.reports, Ready: d.router.Ready, Replicas: d.replica})
+	}, control.BoardDeps{Reports: d.reports, Ready: d.router.Ready, Replicas: d.replica, Share: d.share.Status})
 
 	// The functions published now are starting from the first moment; the
 	// default one too while it is not published yet, so that call_faas

@@ -30,7 +30,10 @@ type BoardDeps struct {
 	Ready func() bool
 	// Replicas is nil for a lone lb, always the controller.
 	Replicas Replicas
-	Clock    Clock
+	// Share is how MAX_TOTAL_WORKERS is shared (share.Ledger.Status); nil,
+	// or a nil result, when no cap is set.
+	Share func() *spillway.ShareStatus
+	Clock Clock
 }
 
 // Board is lb's status over every function it serves: the sums, the
@@ -87,6 +90,9 @@ func (b *Board) Status() spillway.Status {
 			s.Details = r.details(b.clock.Now())
 			s.Counters.LastScale = sec.Counters.LastScale
 		}
+	}
+	if b.d.Share != nil {
+		s.Share = b.d.Share()
 	}
 	if c := b.d.Replicas; c != nil {
 		s.LBID, s.Controller = c.ID(), c.Controller()

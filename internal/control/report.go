@@ -118,9 +118,8 @@ func (r *Report) Section() spillway.FunctionSection {
 	if r.d.LastScale != nil {
 		s.Counters.LastScale = r.d.LastScale()
 	}
-	if d := r.details(r.clock.Now()); d.Cloud != nil {
-		s.Cloud = d.Cloud
-	}
+	d := r.details(r.clock.Now())
+	s.Cloud, s.Spare = d.Cloud, d.Pool.Spare != ""
 	return s
 }
 
@@ -147,6 +146,7 @@ func (r *Report) details(now time.Time) *spillway.StatusDetails {
 			Starting: snap.Starting, Draining: snap.Draining, Waiting: snap.Waiting,
 			Started: snap.Counters.Started, Adopted: snap.Counters.Adopted, Failed: snap.Counters.Failed,
 			Replacements: snap.Counters.Replacements, Removed: snap.Counters.Removed, StartFailed: snap.Counters.StartFailed,
+			Spare: snap.Spare,
 		},
 	}
 	for _, m := range snap.Members {

@@ -60,7 +60,11 @@ func testReport(t *testing.T, withCloud bool) reportWorld {
 	r := NewReport(ReportConfig{Function: "faas", PoolMin: 1, PoolMax: 4, Concurrency: 2}, d)
 	b := NewBoard(BoardConfig{DefaultFunction: "faas", ListenAddr: "a:8000", PoolMin: 1, PoolMax: 4, Concurrency: 2,
 		Scheduler: "round-robin", OffloadPolicy: "overflow", Autoscaler: "predictive", CloudMode: "local"},
-		BoardDeps{Reports: func() map[string]*Report { return map[string]*Report{"faas": r} }, Ready: calls.Ready, Replicas: rep, Clock: clock})
+		BoardDeps{Reports: func() map[string]*Report { return map[string]*Report{"faas": r} }, Ready: calls.Ready, Replicas: rep, Clock: clock,
+			Share: func() *spillway.ShareStatus {
+				return &spillway.ShareStatus{MaxTotalWorkers: 8, Held: 1, Functions: []spillway.ShareStanding{
+					{Name: "faas", Min: 1, Max: 4, Workers: 1, Want: 1, Allotted: 1, Limit: 4, IdleSeconds: -1}}}
+			}})
 	return reportWorld{r: r, board: b, clock: clock, rep: rep, refused: func() uint64 { return 6 }}
 }
 
@@ -115,17 +119,19 @@ func TestStatusKeys(t *testing.T) {
 	}{
 		{"status", m, []string{"autoscaler", "cloud", "cloud_in_flight", "controller", "counters", "details", "functions", "in_flight", "lb_id",
 			"local_in_flight", "offload_policy", "pool_desired", "pool_max", "pool_min", "pool_ready", "pool_size", "queued",
-			"ready", "replicas", "scheduler", "uptime_s", "worker_concurrency"}},
+			"ready", "replicas", "scheduler", "share", "uptime_s", "worker_concurrency"}},
 		{"counters", m["counters"], []string{"busy", "calls", "cloud", "cold_starts", "errors", "errors_by_fault", "last_scale", "local", "reasons"}},
 		{"replicas[0]", m["replicas"].([]any)[0], []string{"addr", "controller", "in_flight", "lb_id", "queued"}},
 		{"details", details, []string{"cloud", "function", "members", "pool"}},
 		{"details.members[0]", details["members"].([]any)[0], []string{"addr", "capacity", "cold_starts", "completed", "in_flight", "name", "sha256", "state", "version"}},
 		{"details.function", details["function"], []string{"name", "sha256", "style", "version"}},
-		{"details.pool", details["pool"], []string{"adopted", "draining", "failed", "removed", "replacements", "start_failed", "started", "starting", "waiting"}},
+		{"details.pool", details["pool"], []string{"adopted", "draining", "failed", "removed", "replacements", "spare", "start_failed", "started", "starting", "waiting"}},
 		{"details.cloud", details["cloud"], []string{"breaker", "budget", "calls", "cold_starts", "current", "failed", "pings", "ready", "rejected", "retries", "succeeded", "throttled"}},
 		{"details.cloud.budget", details["cloud"].(map[string]any)["budget"], []string{"calls", "max_cost_per_hour", "max_rps", "spent_usd", "used"}},
 		{"functions.faas", m["functions"].(map[string]any)["faas"], []string{"cloud", "cloud_in_flight", "counters", "in_flight", "local_in_flight", "name",
-			"pool_desired", "pool_max", "pool_min", "pool_ready", "pool_size", "queued", "ready", "sha256", "style", "timeout_s", "version", "worker_concurrency"}},
+			"pool_desired", "pool_max", "pool_min", "pool_ready", "pool_size", "queued", "ready", "sha256", "spare", "style", "timeout_s", "version", "worker_concurrency"}},
+		{"share", m["share"], []string{"functions", "held", "max_total_workers"}},
+		{"share.functions[0]", m["share"].(map[string]any)["functions"].([]any)[0], []string{"allotted", "idle_s", "limit", "max", "min", "name", "want", "workers"}},
 	} {
 		var got []string
 		for k := range tt.obj.(map[string]any) {

@@ -13,12 +13,15 @@
 package share
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spillway-faas/spillway/internal/policy"
+
+	"github.com/spillway-faas/spillway"
 )
 
 // Ledger is the shared count of workers. It is safe for concurrent use.
@@ -231,4 +234,24 @@ func (l *Ledger) Standings() []Standing {
 		})
 	}
 	return fns
+}
+
+// Status is the cap and every function's standing, for status(); nil when
+// the ledger has no cap.
+func (l *Ledger) Status() *spillway.ShareStatus {
+	held, total := l.Held()
+	if total <= 0 {
+		return nil
+	}
+	now := l.now()
+	st := &spillway.ShareStatus{MaxTotalWorkers: total, Held: held, Functions: []spillway.ShareStanding{}}
+	for _, f := range l.Standings() {
+		idle := -1.0
+		if !f.LastCall.IsZero() {
+			idle = math.Round(max(now.Sub(f.LastCall).Seconds(), 0)*10) / 10
+		}
+		st.Functions = append(st.Functions, spillway.ShareStanding{Name: f.Name, Min: f.Min, Max: f.Max, Workers: f.Workers,
+			Want: f.Want, Allotted: f.Allotted, Limit: f.Limit, IdleSeconds: idle})
+	}
+	return st
 }

@@ -3,11 +3,13 @@ package share
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/policy"
 )
 
@@ -200,4 +202,28 @@ func BenchmarkArrived(b *testing.B) {
 			l.Arrived("f42")
 		}
 	})
+}
+
+// TestStatus: status() shows the cap, what is held and each function's
+// standing, with its idle time (-1 before any call); no cap, no section.
+func TestStatus(t *testing.T) {
+	if st := New(0, time.Now).Status(); st != nil {
+		t.Fatalf("no cap: Status = %+v, want nil", st)
+	}
+	c := newClock()
+	l := New(4, c.now)
+	l.Join("a", 1, 4)
+	l.Join("b", 0, 2)
+	a := &pool{name: "a", size: 1}
+	l.Arrived("a")
+	a.tick(t, l, 3, 3)
+	c.advance(2500 * time.Millisecond)
+	st := l.Status()
+	want := spillway.ShareStatus{MaxTotalWorkers: 4, Held: 3, Functions: []spillway.ShareStanding{
+		{Name: "a", Min: 1, Max: 4, Workers: 1, Want: 3, Allotted: 3, Limit: 4, IdleSeconds: 2.5},
+		{Name: "b", Min: 0, Max: 2, Workers: 0, Want: 0, Allotted: 0, Limit: 1, IdleSeconds: -1},
+	}}
+	if st == nil || st.MaxTotalWorkers != want.MaxTotalWorkers || st.Held != want.Held || !slices.Equal(st.Functions, want.Functions) {
+		t.Fatalf("Status = %+v\nwant %+v", st, want)
+	}
 }

@@ -416,6 +416,22 @@ func TestFairShareUnderMaxTotalWorkers(t *testing.T) {
 					return a == 1 && b == 2
 				})
 				t.Logf("other took a worker of faas after %v", time.Since(began).Round(10*time.Millisecond))
+				// status() shows the share: the cap, both functions' standings,
+				// other busy and allotted 2, faas idle and allotted 1.
+				share, _ := s.status()["share"].(map[string]any)
+				standing := map[string]map[string]any{}
+				fns, _ := share["functions"].([]any)
+				for _, f := range fns {
+					m, _ := f.(map[string]any)
+					name, _ := m["name"].(string)
+					standing[name] = m
+				}
+				if share["max_total_workers"] != int64(3) || standing["faas"]["allotted"] != int64(1) || standing["other"]["allotted"] != int64(2) {
+					t.Errorf("status().share = %v, want max_total_workers 3, faas allotted 1, other 2", share)
+				}
+				if idle, _ := standing["faas"]["idle_s"].(float64); idle < 1 {
+					t.Errorf("faas idle_s = %v, want at least the 1s (IdleAfter) after which it gave a worker up", standing["faas"]["idle_s"])
+				}
 				stopOther()
 			}
 			close(sampling)
