@@ -111,6 +111,9 @@ func TestPageInBrowser(t *testing.T) {
 				return /local\s+\d+(\.\d+)? ms\s+\d+(\.\d+)? ms\s+[1-9]\d*/.test(lat) && /cloud\s+\d+(\.\d+)? ms\s+\d+(\.\d+)? ms\s+[1-9]\d*/.test(lat) &&
 					document.querySelector('#reasons-chart [data-reason="overflow"]').textContent === "90" &&
 					fn && fn.textContent === "fib" &&
+					document.getElementById("share-held").textContent === "MAX_TOTAL_WORKERS 8: 2 held (mins included)" &&
+					document.querySelector("#function-list .fn-info").textContent.endsWith("share: allotted 2, limit 4, wants 3, idle 0.5 s") &&
+					document.getElementById("function-list").innerText.includes("frozen spare") &&
 					document.getElementById("cloud-breaker").textContent === "closed" &&
 					document.getElementById("cloud-budget").textContent.startsWith("40% of the burst spent now (cap 5 calls/s); 5 calls") &&
 					document.getElementById("notices").innerText === "";

@@ -26,8 +26,11 @@ type Data struct {
 	WindowS   float64         `json:"series_window_s"`
 	Latency   []RouteLatency  `json:"latency"`
 	Functions []FunctionState `json:"functions"`
-	Cloud     CloudState      `json:"cloud"`
-	Events    []Event         `json:"events"`
+	// Share is MAX_TOTAL_WORKERS and the workers held against it; nil when
+	// no cap is set.
+	Share  *Share     `json:"share,omitempty"`
+	Cloud  CloudState `json:"cloud"`
+	Events []Event    `json:"events"`
 }
 
 // LB is the replica this page is served by.
@@ -107,6 +110,24 @@ type FunctionState struct {
 	Queued     int64    `json:"queued"`
 	ColdStarts int64    `json:"cold_starts"`
 	Members    []Member `json:"members"`
+	// Spare: a frozen spare worker is ready (WORKER_SPARE).
+	Spare bool `json:"spare"`
+	// Share is the function's part of MAX_TOTAL_WORKERS; nil without a cap.
+	Share *FunctionShare `json:"share,omitempty"`
+}
+
+// Share is MAX_TOTAL_WORKERS and what is held against it.
+type Share struct {
+	MaxTotalWorkers int `json:"max_total_workers"`
+	Held            int `json:"held"`
+}
+
+// FunctionShare is one function's standing under MAX_TOTAL_WORKERS.
+type FunctionShare struct {
+	Allotted int     `json:"allotted"`
+	Limit    int     `json:"limit"`
+	Want     int     `json:"want"`
+	IdleS    float64 `json:"idle_s"` // -1: no call yet
 }
 
 // Workers counts a pool's members by state.
@@ -188,9 +209,22 @@ func otherFunctions(v spillway.Status, skip string) []FunctionState {
 		out = append(out, FunctionState{Name: name, Version: sec.Version, Style: sec.Style, SHA256: sec.SHA256,
 			Workers: Workers{Ready: sec.PoolReady, Starting: sec.PoolSize - sec.PoolReady, Total: sec.PoolSize},
 			Desired: sec.PoolDesired, Min: sec.PoolMin, Max: sec.PoolMax, InFlight: sec.InFlight, Queued: sec.Queued,
-			ColdStarts: sec.Counters.ColdStarts, Members: []Member{}})
+			ColdStarts: sec.Counters.ColdStarts, Members: []Member{}, Spare: sec.Spare, Share: shareOf(v, name)})
 	}
 	return out
+}
+
+// shareOf is name's standing in v's share section, nil when there is none.
+func shareOf(v spillway.Status, name string) *FunctionShare {
+	if v.Share == nil {
+		return nil
+	}
+	for _, f := range v.Share.Functions {
+		if f.Name == name {
+			return &FunctionShare{Allotted: f.Allotted, Limit: f.Limit, Want: f.Want, IdleS: f.IdleSeconds}
+		}
+	}
+	return nil
 }
 
 func (d *Data) fill(v spillway.Status) {
@@ -218,6 +252,10 @@ func (d *Data) fill(v spillway.Status) {
 	}
 	f := FunctionState{Desired: v.PoolDesired, Min: v.PoolMin, Max: v.PoolMax, Queued: v.Queued, Members: []Member{}}
 	d.Cloud = CloudState{Mode: v.CloudMode}
+	d.Share = nil
+	if v.Share != nil {
+		d.Share = &Share{MaxTotalWorkers: v.Share.MaxTotalWorkers, Held: v.Share.Held}
+	}
 	if v.Details == nil {
 		d.Functions = []FunctionState{f}
 		if len(v.Functions) > 0 {
@@ -245,8 +283,9 @@ func (d *Data) fill(v spillway.Status) {
 		f.ColdStarts += m.ColdStarts
 	}
 	if sec, ok := v.Functions[fn.Name]; ok {
-		f.Desired, f.Min, f.Max, f.Queued = sec.PoolDesired, sec.PoolMin, sec.PoolMax, sec.Queued
+		f.Desired, f.Min, f.Max, f.Queued, f.Spare = sec.PoolDesired, sec.PoolMin, sec.PoolMax, sec.Queued, sec.Spare
 	}
+	f.Share = shareOf(v, fn.Name)
 	d.Functions = append([]FunctionState{f}, otherFunctions(v, fn.Name)...)
 	if cl := v.Details.Cloud; cl != nil {
 		d.Cloud.Ready, d.Cloud.Breaker = cl.Ready, cl.Breaker

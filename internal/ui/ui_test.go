@@ -35,7 +35,10 @@ func newFakeSource() *fakeSource {
 	}, []string{"route"})
 	f.reg.MustRegister(f.latency)
 	f.st = spillway.Status{Ready: true, Controller: true, PoolMin: 1, PoolMax: 4, PoolDesired: 2, Scheduler: "round-robin",
-		OffloadPolicy: "overflow", Autoscaler: "reactive", CloudMode: "local"}
+		OffloadPolicy: "overflow", Autoscaler: "reactive", CloudMode: "local",
+		Functions: map[string]spillway.FunctionSection{"fib": {Name: "fib", Version: 3, PoolMin: 1, PoolMax: 4, PoolDesired: 2, Spare: true}},
+		Share: &spillway.ShareStatus{MaxTotalWorkers: 8, Held: 2, Functions: []spillway.ShareStanding{
+			{Name: "fib", Min: 1, Max: 4, Workers: 2, Want: 3, Allotted: 2, Limit: 4, IdleSeconds: 0.5}}}}
 	f.st.Details = &spillway.StatusDetails{
 		Function: spillway.FunctionStatus{Name: "fib", Version: 3, SHA256: "abcdef0123456789", Style: "script"},
 		Members: []spillway.MemberStatus{
@@ -60,6 +63,12 @@ func deepCopy(st spillway.Status) spillway.Status {
 	st.Replicas = slices.Clone(st.Replicas)
 	st.Counters.Reasons = maps.Clone(st.Counters.Reasons)
 	st.Counters.ErrorsByFault = maps.Clone(st.Counters.ErrorsByFault)
+	st.Functions = maps.Clone(st.Functions)
+	if st.Share != nil {
+		sh := *st.Share
+		sh.Functions = slices.Clone(sh.Functions)
+		st.Share = &sh
+	}
 	if st.Details == nil {
 		return st
 	}
@@ -190,6 +199,10 @@ func TestSamplerSeriesLatencyAndBreakerEvents(t *testing.T) {
 	f := d.Functions[0]
 	if f.Name != "fib" || f.Version != 3 || f.Workers.Ready != 1 || f.Workers.Starting != 1 || f.InFlight != 1 || f.ColdStarts != 1 {
 		t.Errorf("function = %+v", f)
+	}
+	if !f.Spare || f.Share == nil || *f.Share != (FunctionShare{Allotted: 2, Limit: 4, Want: 3, IdleS: 0.5}) ||
+		d.Share == nil || *d.Share != (Share{MaxTotalWorkers: 8, Held: 2}) {
+		t.Errorf("spare %v, function's share %+v, share %+v; want the spare ready, allotted 2 of limit 4 wanting 3, 2 held of 8", f.Spare, f.Share, d.Share)
 	}
 	if d.Cloud.Breaker != "open" || d.Cloud.Calls != 5 || d.Cloud.Warm != nil || d.Cloud.Budget == nil || d.Cloud.Budget.MaxRPS != 5 {
 		t.Errorf("cloud = %+v", d.Cloud)

@@ -223,13 +223,23 @@
       list.appendChild(el("p", "muted", d.state === "starting" ? "No function yet: lb waits for " + body.dataset.function + " to be published." : "No function."));
       return;
     }
+    if (d.share) {
+      var cap = el("p", "muted", "MAX_TOTAL_WORKERS " + d.share.max_total_workers + ": " + d.share.held + " held (mins included)");
+      cap.id = "share-held";
+      list.appendChild(cap);
+    }
     d.functions.forEach(function (f) {
       var box = el("div", "fn");
       box.dataset.function = f.name;
       var h = el("h3", "fn-name", f.name);
       box.appendChild(h);
-      var info = el("p", "muted", "version " + f.version + " · " + f.style + " style · sha256 " + (f.sha256 || "").slice(0, 12) +
-        " · pool " + f.min + "–" + f.max + ", desired " + f.desired);
+      var text = "version " + f.version + " · " + f.style + " style · sha256 " + (f.sha256 || "").slice(0, 12) +
+        " · pool " + f.min + "–" + f.max + ", desired " + f.desired;
+      if (f.share) {
+        text += " · share: allotted " + f.share.allotted + ", limit " + f.share.limit + ", wants " + f.share.want +
+          (f.share.idle_s < 0 ? ", no call yet" : ", idle " + f.share.idle_s + " s");
+      }
+      var info = el("p", "muted fn-info", text);
       box.appendChild(info);
       var pills = el("div", "pills");
       pills.appendChild(pill("ready", f.workers.ready));
@@ -239,6 +249,7 @@
       pills.appendChild(pill("in flight", f.in_flight));
       pills.appendChild(pill("queued", f.queued));
       pills.appendChild(pill("cold starts", f.cold_starts));
+      if (f.spare) pills.appendChild(pill("frozen spare", "ready"));
       box.appendChild(pills);
       if (f.members.length === 0) {
         box.appendChild(el("p", "muted", "No workers."));
