@@ -96,9 +96,15 @@ func (d *daemon) startUnit(ctx context.Context, fn spillway.Function) (_ fleet.U
 	}
 	replica := d.replica.Function(fn.Name)
 
-	// Cloud: deployed in the background, as for one function.
-	if d.awsCfg != nil {
-		ccfg := cfg.CloudConfigFor(fn.Name)
+	// Cloud: deployed in the background, as for one function. A function
+	// whose cloud names clash with the default function's is served
+	// locally only, and says why.
+	ccfg, clash := cfg.CloudConfigFor(fn.Name)
+	if clash != nil && d.awsCfg != nil {
+		u.log.Error("function served without the cloud", "err", clash)
+		d.events.Event(spillway.EventStart, fmt.Sprintf("function %s served without the cloud: %v", fn.Name, clash))
+	}
+	if d.awsCfg != nil && clash == nil {
 		u.deployer = cloud.NewDeployer(*d.awsCfg, ccfg, u.log)
 		u.deployer.BuildZip = func(fn spillway.Function) ([]byte, error) {
 			return lambdawrap.BuildZipCapped(fn, cfg.MaxResultBytes)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/spillway-faas/spillway"
@@ -156,14 +157,23 @@ func (c Config) DockerConfigFor(function string) docker.Config {
 // and REST API (and so its own usage plan and key). LAMBDA_NAME and
 // API_NAME name those of FAAS_FUNCTION_NAME (default
 // spillway-<FAAS_FUNCTION_NAME>); every other function's are
-// spillway-<function>.
-func (c Config) CloudConfigFor(function string) cloud.Config {
+// spillway-<function>. When another function's name is one LAMBDA_NAME or
+// API_NAME already gives the default function, the two would deploy over
+// each other: that is an error, which names the variable.
+func (c Config) CloudConfigFor(function string) (cloud.Config, error) {
 	cc := c.CloudConfig()
-	if function != c.FunctionName {
-		cc.LambdaName = CloudName(function)
-		cc.APIName = CloudName(function)
+	if function == c.FunctionName {
+		return cc, nil
 	}
-	return cc
+	name := CloudName(function)
+	for _, v := range []struct{ name, value string }{{"LAMBDA_NAME", cc.LambdaName}, {"API_NAME", cc.APIName}} {
+		if v.value == name {
+			return cloud.Config{}, fmt.Errorf("%s=%s names the cloud resources of %s, the default function, and %s is function %s's own name: the two would deploy over each other; set %s to another name",
+				v.name, v.value, c.FunctionName, name, function, v.name)
+		}
+	}
+	cc.LambdaName, cc.APIName = name, name
+	return cc, nil
 }
 
 // CloudName is the default name of a function's Lambda and REST API.

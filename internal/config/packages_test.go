@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -114,7 +115,10 @@ func TestCloudConfigFor(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := c.CloudConfigFor(tt.function)
+			got, err := c.CloudConfigFor(tt.function)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if got.LambdaName != tt.wantLambda || got.APIName != tt.wantAPI {
 				t.Errorf("CloudConfigFor(%q) names Lambda %q, API %q; want %q, %q", tt.function, got.LambdaName, got.APIName, tt.wantLambda, tt.wantAPI)
 			}
@@ -146,6 +150,33 @@ func TestDockerConfigFor(t *testing.T) {
 		}
 		if got.Network != "p1-workers" || got.Pool != "p1" {
 			t.Errorf("DockerConfigFor(%q): pool %q network %q, want p1 and p1-workers", fn, got.Pool, got.Network)
+		}
+	}
+}
+
+// TestCloudConfigForRefusesAClash: a function whose own cloud name is the
+// one LAMBDA_NAME or API_NAME gives the default function gets no cloud
+// configuration (the two would deploy over each other), and the error names
+// the variable; without the clash the same function gets its own names.
+func TestCloudConfigForRefusesAClash(t *testing.T) {
+	for _, tt := range []struct {
+		env     map[string]string
+		wantErr string
+	}{
+		{map[string]string{"LAMBDA_NAME": "spillway-hello"}, "LAMBDA_NAME=spillway-hello"},
+		{map[string]string{"API_NAME": "spillway-hello"}, "API_NAME=spillway-hello"},
+		{map[string]string{"LAMBDA_NAME": "spillway-other"}, ""},
+	} {
+		c, err := Load(env(tt.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.CloudConfigFor("hello")
+		switch {
+		case tt.wantErr == "" && (err != nil || got.LambdaName != "spillway-hello"):
+			t.Errorf("%v: CloudConfigFor(hello) = %+v, %v; want spillway-hello", tt.env, got, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("%v: CloudConfigFor(hello) error %v, want one naming %s", tt.env, err, tt.wantErr)
 		}
 	}
 }
