@@ -32,7 +32,10 @@ func configFor(t *testing.T, endpoint, function string) cloud.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := lc.CloudConfigFor(function)
+	c, err := lc.CloudConfigFor(function)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.Timeout = 2 * time.Second
 	c.MemoryMB = 256
 	c.WaitTimeout = 20 * time.Second
