@@ -34,14 +34,19 @@ func TestPlan(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	noContainer := mv(StateFailed, "new", 0)
 	noContainer.hasContainer = false
+	goneFailed := mv(StateFailed, "new", 0)
+	goneFailed.gone = true
 	tests := []struct {
 		name     string
 		follower bool
-		desired  int
-		nextTry  time.Duration // after t0; 0: no backoff
-		at       time.Duration // now, after t0
-		members  []memberView
-		want     []string
+		// managed: the workers are a service's replicas (the pool views
+		// itself as a follower then); controller: this lb controls it.
+		managed, controller bool
+		desired             int
+		nextTry             time.Duration // after t0; 0: no backoff
+		at                  time.Duration // now, after t0
+		members             []memberView
+		want                []string
 	}{
 		{name: "empty pool starts the desired size", desired: 2, want: []string{"start", "start"}},
 		{name: "starting members count", desired: 2, members: []memberView{mv(StateStarting, "new", 0), mv(StateReady, "new", 1)}},
@@ -71,10 +76,17 @@ func TestPlan(t *testing.T) {
 		{name: "follower only forgets, never starts or drains", follower: true, desired: 3,
 			members: []memberView{mv(StateFailed, "new", 0), mv(StateDraining, "new", 0), mv(StateReady, "old", 0), mv(StateReady, "new", 0)},
 			want:    []string{"forget 0", "forget 1"}},
+		{name: "a service's controller has a failed worker still listed replaced, forgets the rest, starts nothing",
+			follower: true, managed: true, controller: true, desired: 3,
+			members: []memberView{mv(StateFailed, "new", 0), goneFailed, mv(StateDraining, "new", 0), mv(StateReady, "old", 0)},
+			want:    []string{"remove 0", "forget 1", "forget 2"}},
+		{name: "a service's follower only forgets", follower: true, managed: true, desired: 3,
+			members: []memberView{mv(StateFailed, "new", 0), goneFailed, mv(StateDraining, "new", 0), mv(StateReady, "old", 0)},
+			want:    []string{"forget 0", "forget 1", "forget 2"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := view{follower: tt.follower, desired: tt.desired, key: "new", version: 7, members: tt.members}
+			v := view{follower: tt.follower, managed: tt.managed, controller: tt.controller, desired: tt.desired, key: "new", version: 7, members: tt.members}
 			if tt.nextTry > 0 {
 				v.nextTry = t0.Add(tt.nextTry)
 			}
