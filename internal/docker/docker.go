@@ -36,17 +36,6 @@ import (
 	"github.com/spillway-faas/spillway/internal/workerapi"
 )
 
-// Labels every worker carries (pool's, shared by both backends).
-const (
-	LabelPool         = pool.LabelPool
-	LabelFunction     = pool.LabelFunction
-	LabelVersion      = pool.LabelVersion
-	LabelSHA256       = pool.LabelSHA256
-	LabelStyle        = pool.LabelStyle
-	LabelHandler      = pool.LabelHandler
-	LabelReuseProcess = pool.LabelReuseProcess
-)
-
 // Paths and identity inside the worker image (see build/worker.Dockerfile).
 const (
 	TaskDir      = workerapi.TaskDir      // an anonymous volume, the function copied in
@@ -274,7 +263,7 @@ func (b *Backend) EnsureNetwork(ctx context.Context) error {
 	}
 	keep := nets[0]
 	for _, dup := range nets[1:] {
-		if dup.Labels[LabelPool] != b.cfg.Pool {
+		if dup.Labels[pool.LabelPool] != b.cfg.Pool {
 			continue // not ours to remove
 		}
 		if _, err := b.cli.NetworkRemove(ctx, dup.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
@@ -313,7 +302,7 @@ func (b *Backend) createNetwork(ctx context.Context) error {
 	opts := client.NetworkCreateOptions{
 		Driver:   "bridge",
 		Internal: true,
-		Labels:   map[string]string{LabelPool: b.cfg.Pool},
+		Labels:   map[string]string{pool.LabelPool: b.cfg.Pool},
 	}
 	if b.cfg.Address == AddressName {
 		// lb reaches workers over the bridge from its own container, so the
@@ -390,7 +379,7 @@ func (b *Backend) RemoveNetwork(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if res.Network.Labels[LabelPool] != b.cfg.Pool {
+	if res.Network.Labels[pool.LabelPool] != b.cfg.Pool {
 		return nil
 	}
 	if _, err := b.cli.NetworkRemove(ctx, res.Network.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
@@ -438,16 +427,16 @@ func (b *Backend) Start(ctx context.Context, spec pool.WorkerSpec) (pool.Worker,
 		return pool.Worker{}, err
 	}
 	labels := map[string]string{
-		LabelPool:     b.cfg.Pool,
-		LabelFunction: fn.Name,
-		LabelVersion:  strconv.FormatInt(fn.Version, 10),
-		LabelSHA256:   fn.SHA256,
-		LabelStyle:    string(fn.Style),
-		LabelHandler:  fn.HandlerName(),
+		pool.LabelPool:     b.cfg.Pool,
+		pool.LabelFunction: fn.Name,
+		pool.LabelVersion:  strconv.FormatInt(fn.Version, 10),
+		pool.LabelSHA256:   fn.SHA256,
+		pool.LabelStyle:    string(fn.Style),
+		pool.LabelHandler:  fn.HandlerName(),
 	}
 	reuse := fn.ReuseProcess && fn.Style == spillway.StyleScript
 	if reuse {
-		labels[LabelReuseProcess] = "1"
+		labels[pool.LabelReuseProcess] = "1"
 	}
 	began := time.Now()
 	created, err := b.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
@@ -525,7 +514,7 @@ func (b *Backend) Remove(ctx context.Context, id string) error {
 // other containers of a stack may carry the pool label, and only workers
 // carry a function.
 func (b *Backend) poolFilter() client.Filters {
-	return make(client.Filters).Add("label", LabelPool+"="+b.cfg.Pool).Add("label", LabelFunction)
+	return make(client.Filters).Add("label", pool.LabelPool+"="+b.cfg.Pool).Add("label", pool.LabelFunction)
 }
 
 // workerFilter matches this backend's workers: its function's, or the
@@ -534,7 +523,7 @@ func (b *Backend) workerFilter() client.Filters {
 	if b.cfg.Function == "" {
 		return b.poolFilter()
 	}
-	return make(client.Filters).Add("label", LabelPool+"="+b.cfg.Pool).Add("label", LabelFunction+"="+b.cfg.Function)
+	return make(client.Filters).Add("label", pool.LabelPool+"="+b.cfg.Pool).Add("label", pool.LabelFunction+"="+b.cfg.Function)
 }
 
 // PoolFunctions returns the functions that have worker containers (running
@@ -547,7 +536,7 @@ func (b *Backend) PoolFunctions(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	for _, c := range res.Items {
-		if fn := c.Labels[LabelFunction]; fn != "" && !slices.Contains(out, fn) {
+		if fn := c.Labels[pool.LabelFunction]; fn != "" && !slices.Contains(out, fn) {
 			out = append(out, fn)
 		}
 	}
@@ -568,16 +557,16 @@ func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
 		if len(c.Names) > 0 {
 			name = strings.TrimPrefix(c.Names[0], "/")
 		}
-		version, _ := strconv.ParseInt(c.Labels[LabelVersion], 10, 64)
+		version, _ := strconv.ParseInt(c.Labels[pool.LabelVersion], 10, 64)
 		w := pool.Worker{
 			ID:           c.ID,
 			Name:         name,
-			Function:     c.Labels[LabelFunction],
+			Function:     c.Labels[pool.LabelFunction],
 			Version:      version,
-			SHA256:       c.Labels[LabelSHA256],
-			Style:        spillway.Style(c.Labels[LabelStyle]),
-			Handler:      c.Labels[LabelHandler],
-			ReuseProcess: c.Labels[LabelReuseProcess] == "1",
+			SHA256:       c.Labels[pool.LabelSHA256],
+			Style:        spillway.Style(c.Labels[pool.LabelStyle]),
+			Handler:      c.Labels[pool.LabelHandler],
+			ReuseProcess: c.Labels[pool.LabelReuseProcess] == "1",
 			Running:      c.State == container.StateRunning,
 		}
 		if w.Running {

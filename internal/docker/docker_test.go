@@ -335,12 +335,12 @@ func TestStartHardenedWorker(t *testing.T) {
 			what string
 			ok   bool
 		}{
-			{"label pool", c.Config.Labels[LabelPool] == b.cfg.Pool},
-			{"label function", c.Config.Labels[LabelFunction] == "faas"},
-			{"label version", c.Config.Labels[LabelVersion] == "7"},
-			{"label sha256", c.Config.Labels[LabelSHA256] == fn.SHA256},
-			{"label style", c.Config.Labels[LabelStyle] == "script"},
-			{"label handler", c.Config.Labels[LabelHandler] == "handler"},
+			{"label pool", c.Config.Labels[pool.LabelPool] == b.cfg.Pool},
+			{"label function", c.Config.Labels[pool.LabelFunction] == "faas"},
+			{"label version", c.Config.Labels[pool.LabelVersion] == "7"},
+			{"label sha256", c.Config.Labels[pool.LabelSHA256] == fn.SHA256},
+			{"label style", c.Config.Labels[pool.LabelStyle] == "script"},
+			{"label handler", c.Config.Labels[pool.LabelHandler] == "handler"},
 			{"user", c.Config.User == "10001:10001"},
 			{"read-only root", hc.ReadonlyRootfs},
 			{"cap drop ALL", slices.Equal(hc.CapDrop, []string{"ALL"})},
@@ -363,7 +363,7 @@ func TestStartHardenedWorker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !net.Network.Internal || net.Network.Labels[LabelPool] != b.cfg.Pool {
+		if !net.Network.Internal || net.Network.Labels[pool.LabelPool] != b.cfg.Pool {
 			t.Errorf("network internal=%v labels=%v", net.Network.Internal, net.Network.Labels)
 		}
 	})
@@ -386,7 +386,7 @@ func TestStartHardenedWorker(t *testing.T) {
 	// carries the pool label but no function: List must leave it alone.
 	stackName := b.cfg.Pool + "-not-a-worker"
 	if out, err := exec.CommandContext(ctx, "docker", "create", "--name", stackName,
-		"--label", LabelPool+"="+b.cfg.Pool, image).CombinedOutput(); err != nil {
+		"--label", pool.LabelPool+"="+b.cfg.Pool, image).CombinedOutput(); err != nil {
 		t.Fatalf("docker create: %v %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", "-v", stackName).Run() })

@@ -79,8 +79,8 @@ func TestFunctionsShareAPool(t *testing.T) {
 		prefix string
 		labels map[string]string
 	}{
-		{faas, fw, cfg.Pool + "-faas-7-", map[string]string{LabelPool: cfg.Pool, LabelFunction: "faas", LabelVersion: "7"}},
-		{hello, hw, cfg.Pool + "-hello-3-", map[string]string{LabelPool: cfg.Pool, LabelFunction: "hello", LabelVersion: "3"}},
+		{faas, fw, cfg.Pool + "-faas-7-", map[string]string{pool.LabelPool: cfg.Pool, pool.LabelFunction: "faas", pool.LabelVersion: "7"}},
+		{hello, hw, cfg.Pool + "-hello-3-", map[string]string{pool.LabelPool: cfg.Pool, pool.LabelFunction: "hello", pool.LabelVersion: "3"}},
 	} {
 		if !strings.HasPrefix(tc.w.Name, tc.prefix) {
 			t.Errorf("worker name %q, want prefix %q", tc.w.Name, tc.prefix)

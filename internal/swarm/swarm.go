@@ -46,15 +46,9 @@ import (
 	"github.com/spillway-faas/spillway/internal/workerapi"
 )
 
-// Labels every worker carries (pool's, shared by both backends).
+// The workers' labels are pool's (pool.LabelPool, ...), shared by both
+// backends; a function's service carries one more.
 const (
-	LabelPool         = pool.LabelPool
-	LabelFunction     = pool.LabelFunction
-	LabelVersion      = pool.LabelVersion
-	LabelSHA256       = pool.LabelSHA256
-	LabelStyle        = pool.LabelStyle
-	LabelHandler      = pool.LabelHandler
-	LabelReuseProcess = pool.LabelReuseProcess
 	// LabelSpec, on a function's service, digests what its workers run
 	// (Backend.specDigest): Apply rolls the service when it differs.
 	LabelSpec = "spillway.spec"
@@ -253,7 +247,7 @@ func (b *Backend) EnsureNetwork(ctx context.Context) error {
 	}
 	_, err = b.cli.NetworkCreate(ctx, name, client.NetworkCreateOptions{
 		Driver: "overlay", Internal: true, Attachable: true,
-		Labels: map[string]string{LabelPool: b.cfg.Pool},
+		Labels: map[string]string{pool.LabelPool: b.cfg.Pool},
 	})
 	if err != nil && !cerrdefs.IsConflict(err) {
 		return fmt.Errorf("create overlay network %s: %w", name, err)
@@ -326,7 +320,7 @@ func (b *Backend) RemoveNetwork(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("inspect network %s: %w", b.cfg.Network(), err)
 	}
-	if res.Network.Labels[LabelPool] != b.cfg.Pool {
+	if res.Network.Labels[pool.LabelPool] != b.cfg.Pool {
 		return nil
 	}
 	if _, err := b.cli.NetworkRemove(ctx, res.Network.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
@@ -336,14 +330,14 @@ func (b *Backend) RemoveNetwork(ctx context.Context) error {
 }
 
 func (b *Backend) poolFilter() client.Filters {
-	return make(client.Filters).Add("label", LabelPool+"="+b.cfg.Pool).Add("label", LabelFunction)
+	return make(client.Filters).Add("label", pool.LabelPool+"="+b.cfg.Pool).Add("label", pool.LabelFunction)
 }
 
 func (b *Backend) workerFilter() client.Filters {
 	if b.cfg.Function == "" {
 		return b.poolFilter()
 	}
-	return make(client.Filters).Add("label", LabelPool+"="+b.cfg.Pool).Add("label", LabelFunction+"="+b.cfg.Function)
+	return make(client.Filters).Add("label", pool.LabelPool+"="+b.cfg.Pool).Add("label", pool.LabelFunction+"="+b.cfg.Function)
 }
 
 // configName is <pool>-<function>-v<version>.
@@ -359,7 +353,7 @@ func (b *Backend) ensureConfig(ctx context.Context, fn spillway.Function) (swarm
 	for range 2 {
 		res, err := b.cli.ConfigInspect(ctx, name, client.ConfigInspectOptions{})
 		if err == nil {
-			if res.Config.Spec.Labels[LabelSHA256] == fn.SHA256 {
+			if res.Config.Spec.Labels[pool.LabelSHA256] == fn.SHA256 {
 				return res.Config, nil
 			}
 			if _, err := b.cli.ConfigRemove(ctx, res.Config.ID, client.ConfigRemoveOptions{}); err != nil {
@@ -370,8 +364,8 @@ func (b *Backend) ensureConfig(ctx context.Context, fn spillway.Function) (swarm
 		}
 		_, err = b.cli.ConfigCreate(ctx, client.ConfigCreateOptions{Spec: swarm.ConfigSpec{
 			Annotations: swarm.Annotations{Name: name, Labels: map[string]string{
-				LabelPool: b.cfg.Pool, LabelFunction: fn.Name,
-				LabelVersion: strconv.FormatInt(fn.Version, 10), LabelSHA256: fn.SHA256,
+				pool.LabelPool: b.cfg.Pool, pool.LabelFunction: fn.Name,
+				pool.LabelVersion: strconv.FormatInt(fn.Version, 10), pool.LabelSHA256: fn.SHA256,
 			}},
 			Data: []byte(fn.Code),
 		}})
@@ -479,11 +473,11 @@ func (b *Backend) specDigest(spec pool.WorkerSpec) string {
 // roll has tasks of two.
 func workerLabels(poolName string, fn spillway.Function) map[string]string {
 	l := map[string]string{
-		LabelPool: poolName, LabelFunction: fn.Name, LabelVersion: strconv.FormatInt(fn.Version, 10),
-		LabelSHA256: fn.SHA256, LabelStyle: string(fn.Style), LabelHandler: fn.HandlerName(),
+		pool.LabelPool: poolName, pool.LabelFunction: fn.Name, pool.LabelVersion: strconv.FormatInt(fn.Version, 10),
+		pool.LabelSHA256: fn.SHA256, pool.LabelStyle: string(fn.Style), pool.LabelHandler: fn.HandlerName(),
 	}
 	if fn.ReuseProcess && fn.Style == spillway.StyleScript {
-		l[LabelReuseProcess] = "1"
+		l[pool.LabelReuseProcess] = "1"
 	}
 	return l
 }
@@ -697,17 +691,17 @@ func (b *Backend) List(ctx context.Context) ([]pool.Worker, error) {
 			continue
 		}
 		cs := t.Spec.ContainerSpec
-		if cs == nil || cs.Labels[LabelPool] != b.cfg.Pool {
+		if cs == nil || cs.Labels[pool.LabelPool] != b.cfg.Pool {
 			continue // a service of that name that is not this pool's
 		}
 		for _, c := range cs.Configs {
 			configs = append(configs, c.ConfigID)
 		}
 		l := cs.Labels
-		version, _ := strconv.ParseInt(l[LabelVersion], 10, 64)
+		version, _ := strconv.ParseInt(l[pool.LabelVersion], 10, 64)
 		w := pool.Worker{ID: t.ID, Name: fmt.Sprintf("%s.%d.%s", b.ServiceName(), t.Slot, t.ID),
-			Function: l[LabelFunction], Version: version, SHA256: l[LabelSHA256], Style: spillway.Style(l[LabelStyle]),
-			Handler: l[LabelHandler], ReuseProcess: l[LabelReuseProcess] == "1", Created: t.Meta.CreatedAt}
+			Function: l[pool.LabelFunction], Version: version, SHA256: l[pool.LabelSHA256], Style: spillway.Style(l[pool.LabelStyle]),
+			Handler: l[pool.LabelHandler], ReuseProcess: l[pool.LabelReuseProcess] == "1", Created: t.Meta.CreatedAt}
 		if t.Status.State == swarm.TaskStateRunning {
 			w.Running = true
 			w.Stopping = t.DesiredState != swarm.TaskStateRunning
@@ -756,7 +750,7 @@ func (b *Backend) PoolFunctions(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	for _, s := range svcs.Items {
-		if fn := s.Spec.Labels[LabelFunction]; fn != "" && !slices.Contains(out, fn) {
+		if fn := s.Spec.Labels[pool.LabelFunction]; fn != "" && !slices.Contains(out, fn) {
 			out = append(out, fn)
 		}
 	}
