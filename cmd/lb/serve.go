@@ -15,6 +15,7 @@ import (
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/control"
+	"github.com/spillway-faas/spillway/internal/leanhttp"
 	"github.com/spillway-faas/spillway/internal/netguard"
 	"github.com/spillway-faas/spillway/internal/ui"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
@@ -40,7 +41,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer page.Close()
 	pageHandler := page.Handler()
 	var hs handover
-	srv := &http.Server{
+	srv := &leanhttp.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			hs.begin()
 			defer hs.end()

@@ -37,6 +37,7 @@ import (
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/config"
 	"github.com/spillway-faas/spillway/internal/lambdawrap"
+	"github.com/spillway-faas/spillway/internal/leanhttp"
 	"github.com/spillway-faas/spillway/internal/runner"
 	"github.com/spillway-faas/spillway/internal/workerapi"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
@@ -134,7 +135,7 @@ func serve(ctx context.Context, cfg workerapi.Env, log *slog.Logger, output io.W
 	}()
 
 	svc := &service{runners: runners, cfg: cfg, sha256: hex.EncodeToString(sum[:]), slots: make(chan struct{}, cfg.Concurrency)}
-	srv := &http.Server{
+	srv := &leanhttp.Server{
 		Handler:           svc.handler(log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
