@@ -5,17 +5,20 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spillway-faas/spillway"
 	"github.com/spillway-faas/spillway/internal/loadgen"
+	"github.com/spillway-faas/spillway/internal/testutil"
 	"github.com/spillway-faas/spillway/internal/xmlrpc"
 )
 
@@ -28,6 +31,11 @@ import (
 // and lb's CPU per call (user + system time of the lb process from
 // /proc over the run, divided by the calls). The difference of the serial
 // p50s is what lb adds.
+//
+// "floor-*" measures, in the same run and against the same worker, a bare
+// forwarder in place of lb (forwarderMain): the CPU per call and the
+// throughput left by the socket work that any proxy between caller and
+// worker does on this machine, which bounds what lb can reach.
 //
 // SPILLWAY_BENCH_LB=/path/to/lb measures that binary instead of one built
 // from this tree; SPILLWAY_BENCH_LB_BEFORE=/path/to/lb also measures that lb binary (an
@@ -59,8 +67,33 @@ func BenchmarkLBOverhead(b *testing.B) {
 		}
 		workerURL := "http://" + str(ms[0]["addr"]) + "/"
 		lbPid := s.lb.cmd.Process.Pid
+		if v.prefix == "" {
+			floorURL, floorPid := startForwarder(b, str(ms[0]["addr"]))
+			benchOverhead(b, "floor-", workerURL, floorURL, floorPid, "")
+		}
 		benchOverhead(b, v.prefix, workerURL, s.lbURL, lbPid, profile)
 		s.stopLB()
+	}
+}
+
+// startForwarder runs this test binary as the bare forwarder (forwardEnv)
+// to the worker at addr and returns its URL and pid once it answers.
+func startForwarder(b *testing.B, addr string) (string, int) {
+	port := testutil.FreePort(b)
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	p := startProc(b, []string{forwardEnv + "=" + listen + " " + addr}, os.Args[0])
+	b.Cleanup(func() { p.stop(syscall.SIGKILL, 5*time.Second) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", listen, time.Second)
+		if err == nil {
+			c.Close()
+			return "http://" + listen + "/", p.cmd.Process.Pid
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the forwarder does not listen on %s: %v\n%s", listen, err, p.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -73,6 +106,10 @@ func benchOverhead(b *testing.B, prefix, workerURL, lbURL string, lbPid int, pro
 	}{
 		{"direct", workerURL, "call_function"},
 		{"lb", lbURL, "call_faas"},
+	}
+	if prefix == "floor-" {
+		// The forwarder passes the worker's own method through.
+		targets[1].method = "call_function"
 	}
 	for _, tt := range targets {
 		c := xmlrpc.NewClient(tt.url, hc)

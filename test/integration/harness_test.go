@@ -61,6 +61,9 @@ func binary(t testing.TB, name string) string {
 }
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(forwardEnv); spec != "" {
+		forwarderMain(spec) // never returns
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
