@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -152,6 +153,11 @@ func BenchmarkSpawnPython(b *testing.B) {
 // of the script zygote in its serving state (zygote.py --fork-cost), and the
 // ratio of the two.
 //
+// "pinned" is the default script worker run on one CPU (taskset), beside
+// the same worker free to use every CPU: on a paravirtualised host the
+// copy-on-write faults of a process tree that spans CPUs each flush the
+// other CPUs' TLBs through the hypervisor.
+//
 // SPILLWAY_BENCH_WORKER_BEFORE names an older worker binary to measure the
 // same way (metrics before-*), and SPILLWAY_BENCH_SHIM_BEFORE its handler.py,
 // whose warm runner's bare fork+exit is then measured too.
@@ -162,6 +168,11 @@ func BenchmarkWorkerVsSpawn(b *testing.B) {
 	bin := testutil.BuildBinary(b, "worker")
 	handler, hw := benchProcess(b, bin, "noop_handler.py", "FUNCTION_STYLE=handler")
 	scripts := []*benchScript{{name: "script"}, {name: "reuse", env: []string{"FUNCTION_REUSE_PROCESS=1"}}}
+	if runtime.NumCPU() > 1 {
+		// The whole worker on one CPU, as a container given one CPU by a
+		// cpuset would run it (WORKER_CPUS limits time, not CPUs).
+		scripts = append(scripts, &benchScript{name: "pinned", bin: onOneCPU(b, bin)})
+	}
 	if before := os.Getenv("SPILLWAY_BENCH_WORKER_BEFORE"); before != "" {
 		scripts = append(scripts, &benchScript{name: "before-script", bin: before})
 	}
@@ -238,11 +249,27 @@ func BenchmarkWorkerVsSpawn(b *testing.B) {
 		b.ReportMetric(float64(perCall.Microseconds()), s.name+"-cpu-µs/call")
 		b.ReportMetric(float64((s.goCPU / (rounds * burst)).Microseconds()), s.name+"-go-cpu-µs/call")
 		den := fork // against the fork of the runner it runs on
-		if s.bin != "" && shimBefore != "" {
+		if s.name == "before-script" && shimBefore != "" {
 			den = forkBefore / rounds
 		}
 		b.ReportMetric(float64(perCall)/float64(den), s.name+"-cpu/fork")
 	}
+}
+
+// onOneCPU returns a program that runs bin with its CPU affinity set to
+// the last CPU (taskset execs bin, so the pid is bin's).
+func onOneCPU(b *testing.B, bin string) string {
+	b.Helper()
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		b.Fatalf("taskset (util-linux) for the pinned worker: %v", err)
+	}
+	wrapper := filepath.Join(b.TempDir(), "worker-on-one-cpu")
+	script := fmt.Sprintf("#!/bin/sh\nexec %s -c %d %s \"$@\"\n", taskset, runtime.NumCPU()-1, bin)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	return wrapper
 }
 
 // benchScript is one script-style worker under BenchmarkWorkerVsSpawn.

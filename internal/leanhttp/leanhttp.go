@@ -357,16 +357,20 @@ func (c *conn) readHead(first bool) (int, error) {
 			c.in = grown
 		}
 		n, err := c.nc.Read(c.in[len(c.in):cap(c.in)])
-		if n > 0 && !headStarted {
-			headStarted = true
-			begun = time.Now()
-			if !first {
-				c.setReadDeadline(begun, s.ReadHeaderTimeout)
-			}
-		}
 		c.in = c.in[:len(c.in)+n]
 		if err != nil {
 			return 0, err
+		}
+		if n > 0 && !headStarted {
+			headStarted = true
+			// A whole head in the first read (nearly every call) needs no
+			// header deadline.
+			if n := headEnd(c.in); n > 0 {
+				return n, nil
+			}
+			if !first {
+				c.setReadDeadline(time.Now(), s.ReadHeaderTimeout)
+			}
 		}
 	}
 }
