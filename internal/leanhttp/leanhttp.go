@@ -333,9 +333,9 @@ func (c *conn) readHead(first bool) (int, error) {
 	var begun time.Time
 	if headStarted {
 		begun = time.Now()
-		c.setReadDeadline(begun, s.ReadHeaderTimeout)
+		c.setReadDeadline(begun, s.headerTimeout())
 	} else if first {
-		c.setReadDeadline(time.Now(), s.ReadHeaderTimeout)
+		c.setReadDeadline(time.Now(), s.headerTimeout())
 	} else {
 		idle := s.IdleTimeout
 		if idle <= 0 {
@@ -369,10 +369,19 @@ func (c *conn) readHead(first bool) (int, error) {
 				return n, nil
 			}
 			if !first {
-				c.setReadDeadline(time.Now(), s.ReadHeaderTimeout)
+				c.setReadDeadline(time.Now(), s.headerTimeout())
 			}
 		}
 	}
+}
+
+// headerTimeout is ReadHeaderTimeout, or ReadTimeout when that is 0, as
+// net/http has it.
+func (s *Server) headerTimeout() time.Duration {
+	if s.ReadHeaderTimeout > 0 {
+		return s.ReadHeaderTimeout
+	}
+	return s.ReadTimeout
 }
 
 func (c *conn) maxHead() int {
@@ -450,15 +459,10 @@ func (c *conn) serveOne(h *parsedHead, head int) bool {
 	if body.rest > 0 && s.ReadTimeout > 0 {
 		_ = c.nc.SetReadDeadline(time.Now().Add(s.ReadTimeout))
 	}
-	c.serving = true
-	if body.rest == 0 {
-		c.startWatch()
-	}
-
 	r, err := http.NewRequestWithContext(c.ctx, http.MethodPost, h.target, body)
 	if err != nil {
-		// A target net/http's parser takes but NewRequest does not: answer
-		// 400 and close, as the request's bytes cannot be replayed now.
+		// A target that does not parse as a URL (a bad %-escape): answer
+		// 400 and close, as net/http would.
 		c.writeSimple(http.StatusBadRequest, "bad request target")
 		return false
 	}
@@ -470,6 +474,10 @@ func (c *conn) serveOne(h *parsedHead, head int) bool {
 	r.ContentLength = h.contentLength
 	r.Close = h.close
 
+	c.serving = true
+	if body.rest == 0 {
+		c.startWatch()
+	}
 	w := &responseWriter{}
 	panicked := c.runHandler(w, r)
 	c.serving = false

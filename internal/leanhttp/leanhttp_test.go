@@ -118,6 +118,7 @@ func TestRequestsTakeTheRightPath(t *testing.T) {
 		{"a control byte in a value", "POST / HTTP/1.1\r\nHost: x\r\nX-Tag: a\x01b\r\nContent-Length: 1\r\n\r\nz", 400, ""},
 		{"a head over MaxHeaderBytes", "POST / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\nContent-Length: 1\r\n\r\nz", 431, ""},
 		{"garbage", "HELLO\r\n\r\n", 400, ""},
+		{"a bad escape in the target", post("/%zz", ""), 400, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -302,16 +303,34 @@ func TestClientGoneEndsTheCall(t *testing.T) {
 }
 
 // A client that sends a head slowly, or stays idle, is cut off at the
-// timeouts.
+// timeouts; without them (the variant) the dribbling client keeps its
+// connection.
 func TestTimeouts(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		timeout    time.Duration
+		cutBy      time.Duration // 0: never cut within the test
+		dribbleFor time.Duration
+	}{
+		{"a slow head is cut at ReadHeaderTimeout", 200 * time.Millisecond, 2 * time.Second, 5 * time.Second},
+		{"variant: no timeouts, the slow head stays", 0, 0, 3 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, addr := start(t, http.HandlerFunc(which), func(s *Server) {
+				s.ReadHeaderTimeout, s.ReadTimeout = tc.timeout, tc.timeout
+			})
+			d := testutil.HeaderDribble(t, addr, tc.dribbleFor)
+			if tc.cutBy > 0 && d > tc.cutBy {
+				t.Fatalf("a dribbling client kept its connection %v", d)
+			}
+			if tc.cutBy == 0 && d < tc.dribbleFor {
+				t.Fatalf("the connection was cut after %v with no timeout", d)
+			}
+		})
+	}
 	_, addr := start(t, http.HandlerFunc(which), func(s *Server) {
 		s.ReadHeaderTimeout = 200 * time.Millisecond
 		s.IdleTimeout = 300 * time.Millisecond
-	})
-	t.Run("a slow head", func(t *testing.T) {
-		if d := testutil.HeaderDribble(t, addr, 5*time.Second); d > 2*time.Second {
-			t.Fatalf("a dribbling client kept its connection %v", d)
-		}
 	})
 	t.Run("an idle connection", func(t *testing.T) {
 		c, br := dial(t, addr)
