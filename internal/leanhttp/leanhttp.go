@@ -32,7 +32,9 @@ import (
 )
 
 // Server is a drop-in for the part of http.Server that lb and the worker
-// use. Its fields mean what http.Server's do.
+// use. Its fields mean what http.Server's do, but for WriteTimeout on the
+// short path: it bounds the answer's write, where net/http counts from
+// the end of the request's head (the handler's time included).
 type Server struct {
 	Handler           http.Handler
 	ReadHeaderTimeout time.Duration
