@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -52,7 +53,6 @@ type Server struct {
 	initOnce sync.Once
 	fallback *http.Server
 	handoff  *chanListener
-	served   chan error // fallback.Serve's result
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -89,7 +89,6 @@ func (s *Server) init() {
 			ConnState:         s.ConnState,
 			ErrorLog:          s.ErrorLog,
 		}
-		s.served = make(chan error, 1)
 	})
 }
 
@@ -106,7 +105,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.ln = ln
 	s.handoff.addr = ln.Addr()
 	s.mu.Unlock()
-	go func() { s.served <- s.fallback.Serve(s.handoff) }()
+	// Ends when Shutdown or Close shuts the fallback and its listener.
+	go func() { _ = s.fallback.Serve(s.handoff) }()
 	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -114,8 +114,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.shutting.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if retryableAccept(err) {
 				// Out of file descriptors and the like: wait, as net/http does.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				s.logf("leanhttp: accept: %v; retrying in %v", err, backoff)
@@ -131,6 +130,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		go c.serve()
 	}
+}
+
+// retryableAccept reports whether an accept error passes: too many open
+// files, a connection aborted before it was taken, a timeout.
+func retryableAccept(err error) bool {
+	var ne net.Error
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -167,14 +174,7 @@ func (s *Server) logf(format string, args ...any) {
 // Shutdown stops accepting, closes idle connections, and waits until the
 // busy ones have answered and gone idle (then closes them) or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.init()
-	s.shutting.Store(true)
-	s.mu.Lock()
-	var err error
-	if s.ln != nil {
-		err = s.ln.Close()
-	}
-	s.mu.Unlock()
+	err := s.stopAccepting(false)
 	fallbackDone := make(chan error, 1)
 	go func() { fallbackDone <- s.fallback.Shutdown(ctx) }()
 	t := time.NewTicker(10 * time.Millisecond)
@@ -210,19 +210,28 @@ func (s *Server) closeIdle() bool {
 	return len(s.conns) == 0
 }
 
-// Close closes the listener and every connection at once.
-func (s *Server) Close() error {
+// stopAccepting marks the server shutting down and closes its listener
+// and, with closeConns, every connection of the short path.
+func (s *Server) stopAccepting(closeConns bool) error {
 	s.init()
 	s.shutting.Store(true)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	var err error
 	if s.ln != nil {
 		err = s.ln.Close()
 	}
-	for c := range s.conns {
-		c.nc.Close()
+	if closeConns {
+		for c := range s.conns {
+			c.nc.Close()
+		}
 	}
-	s.mu.Unlock()
+	return err
+}
+
+// Close closes the listener and every connection at once.
+func (s *Server) Close() error {
+	err := s.stopAccepting(true)
 	if ferr := s.fallback.Close(); ferr != nil && err == nil {
 		err = ferr
 	}

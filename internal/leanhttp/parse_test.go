@@ -1,8 +1,11 @@
 package leanhttp
 
 import (
+	"net"
 	"net/http"
+	"os"
 	"reflect"
+	"syscall"
 	"testing"
 )
 
@@ -65,6 +68,24 @@ func TestHeadEnd(t *testing.T) {
 	} {
 		if got := headEnd([]byte(in)); got != want {
 			t.Errorf("headEnd(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+// An accept that fails for want of descriptors is retried; a closed
+// listener ends Serve.
+func TestRetryableAccept(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EMFILE)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENFILE)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ECONNABORTED)}, true},
+		{&net.OpError{Op: "accept", Err: net.ErrClosed}, false},
+	} {
+		if got := retryableAccept(tc.err); got != tc.want {
+			t.Errorf("retryableAccept(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
