@@ -653,12 +653,12 @@ func (c *conn) startWatch() {
 	if grace <= 0 {
 		grace = DefaultDisconnectGrace
 	}
-	// Cleared here, not in the watch, so that stopWatch's deadline in the
-	// past cannot be undone by a watch that starts late.
-	_ = c.nc.SetReadDeadline(time.Time{})
 	if !c.serving || c.watching {
 		return
 	}
+	// Cleared here, not in the watch, so that stopWatch's deadline in the
+	// past cannot be undone by a watch that starts late.
+	_ = c.nc.SetReadDeadline(time.Time{})
 	c.watching = true
 	if c.watch == nil {
 		c.watchDone = make(chan watchResult, 1)
