@@ -268,8 +268,17 @@ func TestHandlerStdoutNoise(t *testing.T) {
 			t.Fatalf("got %v, %v", res.Value, err)
 		}
 	}
-	if out := f.output.String(); !strings.Contains(out, "noise on stdout") || !strings.Contains(out, "raw noise") {
-		t.Errorf("the function's prints did not reach the output (%d bytes)", len(out))
+	// The runner's output is copied from its pipe as it comes: wait for it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out := f.output.String()
+		if strings.Contains(out, "noise on stdout") && strings.Contains(out, "raw noise") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the function's prints did not reach the output (%d bytes)", len(out))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
