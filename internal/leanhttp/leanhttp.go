@@ -341,18 +341,14 @@ func (c *conn) readHead(first bool) (int, error) {
 	// header timeout for a new connection), then the rest under the header
 	// timeout.
 	headStarted := len(c.in) > 0
-	var begun time.Time
-	if headStarted {
-		begun = time.Now()
-		c.setReadDeadline(begun, s.headerTimeout())
-	} else if first {
-		c.setReadDeadline(time.Now(), s.headerTimeout())
+	if headStarted || first {
+		c.setReadDeadline(s.headerTimeout())
 	} else {
 		idle := s.IdleTimeout
 		if idle <= 0 {
 			idle = s.ReadTimeout
 		}
-		c.setReadDeadline(time.Now(), idle)
+		c.setReadDeadline(idle)
 	}
 	for {
 		if n := headEnd(c.in); n > 0 {
@@ -380,7 +376,7 @@ func (c *conn) readHead(first bool) (int, error) {
 				return n, nil
 			}
 			if !first {
-				c.setReadDeadline(time.Now(), s.headerTimeout())
+				c.setReadDeadline(s.headerTimeout())
 			}
 		}
 	}
@@ -402,12 +398,13 @@ func (c *conn) maxHead() int {
 	return c.srv.MaxHeaderBytes
 }
 
-func (c *conn) setReadDeadline(from time.Time, d time.Duration) {
+// setReadDeadline sets the read deadline d from now; 0 means none.
+func (c *conn) setReadDeadline(d time.Duration) {
 	if d <= 0 {
 		_ = c.nc.SetReadDeadline(time.Time{})
 		return
 	}
-	_ = c.nc.SetReadDeadline(from.Add(d))
+	_ = c.nc.SetReadDeadline(time.Now().Add(d))
 }
 
 // headEnd is the length of the head at the start of b with its blank
